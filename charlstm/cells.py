@@ -1,0 +1,51 @@
+"""The recurrent cells. Each is a forward/backward kernel pair in kernels.py plus
+the few facts the model needs about it. Adding a cell means adding its kernels
+and one entry here; the training loop does not change."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from . import kernels as K
+
+
+@dataclass(frozen=True)
+class Cell:
+    name: str
+    kind: int            # number used by the jitted sampling loop
+    gates: int           # G = gates * H columns in Wx, Wh, b
+    has_c: bool          # has a cell state c (long-term memory)
+    n_extra: int         # rows of per-unit extra parameters ex (k, H)
+    separate_dhp: bool   # backward writes dhp apart from dxp (GRU)
+    forward: Callable
+    backward: Callable
+    forget_gate: int     # index of the gate whose bias starts at forget_bias, or -1
+    doc: str
+
+    def extra_grad(self, dex, dxp, dhp, hs, cs):
+        """Gradient of the extra parameters, summed over time and streams."""
+        H = dex.shape[1]
+        if self.name == "lstm-peephole":   # p_i, p_f see c_{t-1}; p_o sees c_t
+            dex[0] += np.einsum("tbh,tbh->h", dxp[:, :, 0:H], cs[:-1])
+            dex[1] += np.einsum("tbh,tbh->h", dxp[:, :, H:2 * H], cs[:-1])
+            dex[2] += np.einsum("tbh,tbh->h", dxp[:, :, 3 * H:4 * H], cs[1:])
+        elif self.name == "gru":           # b_hn sits inside r ⊙ (h Wh_n + b_hn)
+            dex[0] += dhp[:, :, 2 * H:].sum(axis=(0, 1))
+
+
+CELLS = {
+    "lstm": Cell("lstm", K.LSTM, 4, True, 0, False, K.lstm_forward, K.lstm_backward, 1,
+                 "LSTM: gates i, f, o and candidate c~ (seeds 000-004)"),
+    "lstm-peephole": Cell("lstm-peephole", K.PEEPHOLE, 4, True, 3, False, K.peephole_forward,
+                          K.peephole_backward, 1, "LSTM with peepholes: gates see c (seed 001)"),
+    "cifg": Cell("cifg", K.CIFG, 3, True, 0, False, K.cifg_forward, K.cifg_backward, 0,
+                 "coupled input-forget gate: c = f c + (1-f) c~ (seed 001)"),
+    "gru": Cell("gru", K.GRU, 3, False, 1, True, K.gru_forward, K.gru_backward, 1,
+                "GRU (Cho et al. 2014), as torch.nn.GRU"),
+    "rnn": Cell("rnn", K.RNN, 1, False, 0, False, K.rnn_forward, K.rnn_backward, -1,
+                "vanilla RNN: h = tanh(x Wx + h Wh + b)"),
+    "irnn": Cell("irnn", K.IRNN, 1, False, 0, False, K.irnn_forward, K.irnn_backward, -1,
+                 "ReLU RNN, identity-initialised Wh (Le, Jaitly & Hinton 2015)"),
+}

@@ -1,0 +1,59 @@
+"""Settings: one frozen dataclass for the model, one for training.
+
+The CLI reads its defaults from here, and the checkpoint stores both as JSON.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+
+from .errors import CharlstmError
+
+CELL_NAMES = ("lstm", "rnn", "irnn", "lstm-peephole", "cifg", "gru")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    cell: str = "lstm"          # one of CELL_NAMES
+    hidden: int = 512           # units per layer (H)
+    layers: int = 1             # stacked layers
+    dropout: float = 0.25       # between layers and before the output layer
+    forget_bias: float = 1.0    # initial forget-gate bias (GRU: update gate z)
+    vocab_size: int = 0         # V, set from the training text
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seq_len: int = 100          # T: truncated BPTT window
+    batch_size: int = 32        # B: parallel streams through the text
+    lr: float = 3e-3
+    schedule: str = "cosine"    # "cosine" decays lr to lr * min_lr_frac over the budget
+    min_lr_frac: float = 0.05
+    warmup_steps: int = 50
+    optimizer: str = "adam"     # "adam" or "adagrad"
+    clip: float = 5.0           # global gradient-norm clip
+    val_frac: float = 0.1       # the last part of the text, held out
+    rng_seed: int = 1234
+    epochs: float = 0.0         # budget: exactly one of epochs, steps, minutes is > 0
+    steps: int = 0
+    minutes: float = 0.0
+    eval_every: int = 200       # steps between validation passes (and checkpoints)
+    dtype: str = "float32"
+
+
+DEFAULT_MINUTES = 12.0          # the budget when none is given
+
+
+def from_dict(cls, d: dict):
+    """Rebuild a settings dataclass; unknown keys are errors."""
+    names = {f.name for f in fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise CharlstmError(
+            f"unknown {cls.__name__} settings {sorted(unknown)}: this checkpoint was "
+            "written by a different charlstm version; retrain or upgrade charlstm")
+    return cls(**d)
+
+
+def replace(cfg, **changes):
+    return dataclasses.replace(cfg, **changes)

@@ -1,0 +1,577 @@
+"""Numba kernels: every cell's forward pass and backward pass, side by side.
+
+All jitted code lives in this file so that Numba's on-disk cache (which only
+watches the file a function is defined in) stays consistent; `make clean-cache`
+clears it.
+
+Notation follows the seeds: f forget, i input, c~ candidate, o output gate;
+c is the cell state (long-term memory), h the hidden state (short-term).
+Shapes: T time steps, B parallel streams, H hidden units, G = gates * H.
+
+Every cell kernel has the same arguments, so training, sampling and the
+gradient checks never need to know which cell they run:
+
+    forward (hs, cs, acts, aux, xp, Wh, ex)
+    backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh, ex)
+
+    hs, cs  (T+1, B, H)  hs[0], cs[0] hold the initial state; step t writes hs[t+1]
+    acts    (T, B, G)    gate activations saved for the backward pass
+    aux     (T, B, H)    any other saved value a cell needs (GRU: h Wh_n + b_hn)
+    xp      (T, B, G)    input pre-activations  x_t Wx + b  (one GEMM or a row
+                         gather for all T steps, done by the caller)
+    Wh      (H, G)       recurrent weights; h_{t-1} Wh is one GEMM per step
+    ex      (k, H)       a cell's extra per-unit parameters (peepholes, GRU's b_hn)
+
+    dy      (T, B, H)    dL/dh_t arriving from above (output layer or next layer)
+    dhs,dcs (T+1, B, H)  on entry [T] holds the gradient from beyond the window
+                         (zero in truncated BPTT); on exit [t] is the total dL/dh_t,
+                         dL/dc_t, so [0] is dL/dh0, dL/dc0
+    dxp     (T, B, G)    dL/d(input pre-activations): gives dWx, db and dx
+    dhp     (T, B, G)    dL/d(h_{t-1} Wh): gives dWh = sum_t h_{t-1}^T dhp_t.
+                         Equal to dxp for every cell but the GRU, and then the
+                         caller passes the same array for both.
+
+The gate loops run `prange` over the B streams: each stream writes only its own
+rows, so the result does not depend on the thread count (deterministic).
+"""
+import math
+
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import overload
+
+# Numba options, set here and nowhere else. error_model="numpy" drops Python's
+# ZeroDivisionError check, which otherwise stops LLVM vectorising the gate loops;
+# fastmath leaves out nnan/ninf so that inf and nan still behave.
+FASTMATH = {"contract", "arcp", "reassoc", "nsz", "afn"}
+JIT = dict(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+PJIT = dict(JIT, parallel=True)
+
+
+# ---------------------------------------------------------------------------
+# Nonlinearities. float32 uses a rational approximation of tanh (max error
+# 2.6e-7, below float32's resolution near 1) that LLVM vectorises; float64 uses
+# math.tanh so that gradient checks are exact. sigma(x) = (1 + tanh(x/2)) / 2.
+
+def tanh_(x):
+    """tanh, fast in float32 and exact in float64 (jitted code only)."""
+    return math.tanh(x)
+
+
+def sigmoid(x):
+    """The logistic sigmoid (jitted code only)."""
+    return 0.5 + 0.5 * math.tanh(0.5 * x)
+
+
+@overload(tanh_, inline="always", jit_options=JIT)
+def _tanh_impl(x):
+    if isinstance(x, types.Float) and x.bitwidth == 32:
+        lim = np.float32(7.90531110763549805)
+        a1, a3, a5, a7 = (np.float32(4.89352455891786e-03), np.float32(6.37261928875436e-04),
+                          np.float32(1.48572235717979e-05), np.float32(5.12229709037114e-08))
+        a9, a11, a13 = (np.float32(-8.60467152213735e-11), np.float32(2.00018790482477e-13),
+                        np.float32(-2.76076847742355e-16))
+        b0, b2, b4, b6 = (np.float32(4.89352518554385e-03), np.float32(2.26843463243900e-03),
+                          np.float32(1.18534705686654e-04), np.float32(1.19825839466702e-06))
+
+        def impl(x):
+            x = lim if x > lim else x
+            x = -lim if x < -lim else x
+            x2 = x * x
+            p = x * (a1 + x2 * (a3 + x2 * (a5 + x2 * (a7 + x2 * (a9 + x2 * (a11 + x2 * a13))))))
+            q = b0 + x2 * (b2 + x2 * (b4 + x2 * b6))
+            return p / q
+        return impl
+    return lambda x: math.tanh(x)
+
+
+@overload(sigmoid, inline="always", jit_options=JIT)
+def _sigmoid_impl(x):
+    if isinstance(x, types.Float) and x.bitwidth == 32:
+        half = np.float32(0.5)
+        return lambda x: half + half * tanh_(half * x)
+    return lambda x: 0.5 + 0.5 * math.tanh(0.5 * x)
+
+
+# ---------------------------------------------------------------------------
+# LSTM (seeds 000, 003, 004). Gate order i, f, c~, o, as PyTorch's nn.LSTM.
+
+@njit(**PJIT)
+def lstm_forward(hs, cs, acts, aux, xp, Wh, ex):
+    """i = σ(.), f = σ(.), c~ = tanh(.), o = σ(.)   with (.) = xp_t + h_{t-1} Wh
+    c_t = f ⊙ c_{t-1} + i ⊙ c~
+    h_t = o ⊙ tanh(c_t)"""
+    T, B, G = xp.shape
+    H = G // 4
+    gh = np.empty((B, G), xp.dtype)
+    for t in range(T):
+        np.dot(hs[t], Wh, gh)
+        for b in prange(B):
+            for j in range(H):
+                i = sigmoid(xp[t, b, j] + gh[b, j])
+                f = sigmoid(xp[t, b, H + j] + gh[b, H + j])
+                g = tanh_(xp[t, b, 2 * H + j] + gh[b, 2 * H + j])
+                o = sigmoid(xp[t, b, 3 * H + j] + gh[b, 3 * H + j])
+                c = f * cs[t, b, j] + i * g
+                cs[t + 1, b, j] = c
+                hs[t + 1, b, j] = o * tanh_(c)
+                acts[t, b, j] = i
+                acts[t, b, H + j] = f
+                acts[t, b, 2 * H + j] = g
+                acts[t, b, 3 * H + j] = o
+
+
+@njit(**PJIT)
+def lstm_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh, ex):
+    """dh = dy_t + dh_{t+1 → t}                      (seed 004: dv Wv + dh_next)
+    dc = dh ⊙ o ⊙ (1 − tanh²c_t) + f_{t+1} ⊙ dc_{t+1}
+    do = dh ⊙ tanh c_t,  df = dc ⊙ c_{t−1},  di = dc ⊙ c~,  dc~ = dc ⊙ i
+    each times its nonlinearity's slope gives dxp_t;  dh_{t−1} = dxp_t Whᵀ"""
+    T, B, G = xp.shape
+    H = G // 4
+    WhT = Wh.T
+    dh_next = dhs[T].copy()
+    dc_next = dcs[T].copy()
+    for t in range(T - 1, -1, -1):
+        for b in prange(B):
+            for j in range(H):
+                i = acts[t, b, j]
+                f = acts[t, b, H + j]
+                g = acts[t, b, 2 * H + j]
+                o = acts[t, b, 3 * H + j]
+                tc = tanh_(cs[t + 1, b, j])
+                dh = dy[t, b, j] + dh_next[b, j]
+                dc = dc_next[b, j] + dh * o * (1 - tc * tc)
+                dhs[t + 1, b, j] = dh
+                dcs[t + 1, b, j] = dc
+                dxp[t, b, j] = dc * g * i * (1 - i)
+                dxp[t, b, H + j] = dc * cs[t, b, j] * f * (1 - f)
+                dxp[t, b, 2 * H + j] = dc * i * (1 - g * g)
+                dxp[t, b, 3 * H + j] = dh * tc * o * (1 - o)
+                dc_next[b, j] = dc * f
+        np.dot(dxp[t], WhT, dh_next)
+    dhs[0] = dh_next
+    dcs[0] = dc_next
+
+
+# ---------------------------------------------------------------------------
+# LSTM with peepholes (Gers & Schmidhuber; seed 001): f and i see c_{t-1}, o sees
+# c_t, through diagonal weights ex = [p_i, p_f, p_o]. Gate order i, f, c~, o.
+
+@njit(**PJIT)
+def peephole_forward(hs, cs, acts, aux, xp, Wh, ex):
+    """i = σ(. + p_i ⊙ c_{t−1}),  f = σ(. + p_f ⊙ c_{t−1}),  c~ = tanh(.)
+    c_t = f ⊙ c_{t−1} + i ⊙ c~
+    o = σ(. + p_o ⊙ c_t),  h_t = o ⊙ tanh(c_t)"""
+    T, B, G = xp.shape
+    H = G // 4
+    gh = np.empty((B, G), xp.dtype)
+    for t in range(T):
+        np.dot(hs[t], Wh, gh)
+        for b in prange(B):
+            for j in range(H):
+                cp = cs[t, b, j]
+                i = sigmoid(xp[t, b, j] + gh[b, j] + ex[0, j] * cp)
+                f = sigmoid(xp[t, b, H + j] + gh[b, H + j] + ex[1, j] * cp)
+                g = tanh_(xp[t, b, 2 * H + j] + gh[b, 2 * H + j])
+                c = f * cp + i * g
+                o = sigmoid(xp[t, b, 3 * H + j] + gh[b, 3 * H + j] + ex[2, j] * c)
+                cs[t + 1, b, j] = c
+                hs[t + 1, b, j] = o * tanh_(c)
+                acts[t, b, j] = i
+                acts[t, b, H + j] = f
+                acts[t, b, 2 * H + j] = g
+                acts[t, b, 3 * H + j] = o
+
+
+@njit(**PJIT)
+def peephole_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh, ex):
+    """As the LSTM, plus the peephole paths:
+    dc_t += da_o ⊙ p_o;  dc_{t−1} = f ⊙ dc_t + da_i ⊙ p_i + da_f ⊙ p_f.
+    (dp is summed by the caller from dxp and cs.)"""
+    T, B, G = xp.shape
+    H = G // 4
+    WhT = Wh.T
+    dh_next = dhs[T].copy()
+    dc_next = dcs[T].copy()
+    for t in range(T - 1, -1, -1):
+        for b in prange(B):
+            for j in range(H):
+                i = acts[t, b, j]
+                f = acts[t, b, H + j]
+                g = acts[t, b, 2 * H + j]
+                o = acts[t, b, 3 * H + j]
+                tc = tanh_(cs[t + 1, b, j])
+                dh = dy[t, b, j] + dh_next[b, j]
+                dao = dh * tc * o * (1 - o)
+                dc = dc_next[b, j] + dh * o * (1 - tc * tc) + dao * ex[2, j]
+                dhs[t + 1, b, j] = dh
+                dcs[t + 1, b, j] = dc
+                dai = dc * g * i * (1 - i)
+                daf = dc * cs[t, b, j] * f * (1 - f)
+                dxp[t, b, j] = dai
+                dxp[t, b, H + j] = daf
+                dxp[t, b, 2 * H + j] = dc * i * (1 - g * g)
+                dxp[t, b, 3 * H + j] = dao
+                dc_next[b, j] = dc * f + dai * ex[0, j] + daf * ex[1, j]
+        np.dot(dxp[t], WhT, dh_next)
+    dhs[0] = dh_next
+    dcs[0] = dc_next
+
+
+# ---------------------------------------------------------------------------
+# Coupled input-forget gate (seed 001). Gate order f, c~, o.
+
+@njit(**PJIT)
+def cifg_forward(hs, cs, acts, aux, xp, Wh, ex):
+    """f = σ(.), c~ = tanh(.), o = σ(.)
+    c_t = f ⊙ c_{t−1} + (1 − f) ⊙ c~
+    h_t = o ⊙ tanh(c_t)"""
+    T, B, G = xp.shape
+    H = G // 3
+    gh = np.empty((B, G), xp.dtype)
+    for t in range(T):
+        np.dot(hs[t], Wh, gh)
+        for b in prange(B):
+            for j in range(H):
+                f = sigmoid(xp[t, b, j] + gh[b, j])
+                g = tanh_(xp[t, b, H + j] + gh[b, H + j])
+                o = sigmoid(xp[t, b, 2 * H + j] + gh[b, 2 * H + j])
+                c = f * cs[t, b, j] + (1 - f) * g
+                cs[t + 1, b, j] = c
+                hs[t + 1, b, j] = o * tanh_(c)
+                acts[t, b, j] = f
+                acts[t, b, H + j] = g
+                acts[t, b, 2 * H + j] = o
+
+
+@njit(**PJIT)
+def cifg_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh, ex):
+    """dc = dh ⊙ o ⊙ (1 − tanh²c_t) + f_{t+1} ⊙ dc_{t+1}
+    df = dc ⊙ (c_{t−1} − c~),  dc~ = dc ⊙ (1 − f),  do = dh ⊙ tanh c_t"""
+    T, B, G = xp.shape
+    H = G // 3
+    WhT = Wh.T
+    dh_next = dhs[T].copy()
+    dc_next = dcs[T].copy()
+    for t in range(T - 1, -1, -1):
+        for b in prange(B):
+            for j in range(H):
+                f = acts[t, b, j]
+                g = acts[t, b, H + j]
+                o = acts[t, b, 2 * H + j]
+                tc = tanh_(cs[t + 1, b, j])
+                dh = dy[t, b, j] + dh_next[b, j]
+                dc = dc_next[b, j] + dh * o * (1 - tc * tc)
+                dhs[t + 1, b, j] = dh
+                dcs[t + 1, b, j] = dc
+                dxp[t, b, j] = dc * (cs[t, b, j] - g) * f * (1 - f)
+                dxp[t, b, H + j] = dc * (1 - f) * (1 - g * g)
+                dxp[t, b, 2 * H + j] = dh * tc * o * (1 - o)
+                dc_next[b, j] = dc * f
+        np.dot(dxp[t], WhT, dh_next)
+    dhs[0] = dh_next
+    dcs[0] = dc_next
+
+
+# ---------------------------------------------------------------------------
+# GRU (Cho et al. 2014), as PyTorch's nn.GRU. Gate order r, z, n; ex[0] = b_hn.
+
+@njit(**PJIT)
+def gru_forward(hs, cs, acts, aux, xp, Wh, ex):
+    """r = σ(.), z = σ(.),  n = tanh(xp_n + r ⊙ (h_{t−1} Wh_n + b_hn))
+    h_t = (1 − z) ⊙ n + z ⊙ h_{t−1}"""
+    T, B, G = xp.shape
+    H = G // 3
+    gh = np.empty((B, G), xp.dtype)
+    for t in range(T):
+        np.dot(hs[t], Wh, gh)
+        for b in prange(B):
+            for j in range(H):
+                r = sigmoid(xp[t, b, j] + gh[b, j])
+                z = sigmoid(xp[t, b, H + j] + gh[b, H + j])
+                a = gh[b, 2 * H + j] + ex[0, j]
+                n = tanh_(xp[t, b, 2 * H + j] + r * a)
+                hs[t + 1, b, j] = (1 - z) * n + z * hs[t, b, j]
+                aux[t, b, j] = a
+                acts[t, b, j] = r
+                acts[t, b, H + j] = z
+                acts[t, b, 2 * H + j] = n
+
+
+@njit(**PJIT)
+def gru_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh, ex):
+    """dn = dh ⊙ (1 − z),  dz = dh ⊙ (h_{t−1} − n),  da_n = dn ⊙ (1 − n²)
+    dr = da_n ⊙ (h_{t−1} Wh_n + b_hn);  the recurrent part of n sees r ⊙ da_n
+    dh_{t−1} = dhp_t Whᵀ + dh ⊙ z"""
+    T, B, G = xp.shape
+    H = G // 3
+    WhT = Wh.T
+    dh_next = dhs[T].copy()
+    direct = np.empty((B, H), xp.dtype)
+    for t in range(T - 1, -1, -1):
+        for b in prange(B):
+            for j in range(H):
+                r = acts[t, b, j]
+                z = acts[t, b, H + j]
+                n = acts[t, b, 2 * H + j]
+                dh = dy[t, b, j] + dh_next[b, j]
+                dhs[t + 1, b, j] = dh
+                dan = dh * (1 - z) * (1 - n * n)
+                dar = dan * aux[t, b, j] * r * (1 - r)
+                daz = dh * (hs[t, b, j] - n) * z * (1 - z)
+                dxp[t, b, j] = dar
+                dxp[t, b, H + j] = daz
+                dxp[t, b, 2 * H + j] = dan
+                dhp[t, b, j] = dar
+                dhp[t, b, H + j] = daz
+                dhp[t, b, 2 * H + j] = dan * r
+                direct[b, j] = dh * z
+        np.dot(dhp[t], WhT, dh_next)
+        dh_next += direct
+    dhs[0] = dh_next
+
+
+# ---------------------------------------------------------------------------
+# Vanilla tanh RNN and the ReLU RNN (IRNN, Le, Jaitly & Hinton 2015; seed 003).
+
+@njit(**PJIT)
+def rnn_forward(hs, cs, acts, aux, xp, Wh, ex):
+    """h_t = tanh(x_t Wx + h_{t−1} Wh + b)"""
+    T, B, H = xp.shape
+    gh = np.empty((B, H), xp.dtype)
+    for t in range(T):
+        np.dot(hs[t], Wh, gh)
+        for b in prange(B):
+            for j in range(H):
+                hs[t + 1, b, j] = tanh_(xp[t, b, j] + gh[b, j])
+
+
+@njit(**PJIT)
+def rnn_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh, ex):
+    """da = (dy_t + dh_{t+1 → t}) ⊙ (1 − h_t²);  dh_{t−1} = da Whᵀ"""
+    T, B, H = xp.shape
+    WhT = Wh.T
+    dh_next = dhs[T].copy()
+    for t in range(T - 1, -1, -1):
+        for b in prange(B):
+            for j in range(H):
+                dh = dy[t, b, j] + dh_next[b, j]
+                dhs[t + 1, b, j] = dh
+                h = hs[t + 1, b, j]
+                dxp[t, b, j] = dh * (1 - h * h)
+        np.dot(dxp[t], WhT, dh_next)
+    dhs[0] = dh_next
+
+
+@njit(**PJIT)
+def irnn_forward(hs, cs, acts, aux, xp, Wh, ex):
+    """h_t = max(0, x_t Wx + h_{t−1} Wh + b),  Wh initialised to the identity"""
+    T, B, H = xp.shape
+    gh = np.empty((B, H), xp.dtype)
+    for t in range(T):
+        np.dot(hs[t], Wh, gh)
+        for b in prange(B):
+            for j in range(H):
+                a = xp[t, b, j] + gh[b, j]
+                hs[t + 1, b, j] = a if a > 0 else 0
+
+
+@njit(**PJIT)
+def irnn_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh, ex):
+    """da = (dy_t + dh_{t+1 → t}) ⊙ [h_t > 0];  dh_{t−1} = da Whᵀ"""
+    T, B, H = xp.shape
+    WhT = Wh.T
+    dh_next = dhs[T].copy()
+    for t in range(T - 1, -1, -1):
+        for b in prange(B):
+            for j in range(H):
+                dh = dy[t, b, j] + dh_next[b, j]
+                dhs[t + 1, b, j] = dh
+                dxp[t, b, j] = dh if hs[t + 1, b, j] > 0 else 0
+        np.dot(dxp[t], WhT, dh_next)
+    dhs[0] = dh_next
+
+
+# ---------------------------------------------------------------------------
+# Input layer, output layer and loss, optimizer.
+
+@njit(**PJIT)
+def embed_forward(xp, tokens, Wx, b):
+    """One-hot input as a row gather:  xp[t, b] = Wx[token[t, b]] + b.
+    xp: (T, B, G), tokens: (T, B), Wx: (V, G), b: (G,)"""
+    T, B, G = xp.shape
+    for t in prange(T):
+        for s in range(B):
+            row = Wx[tokens[t, s]]
+            for j in range(G):
+                xp[t, s, j] = row[j] + b[j]
+
+
+@njit(**PJIT)
+def embed_backward(dWx, tokens, dxp):
+    """dWx[token[t, b]] += dxp[t, b]. Threads split the G columns, so no two
+    write the same element (deterministic).  dWx: (V, G), dxp: (T, B, G)"""
+    T, B, G = dxp.shape
+    nchunk = 8
+    step = (G + nchunk - 1) // nchunk
+    for k in prange(nchunk):
+        lo = k * step
+        hi = min(G, lo + step)
+        for t in range(T):
+            for s in range(B):
+                row = dWx[tokens[t, s]]
+                for j in range(lo, hi):
+                    row[j] += dxp[t, s, j]
+
+
+@njit(**PJIT)
+def softmax_xent(dlogits, logits, targets, scale):
+    """Softmax over the vocabulary and cross-entropy, fused.
+    logits, dlogits: (N, V); targets: (N,). Returns sum_n -log p_n[target_n]
+    (in float64) and writes dlogits = scale * (p − onehot(target))."""
+    N, V = logits.shape
+    total = 0.0
+    for n in prange(N):
+        m = logits[n, 0]
+        for v in range(1, V):
+            m = max(m, logits[n, v])
+        s = 0.0
+        for v in range(V):
+            e = math.exp(logits[n, v] - m)
+            dlogits[n, v] = e
+            s += e
+        k = targets[n]
+        total += math.log(s) - (logits[n, k] - m)
+        inv = scale / s
+        for v in range(V):
+            dlogits[n, v] *= inv
+        dlogits[n, k] -= scale
+    return total
+
+
+@njit(**PJIT)
+def adam_update(w, g, m, v, lr, beta1, beta2, eps, step):
+    """Adam on the flat parameter buffer: m, v share w's layout."""
+    c1 = 1.0 / (1.0 - beta1 ** step)
+    c2 = 1.0 / (1.0 - beta2 ** step)
+    for k in prange(w.size):
+        m[k] = beta1 * m[k] + (1 - beta1) * g[k]
+        v[k] = beta2 * v[k] + (1 - beta2) * g[k] * g[k]
+        w[k] -= lr * (m[k] * c1) / (math.sqrt(v[k] * c2) + eps)
+
+
+@njit(**PJIT)
+def adagrad_update(w, g, m, lr, eps):
+    """Adagrad, as in min-char-rnn: m accumulates g²."""
+    for k in prange(w.size):
+        m[k] += g[k] * g[k]
+        w[k] -= lr * g[k] / (math.sqrt(m[k]) + eps)
+
+
+# ---------------------------------------------------------------------------
+# Sampling: the whole generation loop is jitted. The model is passed as its flat
+# parameter buffer and a table of offsets, so one kernel serves every cell.
+
+LSTM, PEEPHOLE, CIFG, GRU, RNN, IRNN = 0, 1, 2, 3, 4, 5
+
+
+@njit(**JIT)
+def cell_forward(kind, hs, cs, acts, aux, xp, Wh, ex):
+    """Dispatch to a cell's forward kernel by number (for the sampling loop)."""
+    if kind == LSTM:
+        lstm_forward(hs, cs, acts, aux, xp, Wh, ex)
+    elif kind == PEEPHOLE:
+        peephole_forward(hs, cs, acts, aux, xp, Wh, ex)
+    elif kind == CIFG:
+        cifg_forward(hs, cs, acts, aux, xp, Wh, ex)
+    elif kind == GRU:
+        gru_forward(hs, cs, acts, aux, xp, Wh, ex)
+    elif kind == RNN:
+        rnn_forward(hs, cs, acts, aux, xp, Wh, ex)
+    else:
+        irnn_forward(hs, cs, acts, aux, xp, Wh, ex)
+
+
+@njit(**JIT)
+def model_step(tok, flat, offsets, kind, state_h, state_c, hs, cs, acts, aux, xp):
+    """Run one token through every layer. state_h, state_c: (L, 1, H), updated
+    in place; hs, cs (2, 1, H), acts, xp (1, 1, G), aux (1, 1, H): scratch."""
+    L, _, H = state_h.shape
+    G = xp.shape[2]
+    for l in range(L):
+        o = offsets[l]
+        Din = (o[1] - o[0]) // G
+        Wx = flat[o[0]:o[1]].reshape(Din, G)
+        Wh = flat[o[1]:o[1] + H * G].reshape(H, G)
+        b = flat[o[2]:o[2] + G]
+        ex = flat[o[3]:o[3] + o[4] * H].reshape(o[4], H)
+        if l == 0:
+            for j in range(G):
+                xp[0, 0, j] = Wx[tok, j] + b[j]
+        else:
+            np.dot(state_h[l - 1], Wx, xp[0])
+            for j in range(G):
+                xp[0, 0, j] += b[j]
+        hs[0] = state_h[l]
+        cs[0] = state_c[l]
+        cell_forward(kind, hs, cs, acts, aux, xp, Wh, ex)
+        state_h[l] = hs[1]
+        state_c[l] = cs[1]
+
+
+@njit(**JIT)
+def generate(out, prime, u, flat, offsets, kind, state_h, state_c,
+             temperature, top_k, greedy):
+    """Feed the `prime` tokens (may be empty), then sample len(out) tokens,
+    each fed back in. The state (L, 1, H) always reflects every token consumed,
+    so a later call continues where this one stopped.
+
+    flat: the parameter buffer; offsets: (L + 1, 5) int64 rows
+    [Wx, Wh, b, ex, n_ex] per layer, then [Wy, by, V, 0, 0].
+    u: one uniform number per sampled token (the random state is the caller's).
+        p = softmax(logits / temperature) over the top_k largest logits"""
+    L, _, H = state_h.shape
+    G = offsets[0, 2] - offsets[0, 1]
+    G = G // H
+    V = offsets[L, 2]
+    dt = flat.dtype
+    hs = np.empty((2, 1, H), dt)
+    cs = np.zeros((2, 1, H), dt)
+    acts = np.empty((1, 1, G), dt)
+    aux = np.empty((1, 1, H), dt)
+    xp = np.empty((1, 1, G), dt)
+    y = np.empty((1, V), dt)
+    probs = np.empty(V, np.float64)
+    Wy = flat[offsets[L, 0]:offsets[L, 0] + H * V].reshape(H, V)
+    by = flat[offsets[L, 1]:offsets[L, 1] + V]
+    for n in range(prime.shape[0]):
+        model_step(prime[n], flat, offsets, kind, state_h, state_c, hs, cs, acts, aux, xp)
+    for k in range(out.shape[0]):
+        np.dot(state_h[L - 1], Wy, y)
+        logits = y[0]
+        for v in range(V):
+            logits[v] += by[v]
+        if greedy:
+            pick = np.argmax(logits)
+        else:
+            cut = -np.inf
+            if 0 < top_k < V:
+                cut = np.sort(logits)[V - top_k]
+            m = logits.max()
+            s = 0.0
+            for v in range(V):
+                probs[v] = math.exp((logits[v] - m) / temperature) if logits[v] >= cut else 0.0
+                s += probs[v]
+            r = u[k] * s
+            acc = 0.0
+            pick = V - 1
+            for v in range(V):
+                acc += probs[v]
+                if r < acc:
+                    pick = v
+                    break
+            while probs[pick] == 0.0:   # rounding at the top end
+                pick -= 1
+        out[k] = pick
+        model_step(pick, flat, offsets, kind, state_h, state_c, hs, cs, acts, aux, xp)

@@ -1,0 +1,209 @@
+"""The model: stacked recurrent layers, then a softmax over the vocabulary.
+
+Parameters live in one flat buffer with a named view per tensor (gradients and
+Adam's moments share that layout, so the optimizer and global-norm clipping are
+one flat loop each). Python orchestrates; the arithmetic is in kernels.py.
+
+Per layer l (gate order as torch.nn.LSTM / nn.GRU, so weight_ih_l{l} = Wx.T,
+weight_hh_l{l} = Wh.T, bias_ih_l{l} = b, bias_hh_l{l} = 0):
+    l{l}.Wx (D, G)  l{l}.Wh (H, G)  l{l}.b (G,)  l{l}.ex (k, H) if the cell has extras
+then the output layer Wy (H, V), by (V,).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import kernels as K
+from .cells import CELLS
+from .config import ModelConfig
+from .errors import CharlstmError
+
+
+def layout(cfg: ModelConfig) -> list[tuple[str, tuple[int, ...]]]:
+    """Names and shapes of every parameter, in buffer order."""
+    cell = CELLS[cfg.cell]
+    H, V = cfg.hidden, cfg.vocab_size
+    G = cell.gates * H
+    out = []
+    for l in range(cfg.layers):
+        out += [(f"l{l}.Wx", (V if l == 0 else H, G)), (f"l{l}.Wh", (H, G)), (f"l{l}.b", (G,))]
+        if cell.n_extra:
+            out.append((f"l{l}.ex", (cell.n_extra, H)))
+    return out + [("Wy", (H, V)), ("by", (V,))]
+
+
+def views(flat: np.ndarray, lay) -> dict[str, np.ndarray]:
+    """Named views into one flat buffer."""
+    out, k = {}, 0
+    for name, shape in lay:
+        n = int(np.prod(shape))
+        out[name] = flat[k:k + n].reshape(shape)
+        k += n
+    return out
+
+
+def n_params(cfg: ModelConfig) -> int:
+    return sum(int(np.prod(s)) for _, s in layout(cfg))
+
+
+class Workspace:
+    """Buffers for one (T, B) shape, allocated once and reused every step."""
+
+    def __init__(self, cfg: ModelConfig, T: int, B: int, dtype):
+        cell = CELLS[cfg.cell]
+        H, V, G = cfg.hidden, cfg.vocab_size, CELLS[cfg.cell].gates * cfg.hidden
+        self.T, self.B = T, B
+        z = lambda *s: np.zeros(s, dtype)  # noqa: E731
+        self.layers = []
+        for _ in range(cfg.layers):
+            w = dict(xp=z(T, B, G), hs=z(T + 1, B, H), cs=z(T + 1, B, H), acts=z(T, B, G),
+                     aux=z(T, B, H), dxp=z(T, B, G), dhs=z(T + 1, B, H), dcs=z(T + 1, B, H),
+                     dy=z(T, B, H), y=None, mask=None)
+            w["dhp"] = z(T, B, G) if cell.separate_dhp else w["dxp"]
+            self.layers.append(w)
+        self.logits = z(T * B, V)
+        self.dlogits = z(T * B, V)
+        self.tokens = np.zeros((T, B), np.intp)
+
+
+class Model:
+    """A stack of `cfg.layers` cells of `cfg.hidden` units over a V-symbol vocabulary."""
+
+    def __init__(self, cfg: ModelConfig, dtype=np.float32, flat: np.ndarray | None = None):
+        if cfg.cell not in CELLS:
+            raise CharlstmError(f"unknown cell {cfg.cell!r}; choose one of {', '.join(CELLS)}")
+        self.cfg = cfg
+        self.cell = CELLS[cfg.cell]
+        self.dtype = np.dtype(dtype)
+        self.layout = layout(cfg)
+        size = sum(int(np.prod(s)) for _, s in self.layout)
+        self.flat = np.zeros(size, self.dtype) if flat is None else flat
+        if self.flat.shape != (size,) or self.flat.dtype != self.dtype:
+            raise CharlstmError("parameter buffer does not match the model settings")
+        self.grad = np.zeros(size, self.dtype)
+        self.p = views(self.flat, self.layout)
+        self.g = views(self.grad, self.layout)
+        self.offsets = self._offsets()
+
+    @property
+    def size(self) -> int:
+        return self.flat.size
+
+    def _offsets(self) -> np.ndarray:
+        """Table for the jitted sampler: [Wx, Wh, b, ex, n_ex] per layer, then [Wy, by, V]."""
+        start, k = {}, 0
+        for name, shape in self.layout:
+            start[name] = k
+            k += int(np.prod(shape))
+        rows = []
+        for l in range(self.cfg.layers):
+            ex = start.get(f"l{l}.ex", start[f"l{l}.b"])
+            rows.append([start[f"l{l}.Wx"], start[f"l{l}.Wh"], start[f"l{l}.b"], ex,
+                         self.cell.n_extra])
+        rows.append([start["Wy"], start["by"], self.cfg.vocab_size, 0, 0])
+        return np.array(rows, np.int64)
+
+    def init(self, rng: np.random.Generator):
+        """Uniform(±1/√H) weights as PyTorch; zero biases but the forget gate's
+        (seeds 000 and 003: start by remembering); IRNN: Wh = identity."""
+        cfg, H = self.cfg, self.cfg.hidden
+        k = 1.0 / np.sqrt(H)
+        for name, w in self.p.items():
+            if name.endswith(".b") or name == "by" or name.endswith(".ex"):
+                w[...] = 0
+            else:
+                w[...] = rng.uniform(-k, k, w.shape)
+        for l in range(cfg.layers):
+            if self.cell.forget_gate >= 0:
+                fg = self.cell.forget_gate
+                self.p[f"l{l}.b"][fg * H:(fg + 1) * H] = cfg.forget_bias
+            if cfg.cell == "irnn":
+                self.p[f"l{l}.Wh"][...] = np.eye(H)
+        return self
+
+    def zero_state(self, B: int):
+        """Initial (h, c): each (L, B, H)."""
+        L, H = self.cfg.layers, self.cfg.hidden
+        return np.zeros((L, B, H), self.dtype), np.zeros((L, B, H), self.dtype)
+
+    # -- forward and backward, side by side --------------------------------
+
+    def forward(self, ws: Workspace, tokens: np.ndarray, h0, c0, masks=None) -> np.ndarray:
+        """tokens: (T, B) input ids; h0, c0: (L, B, H); masks: None or one (T, B, H)
+        inverted-dropout mask per layer output. Returns logits (T·B, V)."""
+        T, B = ws.T, ws.B
+        ws.tokens[...] = tokens
+        x = None
+        for l, w in enumerate(ws.layers):
+            Wx, b = self.p[f"l{l}.Wx"], self.p[f"l{l}.b"]
+            if l == 0:
+                K.embed_forward(w["xp"], ws.tokens, Wx, b)          # one-hot as a gather
+            else:
+                np.matmul(x.reshape(T * B, -1), Wx, out=w["xp"].reshape(T * B, -1))
+                w["xp"] += b
+            w["hs"][0] = h0[l]
+            w["cs"][0] = c0[l]
+            self.cell.forward(w["hs"], w["cs"], w["acts"], w["aux"], w["xp"],
+                              self.p[f"l{l}.Wh"], self._ex(l))
+            w["mask"] = None if masks is None else masks[l]
+            x = w["hs"][1:] if w["mask"] is None else w["hs"][1:] * w["mask"]
+            w["y"] = x
+        np.matmul(x.reshape(T * B, -1), self.p["Wy"], out=ws.logits)
+        ws.logits += self.p["by"]
+        return ws.logits
+
+    def backward(self, ws: Workspace, dlogits: np.ndarray, dhT=None, dcT=None):
+        """Accumulate (+=) parameter gradients into self.grad from dlogits (T·B, V).
+        dhT, dcT: (L, B, H) gradient arriving at the final state (default zero).
+        Returns (dh0, dc0), each (L, B, H)."""
+        T, B, L = ws.T, ws.B, self.cfg.layers
+        top = ws.layers[-1]
+        self.g["Wy"] += top["y"].reshape(T * B, -1).T @ dlogits
+        self.g["by"] += dlogits.sum(axis=0)
+        dy = top["dy"]
+        np.matmul(dlogits, self.p["Wy"].T, out=dy.reshape(T * B, -1))
+        dh0 = np.zeros((L, B, self.cfg.hidden), self.dtype)
+        dc0 = np.zeros_like(dh0)
+        for l in range(L - 1, -1, -1):
+            w = ws.layers[l]
+            if w["mask"] is not None:
+                dy *= w["mask"]
+            w["dhs"][T] = 0 if dhT is None else dhT[l]
+            w["dcs"][T] = 0 if dcT is None else dcT[l]
+            self.cell.backward(w["dxp"], w["dhp"], w["dhs"], w["dcs"], dy, w["hs"], w["cs"],
+                               w["acts"], w["aux"], w["xp"], self.p[f"l{l}.Wh"], self._ex(l))
+            dxp = w["dxp"].reshape(T * B, -1)
+            self.g[f"l{l}.Wh"] += w["hs"][:-1].reshape(T * B, -1).T @ w["dhp"].reshape(T * B, -1)
+            self.g[f"l{l}.b"] += dxp.sum(axis=0)
+            if self.cell.n_extra:
+                self.cell.extra_grad(self.g[f"l{l}.ex"], w["dxp"], w["dhp"], w["hs"], w["cs"])
+            if l == 0:
+                K.embed_backward(self.g["l0.Wx"], ws.tokens, w["dxp"])
+            else:
+                below = ws.layers[l - 1]
+                self.g[f"l{l}.Wx"] += below["y"].reshape(T * B, -1).T @ dxp
+                dy = below["dy"]
+                np.matmul(dxp, self.p[f"l{l}.Wx"].T, out=dy.reshape(T * B, -1))
+            dh0[l] = w["dhs"][0]
+            dc0[l] = w["dcs"][0]
+        return dh0, dc0
+
+    def _ex(self, l: int) -> np.ndarray:
+        return self.p.get(f"l{l}.ex", np.zeros((0, self.cfg.hidden), self.dtype))
+
+    def final_state(self, ws: Workspace):
+        """(h_T, c_T) of every layer, copied: the state carried to the next batch."""
+        h = np.stack([w["hs"][ws.T] for w in ws.layers])
+        c = np.stack([w["cs"][ws.T] for w in ws.layers])
+        return h, c
+
+    def loss(self, ws: Workspace, tokens, targets, h0, c0, masks=None, grad=True) -> float:
+        """Mean cross-entropy (nats/char) of predicting targets (T, B) from tokens.
+        With grad, accumulates parameter gradients into self.grad."""
+        logits = self.forward(ws, tokens, h0, c0, masks)
+        tg = np.ascontiguousarray(targets, dtype=np.intp).reshape(-1)
+        n = tg.size
+        total = K.softmax_xent(ws.dlogits, logits, tg, 1.0 / n)
+        if grad:
+            self.backward(ws, ws.dlogits)
+        return total / n

@@ -1,0 +1,65 @@
+"""Slow, plain NumPy references (float64, one stream and one step at a time),
+written straight from the equations, to hold the fast kernels to."""
+import numpy as np
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def cell_step(cell, x, h, c, Wx, Wh, b, ex):
+    """One step of one cell for one input vector x: returns (h, c)."""
+    H = h.shape[0]
+    a = x @ Wx + b
+    r = h @ Wh
+    if cell == "rnn":
+        return np.tanh(a + r), c
+    if cell == "irnn":
+        return np.maximum(0.0, a + r), c
+    if cell == "gru":
+        rg = sigmoid(a[:H] + r[:H])
+        z = sigmoid(a[H:2 * H] + r[H:2 * H])
+        n = np.tanh(a[2 * H:] + rg * (r[2 * H:] + ex[0]))
+        return (1 - z) * n + z * h, c
+    if cell == "cifg":
+        f = sigmoid(a[:H] + r[:H])
+        g = np.tanh(a[H:2 * H] + r[H:2 * H])
+        o = sigmoid(a[2 * H:] + r[2 * H:])
+        c = f * c + (1 - f) * g
+        return o * np.tanh(c), c
+    z = a + r
+    if cell == "lstm":
+        i, f, g, o = sigmoid(z[:H]), sigmoid(z[H:2 * H]), np.tanh(z[2 * H:3 * H]), sigmoid(z[3 * H:])
+        c = f * c + i * g
+        return o * np.tanh(c), c
+    if cell == "lstm-peephole":
+        i = sigmoid(z[:H] + ex[0] * c)
+        f = sigmoid(z[H:2 * H] + ex[1] * c)
+        g = np.tanh(z[2 * H:3 * H])
+        c = f * c + i * g
+        o = sigmoid(z[3 * H:] + ex[2] * c)
+        return o * np.tanh(c), c
+    raise ValueError(cell)
+
+
+def logits(model, tokens, h0, c0):
+    """Reference forward of a whole Model (no dropout): logits (T·B, V)."""
+    p = model.p
+    cfg = model.cfg
+    T, B = tokens.shape
+    V = cfg.vocab_size
+    out = np.zeros((T, B, V))
+    for s in range(B):
+        h = [h0[l, s].astype(np.float64) for l in range(cfg.layers)]
+        c = [c0[l, s].astype(np.float64) for l in range(cfg.layers)]
+        for t in range(T):
+            x = np.zeros(V)
+            x[tokens[t, s]] = 1.0
+            for l in range(cfg.layers):
+                ex = p.get(f"l{l}.ex", np.zeros((0, cfg.hidden)))
+                h[l], c[l] = cell_step(cfg.cell, x, h[l], c[l], p[f"l{l}.Wx"].astype(np.float64),
+                                       p[f"l{l}.Wh"].astype(np.float64),
+                                       p[f"l{l}.b"].astype(np.float64), ex.astype(np.float64))
+                x = h[l]
+            out[t, s] = x @ p["Wy"] + p["by"]
+    return out.reshape(T * B, V)
