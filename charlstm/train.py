@@ -1,0 +1,286 @@
+"""The training loop: Python around the jitted work, one step per batch."""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import checkpoint as ckpt
+from . import kernels as K
+from .config import ModelConfig, TrainConfig
+from .data import Batches, Corpus, encode_file, load_corpus
+from .errors import CharlstmError
+from .model import Model, Workspace
+
+LN2 = math.log(2)
+
+
+def model_from_checkpoint(ck: ckpt.Checkpoint, dtype=np.float32) -> Model:
+    m = Model(ck.model, dtype)
+    for name, shape in m.layout:
+        arr = ck.params.get(name)
+        if arr is None or arr.shape != shape:
+            raise CharlstmError(f"checkpoint parameter {name} is missing or has the wrong "
+                                "shape; the file is damaged: retrain or pick another file")
+        m.p[name][...] = arr
+    return m
+
+
+def best_path(out: str) -> str:
+    root = out[:-4] if out.endswith(".npz") else out
+    return root + ".best.npz"
+
+
+def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
+    """Linear warm-up, then constant or cosine decay to lr·min_lr_frac at the
+    end of the budget (progress in [0, 1])."""
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
+    if cfg.schedule == "constant":
+        return cfg.lr * warm
+    cos = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.lr * warm * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * cos)
+
+
+@dataclass
+class Result:
+    path: str
+    best_path: str
+    steps: int
+    train_loss: float
+    val_loss: float | None
+    best_val: float | None
+    seconds: float
+    chars_per_s: float
+    grad_norm: float
+    interrupted: bool = False
+
+
+class Trainer:
+    """Trains one model on one text. `log` gets one-line messages; `progress`
+    switches the tqdm bar."""
+
+    def __init__(self, text: str, model_cfg: ModelConfig, cfg: TrainConfig, out: str,
+                 resume: str | None = None, progress: bool = True, log=print,
+                 corpus: Corpus | None = None):
+        self.log, self.progress, self.out = log, progress, out
+        self.text_path = text
+        if resume:
+            ck = ckpt.load(resume)
+            ids = encode_file_for(text, ck.vocab)
+            n_val = int(len(ids) * ck.train.val_frac)
+            corpus = Corpus(ck.vocab, ids[:len(ids) - n_val], ids[len(ids) - n_val:])
+            model_cfg, self.state = ck.model, dict(ck.state)
+            cfg = _resume_cfg(ck.train, cfg)
+        else:
+            corpus = corpus or load_corpus(text, cfg.val_frac)
+            model_cfg = ModelConfig(**{**model_cfg.__dict__, "vocab_size": corpus.V})
+            self.state = dict(step=0, epoch=0, batch=0, elapsed=0.0, train_time=0.0,
+                              best_val=None, rng=None)
+        self.cfg, self.corpus = cfg, corpus
+        T, B = cfg.seq_len, cfg.batch_size
+        need = B * (T + 1)
+        if len(corpus.train) < need:
+            raise CharlstmError(
+                f"{text} is too short for one batch: the training part has "
+                f"{len(corpus.train)} characters and one batch needs batch-size × "
+                f"(seq-len + 1) = {need}; lower --batch-size or --seq-len, or use a longer text")
+        self.batches = Batches(corpus.train, B, T)
+        dtype = np.dtype(cfg.dtype)
+        self.rng = np.random.default_rng(cfg.rng_seed)
+        if resume:
+            self.model = model_from_checkpoint(ck, dtype)
+            self.m, self.v = ck.opt_m.astype(dtype), ck.opt_v.astype(dtype)
+            self.h, self.c = ck.carry_h.astype(dtype), ck.carry_c.astype(dtype)
+            self.rng.bit_generator.state = ck.state["rng"]
+            self.hist_train = [list(r) for r in ck.history_train]
+            self.hist_val = [list(r) for r in ck.history_val]
+        else:
+            self.model = Model(model_cfg, dtype).init(self.rng)
+            self.m = np.zeros_like(self.model.flat)
+            self.v = np.zeros_like(self.model.flat)
+            self.h, self.c = self.model.zero_state(B)
+            self.hist_train, self.hist_val = [], []
+        self.ws = Workspace(self.model.cfg, T, B, dtype)
+        self._val_ws = None
+        self.grad_norm = 0.0
+
+    # -- budget -------------------------------------------------------------
+
+    def total_steps(self) -> float:
+        c = self.cfg
+        if c.steps:
+            return c.steps
+        if c.epochs:
+            return max(1, round(c.epochs * self.batches.n))
+        return math.inf
+
+    def progress_frac(self) -> float:
+        c, s = self.cfg, self.state
+        by_steps = s["step"] / self.total_steps()
+        by_time = s["elapsed"] / (60 * c.minutes) if c.minutes else 0.0
+        return min(1.0, max(by_steps, by_time))
+
+    # -- one step -----------------------------------------------------------
+
+    def step(self) -> float:
+        cfg, s, model = self.cfg, self.state, self.model
+        x, y = self.batches.get(s["batch"])
+        masks = self._masks()
+        model.grad[:] = 0                                   # the one place grads are zeroed
+        loss = model.loss(self.ws, x, y, self.h, self.c, masks)
+        g = model.grad
+        norm = float(np.sqrt(np.dot(g, g)))                 # recorded before clipping
+        self.grad_norm = norm
+        if not math.isfinite(norm):
+            raise CharlstmError("training diverged (gradient is not finite); "
+                                "lower --lr or --clip")
+        if norm > cfg.clip:
+            g *= cfg.clip / norm
+        lr = lr_at(cfg, s["step"], self.progress_frac())
+        s["step"] += 1
+        if cfg.optimizer == "adagrad":
+            K.adagrad_update(model.flat, g, self.m, lr, 1e-8)
+        else:
+            K.adam_update(model.flat, g, self.m, self.v, lr, 0.9, 0.999, 1e-8, s["step"])
+        self.h, self.c = model.final_state(self.ws)          # carried to the next batch
+        s["batch"] += 1
+        if s["batch"] >= self.batches.n:                     # new epoch: start afresh
+            s["batch"], s["epoch"] = 0, s["epoch"] + 1
+            self.h, self.c = model.zero_state(cfg.batch_size)
+        return loss
+
+    def _masks(self):
+        p = self.model.cfg.dropout
+        if p <= 0:
+            return None
+        T, B, H = self.cfg.seq_len, self.cfg.batch_size, self.model.cfg.hidden
+        keep = np.float32(1 - p)
+        return [(self.rng.random((T, B, H), np.float32) < keep) / keep
+                for _ in range(self.model.cfg.layers)]
+
+    def evaluate(self, ids: np.ndarray | None = None) -> float | None:
+        """Mean loss (nats/char) over `ids` (default: the validation text), in
+        streams with the state carried, no dropout."""
+        ids = self.corpus.val if ids is None else ids
+        if len(ids) < 2:
+            return None
+        T = min(self.cfg.seq_len, len(ids) - 1)
+        B = max(1, min(self.cfg.batch_size, (len(ids) - 1) // T // 4 or 1))
+        if self._val_ws is None or (self._val_ws.T, self._val_ws.B) != (T, B):
+            self._val_ws = Workspace(self.model.cfg, T, B, self.model.dtype)
+        batches = Batches(ids, B, T)
+        h, c = self.model.zero_state(B)
+        total = 0.0
+        for k in range(batches.n):
+            x, y = batches.get(k)
+            total += self.model.loss(self._val_ws, x, y, h, c, grad=False)
+            h, c = self.model.final_state(self._val_ws)
+        return total / batches.n
+
+    # -- checkpoints --------------------------------------------------------
+
+    def checkpoint(self) -> ckpt.Checkpoint:
+        s = dict(self.state, rng=self.rng.bit_generator.state)
+        return ckpt.Checkpoint(
+            model=self.model.cfg, train=self.cfg, vocab=self.corpus.vocab,
+            params={k: v for k, v in self.model.p.items()},
+            opt_m=self.m, opt_v=self.v, carry_h=self.h, carry_c=self.c, state=s,
+            history_train=np.array(self.hist_train).reshape(-1, 3),
+            history_val=np.array(self.hist_val).reshape(-1, 3))
+
+    def save(self, best: bool = False):
+        ck = self.checkpoint()
+        if best:
+            ckpt.save(ck, best_path(self.out))
+        ckpt.save(ck, self.out)
+
+    # -- the loop -----------------------------------------------------------
+
+    def run(self) -> Result:
+        from tqdm import tqdm
+        cfg, s = self.cfg, self.state
+        total = self.total_steps()
+        bar = tqdm(total=None if math.isinf(total) else int(total), initial=s["step"],
+                   disable=not self.progress, unit="step", dynamic_ncols=True,
+                   desc=f"{self.model.cfg.cell} {self.model.cfg.layers}x{self.model.cfg.hidden}")
+        chars = cfg.seq_len * cfg.batch_size
+        val = s.get("last_val")
+        loss = float("nan")
+        ema = None
+        interrupted = False
+        t_last = time.perf_counter()
+        try:
+            while s["step"] < total and not (cfg.minutes and s["elapsed"] >= 60 * cfg.minutes):
+                t0 = time.perf_counter()
+                loss = self.step()
+                dt = time.perf_counter() - t0
+                s["train_time"] += dt
+                ema = loss if ema is None else 0.95 * ema + 0.05 * loss
+                now = time.perf_counter()
+                s["elapsed"] += now - t_last
+                t_last = now
+                self.hist_train.append([s["step"], s["elapsed"], loss])
+                done = s["step"] >= total or (cfg.minutes and s["elapsed"] >= 60 * cfg.minutes)
+                if s["step"] % cfg.eval_every == 0 or done:
+                    val = self._eval_and_save()
+                    t_last = time.perf_counter()
+                    s["elapsed"] += t_last - now
+                bar.update(1)
+                bar.set_postfix(loss=f"{ema:.3f}", val="-" if val is None else f"{val:.3f}",
+                                cps=f"{s['step'] * chars / max(s['train_time'], 1e-9):,.0f}",
+                                refresh=False)
+        except KeyboardInterrupt:
+            interrupted = True
+            bar.close()
+            self.save()
+            self.log(f"interrupted at step {s['step']}: saved {self.out}")
+        bar.close()
+        if not interrupted and (not self.hist_val or self.hist_val[-1][0] != s["step"]):
+            val = self._eval_and_save()
+        return Result(self.out, best_path(self.out), s["step"],
+                      float(np.mean([r[2] for r in self.hist_train[-50:]])) if self.hist_train
+                      else float("nan"),
+                      val, s["best_val"], s["elapsed"],
+                      s["step"] * chars / max(s["train_time"], 1e-9), self.grad_norm, interrupted)
+
+    def _eval_and_save(self):
+        s = self.state
+        val = self.evaluate()
+        s["last_val"] = val
+        score = val if val is not None else float(np.mean([r[2] for r in self.hist_train[-50:]]))
+        if val is not None:
+            self.hist_val.append([s["step"], s["elapsed"], val])
+        best = s["best_val"] is None or score < s["best_val"]
+        if best:
+            s["best_val"] = score
+        self.save(best=best)
+        return val
+
+
+def encode_file_for(path: str, vocab: str) -> np.ndarray:
+    try:
+        return encode_file(path, vocab)
+    except CharlstmError as e:
+        raise CharlstmError(f"{path} does not fit the checkpoint being resumed: {e}; "
+                            "resume on the text it was trained on") from None
+
+
+def _resume_cfg(saved: TrainConfig, given: TrainConfig) -> TrainConfig:
+    """Resume keeps the saved settings; only the budget may be extended."""
+    changes = {}
+    for key in ("epochs", "steps", "minutes"):
+        if getattr(given, key):
+            changes = {"epochs": 0.0, "steps": 0, "minutes": 0.0, key: getattr(given, key)}
+    return TrainConfig(**{**saved.__dict__, **changes})
+
+
+def bits(nats: float | None) -> float | None:
+    return None if nats is None else nats / LN2
+
+
+def default_out(text: str, cell: str, folder: str = "checkpoints") -> str:
+    stem = os.path.splitext(os.path.basename(text))[0] or "model"
+    return os.path.join(folder, f"{stem}-{cell}.npz")
