@@ -1,0 +1,168 @@
+"""The command line, run through Click's CliRunner in an isolated folder: exit
+codes and one-line messages for every bad input, and no traceback."""
+import os
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from charlstm.cli import main
+
+SMALL = ["--hidden", "16", "--seq-len", "8", "--batch-size", "2", "--steps", "3",
+         "--no-progress", "--eval-every", "2"]
+
+
+def run(args, **kw):
+    r = CliRunner().invoke(main, args, catch_exceptions=False, **kw)
+    assert "Traceback" not in r.output
+    return r
+
+
+@pytest.fixture
+def text(tmp_path):
+    p = tmp_path / "t.txt"
+    p.write_text("the quick brown fox jumps over the lazy dog. " * 20, encoding="utf-8")
+    return str(p)
+
+
+@pytest.fixture
+def trained(tmp_path, text):
+    out = str(tmp_path / "ck" / "m.npz")
+    r = run(["train", text, "--out", out] + SMALL)
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_help_lists_commands():
+    r = run(["--help"])
+    assert r.exit_code == 0
+    for cmd in ("train", "sample", "compare"):
+        assert cmd in r.output
+
+
+def test_train_then_sample(tmp_path, trained):
+    assert os.path.exists(trained)
+    assert os.path.exists(trained.replace(".npz", ".best.npz"))
+    r = run(["sample", trained, "--seed", "the ", "--length", "40", "--rng-seed", "3"])
+    assert r.exit_code == 0
+    assert r.output.startswith("the ")
+    assert len(r.output.rstrip("\n")) == 44
+    again = run(["sample", trained, "--seed", "the ", "--length", "40", "--rng-seed", "3"])
+    assert again.output == r.output
+    other = run(["sample", trained, "--seed", "the ", "--length", "40", "--rng-seed", "4"])
+    assert other.output != r.output
+
+
+def test_sample_uses_newest_checkpoint(tmp_path, text, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = run(["train", text] + SMALL)
+    assert r.exit_code == 0, r.output
+    assert os.path.exists("checkpoints/t-lstm.npz")
+    r = run(["sample", "--seed", "fox", "--length", "10"])
+    assert r.exit_code == 0 and r.output.startswith("fox")
+
+
+@pytest.mark.parametrize("content,expect", [
+    (b"", "empty"),
+    (b"caf\xe9 au lait", "not UTF-8"),
+])
+def test_bad_text_files(tmp_path, content, expect):
+    p = tmp_path / "bad.txt"
+    p.write_bytes(content)
+    r = run(["train", str(p)] + SMALL)
+    assert r.exit_code == 1 and expect in r.output
+
+
+def test_missing_file(tmp_path):
+    r = run(["train", str(tmp_path / "nope.txt")])
+    assert r.exit_code == 2 and "does not exist" in r.output
+
+
+def test_unreadable_file(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root can read any file")
+    p = tmp_path / "locked.txt"
+    p.write_text("hello")
+    p.chmod(0)
+    r = run(["train", str(p)] + SMALL)
+    assert r.exit_code != 0 and "permission" in r.output.lower()
+
+
+def test_file_too_short_for_one_batch(tmp_path):
+    p = tmp_path / "short.txt"
+    p.write_text("hello world")
+    r = run(["train", str(p)] + SMALL)
+    assert r.exit_code == 1
+    assert "too short for one batch" in r.output and "--batch-size" in r.output
+
+
+def test_seed_with_unknown_characters(trained):
+    r = run(["sample", trained, "--seed", "Zebra €"])
+    assert r.exit_code == 1
+    assert "never saw" in r.output and "Z" in r.output
+
+
+@pytest.mark.parametrize("args", [
+    ["--hidden", "0"], ["--lr", "-1"], ["--dropout", "1.5"], ["--cell", "transformer"],
+    ["--steps", "5", "--minutes", "1"],
+])
+def test_out_of_range_options(text, args):
+    r = run(["train", text] + args)
+    assert r.exit_code == 2
+    assert "Error" in r.output
+
+
+def test_bad_sample_options(trained):
+    r = run(["sample", trained, "--temperature", "0"])
+    assert r.exit_code == 2 and "temperature" in r.output
+
+
+def test_missing_checkpoint(tmp_path, monkeypatch):
+    r = run(["sample", str(tmp_path / "none.npz")])
+    assert r.exit_code == 1 and "no checkpoint" in r.output
+    monkeypatch.chdir(tmp_path)
+    r = run(["sample"])
+    assert r.exit_code == 1 and "charlstm train" in r.output
+
+
+def test_corrupt_checkpoint(tmp_path, trained):
+    bad = tmp_path / "corrupt.npz"
+    data = open(trained, "rb").read()
+    bad.write_bytes(data[: len(data) // 2])
+    r = run(["sample", str(bad)])
+    assert r.exit_code == 1 and "not a readable checkpoint" in r.output
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(os.urandom(1000))
+    r = run(["sample", str(junk)])
+    assert r.exit_code == 1 and "not a readable checkpoint" in r.output
+
+
+def test_foreign_checkpoint(tmp_path):
+    p = tmp_path / "foreign.npz"
+    np.savez(p, weights=np.zeros(3))
+    r = run(["sample", str(p)])
+    assert r.exit_code == 1 and "not a charlstm checkpoint" in r.output
+
+
+def test_checkpoint_write_is_atomic(tmp_path, text, monkeypatch):
+    """A failed write leaves the existing checkpoint as it was, and no temp file."""
+    from charlstm import checkpoint as ckpt
+    out = str(tmp_path / "ck" / "m.npz")
+    assert run(["train", text, "--out", out] + SMALL).exit_code == 0
+    before = open(out, "rb").read()
+    ck = ckpt.load(out)
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+    monkeypatch.setattr(np, "savez", boom)
+    with pytest.raises(OSError):
+        ckpt.save(ck, out)
+    assert open(out, "rb").read() == before
+    assert sorted(os.listdir(tmp_path / "ck")) == ["m.best.npz", "m.npz"]
+
+
+def test_python_dash_m(text, tmp_path):
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "charlstm", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "train" in r.stdout

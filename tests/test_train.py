@@ -1,0 +1,104 @@
+"""Training end to end: the seeds' recall demo, exact resume, non-English text."""
+import numpy as np
+import pytest
+
+from charlstm import checkpoint as ckpt
+from charlstm.config import ModelConfig, TrainConfig
+from charlstm.data import load_corpus
+from charlstm.sampling import Sampler
+from charlstm.train import Trainer
+
+from .conftest import POEM
+
+
+def train_poem(poem, cell, steps=1000, tmp=None):
+    """One stream through the whole poem, as min-char-rnn; 348 transitions = 12 × 29,
+    so every character is a training target."""
+    mc = ModelConfig(cell=cell, hidden=128, layers=1, dropout=0.0)
+    tc = TrainConfig(seq_len=29, batch_size=1, lr=1e-2, schedule="constant", steps=steps,
+                     val_frac=0.0, eval_every=10000, rng_seed=1)
+    tr = Trainer(poem, mc, tc, str(tmp / f"{cell}.npz"), progress=False, log=lambda m: None)
+    tr.run()
+    return Sampler(tr.model, tr.corpus.vocab)
+
+
+def recall(sampler, text, prime_len):
+    """Characters of the true continuation reproduced by greedy decoding."""
+    prime, truth = text[:prime_len], text[prime_len:]
+    out = sampler.text(prime, len(truth), greedy=True)
+    n = 0
+    while n < len(truth) and out[n] == truth[n]:
+        n += 1
+    return n, out
+
+
+def test_lstm_recites_the_poem(poem, tmp_path):
+    """Seed 003's demo: primed with the first line, the LSTM recites the rest."""
+    first_line = POEM.index("\n") + 1
+    n, out = recall(train_poem(poem, "lstm", tmp=tmp_path), POEM, first_line)
+    assert n == len(POEM) - first_line, f"diverged after {n} chars: {out[:n + 20]!r}"
+
+
+def test_rnn_is_scored_the_same_way(poem, tmp_path, capsys):
+    first_line = POEM.index("\n") + 1
+    n, _ = recall(train_poem(poem, "rnn", tmp=tmp_path), POEM, first_line)
+    with capsys.disabled():
+        print(f"\n[rnn recall on the poem: {n}/{len(POEM) - first_line} characters]")
+    assert 0 <= n <= len(POEM) - first_line
+
+
+def test_resume_continues_exactly(tmp_path, tiny_text):
+    """Ctrl-C at step 6 of 10 saves a checkpoint; resuming it ends where an
+    uninterrupted run ends: same weights, optimizer moments, state and losses."""
+    mc = ModelConfig(hidden=16, dropout=0.2)
+    tc = TrainConfig(seq_len=8, batch_size=3, steps=10, eval_every=4, rng_seed=5)
+    quiet = dict(progress=False, log=lambda m: None)
+    full = Trainer(tiny_text, mc, tc, str(tmp_path / "a.npz"), **quiet)
+    full.run()
+    half = Trainer(tiny_text, mc, tc, str(tmp_path / "b.npz"), **quiet)
+    step = half.step
+
+    def ctrl_c_at_6():
+        if half.state["step"] == 6:
+            raise KeyboardInterrupt
+        return step()
+    half.step = ctrl_c_at_6
+    assert half.run().interrupted
+    rest = Trainer(tiny_text, mc, tc, str(tmp_path / "b.npz"), resume=str(tmp_path / "b.npz"),
+                   **quiet)
+    assert rest.state["step"] == 6
+    rest.run()
+    assert rest.state["step"] == 10
+    np.testing.assert_array_equal(rest.model.flat, full.model.flat)
+    np.testing.assert_array_equal(rest.m, full.m)
+    np.testing.assert_array_equal(rest.v, full.v)
+    np.testing.assert_array_equal(rest.h, full.h)
+    a, b = ckpt.load(str(tmp_path / "a.npz")), ckpt.load(str(tmp_path / "b.npz"))
+    steps_and_losses = [0, 2]                        # (column 1 is wall time)
+    np.testing.assert_array_equal(a.history_train[:, steps_and_losses],
+                                  b.history_train[:, steps_and_losses])
+
+
+def test_any_utf8_text(tmp_path):
+    p = tmp_path / "ru.txt"
+    text = "Мой дядя самых честных правил, когда не в шутку занемог; 日本語も。\n" * 30
+    p.write_text(text, encoding="utf-8")
+    c = load_corpus(str(p), 0.1)
+    assert set(c.vocab) == set(text)
+    assert "".join(c.vocab[i] for i in np.concatenate([c.train, c.val])) == text
+    mc = ModelConfig(hidden=16)
+    tc = TrainConfig(seq_len=16, batch_size=2, steps=5, eval_every=5)
+    tr = Trainer(str(p), mc, tc, str(tmp_path / "ru.npz"), progress=False, log=lambda m: None)
+    r = tr.run()
+    assert r.val_loss is not None and np.isfinite(r.val_loss)
+    s = Sampler.from_checkpoint(str(tmp_path / "ru.npz"))
+    out = s.text("Мой", 20, rng_seed=0)
+    assert len(out) == 20 and set(out) <= set(text)
+
+
+@pytest.fixture
+def tiny_text(tmp_path):
+    p = tmp_path / "tiny.txt"
+    rng = np.random.default_rng(0)
+    p.write_text("".join(rng.choice(list("abcde fgh\n"), 3000)), encoding="utf-8")
+    return str(p)
