@@ -64,8 +64,9 @@ class Trainer:
 
     def __init__(self, text: str, model_cfg: ModelConfig, cfg: TrainConfig, out: str,
                  resume: str | None = None, progress: bool = True, log=print,
-                 corpus: Corpus | None = None):
+                 corpus: Corpus | None = None, bar_position: int | None = None):
         self.log, self.progress, self.out = log, progress, out
+        self.bar_position = bar_position
         self.text_path = text
         if resume:
             ck = ckpt.load(resume)
@@ -205,6 +206,7 @@ class Trainer:
         total = self.total_steps()
         bar = tqdm(total=None if math.isinf(total) else int(total), initial=s["step"],
                    disable=not self.progress, unit="step", dynamic_ncols=True,
+                   position=self.bar_position,
                    desc=f"{self.model.cfg.cell} {self.model.cfg.layers}x{self.model.cfg.hidden}")
         chars = cfg.seq_len * cfg.batch_size
         val = s.get("last_val")

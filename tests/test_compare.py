@@ -1,0 +1,112 @@
+"""compare: parameter matching, the gradient-flow measurement, end to end."""
+import json
+import os
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from charlstm.cli import main
+from charlstm.compare import gradient_flow, horizon, match_hidden, text_chart
+from charlstm.config import CELL_NAMES, ModelConfig
+from charlstm.model import Model, Workspace, n_params
+
+
+@pytest.mark.parametrize("cell", CELL_NAMES)
+def test_match_params_lands_near_the_lstm(cell):
+    lstm = ModelConfig(cell="lstm", hidden=256, layers=2, vocab_size=65)
+    target = n_params(lstm)
+    h = match_hidden(replace(lstm, cell=cell), target)
+    assert abs(n_params(replace(lstm, cell=cell, hidden=h)) - target) / target < 0.02
+
+
+@pytest.mark.parametrize("cell", ["lstm", "rnn", "gru"])
+def test_gradient_flow_matches_finite_differences(cell):
+    """dL_t/dh_(t-k) from the measurement, against perturbing h_(t-k) directly:
+    re-run the last steps from a perturbed state and difference the loss."""
+    cfg = ModelConfig(cell=cell, hidden=5, layers=1, dropout=0.0, vocab_size=6)
+    rng = np.random.default_rng(2)
+    m = Model(cfg, np.float64).init(rng)
+    m.flat[:] += rng.normal(0, 0.3, m.size)
+    T, B = 6, 2
+    ids = rng.integers(0, 6, 4000)
+    gh, gc = gradient_flow(m, ids, T, B=B)
+    # rebuild the measured window exactly as gradient_flow does
+    L = len(ids) // B
+    streams = ids[:B * L].reshape(B, L)
+    ws = Workspace(cfg, T, B, np.float64)
+    h, c = m.zero_state(B)
+    m.forward(ws, streams[:, :T].T, h, c)
+    h, c = m.final_state(ws)
+    x, y = streams[:, T:2 * T].T, streams[:, T + 1:2 * T + 1].T
+    m.forward(ws, x, h, c)
+    hs, cs = ws.layers[0]["hs"].copy(), ws.layers[0]["cs"].copy()
+    eps = 1e-6
+    for k in (0, 1, 3, T - 1):
+        norms = []
+        for b in range(B):
+            g = [(last_loss(m, x, y, hs, cs, k, b, j, eps) -
+                  last_loss(m, x, y, hs, cs, k, b, j, -eps)) / (2 * eps) for j in range(5)]
+            norms.append(np.linalg.norm(g))
+        assert abs(np.mean(norms) - gh[k]) < 1e-6 * max(1.0, gh[k]), (k, np.mean(norms), gh[k])
+
+
+def last_loss(m, x, y, hs, cs, k, b, j, d):
+    """Loss at the window's last step for stream b, re-run from h_(T-1-k) with
+    element j moved by d (c_(T-1-k) kept)."""
+    T, B = x.shape
+    start = T - 1 - k
+    h0 = hs[start + 1][None].copy()
+    c0 = cs[start + 1][None].copy()
+    h0[0, b, j] += d
+    if k == 0:
+        z = h0[0, b] @ m.p["Wy"] + m.p["by"]
+    else:
+        sub = Workspace(m.cfg, k, B, np.float64)
+        z = m.forward(sub, x[start + 1:], h0, c0).reshape(k, B, -1)[-1, b].copy()
+    z = z - z.max()
+    return -(z[y[-1, b]] - np.log(np.exp(z).sum()))
+
+
+def test_horizon():
+    assert horizon(np.array([1.0, 0.5, 0.02, 0.005])) == 3
+    assert horizon(np.array([1.0, 0.5])) is None
+
+
+def test_text_chart_draws_every_series():
+    lines = text_chart({"a": ([0, 1, 2], [1, 2, 3]), "b": ([0, 1, 2], [3, 2, 1])})
+    body = "\n".join(lines)
+    assert "*" in body and "o" in body and "* a" in body and "o b" in body
+
+
+def test_compare_end_to_end(tmp_path):
+    p = tmp_path / "t.txt"
+    rng = np.random.default_rng(0)
+    words = ["the", "cat", "sat", "on", "a", "mat", "and", "then", "it", "ran"]
+    p.write_text("\n".join(" ".join(rng.choice(words, 8)) for _ in range(300)), encoding="utf-8")
+    out = tmp_path / "run"
+    r = CliRunner().invoke(main, [
+        "compare", str(p), "--cells", "rnn,lstm,gru", "--hidden", "24", "--seq-len", "20",
+        "--batch-size", "4", "--steps", "30", "--eval-every", "10", "--out-dir", str(out),
+        "--no-progress", "--jobs", "1", "--length", "40", "--seed", "the cat"],
+        catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "results.json").read_text())
+    assert [m["cell"] for m in res["models"]] == ["rnn", "lstm", "gru"]
+    for m in res["models"]:
+        assert m["steps"] == 30 and np.isfinite(m["val_loss"])
+        assert 0 <= m["recall"]["fraction"] <= 1
+        assert len(m["grad_flow_h"]) == 21 and m["grad_flow_h"][0] > 0
+        assert os.path.exists(m["checkpoint"])
+    assert res["models"][1]["grad_flow_c"] is not None and res["models"][0]["grad_flow_c"] is None
+    assert os.path.getsize(out / "compare.png") > 10000
+    for word in ("params", "val bits", "chars/s", "[lstm]", "Gradient flow", "results:"):
+        assert word in r.output
+
+
+def test_compare_rejects_unknown_cells(tmp_path):
+    p = tmp_path / "t.txt"
+    p.write_text("abc " * 500)
+    r = CliRunner().invoke(main, ["compare", str(p), "--cells", "rnn,tree"])
+    assert r.exit_code == 2 and "tree" in r.output
