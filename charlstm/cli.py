@@ -212,5 +212,20 @@ def compare(file, cells, match_params, seed, length, recall_chars, out_dir, jobs
                 echo=click.echo, log=echo_err)
 
 
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--repeats", type=click.IntRange(3, 100), default=5, show_default=True,
+              help="Timed repeats per measurement (medians are reported).")
+@click.option("--quick", is_flag=True, help="Only the two smallest training configs.")
+@click.option("--no-memory", is_flag=True, help="Skip the 100 MB peak-RSS measurement.")
+def bench(as_json, repeats, quick, no_memory):
+    """Measure training and sampling speed, start-up and memory on this machine,
+    against PyTorch when it is installed (pip install torch==2.13.0)."""
+    from . import bench as B
+    warm_up(["lstm", "rnn", "gru", "irnn"], echo_err)
+    res = B.run(repeats=repeats, quick=quick, memory=not no_memory, log=echo_err)
+    click.echo(B.dumps(res) if as_json else B.table(res))
+
+
 if __name__ == "__main__":
     main()

@@ -14,13 +14,15 @@ import os
 import re
 import sys
 import tarfile
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import CharlstmError
 
-CHUNK = 1 << 24   # bytes decoded at a time
+CHUNK = 1 << 22          # bytes decoded at a time
+MMAP_BYTES = 32 << 20    # files larger than this are encoded into a memory-mapped file
 
 
 @dataclass
@@ -77,20 +79,26 @@ def id_dtype(V: int):
 
 
 def encode_file(path: str, vocab: str) -> np.ndarray:
-    """The file's characters as ids into `vocab`, chunk by chunk."""
-    table = np.full(max(map(ord, vocab)) + 1, -1, np.int64)
+    """The file's characters as ids into `vocab`, chunk by chunk. Large files
+    go into an unlinked temporary file, memory-mapped, so the OS can page them."""
+    table = np.full(max(map(ord, vocab)) + 1, -1, np.int32)
     table[[ord(ch) for ch in vocab]] = np.arange(len(vocab))
     size = os.path.getsize(path)
-    out = np.empty(size, id_dtype(len(vocab)))   # at most one char per byte
+    dtype = id_dtype(len(vocab))
+    if size > MMAP_BYTES:
+        out = np.memmap(tempfile.TemporaryFile(), dtype, "w+", shape=(size,))
+    else:
+        out = np.empty(size, dtype)                # at most one char per byte
     n = 0
     for text in _chunks(path):
         cps = np.frombuffer(text.encode("utf-32-le"), "<u4")
-        if cps.max() >= table.size or (ids := table[cps]).min() < 0:
+        ids = table[np.minimum(cps, len(table) - 1)]
+        if (ids < 0).any() or cps.max() >= len(table):
             bad = sorted(set(text) - set(vocab))
             raise CharlstmError(f"characters {bad!r} are not in the vocabulary")
         out[n:n + len(ids)] = ids
         n += len(ids)
-    return out[:n].copy() if n < size // 2 else out[:n]
+    return out[:n]
 
 
 def encode_text(text: str, vocab: str) -> np.ndarray:

@@ -11,6 +11,9 @@ then the output layer Wy (H, V), by (V,).
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from . import kernels as K
@@ -152,14 +155,16 @@ class Model:
         ws.logits += self.p["by"]
         return ws.logits
 
-    def backward(self, ws: Workspace, dlogits: np.ndarray, dhT=None, dcT=None):
-        """Accumulate (+=) parameter gradients into self.grad from dlogits (T·B, V).
+    def backward(self, ws: Workspace, dlogits: np.ndarray, dhT=None, dcT=None, g=None):
+        """Accumulate (+=) parameter gradients into g (default self.g, named views
+        of a buffer laid out as self.flat) from dlogits (T·B, V).
         dhT, dcT: (L, B, H) gradient arriving at the final state (default zero).
         Returns (dh0, dc0), each (L, B, H)."""
         T, B, L = ws.T, ws.B, self.cfg.layers
+        g = self.g if g is None else g
         top = ws.layers[-1]
-        self.g["Wy"] += top["y"].reshape(T * B, -1).T @ dlogits
-        self.g["by"] += dlogits.sum(axis=0)
+        g["Wy"] += top["y"].reshape(T * B, -1).T @ dlogits
+        g["by"] += dlogits.sum(axis=0)
         dy = top["dy"]
         np.matmul(dlogits, self.p["Wy"].T, out=dy.reshape(T * B, -1))
         dh0 = np.zeros((L, B, self.cfg.hidden), self.dtype)
@@ -173,15 +178,15 @@ class Model:
             self.cell.backward(w["dxp"], w["dhp"], w["dhs"], w["dcs"], dy, w["hs"], w["cs"],
                                w["acts"], w["aux"], w["xp"], self.p[f"l{l}.Wh"], self._ex(l))
             dxp = w["dxp"].reshape(T * B, -1)
-            self.g[f"l{l}.Wh"] += w["hs"][:-1].reshape(T * B, -1).T @ w["dhp"].reshape(T * B, -1)
-            self.g[f"l{l}.b"] += dxp.sum(axis=0)
+            g[f"l{l}.Wh"] += w["hs"][:-1].reshape(T * B, -1).T @ w["dhp"].reshape(T * B, -1)
+            g[f"l{l}.b"] += dxp.sum(axis=0)
             if self.cell.n_extra:
-                self.cell.extra_grad(self.g[f"l{l}.ex"], w["dxp"], w["dhp"], w["hs"], w["cs"])
+                self.cell.extra_grad(g[f"l{l}.ex"], w["dxp"], w["dhp"], w["hs"], w["cs"])
             if l == 0:
-                K.embed_backward(self.g["l0.Wx"], ws.tokens, w["dxp"])
+                K.embed_backward(g["l0.Wx"], ws.tokens, w["dxp"])
             else:
                 below = ws.layers[l - 1]
-                self.g[f"l{l}.Wx"] += below["y"].reshape(T * B, -1).T @ dxp
+                g[f"l{l}.Wx"] += below["y"].reshape(T * B, -1).T @ dxp
                 dy = below["dy"]
                 np.matmul(dxp, self.p[f"l{l}.Wx"].T, out=dy.reshape(T * B, -1))
             dh0[l] = w["dhs"][0]
@@ -197,13 +202,64 @@ class Model:
         c = np.stack([w["cs"][ws.T] for w in ws.layers])
         return h, c
 
-    def loss(self, ws: Workspace, tokens, targets, h0, c0, masks=None, grad=True) -> float:
-        """Mean cross-entropy (nats/char) of predicting targets (T, B) from tokens.
-        With grad, accumulates parameter gradients into self.grad."""
+    def loss(self, ws: Workspace, tokens, targets, h0, c0, masks=None, grad=True,
+             g=None, n_total=None) -> float:
+        """Cross-entropy (nats/char) of predicting targets (T, B) from tokens,
+        summed and divided by n_total (default: this batch's size, a mean).
+        With grad, accumulates parameter gradients into g (default self.g)."""
         logits = self.forward(ws, tokens, h0, c0, masks)
         tg = np.ascontiguousarray(targets, dtype=np.intp).reshape(-1)
-        n = tg.size
+        n = n_total or tg.size
         total = K.softmax_xent(ws.dlogits, logits, tg, 1.0 / n)
         if grad:
-            self.backward(ws, ws.dlogits)
+            self.backward(ws, ws.dlogits, g=g)
         return total / n
+
+
+def default_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+class Replicas:
+    """Data parallelism over the B streams: each of W workers runs the whole
+    model on its own contiguous group of streams, with its own workspace and
+    gradient buffer; the gradients are then summed in a fixed order.
+
+    Streams are independent through the whole recurrence, so the workers never
+    wait for each other inside a batch. Measured on this 2-core machine this
+    beats one worker with a 2-thread BLAS (small per-step GEMMs scale badly over
+    threads), so charlstm runs BLAS on one thread (see __init__.py). For a given
+    W the result is deterministic."""
+
+    def __init__(self, model: Model, T: int, B: int, workers: int | None = None):
+        self.model, self.T, self.B = model, T, B
+        W = max(1, min(workers or default_workers(), B))
+        edges = [round(B * k / W) for k in range(W + 1)]
+        self.parts = [(edges[k], edges[k + 1]) for k in range(W)]
+        self.ws = [Workspace(model.cfg, T, hi - lo, model.dtype) for lo, hi in self.parts]
+        self.grads = [model.grad] + [np.zeros_like(model.grad) for _ in range(W - 1)]
+        self.g = [views(buf, model.layout) for buf in self.grads]
+        self.pool = ThreadPoolExecutor(W) if W > 1 else None
+
+    def loss(self, tokens, targets, h0, c0, masks=None, grad=True):
+        """Mean loss over the batch; with grad, leaves the gradient in model.grad
+        (zeroed here first: the one place gradients are zeroed).
+        Returns (loss, h_T, c_T)."""
+        n = tokens.size
+
+        def part(k):
+            lo, hi = self.parts[k]
+            if grad:
+                self.grads[k][:] = 0
+            mk = None if masks is None else [np.ascontiguousarray(mm[:, lo:hi]) for mm in masks]
+            return self.model.loss(self.ws[k], tokens[:, lo:hi], targets[:, lo:hi],
+                                   h0[:, lo:hi], c0[:, lo:hi], mk, grad, self.g[k], n)
+
+        losses = list(self.pool.map(part, range(len(self.parts)))) if self.pool else [part(0)]
+        if grad:
+            for buf in self.grads[1:]:
+                self.model.grad += buf
+        states = [self.model.final_state(ws) for ws in self.ws]
+        h = np.concatenate([s[0] for s in states], axis=1)
+        c = np.concatenate([s[1] for s in states], axis=1)
+        return float(sum(losses)), h, c

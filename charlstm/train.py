@@ -13,7 +13,7 @@ from . import kernels as K
 from .config import ModelConfig, TrainConfig
 from .data import Batches, Corpus, encode_file, load_corpus
 from .errors import CharlstmError
-from .model import Model, Workspace
+from .model import Model, Replicas
 
 LN2 = math.log(2)
 
@@ -64,7 +64,8 @@ class Trainer:
 
     def __init__(self, text: str, model_cfg: ModelConfig, cfg: TrainConfig, out: str,
                  resume: str | None = None, progress: bool = True, log=print,
-                 corpus: Corpus | None = None, bar_position: int | None = None):
+                 corpus: Corpus | None = None, bar_position: int | None = None,
+                 workers: int | None = None):
         self.log, self.progress, self.out = log, progress, out
         self.bar_position = bar_position
         self.text_path = text
@@ -104,8 +105,8 @@ class Trainer:
             self.v = np.zeros_like(self.model.flat)
             self.h, self.c = self.model.zero_state(B)
             self.hist_train, self.hist_val = [], []
-        self.ws = Workspace(self.model.cfg, T, B, dtype)
-        self._val_ws = None
+        self.replicas = Replicas(self.model, T, B, workers)
+        self._val = None
         self.grad_norm = 0.0
 
     # -- budget -------------------------------------------------------------
@@ -130,8 +131,7 @@ class Trainer:
         cfg, s, model = self.cfg, self.state, self.model
         x, y = self.batches.get(s["batch"])
         masks = self._masks()
-        model.grad[:] = 0                                   # the one place grads are zeroed
-        loss = model.loss(self.ws, x, y, self.h, self.c, masks)
+        loss, h, c = self.replicas.loss(x, y, self.h, self.c, masks)   # zeroes, then fills grad
         g = model.grad
         norm = float(np.sqrt(np.dot(g, g)))                 # recorded before clipping
         self.grad_norm = norm
@@ -146,7 +146,7 @@ class Trainer:
             K.adagrad_update(model.flat, g, self.m, lr, 1e-8)
         else:
             K.adam_update(model.flat, g, self.m, self.v, lr, 0.9, 0.999, 1e-8, s["step"])
-        self.h, self.c = model.final_state(self.ws)          # carried to the next batch
+        self.h, self.c = h, c                               # carried to the next batch
         s["batch"] += 1
         if s["batch"] >= self.batches.n:                     # new epoch: start afresh
             s["batch"], s["epoch"] = 0, s["epoch"] + 1
@@ -170,15 +170,15 @@ class Trainer:
             return None
         T = min(self.cfg.seq_len, len(ids) - 1)
         B = max(1, min(self.cfg.batch_size, (len(ids) - 1) // T // 4 or 1))
-        if self._val_ws is None or (self._val_ws.T, self._val_ws.B) != (T, B):
-            self._val_ws = Workspace(self.model.cfg, T, B, self.model.dtype)
+        if self._val is None or (self._val.T, self._val.B) != (T, B):
+            self._val = Replicas(self.model, T, B, len(self.replicas.parts))
         batches = Batches(ids, B, T)
         h, c = self.model.zero_state(B)
         total = 0.0
         for k in range(batches.n):
             x, y = batches.get(k)
-            total += self.model.loss(self._val_ws, x, y, h, c, grad=False)
-            h, c = self.model.final_state(self._val_ws)
+            loss, h, c = self._val.loss(x, y, h, c, grad=False)
+            total += loss
         return total / batches.n
 
     # -- checkpoints --------------------------------------------------------

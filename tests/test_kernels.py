@@ -65,3 +65,21 @@ def test_embed_backward_is_a_scatter_add():
     ref = np.zeros((5, 10))
     np.add.at(ref, tokens.reshape(-1), dxp.reshape(-1, 10))
     np.testing.assert_allclose(dW, ref, atol=1e-12)
+
+
+def test_workers_split_streams_without_changing_the_result():
+    from charlstm.model import Replicas
+    cfg = ModelConfig(cell="lstm", hidden=16, layers=2, dropout=0.0, vocab_size=7)
+    rng = np.random.default_rng(0)
+    m = Model(cfg, np.float64).init(rng)
+    T, B = 6, 5
+    x, y = rng.integers(0, 7, (T, B)), rng.integers(0, 7, (T, B))
+    h0, c0 = rng.normal(size=(2, B, 16)), rng.normal(size=(2, B, 16))
+    out = []
+    for W in (1, 3):
+        r = Replicas(m, T, B, W)
+        loss, h, c = r.loss(x, y, h0, c0)
+        out.append((loss, m.grad.copy(), h, c))
+    assert abs(out[0][0] - out[1][0]) < 1e-12
+    for a, b in zip(out[0][1:], out[1][1:]):
+        np.testing.assert_allclose(a, b, atol=1e-12)

@@ -1,0 +1,219 @@
+"""`charlstm bench`: speed and memory on this machine, against PyTorch when it
+is importable, in one run, with medians over repeats.
+
+FLOPs counted per character (what the method does; the one-hot input is a row
+gather, not a matmul, so it is not counted):
+    forward  = sum over layers of [2·H·G (h Wh) + 2·D·G if the layer's input is
+               dense (layers above the first)] + 2·H·V (output layer)
+    training = 3 × forward (forward, the input gradients, the weight gradients)
+with G = gates·H (LSTM 4H, GRU 3H, RNN H). Share of peak = achieved / GEMM peak.
+PyTorch's chars/s is converted with the same formula, so the ratio of GFLOP/s
+is the ratio of chars/s.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from .cells import CELLS
+from .config import ModelConfig, TrainConfig
+from .data import Corpus
+from .model import default_workers
+
+V, T = 65, 100
+TRAIN_CONFIGS = [("lstm", 1, 128, 32), ("lstm", 1, 256, 64), ("lstm", 1, 512, 64),
+                 ("lstm", 2, 512, 64), ("rnn", 1, 512, 64), ("gru", 1, 512, 64),
+                 ("irnn", 1, 512, 64)]
+SAMPLE_CONFIGS = [(1, 512), (2, 512)]
+
+
+def train_flops_per_char(cell: str, L: int, H: int) -> float:
+    G = CELLS[cell].gates * H
+    fwd = sum(2 * H * G + (2 * H * G if l > 0 else 0) for l in range(L)) + 2 * H * V
+    return 3.0 * fwd
+
+
+def gemm_peak(repeats: int, threads: int) -> float:
+    """float32 numpy matmul GFLOP/s with `threads` BLAS threads (a fresh process,
+    since this one runs BLAS on one thread)."""
+    code = (
+        "import numpy as np, time\n"
+        "n=2048; a=np.random.rand(n,n).astype(np.float32); b=a.copy(); a@b\n"
+        f"ts=[]\nfor _ in range({repeats}):\n"
+        "    t=time.perf_counter(); a@b; ts.append(time.perf_counter()-t)\n"
+        "print(2*n**3/np.median(ts)/1e9)\n")
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    return float(out.stdout.strip())
+
+
+def _median_step_time(step, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        step()
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        step()
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts))
+
+
+def ours_train(cell, L, H, B, repeats, workers):
+    from .train import Trainer
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, V, 2 * B * (T + 1) * 8).astype(np.uint8)
+    corpus = Corpus("".join(chr(48 + k) for k in range(V)), ids, ids[:1000])
+    tr = Trainer("<bench>", ModelConfig(cell=cell, hidden=H, layers=L, dropout=0.0),
+                 TrainConfig(seq_len=T, batch_size=B, steps=10 ** 9), os.devnull,
+                 progress=False, log=lambda m: None, corpus=corpus, workers=workers)
+    return T * B / _median_step_time(tr.step, repeats)
+
+
+def torch_train(cell, L, H, B, repeats, threads):
+    from .rival import TorchTrainer
+    tr = TorchTrainer(cell, V, H, L, B, T, threads=threads)
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, V, (T, B)), rng.integers(0, V, (T, B))
+    return T * B / _median_step_time(lambda: tr.step(x, y), repeats)
+
+
+def ours_sample(L, H, n):
+    from .model import Model
+    from .sampling import Sampler
+    m = Model(ModelConfig(hidden=H, layers=L, vocab_size=V)).init(np.random.default_rng(0))
+    s = Sampler(m, "".join(chr(48 + k) for k in range(V)))
+    s.text("0", 50, rng_seed=0)
+    return n / _median_step_time(lambda: s.text("0", n, rng_seed=0), 3, warmup=0)
+
+
+def torch_sample(L, H, n, threads):
+    from .rival import TorchTrainer
+    tr = TorchTrainer("lstm", V, H, L, 1, 1, threads=threads)
+    tr.sample(20)
+    return n / _median_step_time(lambda: tr.sample(n), 3, warmup=0)
+
+
+def startup_seconds(repeats=3) -> float | None:
+    """Wall time of a cached `charlstm sample --length 1` (to its first character)."""
+    from .checkpoint import Checkpoint, save
+    from .model import Model
+    with tempfile.TemporaryDirectory() as d:
+        m = Model(ModelConfig(hidden=512, vocab_size=V)).init(np.random.default_rng(0))
+        path = os.path.join(d, "m.npz")
+        save(Checkpoint(m.cfg, TrainConfig(), "".join(chr(48 + k) for k in range(V)),
+                        dict(m.p)), path)
+        cmd = [sys.executable, "-m", "charlstm", "sample", path, "--length", "1", "--seed", "0"]
+        subprocess.run(cmd, capture_output=True, check=True)         # fills the cache
+        ts = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            subprocess.run(cmd, capture_output=True, check=True)
+            ts.append(time.perf_counter() - t)
+        return float(np.median(ts))
+
+
+def memory_100mb(size_mb=100) -> dict:
+    """Peak RSS of `charlstm train` (3 steps) on a `size_mb` MB text file."""
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "big.txt")
+        rng = np.random.default_rng(0)
+        words = np.array(["the", "king", "and", "queen", "of", "rome", "said", "to", "thee",
+                          "my", "lord", "\n", "O", "what", "a", "night!"])
+        with open(path, "w") as fh:
+            while fh.tell() < size_mb * 1_000_000:
+                fh.write(" ".join(rng.choice(words, 100_000)))
+        size = os.path.getsize(path)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "charlstm", "train", path, "--steps", "3",
+                        "--no-progress", "--out", os.path.join(d, "m.npz"), "--eval-every",
+                        "1000000", "--val-frac", "0.001"], capture_output=True, check=True)
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        return {"file_mb": size / 1e6, "peak_rss_mb": max(peak, before) / 1024,
+                "limit_mb": 2 * size / 1e6 + 300, "seconds": time.perf_counter() - t}
+
+
+def run(repeats=5, quick=False, memory=True, log=print) -> dict:
+    from . import rival
+    workers = default_workers()
+    have_torch = rival.available()
+    res = {"date": time.strftime("%Y-%m-%d"), "machine": _machine(), "workers": workers,
+           "torch": None, "train": [], "sample": []}
+    if have_torch:
+        import torch
+        res["torch"] = torch.__version__
+    log(f"GEMM peak (float32 numpy matmul, {workers} threads)...")
+    res["gemm_peak_gflops"] = gemm_peak(repeats, workers)
+    configs = TRAIN_CONFIGS[:2] if quick else TRAIN_CONFIGS
+    for cell, L, H, B in configs:
+        log(f"training {cell} {L}x{H} B={B}...")
+        flops = train_flops_per_char(cell, L, H)
+        row = {"cell": cell, "layers": L, "hidden": H, "batch": B,
+               "flops_per_char": flops, "ours": ours_train(cell, L, H, B, repeats, workers)}
+        row["torch"] = torch_train(cell, L, H, B, repeats, workers) if have_torch else None
+        row["ours_gflops"] = row["ours"] * flops / 1e9
+        row["ours_share"] = row["ours_gflops"] / res["gemm_peak_gflops"]
+        row["ratio"] = row["ours"] / row["torch"] if row["torch"] else None
+        res["train"].append(row)
+    for L, H in SAMPLE_CONFIGS[:1] if quick else SAMPLE_CONFIGS:
+        log(f"sampling {L}x{H}...")
+        row = {"layers": L, "hidden": H, "ours": ours_sample(L, H, 3000)}
+        row["torch"] = torch_sample(L, H, 1000, workers) if have_torch else None
+        row["ratio"] = row["ours"] / row["torch"] if row["torch"] else None
+        res["sample"].append(row)
+    log("start-up of a cached `charlstm sample`...")
+    res["startup_s"] = startup_seconds()
+    if memory and not quick:
+        log("peak RSS training on a 100 MB file...")
+        res["memory"] = memory_100mb()
+    return res
+
+
+def _machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def table(res) -> str:
+    f = lambda x, s: "-" if x is None else format(x, s)  # noqa: E731
+    lines = [f"charlstm bench, {res['date']}, {res['machine']}, {res['workers']} workers; "
+             f"PyTorch {res['torch'] or 'not installed'}",
+             f"GEMM peak (float32 matmul): {res['gemm_peak_gflops']:.0f} GFLOP/s", "",
+             "Training, T=100, V=65 (chars/s, medians):",
+             f"{'config':<20}{'ours':>10}{'GFLOP/s':>9}{'of peak':>9}{'PyTorch':>10}{'ours/PT':>9}"]
+    for r in res["train"]:
+        cfg = f"{r['cell']} {r['layers']}x{r['hidden']} B={r['batch']}"
+        lines.append(f"{cfg:<20}{r['ours']:>10,.0f}{r['ours_gflops']:>9.1f}"
+                     f"{100 * r['ours_share']:>8.0f}%{f(r['torch'], ',.0f'):>10}"
+                     f"{f(r['ratio'], '.2f'):>9}")
+    lines += ["", "Sampling, batch 1 (chars/s):",
+              f"{'config':<20}{'ours':>10}{'PyTorch':>10}{'ours/PT':>9}"]
+    for r in res["sample"]:
+        lines.append(f"{'lstm %dx%d' % (r['layers'], r['hidden']):<20}{r['ours']:>10,.0f}"
+                     f"{f(r['torch'], ',.0f'):>10}{f(r['ratio'], '.1f'):>9}")
+    lines.append(f"\nStart-up, cached `charlstm sample --length 1`: {res['startup_s']:.2f} s")
+    if res.get("memory"):
+        m = res["memory"]
+        lines.append(f"Peak RSS training on a {m['file_mb']:.0f} MB file: {m['peak_rss_mb']:.0f} MB "
+                     f"(limit 2 x size + 300 MB = {m['limit_mb']:.0f} MB)")
+    return "\n".join(lines)
+
+
+def dumps(res) -> str:
+    return json.dumps(res, indent=1)

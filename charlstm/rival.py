@@ -1,0 +1,142 @@
+"""PyTorch, as the rival we measure against (never a dependency of charlstm).
+
+Written as PyTorch users write it: nn.LSTM / nn.GRU / nn.RNN + Linear +
+cross-entropy + Adam + clip_grad_norm_, one-hot input, hidden state carried
+(detached) across batches, and sampling one character per Python step.
+
+    python -m charlstm.rival quality FILE --minutes 10    # the quality-per-minute run
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+
+import numpy as np
+
+
+def available() -> bool:
+    try:
+        import torch  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def _net(cell, V, H, L):
+    import torch.nn as nn
+    if cell in ("lstm", "gru"):
+        rnn = (nn.LSTM if cell == "lstm" else nn.GRU)(V, H, L)
+    else:
+        rnn = nn.RNN(V, H, L, nonlinearity="relu" if cell == "irnn" else "tanh")
+    return rnn, nn.Linear(H, V)
+
+
+class TorchTrainer:
+    def __init__(self, cell, V, H, L, B, T, lr=2e-3, clip=5.0, threads=2, seed=0, dropout=0.0):
+        import torch
+        torch.set_num_threads(threads)
+        torch.manual_seed(seed)
+        self.torch = torch
+        self.rnn, self.out = _net(cell, V, H, L)
+        if dropout:
+            self.rnn.dropout = dropout
+        self.params = list(self.rnn.parameters()) + list(self.out.parameters())
+        self.opt = torch.optim.Adam(self.params, lr=lr)
+        self.cell, self.V, self.H, self.L, self.B, self.T, self.clip = cell, V, H, L, B, T, clip
+        self.state = None
+        self.eye = torch.eye(V)
+
+    def step(self, x, y) -> float:
+        """x, y: (T, B) int64 arrays."""
+        torch = self.torch
+        self.rnn.train()
+        xs = self.eye[torch.from_numpy(np.ascontiguousarray(x, np.int64))]   # one-hot (T, B, V)
+        out, state = self.rnn(xs, self.state)
+        self.state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+        logits = self.out(out)
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, self.V), torch.from_numpy(np.ascontiguousarray(y, np.int64)).reshape(-1))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, self.clip)
+        self.opt.step()
+        return float(loss)
+
+    def evaluate(self, ids, T=100, B=32) -> float:
+        torch = self.torch
+        self.rnn.eval()
+        L = len(ids) // B
+        streams = ids[:B * L].reshape(B, L)
+        n = (L - 1) // T
+        state, total = None, 0.0
+        with torch.no_grad():
+            for k in range(n):
+                win = streams[:, k * T:k * T + T + 1].T
+                out, state = self.rnn(self.eye[torch.from_numpy(win[:-1].astype(np.int64))], state)
+                logits = self.out(out)
+                total += float(torch.nn.functional.cross_entropy(
+                    logits.reshape(-1, self.V), torch.from_numpy(win[1:].astype(np.int64)).reshape(-1)))
+        return total / n
+
+    def sample(self, n: int, temperature=1.0) -> list[int]:
+        """One character per Python step, as users write it."""
+        torch = self.torch
+        self.rnn.eval()
+        idx, state, out = 0, None, []
+        with torch.no_grad():
+            for _ in range(n):
+                o, state = self.rnn(self.eye[idx].view(1, 1, -1), state)
+                p = torch.softmax(self.out(o[0, 0]) / temperature, dim=-1)
+                idx = int(torch.multinomial(p, 1))
+                out.append(idx)
+        return out
+
+
+def quality(path: str, minutes: float, H=512, L=1, B=32, T=100, lr=2e-3, eval_every=100,
+            threads=2, log=print) -> dict:
+    """Train the PyTorch LSTM for `minutes` of wall time on FILE (last 10% held
+    out), evaluating every `eval_every` steps; the clock includes evaluation."""
+    from .data import Batches, load_corpus
+    c = load_corpus(path, 0.1)
+    tr = TorchTrainer("lstm", c.V, H, L, B, T, lr=lr, threads=threads)
+    batches = Batches(c.train, B, T)
+    t0, step, k, hist = time.perf_counter(), 0, 0, []
+    while time.perf_counter() - t0 < 60 * minutes:
+        x, y = batches.get(k)
+        tr.step(x, y)
+        step, k = step + 1, (k + 1) % batches.n
+        if k == 0:
+            tr.state = None
+        if step % eval_every == 0:
+            v = tr.evaluate(c.val, T, B)
+            hist.append([step, time.perf_counter() - t0, v])
+            log(f"torch step {step} {hist[-1][1]:.0f}s val {v:.4f}")
+    v = tr.evaluate(c.val, T, B)
+    hist.append([step, time.perf_counter() - t0, v])
+    best = min(h[2] for h in hist)
+    return {"final_val": v, "best_val": best, "steps": step, "history": hist,
+            "settings": dict(H=H, L=L, B=B, T=T, lr=lr, clip=5.0, dropout=0.0)}
+
+
+if __name__ == "__main__":
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("what", choices=["quality"])
+    ap.add_argument("file")
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--json", default=None, help="write the result here")
+    a = ap.parse_args()
+    if not available():
+        sys.exit("PyTorch is not installed: pip install torch==2.13.0")
+    r = quality(a.file, a.minutes, H=a.hidden, B=a.batch_size, lr=a.lr)
+    print(f"PyTorch LSTM 1x{a.hidden} B={a.batch_size}: final val {r['final_val']:.4f}, "
+          f"best {r['best_val']:.4f} nats/char ({r['best_val'] / math.log(2):.3f} bits) "
+          f"after {r['steps']} steps")
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump(r, fh, indent=1)

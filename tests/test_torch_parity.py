@@ -1,0 +1,48 @@
+"""Training in lock-step with PyTorch from the same weights: the same batches,
+Adam and clipping must give the same losses step after step (skipped when
+torch is not installed)."""
+import numpy as np
+import pytest
+
+from charlstm.config import ModelConfig, TrainConfig
+from charlstm.data import Corpus
+from charlstm.train import Trainer
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_training_matches_pytorch_step_by_step(cell):
+    from charlstm.rival import TorchTrainer
+    V, H, B, T, steps = 20, 32, 6, 15, 40
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, V, B * (T * 10 + 1)).astype(np.uint8)
+    corpus = Corpus("".join(chr(65 + k) for k in range(V)), ids, ids[:200])
+    ours = Trainer("<mem>", ModelConfig(cell=cell, hidden=H, dropout=0.0, forget_bias=0.0),
+                   TrainConfig(seq_len=T, batch_size=B, lr=2e-3, schedule="constant",
+                               warmup_steps=0, steps=steps, clip=1.0),
+                   "/dev/null", progress=False, log=lambda m: None, corpus=corpus, workers=2)
+    ours.model.p["by"][:] = rng.uniform(-0.1, 0.1, V)
+    theirs = TorchTrainer(cell, V, H, 1, B, T, lr=2e-3, clip=1.0, threads=1)
+    p = ours.model.p
+    with torch.no_grad():
+        theirs.rnn.weight_ih_l0.copy_(torch.from_numpy(p["l0.Wx"].T.copy()))
+        theirs.rnn.weight_hh_l0.copy_(torch.from_numpy(p["l0.Wh"].T.copy()))
+        theirs.rnn.bias_ih_l0.copy_(torch.from_numpy(p["l0.b"].copy()))
+        hh = np.zeros(p["l0.b"].shape, np.float32)
+        if cell == "gru":
+            hh[2 * H:] = p["l0.ex"][0]
+        theirs.rnn.bias_hh_l0.copy_(torch.from_numpy(hh))
+    if cell != "gru":     # torch has a second, redundant bias; ours has one: freeze it
+        theirs.rnn.bias_hh_l0.requires_grad_(False)
+    else:                 # GRU: only b_hn (our ex) is not redundant
+        mask = torch.zeros(3 * H)
+        mask[2 * H:] = 1
+        theirs.rnn.bias_hh_l0.register_hook(lambda g: g * mask)
+        theirs.out.weight.copy_(torch.from_numpy(p["Wy"].T.copy()))
+        theirs.out.bias.copy_(torch.from_numpy(p["by"].copy()))
+    for k in range(steps):
+        x, y = ours.batches.get(ours.state["batch"])
+        a = theirs.step(np.array(x), np.array(y))
+        b = ours.step()
+        assert abs(a - b) < 1e-4, (k, a, b)
