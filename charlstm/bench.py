@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -72,7 +71,7 @@ def ours_train(cell, L, H, B, repeats, workers):
     ids = rng.integers(0, V, 2 * B * (T + 1) * 8).astype(np.uint8)
     corpus = Corpus("".join(chr(48 + k) for k in range(V)), ids, ids[:1000])
     tr = Trainer("<bench>", ModelConfig(cell=cell, hidden=H, layers=L, dropout=0.0),
-                 TrainConfig(seq_len=T, batch_size=B, steps=10 ** 9), os.devnull,
+                 TrainConfig(seq_len=T, batch_size=B, steps=10 ** 9, lr=1e-4), os.devnull,
                  progress=False, log=lambda m: None, corpus=corpus, workers=workers)
     return T * B / _median_step_time(tr.step, repeats)
 
@@ -131,13 +130,17 @@ def memory_100mb(size_mb=100) -> dict:
             while fh.tell() < size_mb * 1_000_000:
                 fh.write(" ".join(rng.choice(words, 100_000)))
         size = os.path.getsize(path)
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        train = [sys.executable, "-m", "charlstm", "train", path, "--steps", "3", "--no-progress",
+                 "--out", os.path.join(d, "m.npz"), "--eval-every", "1000000", "--val-frac", "0.001"]
+        # a fresh wrapper process, so that only this run's peak is counted
+        wrapper = ("import resource, subprocess, sys\n"
+                   "subprocess.run(sys.argv[1:], check=True, capture_output=True)\n"
+                   "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "charlstm", "train", path, "--steps", "3",
-                        "--no-progress", "--out", os.path.join(d, "m.npz"), "--eval-every",
-                        "1000000", "--val-frac", "0.001"], capture_output=True, check=True)
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        return {"file_mb": size / 1e6, "peak_rss_mb": max(peak, before) / 1024,
+        out = subprocess.run([sys.executable, "-c", wrapper] + train, capture_output=True,
+                             text=True, check=True)
+        peak = int(out.stdout.strip()) * 1024
+        return {"file_mb": size / 1e6, "peak_rss_mb": peak / 1e6,
                 "limit_mb": 2 * size / 1e6 + 300, "seconds": time.perf_counter() - t}
 
 

@@ -100,8 +100,7 @@ def warm_up(cells, log) -> None:
     """Compile the kernels on a tiny model, telling the user when it takes a while."""
     from . import warmup
     if warmup.is_cached():
-        warmup.run(cells)
-        return
+        return                  # cached kernels load as they are first called
     log("Compiling the Numba kernels (first run only; they are cached afterwards)...")
     t0 = time.perf_counter()
     warmup.run(cells)
