@@ -12,6 +12,7 @@ or to resume training exactly where it stopped.
                       validation loss
     history/train     rows [step, seconds, loss]
     history/val       rows [step, seconds, val loss]
+    history/grad_norm rows [step, gradient norm before clipping] (optional)
 
 Files load with allow_pickle=False, and are written to a temporary file in the
 same folder, then renamed over the target, so an existing file is never left
@@ -49,6 +50,7 @@ class Checkpoint:
     state: dict = field(default_factory=dict)
     history_train: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     history_val: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    history_norm: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
 
 
 def save(ck: Checkpoint, path: str) -> None:
@@ -60,6 +62,7 @@ def save(ck: Checkpoint, path: str) -> None:
         "state": np.array(json.dumps(ck.state)),
         "history/train": np.asarray(ck.history_train, np.float64).reshape(-1, 3),
         "history/val": np.asarray(ck.history_val, np.float64).reshape(-1, 3),
+        "history/grad_norm": np.asarray(ck.history_norm, np.float64).reshape(-1, 2),
     }
     arrays.update({f"param/{k}": v for k, v in ck.params.items()})
     for key, val in (("opt/m", ck.opt_m), ("opt/v", ck.opt_v),
@@ -112,7 +115,8 @@ def load(path: str) -> Checkpoint:
             opt_m=arrays.get("opt/m"), opt_v=arrays.get("opt/v"),
             carry_h=arrays.get("carry/h"), carry_c=arrays.get("carry/c"),
             state=json.loads(str(arrays["state"])),
-            history_train=arrays["history/train"], history_val=arrays["history/val"])
+            history_train=arrays["history/train"], history_val=arrays["history/val"],
+            history_norm=arrays.get("history/grad_norm", np.zeros((0, 2))))
     except (KeyError, ValueError, TypeError) as e:
         raise CharlstmError(f"{path} is a damaged checkpoint (missing {e}); "
                             "retrain or pick another file") from None

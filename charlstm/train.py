@@ -99,12 +99,13 @@ class Trainer:
             self.rng.bit_generator.state = ck.state["rng"]
             self.hist_train = [list(r) for r in ck.history_train]
             self.hist_val = [list(r) for r in ck.history_val]
+            self.hist_norm = [list(r) for r in ck.history_norm]
         else:
             self.model = Model(model_cfg, dtype).init(self.rng)
             self.m = np.zeros_like(self.model.flat)
             self.v = np.zeros_like(self.model.flat)
             self.h, self.c = self.model.zero_state(B)
-            self.hist_train, self.hist_val = [], []
+            self.hist_train, self.hist_val, self.hist_norm = [], [], []
         self.replicas = Replicas(self.model, T, B, workers)
         self._val = None
         self.grad_norm = 0.0
@@ -190,7 +191,8 @@ class Trainer:
             params={k: v for k, v in self.model.p.items()},
             opt_m=self.m, opt_v=self.v, carry_h=self.h, carry_c=self.c, state=s,
             history_train=np.array(self.hist_train).reshape(-1, 3),
-            history_val=np.array(self.hist_val).reshape(-1, 3))
+            history_val=np.array(self.hist_val).reshape(-1, 3),
+            history_norm=np.array(self.hist_norm).reshape(-1, 2))
 
     def save(self, best: bool = False):
         ck = self.checkpoint()
@@ -225,6 +227,7 @@ class Trainer:
                 s["elapsed"] += now - t_last
                 t_last = now
                 self.hist_train.append([s["step"], s["elapsed"], loss])
+                self.hist_norm.append([s["step"], self.grad_norm])
                 done = s["step"] >= total or (cfg.minutes and s["elapsed"] >= 60 * cfg.minutes)
                 if s["step"] % cfg.eval_every == 0 or done:
                     val = self._eval_and_save()

@@ -77,6 +77,8 @@ def test_resume_continues_exactly(tmp_path, tiny_text):
     steps_and_losses = [0, 2]                        # (column 1 is wall time)
     np.testing.assert_array_equal(a.history_train[:, steps_and_losses],
                                   b.history_train[:, steps_and_losses])
+    np.testing.assert_array_equal(a.history_norm, b.history_norm)   # norms before clipping
+    assert a.history_norm.shape == (10, 2) and (a.history_norm[:, 1] > 0).all()
 
 
 def test_any_utf8_text(tmp_path):
