@@ -140,6 +140,10 @@ def train(file, out, resume, progress, **kw):
     click.echo(f"step {r.steps}: train loss {r.train_loss:.4f}, validation loss {val}, "
                f"{r.seconds / 60:.1f} min, {r.chars_per_s:,.0f} chars/s")
     click.echo(f"saved {r.path} (best: {r.best_path})")
+    if r.diverged:
+        raise CharlstmError(f"training diverged at step {r.steps + 1} (the loss or gradient "
+                            f"overflowed); the last finite model is saved in {r.path}; "
+                            "lower --lr or --clip")
     if r.interrupted:
         sys.exit(130)
 

@@ -135,7 +135,8 @@ def train_one(job: dict) -> dict:
     hist = np.array(tr.hist_val).reshape(-1, 3)
     return {
         "cell": mcfg.cell, "hidden": mcfg.hidden, "layers": mcfg.layers, "params": m.size,
-        "steps": r.steps, "train_loss": r.train_loss, "val_loss": r.val_loss,
+        "steps": r.steps, "diverged": r.diverged,
+        "train_loss": r.train_loss, "val_loss": r.val_loss,
         "best_val": r.best_val, "chars_per_s": r.chars_per_s, "wall_s": wall,
         "sample": sample, "recall": recall_score(m, passages),
         "grad_flow_h": gh.tolist(), "grad_flow_c": None if gc is None else gc.tolist(),
@@ -233,12 +234,16 @@ def _print(rep, echo):
     for m in ms:
         rec = m["recall"]["fraction"]
         hz = m["horizon_h"]
-        echo(f"{m['cell']:<14}{m['hidden']:>7}{m['params']:>11,}{m['steps']:>7}"
+        steps = f"{m['steps']}" + ("!" if m.get("diverged") else "")
+        echo(f"{m['cell']:<14}{m['hidden']:>7}{m['params']:>11,}{steps:>7}"
              f"{_fmt(m['train_loss'], '.3f'):>8}{_fmt(m['val_loss'], '.3f'):>8}"
              f"{_fmt(m['val_loss'] and m['val_loss'] / LN2, '.3f'):>9}"
              f"{m['chars_per_s']:>9,.0f}{m['wall_s']:>8.0f}"
              f"{_fmt(rec and 100 * rec, '.0f') + '%':>8}"
              f"{('>' + str(len(m['grad_flow_h']) - 1)) if hz is None else hz:>9}")
+    if any(m.get("diverged") for m in ms):
+        echo("! diverged (loss or gradient overflowed) after this many steps; the row shows "
+             "the last finite model")
     echo("losses in nats/char; recall: greedy continuation of 5 training passages, share of "
          "characters right;\ngrad k1%: the k at which |dL_t/dh_(t-k)| falls below 1% of "
          "its value at k = 0")

@@ -18,6 +18,10 @@ from .model import Model, Replicas
 LN2 = math.log(2)
 
 
+class Diverged(Exception):
+    """The loss or gradient stopped being finite; the update was not applied."""
+
+
 def model_from_checkpoint(ck: ckpt.Checkpoint, dtype=np.float32) -> Model:
     m = Model(ck.model, dtype)
     for name, shape in m.layout:
@@ -56,6 +60,7 @@ class Result:
     chars_per_s: float
     grad_norm: float
     interrupted: bool = False
+    diverged: bool = False
 
 
 class Trainer:
@@ -134,11 +139,11 @@ class Trainer:
         masks = self._masks()
         loss, h, c = self.replicas.loss(x, y, self.h, self.c, masks)   # zeroes, then fills grad
         g = model.grad
-        norm = float(np.sqrt(np.dot(g, g)))                 # recorded before clipping
+        with np.errstate(over="ignore", invalid="ignore"):
+            norm = float(np.sqrt(np.dot(g, g)))             # recorded before clipping
         self.grad_norm = norm
-        if not math.isfinite(norm):
-            raise CharlstmError("training diverged (gradient is not finite); "
-                                "lower --lr or --clip")
+        if not math.isfinite(norm) or not math.isfinite(loss):
+            raise Diverged(s["step"])
         if norm > cfg.clip:
             g *= cfg.clip / norm
         lr = lr_at(cfg, s["step"], self.progress_frac())
@@ -214,7 +219,7 @@ class Trainer:
         val = s.get("last_val")
         loss = float("nan")
         ema = None
-        interrupted = False
+        interrupted = diverged = False
         t_last = time.perf_counter()
         try:
             while s["step"] < total and not (cfg.minutes and s["elapsed"] >= 60 * cfg.minutes):
@@ -242,6 +247,8 @@ class Trainer:
             bar.close()
             self.save()
             self.log(f"interrupted at step {s['step']}: saved {self.out}")
+        except Diverged:
+            diverged = True        # the update was refused: the model is the last finite one
         bar.close()
         if not interrupted and (not self.hist_val or self.hist_val[-1][0] != s["step"]):
             val = self._eval_and_save()
@@ -249,7 +256,8 @@ class Trainer:
                       float(np.mean([r[2] for r in self.hist_train[-50:]])) if self.hist_train
                       else float("nan"),
                       val, s["best_val"], s["elapsed"],
-                      s["step"] * chars / max(s["train_time"], 1e-9), self.grad_norm, interrupted)
+                      s["step"] * chars / max(s["train_time"], 1e-9), self.grad_norm, interrupted,
+                      diverged)
 
     def _eval_and_save(self):
         s = self.state

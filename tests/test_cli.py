@@ -166,3 +166,12 @@ def test_python_dash_m(text, tmp_path):
     import sys
     r = subprocess.run([sys.executable, "-m", "charlstm", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "train" in r.stdout
+
+
+def test_divergence_is_reported_and_the_last_finite_model_kept(tmp_path, text):
+    out = str(tmp_path / "irnn.npz")
+    r = run(["train", text, "--cell", "irnn", "--lr", "1e6", "--out", out] + SMALL)
+    assert r.exit_code == 1 and "diverged" in r.output and "--lr" in r.output
+    from charlstm import checkpoint as ckpt
+    ck = ckpt.load(out)
+    assert all(np.isfinite(v).all() for v in ck.params.values())
