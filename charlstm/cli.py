@@ -197,7 +197,10 @@ def sample(checkpoint, seed, length, temperature, top_k, greedy, rng_seed):
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 def compare(file, cells, match_params, seed, length, recall_chars, out_dir, jobs, progress, **kw):
     """Train several cells on FILE with the same data, seed and budget, then
-    report losses, speed, samples, the recall test and gradient flow."""
+    report losses, speed, samples, the recall test and gradient flow.
+
+    Unless --eval-every is given, each model is validated every 50 steps on the
+    first 100,000 held-out characters, so that the budget goes to training."""
     from .compare import run_compare
     names = [c.strip() for c in cells.split(",") if c.strip()]
     bad = [c for c in names if c not in CELL_NAMES]
@@ -209,6 +212,8 @@ def compare(file, cells, match_params, seed, length, recall_chars, out_dir, jobs
     mcfg, tcfg = configs(kw)
     if kw.get("minutes") is None and kw.get("steps") is None and kw.get("epochs") is None:
         tcfg = TrainConfig(**{**tcfg.__dict__, "minutes": 2.0})
+    if kw["eval_every"] == TR.eval_every:     # short comparisons want denser curves, and
+        tcfg = TrainConfig(**{**tcfg.__dict__, "eval_every": 50, "eval_chars": 100_000})
     warm_up(names, echo_err)
     run_compare(file, names, mcfg, tcfg, match_params=match_params, seed=seed, length=length,
                 recall_chars=recall_chars, out_dir=out_dir, jobs=jobs, progress=progress,

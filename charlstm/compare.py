@@ -221,7 +221,9 @@ def _default_seed(corpus) -> str:
 
 
 def _fmt(x, spec):
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    return format(x, spec) if abs(x) < 1e4 else format(x, ".1e")
 
 
 def _print(rep, echo):
@@ -244,7 +246,9 @@ def _print(rep, echo):
     if any(m.get("diverged") for m in ms):
         echo("! diverged (loss or gradient overflowed) after this many steps; the row shows "
              "the last finite model")
-    echo("losses in nats/char; recall: greedy continuation of 5 training passages, share of "
+    ev = rep["train"]
+    echo(f"losses in nats/char (val: " + (f"first {ev['eval_chars']:,} held-out chars"
+         if ev["eval_chars"] else "all held-out text") + "); recall: greedy continuation of 5 training passages, share of "
          "characters right;\ngrad k1%: the k at which |dL_t/dh_(t-k)| falls below 1% of "
          "its value at k = 0")
     echo(f"\nSamples, each continuing {rep['seed']!r}:")

@@ -38,6 +38,7 @@ class TrainConfig:
     steps: int = 0
     minutes: float = 0.0
     eval_every: int = 200       # steps between validation passes (and checkpoints)
+    eval_chars: int = 0         # validate on the first this many held-out chars (0: all)
     dtype: str = "float32"
 
 

@@ -171,7 +171,8 @@ class Trainer:
     def evaluate(self, ids: np.ndarray | None = None) -> float | None:
         """Mean loss (nats/char) over `ids` (default: the validation text), in
         streams with the state carried, no dropout."""
-        ids = self.corpus.val if ids is None else ids
+        if ids is None:
+            ids = self.corpus.val[:self.cfg.eval_chars or None]
         if len(ids) < 2:
             return None
         T = min(self.cfg.seq_len, len(ids) - 1)
