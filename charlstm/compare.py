@@ -247,7 +247,7 @@ def _print(rep, echo):
         echo("! diverged (loss or gradient overflowed) after this many steps; the row shows "
              "the last finite model")
     ev = rep["train"]
-    echo(f"losses in nats/char (val: " + (f"first {ev['eval_chars']:,} held-out chars"
+    echo("losses in nats/char (val: " + (f"first {ev['eval_chars']:,} held-out chars"
          if ev["eval_chars"] else "all held-out text") + "); recall: greedy continuation of 5 training passages, share of "
          "characters right;\ngrad k1%: the k at which |dL_t/dh_(t-k)| falls below 1% of "
          "its value at k = 0")
