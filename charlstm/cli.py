@@ -15,7 +15,6 @@ from .errors import CharlstmError
 
 M, TR = ModelConfig(), TrainConfig()
 FloatRange = click.FloatRange
-POS = click.FloatRange
 
 
 class Group(click.Group):
@@ -53,24 +52,24 @@ def model_options(f):
                      show_default=True, help="Steps of truncated backpropagation through time."),
         click.option("--batch-size", type=click.IntRange(1, 65536), default=TR.batch_size,
                      show_default=True, help="Parallel streams through the text."),
-        click.option("--lr", type=POS(0, min_open=True), default=TR.lr, show_default=True,
+        click.option("--lr", type=FloatRange(0, min_open=True), default=TR.lr, show_default=True,
                      help="Peak learning rate."),
         click.option("--schedule", type=click.Choice(["cosine", "constant"]),
                      default=TR.schedule, show_default=True,
                      help="Learning-rate decay over the budget."),
         click.option("--optimizer", type=click.Choice(["adam", "adagrad"]),
                      default=TR.optimizer, show_default=True, help="Optimizer."),
-        click.option("--clip", type=POS(0, min_open=True), default=TR.clip, show_default=True,
+        click.option("--clip", type=FloatRange(0, min_open=True), default=TR.clip, show_default=True,
                      help="Clip the gradient to this global norm."),
         click.option("--val-frac", type=FloatRange(0, 0.9), default=TR.val_frac,
                      show_default=True, help="Fraction at the end of the text held out."),
         click.option("--rng-seed", type=int, default=TR.rng_seed, show_default=True,
                      help="Random seed for initialisation and dropout."),
-        click.option("--epochs", type=POS(0, min_open=True), default=None,
+        click.option("--epochs", type=FloatRange(0, min_open=True), default=None,
                      help="Budget: passes over the training text."),
         click.option("--steps", type=click.IntRange(1), default=None,
                      help="Budget: optimizer steps."),
-        click.option("--minutes", type=POS(0, min_open=True), default=None,
+        click.option("--minutes", type=FloatRange(0, min_open=True), default=None,
                      help=f"Budget: wall-clock minutes [default: {DEFAULT_MINUTES:g} when no "
                           "budget is given]."),
         click.option("--eval-every", type=click.IntRange(1), default=TR.eval_every,
@@ -153,7 +152,7 @@ def train(file, out, resume, progress, **kw):
 @click.option("--seed", default="", help="Prime text: the output starts with it and continues it.")
 @click.option("--length", type=click.IntRange(0), default=500, show_default=True,
               help="Characters to generate after the seed.")
-@click.option("--temperature", type=POS(0, min_open=True), default=0.8, show_default=True,
+@click.option("--temperature", type=FloatRange(0, min_open=True), default=0.8, show_default=True,
               help="Below 1: safer text; above 1: wilder.")
 @click.option("--top-k", type=click.IntRange(0), default=0, show_default=True,
               help="Sample only among the k likeliest characters (0: all).")

@@ -31,13 +31,13 @@ gradient checks never need to know which cell they run:
                          Equal to dxp for every cell but the GRU, and then the
                          caller passes the same array for both.
 
-The gate loops run `prange` over the B streams: each stream writes only its own
-rows, so the result does not depend on the thread count (deterministic).
+Kernels are serial; the cores are used by splitting the B streams among workers
+(model.Replicas), each calling these kernels on its own rows.
 """
 import math
 
 import numpy as np
-from numba import njit, prange, types
+from numba import njit, types
 from numba.extending import overload
 
 # Numba options, set here and nowhere else. error_model="numpy" drops Python's
@@ -45,10 +45,9 @@ from numba.extending import overload
 # fastmath leaves out nnan/ninf so that inf and nan still behave.
 FASTMATH = {"contract", "arcp", "reassoc", "nsz", "afn"}
 JIT = dict(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
-# parallel=True was measured 2.7x slower here: Numba's worker threads and
-# OpenBLAS's (which spin between GEMM calls) fight over the cores. The GEMMs use
-# both cores through BLAS; the gate loops stay serial (and so deterministic).
-PJIT = dict(JIT, parallel=False)
+# No parallel=True: measured 2.7x slower here, as Numba's worker threads and
+# OpenBLAS's fight over the cores. The cores are used one training worker each
+# instead (model.Replicas), so every kernel is serial and deterministic.
 
 
 # ---------------------------------------------------------------------------
@@ -110,7 +109,7 @@ def _gate(a, x, g, squash):
             a[j] = sigmoid(x[j] + g[j])
 
 
-@njit(**PJIT)
+@njit(**JIT)
 def lstm_forward(hs, cs, acts, aux, xp, Wh, ex):
     """i = σ(.), f = σ(.), c~ = tanh(.), o = σ(.)   with (.) = xp_t + h_{t-1} Wh
     c_t = f ⊙ c_{t-1} + i ⊙ c~
@@ -121,7 +120,7 @@ def lstm_forward(hs, cs, acts, aux, xp, Wh, ex):
     gh = np.empty((B, G), xp.dtype)
     for t in range(T):
         np.dot(hs[t], Wh, gh)
-        for b in prange(B):
+        for b in range(B):
             a, x, r = acts[t, b], xp[t, b], gh[b]
             for k in range(4):
                 _gate(a[k * H:(k + 1) * H], x[k * H:(k + 1) * H], r[k * H:(k + 1) * H], k == 2)
@@ -133,7 +132,7 @@ def lstm_forward(hs, cs, acts, aux, xp, Wh, ex):
                 h[j] = o[j] * tanh_(c[j])
 
 
-@njit(**PJIT)
+@njit(**JIT)
 def lstm_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh, ex):
     """dh = dy_t + dh_{t+1 → t}                      (seed 004: dv Wv + dh_next)
     dc = dh ⊙ o ⊙ (1 − tanh²c_t) + f_{t+1} ⊙ dc_{t+1}
@@ -145,7 +144,7 @@ def lstm_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh, ex):
     dh_next = dhs[T].copy()
     dc_next = dcs[T].copy()
     for t in range(T - 1, -1, -1):
-        for b in prange(B):
+        for b in range(B):
             a, da = acts[t, b], dxp[t, b]
             i, f, g, o = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
             di, df, dg, do = da[:H], da[H:2 * H], da[2 * H:3 * H], da[3 * H:]
@@ -175,7 +174,7 @@ def lstm_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh, ex):
 # LSTM with peepholes (Gers & Schmidhuber; seed 001): f and i see c_{t-1}, o sees
 # c_t, through diagonal weights ex = [p_i, p_f, p_o]. Gate order i, f, c~, o.
 
-@njit(**PJIT)
+@njit(**JIT)
 def peephole_forward(hs, cs, acts, aux, xp, Wh, ex):
     """i = σ(. + p_i ⊙ c_{t−1}),  f = σ(. + p_f ⊙ c_{t−1}),  c~ = tanh(.)
     c_t = f ⊙ c_{t−1} + i ⊙ c~
@@ -185,7 +184,7 @@ def peephole_forward(hs, cs, acts, aux, xp, Wh, ex):
     gh = np.empty((B, G), xp.dtype)
     for t in range(T):
         np.dot(hs[t], Wh, gh)
-        for b in prange(B):
+        for b in range(B):
             for j in range(H):
                 cp = cs[t, b, j]
                 i = sigmoid(xp[t, b, j] + gh[b, j] + ex[0, j] * cp)
@@ -201,7 +200,7 @@ def peephole_forward(hs, cs, acts, aux, xp, Wh, ex):
                 acts[t, b, 3 * H + j] = o
 
 
-@njit(**PJIT)
+@njit(**JIT)
 def peephole_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh, ex):
     """As the LSTM, plus the peephole paths:
     dc_t += da_o ⊙ p_o;  dc_{t−1} = f ⊙ dc_t + da_i ⊙ p_i + da_f ⊙ p_f.
@@ -212,7 +211,7 @@ def peephole_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh, ex):
     dh_next = dhs[T].copy()
     dc_next = dcs[T].copy()
     for t in range(T - 1, -1, -1):
-        for b in prange(B):
+        for b in range(B):
             for j in range(H):
                 i = acts[t, b, j]
                 f = acts[t, b, H + j]
@@ -239,7 +238,7 @@ def peephole_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh, ex):
 # ---------------------------------------------------------------------------
 # Coupled input-forget gate (seed 001). Gate order f, c~, o.
 
-@njit(**PJIT)
+@njit(**JIT)
 def cifg_forward(hs, cs, acts, aux, xp, Wh, ex):
     """f = σ(.), c~ = tanh(.), o = σ(.)
     c_t = f ⊙ c_{t−1} + (1 − f) ⊙ c~
@@ -249,7 +248,7 @@ def cifg_forward(hs, cs, acts, aux, xp, Wh, ex):
     gh = np.empty((B, G), xp.dtype)
     for t in range(T):
         np.dot(hs[t], Wh, gh)
-        for b in prange(B):
+        for b in range(B):
             for j in range(H):
                 f = sigmoid(xp[t, b, j] + gh[b, j])
                 g = tanh_(xp[t, b, H + j] + gh[b, H + j])
@@ -262,7 +261,7 @@ def cifg_forward(hs, cs, acts, aux, xp, Wh, ex):
                 acts[t, b, 2 * H + j] = o
 
 
-@njit(**PJIT)
+@njit(**JIT)
 def cifg_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh, ex):
     """dc = dh ⊙ o ⊙ (1 − tanh²c_t) + f_{t+1} ⊙ dc_{t+1}
     df = dc ⊙ (c_{t−1} − c~),  dc~ = dc ⊙ (1 − f),  do = dh ⊙ tanh c_t"""
@@ -272,7 +271,7 @@ def cifg_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh, ex):
     dh_next = dhs[T].copy()
     dc_next = dcs[T].copy()
     for t in range(T - 1, -1, -1):
-        for b in prange(B):
+        for b in range(B):
             for j in range(H):
                 f = acts[t, b, j]
                 g = acts[t, b, H + j]
@@ -294,7 +293,7 @@ def cifg_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh, ex):
 # ---------------------------------------------------------------------------
 # GRU (Cho et al. 2014), as PyTorch's nn.GRU. Gate order r, z, n; ex[0] = b_hn.
 
-@njit(**PJIT)
+@njit(**JIT)
 def gru_forward(hs, cs, acts, aux, xp, Wh, ex):
     """r = σ(.), z = σ(.),  n = tanh(xp_n + r ⊙ (h_{t−1} Wh_n + b_hn))
     h_t = (1 − z) ⊙ n + z ⊙ h_{t−1}"""
@@ -303,7 +302,7 @@ def gru_forward(hs, cs, acts, aux, xp, Wh, ex):
     gh = np.empty((B, G), xp.dtype)
     for t in range(T):
         np.dot(hs[t], Wh, gh)
-        for b in prange(B):
+        for b in range(B):
             for j in range(H):
                 r = sigmoid(xp[t, b, j] + gh[b, j])
                 z = sigmoid(xp[t, b, H + j] + gh[b, H + j])
@@ -316,7 +315,7 @@ def gru_forward(hs, cs, acts, aux, xp, Wh, ex):
                 acts[t, b, 2 * H + j] = n
 
 
-@njit(**PJIT)
+@njit(**JIT)
 def gru_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh, ex):
     """dn = dh ⊙ (1 − z),  dz = dh ⊙ (h_{t−1} − n),  da_n = dn ⊙ (1 − n²)
     dr = da_n ⊙ (h_{t−1} Wh_n + b_hn);  the recurrent part of n sees r ⊙ da_n
@@ -327,7 +326,7 @@ def gru_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh, ex):
     dh_next = dhs[T].copy()
     direct = np.empty((B, H), xp.dtype)
     for t in range(T - 1, -1, -1):
-        for b in prange(B):
+        for b in range(B):
             for j in range(H):
                 r = acts[t, b, j]
                 z = acts[t, b, H + j]
@@ -352,26 +351,26 @@ def gru_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh, ex):
 # ---------------------------------------------------------------------------
 # Vanilla tanh RNN and the ReLU RNN (IRNN, Le, Jaitly & Hinton 2015; seed 003).
 
-@njit(**PJIT)
+@njit(**JIT)
 def rnn_forward(hs, cs, acts, aux, xp, Wh, ex):
     """h_t = tanh(x_t Wx + h_{t−1} Wh + b)"""
     T, B, H = xp.shape
     gh = np.empty((B, H), xp.dtype)
     for t in range(T):
         np.dot(hs[t], Wh, gh)
-        for b in prange(B):
+        for b in range(B):
             for j in range(H):
                 hs[t + 1, b, j] = tanh_(xp[t, b, j] + gh[b, j])
 
 
-@njit(**PJIT)
+@njit(**JIT)
 def rnn_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh, ex):
     """da = (dy_t + dh_{t+1 → t}) ⊙ (1 − h_t²);  dh_{t−1} = da Whᵀ"""
     T, B, H = xp.shape
     WhT = Wh.T
     dh_next = dhs[T].copy()
     for t in range(T - 1, -1, -1):
-        for b in prange(B):
+        for b in range(B):
             for j in range(H):
                 dh = dy[t, b, j] + dh_next[b, j]
                 dhs[t + 1, b, j] = dh
@@ -381,27 +380,27 @@ def rnn_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh, ex):
     dhs[0] = dh_next
 
 
-@njit(**PJIT)
+@njit(**JIT)
 def irnn_forward(hs, cs, acts, aux, xp, Wh, ex):
     """h_t = max(0, x_t Wx + h_{t−1} Wh + b),  Wh initialised to the identity"""
     T, B, H = xp.shape
     gh = np.empty((B, H), xp.dtype)
     for t in range(T):
         np.dot(hs[t], Wh, gh)
-        for b in prange(B):
+        for b in range(B):
             for j in range(H):
                 a = xp[t, b, j] + gh[b, j]
                 hs[t + 1, b, j] = a if a > 0 else 0
 
 
-@njit(**PJIT)
+@njit(**JIT)
 def irnn_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh, ex):
     """da = (dy_t + dh_{t+1 → t}) ⊙ [h_t > 0];  dh_{t−1} = da Whᵀ"""
     T, B, H = xp.shape
     WhT = Wh.T
     dh_next = dhs[T].copy()
     for t in range(T - 1, -1, -1):
-        for b in prange(B):
+        for b in range(B):
             for j in range(H):
                 dh = dy[t, b, j] + dh_next[b, j]
                 dhs[t + 1, b, j] = dh
@@ -413,26 +412,26 @@ def irnn_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh, ex):
 # ---------------------------------------------------------------------------
 # Input layer, output layer and loss, optimizer.
 
-@njit(**PJIT)
+@njit(**JIT)
 def embed_forward(xp, tokens, Wx, b):
     """One-hot input as a row gather:  xp[t, b] = Wx[token[t, b]] + b.
     xp: (T, B, G), tokens: (T, B), Wx: (V, G), b: (G,)"""
     T, B, G = xp.shape
-    for t in prange(T):
+    for t in range(T):
         for s in range(B):
             row = Wx[tokens[t, s]]
             for j in range(G):
                 xp[t, s, j] = row[j] + b[j]
 
 
-@njit(**PJIT)
+@njit(**JIT)
 def embed_backward(dWx, tokens, dxp):
     """dWx[token[t, b]] += dxp[t, b]. Threads split the G columns, so no two
     write the same element (deterministic).  dWx: (V, G), dxp: (T, B, G)"""
     T, B, G = dxp.shape
     nchunk = 8
     step = (G + nchunk - 1) // nchunk
-    for k in prange(nchunk):
+    for k in range(nchunk):
         lo = k * step
         hi = min(G, lo + step)
         for t in range(T):
@@ -442,14 +441,14 @@ def embed_backward(dWx, tokens, dxp):
                     row[j] += dxp[t, s, j]
 
 
-@njit(**PJIT)
+@njit(**JIT)
 def softmax_xent(dlogits, logits, targets, scale):
     """Softmax over the vocabulary and cross-entropy, fused.
     logits, dlogits: (N, V); targets: (N,). Returns sum_n -log p_n[target_n]
     (in float64) and writes dlogits = scale * (p − onehot(target))."""
     N, V = logits.shape
     total = 0.0
-    for n in prange(N):
+    for n in range(N):
         m = logits[n, 0]
         for v in range(1, V):
             m = max(m, logits[n, v])
@@ -467,21 +466,21 @@ def softmax_xent(dlogits, logits, targets, scale):
     return total
 
 
-@njit(**PJIT)
+@njit(**JIT)
 def adam_update(w, g, m, v, lr, beta1, beta2, eps, step):
     """Adam on the flat parameter buffer: m, v share w's layout."""
     c1 = 1.0 / (1.0 - beta1 ** step)
     c2 = 1.0 / (1.0 - beta2 ** step)
-    for k in prange(w.size):
+    for k in range(w.size):
         m[k] = beta1 * m[k] + (1 - beta1) * g[k]
         v[k] = beta2 * v[k] + (1 - beta2) * g[k] * g[k]
         w[k] -= lr * (m[k] * c1) / (math.sqrt(v[k] * c2) + eps)
 
 
-@njit(**PJIT)
+@njit(**JIT)
 def adagrad_update(w, g, m, lr, eps):
     """Adagrad, as in min-char-rnn: m accumulates g²."""
-    for k in prange(w.size):
+    for k in range(w.size):
         m[k] += g[k] * g[k]
         w[k] -= lr * g[k] / (math.sqrt(m[k]) + eps)
 

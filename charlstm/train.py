@@ -218,12 +218,11 @@ class Trainer:
                    desc=f"{self.model.cfg.cell} {self.model.cfg.layers}x{self.model.cfg.hidden}")
         chars = cfg.seq_len * cfg.batch_size
         val = s.get("last_val")
-        loss = float("nan")
         ema = None
         interrupted = diverged = False
         t_last = time.perf_counter()
         try:
-            while s["step"] < total and not (cfg.minutes and s["elapsed"] >= 60 * cfg.minutes):
+            while not self._budget_spent():
                 t0 = time.perf_counter()
                 loss = self.step()
                 dt = time.perf_counter() - t0
@@ -234,8 +233,7 @@ class Trainer:
                 t_last = now
                 self.hist_train.append([s["step"], s["elapsed"], loss])
                 self.hist_norm.append([s["step"], self.grad_norm])
-                done = s["step"] >= total or (cfg.minutes and s["elapsed"] >= 60 * cfg.minutes)
-                if s["step"] % cfg.eval_every == 0 or done:
+                if s["step"] % cfg.eval_every == 0 or self._budget_spent():
                     val = self._eval_and_save()
                     t_last = time.perf_counter()
                     s["elapsed"] += t_last - now
@@ -245,26 +243,31 @@ class Trainer:
                                 refresh=False)
         except KeyboardInterrupt:
             interrupted = True
-            bar.close()
             self.save()
-            self.log(f"interrupted at step {s['step']}: saved {self.out}")
         except Diverged:
             diverged = True        # the update was refused: the model is the last finite one
         bar.close()
+        if interrupted:
+            self.log(f"interrupted at step {s['step']}: saved {self.out}")
         if not interrupted and (not self.hist_val or self.hist_val[-1][0] != s["step"]):
             val = self._eval_and_save()
-        return Result(self.out, best_path(self.out), s["step"],
-                      float(np.mean([r[2] for r in self.hist_train[-50:]])) if self.hist_train
-                      else float("nan"),
-                      val, s["best_val"], s["elapsed"],
+        return Result(self.out, best_path(self.out), s["step"], self._recent_train_loss(), val, s["best_val"], s["elapsed"],
                       s["step"] * chars / max(s["train_time"], 1e-9), self.grad_norm, interrupted,
                       diverged)
+
+    def _budget_spent(self) -> bool:
+        s, c = self.state, self.cfg
+        return s["step"] >= self.total_steps() or bool(c.minutes and s["elapsed"] >= 60 * c.minutes)
+
+    def _recent_train_loss(self) -> float:
+        """Mean training loss over the last 50 steps."""
+        return float(np.mean([r[2] for r in self.hist_train[-50:]])) if self.hist_train else float("nan")
 
     def _eval_and_save(self):
         s = self.state
         val = self.evaluate()
         s["last_val"] = val
-        score = val if val is not None else float(np.mean([r[2] for r in self.hist_train[-50:]]))
+        score = val if val is not None else self._recent_train_loss()
         if val is not None:
             self.hist_val.append([s["step"], s["elapsed"], val])
         best = s["best_val"] is None or score < s["best_val"]
