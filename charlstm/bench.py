@@ -3,7 +3,7 @@ is importable, in one run, with medians over repeats.
 
 FLOPs counted per character (what the method does; the one-hot input is a row
 gather, not a matmul, so it is not counted):
-    forward  = sum over layers of [2·H·G (h Wh) + 2·D·G if the layer's input is
+    forward  = sum over layers of [2·H·G (h Whᵀ) + 2·D·G if the layer's input is
                dense (layers above the first)] + 2·H·V (output layer)
     training = 3 × forward (forward, the input gradients, the weight gradients)
 with G = gates·H (LSTM 4H, GRU 3H, RNN H). Share of peak = achieved / GEMM peak.

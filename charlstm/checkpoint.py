@@ -2,7 +2,7 @@
 or to resume training exactly where it stopped.
 
     format            "charlstm-checkpoint"
-    version           1
+    version           2 (version 1 files are upgraded on load)
     model, train      the two settings dataclasses, as JSON
     vocab             the vocabulary, as Unicode code points (uint32)
     param/<name>      every parameter under its name (see model.py)
@@ -32,9 +32,33 @@ from .config import ModelConfig, TrainConfig, from_dict
 from .errors import CharlstmError
 
 FORMAT = "charlstm-checkpoint"
-VERSION = 1
+VERSION = 2
+
+
+def _v1_to_v2(arrays: dict) -> dict:
+    """Version 2 stores each layer's Wh as (G, H), PyTorch's weight_hh layout,
+    where version 1 had (H, G): transpose it, and its slots in opt/m and opt/v."""
+    from .model import layout
+    cfg = from_dict(ModelConfig, json.loads(str(arrays["model"])))
+    out = dict(arrays)
+    moments = [key for key in ("opt/m", "opt/v") if out.get(key) is not None and out[key].size]
+    for key in moments:
+        out[key] = out[key].copy()
+    k = 0
+    for name, shape in layout(cfg):             # shapes as in version 2
+        size = int(np.prod(shape))
+        if name.endswith(".Wh"):
+            G, H = shape
+            if "param/" + name in out:
+                out["param/" + name] = np.ascontiguousarray(out["param/" + name].reshape(H, G).T)
+            for key in moments:
+                out[key][k:k + size] = out[key][k:k + size].reshape(H, G).T.ravel()
+        k += size
+    return out
+
+
 # An older version's arrays pass through UPGRADES[v] (v -> v + 1) until current.
-UPGRADES: dict = {}
+UPGRADES: dict = {1: _v1_to_v2}
 
 
 @dataclass

@@ -5,8 +5,8 @@ Adam's moments share that layout, so the optimizer and global-norm clipping are
 one flat loop each). Python orchestrates; the arithmetic is in kernels.py.
 
 Per layer l (gate order as torch.nn.LSTM / nn.GRU, so weight_ih_l{l} = Wx.T,
-weight_hh_l{l} = Wh.T, bias_ih_l{l} = b, bias_hh_l{l} = 0):
-    l{l}.Wx (D, G)  l{l}.Wh (H, G)  l{l}.b (G,)  l{l}.ex (k, H) if the cell has extras
+weight_hh_l{l} = Wh, bias_ih_l{l} = b, bias_hh_l{l} = 0):
+    l{l}.Wx (D, G)  l{l}.Wh (G, H)  l{l}.b (G,)  l{l}.ex (k, H) if the cell has extras
 then the output layer Wy (H, V), by (V,).
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ def layout(cfg: ModelConfig) -> list[tuple[str, tuple[int, ...]]]:
     G = cell.gates * H
     out = []
     for l in range(cfg.layers):
-        out += [(f"l{l}.Wx", (V if l == 0 else H, G)), (f"l{l}.Wh", (H, G)), (f"l{l}.b", (G,))]
+        out += [(f"l{l}.Wx", (V if l == 0 else H, G)), (f"l{l}.Wh", (G, H)), (f"l{l}.b", (G,))]
         if cell.n_extra:
             out.append((f"l{l}.ex", (cell.n_extra, H)))
     return out + [("Wy", (H, V)), ("by", (V,))]
@@ -178,7 +178,7 @@ class Model:
             self.cell.backward(w["dxp"], w["dhp"], w["dhs"], w["dcs"], dy, w["hs"], w["cs"],
                                w["acts"], w["aux"], w["xp"], self.p[f"l{l}.Wh"], self._ex(l))
             dxp = w["dxp"].reshape(T * B, -1)
-            g[f"l{l}.Wh"] += w["hs"][:-1].reshape(T * B, -1).T @ w["dhp"].reshape(T * B, -1)
+            g[f"l{l}.Wh"] += w["dhp"].reshape(T * B, -1).T @ w["hs"][:-1].reshape(T * B, -1)
             g[f"l{l}.b"] += dxp.sum(axis=0)
             if self.cell.n_extra:
                 self.cell.extra_grad(g[f"l{l}.ex"], w["dxp"], w["dhp"], w["hs"], w["cs"])

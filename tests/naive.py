@@ -11,7 +11,7 @@ def cell_step(cell, x, h, c, Wx, Wh, b, ex):
     """One step of one cell for one input vector x: returns (h, c)."""
     H = h.shape[0]
     a = x @ Wx + b
-    r = h @ Wh
+    r = h @ Wh.T
     if cell == "rnn":
         return np.tanh(a + r), c
     if cell == "irnn":

@@ -27,6 +27,21 @@ def test_fast_float32_matches_reference(cell):
     np.testing.assert_allclose(fast, ref, atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("M,N,Kd", [(1, 1, 1), (1, 2048, 512), (3, 5, 7), (4, 4, 1), (16, 12, 33),
+                                     (17, 22, 9), (8, 3, 64)])
+def test_matmul_nt_matches_numpy(dtype, M, N, Kd):
+    """Every path of the recurrent product: 4×4 blocks, leftover rows and columns."""
+    rng = np.random.default_rng(M * 100 + N)
+    A = rng.normal(size=(M, Kd)).astype(dtype)
+    W = rng.normal(size=(N, Kd)).astype(dtype)
+    C = np.full((M, N), np.nan, dtype)
+    K.matmul_nt(A, W, C)
+    ref = A.astype(np.float64) @ W.T.astype(np.float64)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(C, ref, rtol=tol, atol=tol * np.sqrt(Kd))
+
+
 def test_fast_tanh_and_sigmoid_accuracy():
     from numba import njit
 

@@ -27,7 +27,7 @@ def test_training_matches_pytorch_step_by_step(cell):
     p = ours.model.p
     with torch.no_grad():
         theirs.rnn.weight_ih_l0.copy_(torch.from_numpy(p["l0.Wx"].T.copy()))
-        theirs.rnn.weight_hh_l0.copy_(torch.from_numpy(p["l0.Wh"].T.copy()))
+        theirs.rnn.weight_hh_l0.copy_(torch.from_numpy(p["l0.Wh"].copy()))
         theirs.rnn.bias_ih_l0.copy_(torch.from_numpy(p["l0.b"].copy()))
         hh = np.zeros(p["l0.b"].shape, np.float32)
         if cell == "gru":
