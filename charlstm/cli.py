@@ -61,6 +61,9 @@ def model_options(f):
                      default=TR.optimizer, show_default=True, help="Optimizer."),
         click.option("--clip", type=FloatRange(0, min_open=True), default=TR.clip, show_default=True,
                      help="Clip the gradient to this global norm."),
+        click.option("--state-reset", type=FloatRange(0, 1), default=TR.state_reset,
+                     show_default=True,
+                     help="Chance that a stream's carried state is zeroed between batches."),
         click.option("--val-frac", type=FloatRange(0, 0.9), default=TR.val_frac,
                      show_default=True, help="Fraction at the end of the text held out."),
         click.option("--rng-seed", type=int, default=TR.rng_seed, show_default=True,
@@ -90,6 +93,7 @@ def configs(kw) -> tuple[ModelConfig, TrainConfig]:
                        dropout=kw["dropout"], forget_bias=kw["forget_bias"])
     tcfg = TrainConfig(seq_len=kw["seq_len"], batch_size=kw["batch_size"], lr=kw["lr"],
                        schedule=kw["schedule"], optimizer=kw["optimizer"], clip=kw["clip"],
+                       state_reset=kw["state_reset"],
                        val_frac=kw["val_frac"], rng_seed=kw["rng_seed"],
                        eval_every=kw["eval_every"], **budget)
     return mcfg, tcfg

@@ -152,6 +152,10 @@ class Trainer:
             K.adagrad_update(model.flat, g, self.m, lr, 1e-8)
         else:
             K.adam_update(model.flat, g, self.m, self.v, lr, 0.9, 0.999, 1e-8, s["step"])
+        if cfg.state_reset > 0:       # forget now and then, so that the state cannot
+            lost = self.rng.random(cfg.batch_size) < cfg.state_reset   # become a clock
+            h[:, lost] = 0                                    # (see README: training)
+            c[:, lost] = 0
         self.h, self.c = h, c                               # carried to the next batch
         s["batch"] += 1
         if s["batch"] >= self.batches.n:                     # new epoch: start afresh

@@ -100,7 +100,11 @@ def test_compare_end_to_end(tmp_path):
         assert len(m["grad_flow_h"]) == 21 and m["grad_flow_h"][0] > 0
         assert os.path.exists(m["checkpoint"])
     assert res["models"][1]["grad_flow_c"] is not None and res["models"][0]["grad_flow_c"] is None
-    assert os.path.getsize(out / "compare.png") > 10000
+    try:
+        import matplotlib  # noqa: F401
+        assert os.path.getsize(out / "compare.png") > 10000
+    except ImportError:
+        assert not (out / "compare.png").exists()
     for word in ("params", "val bits", "chars/s", "[lstm]", "Gradient flow", "results:"):
         assert word in r.output
 

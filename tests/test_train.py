@@ -12,11 +12,12 @@ from .conftest import POEM
 
 
 def train_poem(poem, cell, steps=1000, tmp=None):
-    """One stream through the whole poem, as min-char-rnn; 348 transitions = 12 × 29,
+    """One stream through the whole poem, as min-char-rnn (its state carried, never
+    reset within the poem); 348 transitions = 12 × 29,
     so every character is a training target."""
     mc = ModelConfig(cell=cell, hidden=128, layers=1, dropout=0.0)
     tc = TrainConfig(seq_len=29, batch_size=1, lr=1e-2, schedule="constant", steps=steps,
-                     val_frac=0.0, eval_every=10000, rng_seed=1)
+                     val_frac=0.0, eval_every=10000, rng_seed=1, state_reset=0.0)
     tr = Trainer(poem, mc, tc, str(tmp / f"{cell}.npz"), progress=False, log=lambda m: None)
     tr.run()
     return Sampler(tr.model, tr.corpus.vocab)
@@ -79,6 +80,19 @@ def test_resume_continues_exactly(tmp_path, tiny_text):
                                   b.history_train[:, steps_and_losses])
     np.testing.assert_array_equal(a.history_norm, b.history_norm)   # norms before clipping
     assert a.history_norm.shape == (10, 2) and (a.history_norm[:, 1] > 0).all()
+
+
+@pytest.mark.parametrize("p", [0.0, 0.5, 1.0])
+def test_state_reset_zeroes_whole_streams(tmp_path, tiny_text, p):
+    """Between batches a stream's carried (h, c) is either kept or zeroed whole,
+    each with the configured chance."""
+    tc = TrainConfig(seq_len=8, batch_size=40, steps=1, state_reset=p, rng_seed=3)
+    tr = Trainer(tiny_text, ModelConfig(hidden=6, dropout=0.0), tc, str(tmp_path / "m.npz"),
+                 progress=False, log=lambda m: None)
+    tr.step()
+    zeroed = np.all(tr.h == 0, axis=(0, 2)) & np.all(tr.c == 0, axis=(0, 2))
+    assert np.all(zeroed | np.all(tr.h != 0, axis=(0, 2)))       # whole streams only
+    assert (zeroed.mean() == p) if p in (0.0, 1.0) else (0.2 < zeroed.mean() < 0.8)
 
 
 def test_any_utf8_text(tmp_path):
