@@ -33,7 +33,8 @@ $(CORPUS): | $(VENV)/.installed
 # Train the default model, then print a sample from the best checkpoint.
 train: install data
 	$(CHARLSTM) train $(CORPUS)
-	$(CHARLSTM) sample checkpoints/shakespeare-lstm.best.npz --seed "$(SEED)" --length 700 --rng-seed 1
+	$(CHARLSTM) sample checkpoints/shakespeare-lstm.best.npz --seed "$(SEED)" --length 700 --rng-seed 1 \
+		--temperature 0.7
 
 sample: install
 	$(CHARLSTM) sample --seed "$(SEED)" --length 700

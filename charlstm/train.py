@@ -181,7 +181,9 @@ class Trainer:
             return None
         T = min(self.cfg.seq_len, len(ids) - 1)
         B = max(1, min(self.cfg.batch_size, (len(ids) - 1) // T // 4 or 1))
-        if self._val is None or (self._val.T, self._val.B) != (T, B):
+        if (T, B) == (self.replicas.T, self.replicas.B):
+            self._val = self.replicas          # the training buffers are free between steps
+        elif self._val is None or (self._val.T, self._val.B) != (T, B):
             self._val = Replicas(self.model, T, B, len(self.replicas.parts))
         batches = Batches(ids, B, T)
         h, c = self.model.zero_state(B)
