@@ -216,12 +216,15 @@ class Model:
         """Cross-entropy (nats/char) of predicting targets (T, B) from tokens,
         summed and divided by n_total (default: this batch's size, a mean).
         With grad, accumulates parameter gradients into g (default self.g)."""
-        logits = self.forward(ws, tokens, h0, c0, masks)
-        tg = np.ascontiguousarray(targets, dtype=np.intp).reshape(-1)
-        n = n_total or tg.size
-        total = K.softmax_xent(ws.dlogits, logits, tg, 1.0 / n)
-        if grad:
-            self.backward(ws, ws.dlogits, g=g)
+        # A diverging model overflows; the trainer sees the non-finite loss or
+        # gradient and stops with a message, so NumPy's warnings would only be noise.
+        with np.errstate(over="ignore", invalid="ignore"):
+            logits = self.forward(ws, tokens, h0, c0, masks)
+            tg = np.ascontiguousarray(targets, dtype=np.intp).reshape(-1)
+            n = n_total or tg.size
+            total = K.softmax_xent(ws.dlogits, logits, tg, 1.0 / n)
+            if grad:
+                self.backward(ws, ws.dlogits, g=g)
         return total / n
 
 
