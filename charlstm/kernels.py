@@ -12,7 +12,7 @@ Every cell kernel has the same arguments, so training, sampling and the
 gradient checks never need to know which cell they run:
 
     forward (hs, cs, acts, aux, xp, Wh, ex)
-    backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh, ex)
+    backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, WhT, ex)
 
     hs, cs  (T+1, B, H)  hs[0], cs[0] hold the initial state; step t writes hs[t+1]
     acts    (T, B, G)    gate activations saved for the backward pass
@@ -21,6 +21,9 @@ gradient checks never need to know which cell they run:
                          gather for all T steps, done by the caller)
     Wh      (G, H)       recurrent weights (PyTorch's weight_hh layout);
                          h_{t-1} Whᵀ is one matmul_nt per step
+    WhT     (H, G)       Wh transposed, row-contiguous, for the backward pass's
+                         dh_{t-1} = dxp_t Wh = matmul_nt(dxp_t, WhT); the caller
+                         makes it once per training step (model.Replicas)
     ex      (k, H)       a cell's extra per-unit parameters (peepholes, GRU's b_hn)
 
     dy      (T, B, H)    dL/dh_t arriving from above (output layer or next layer)
@@ -113,7 +116,7 @@ def matmul_nt(A, W, C):
     M, K = A.shape
     N = W.shape[0]
     M4, N4 = M - M % 4, N - N % 4
-    zero = np.zeros(1, C.dtype)[0]
+    zero = C.dtype.type(0)
     for j in range(0, N4, 4):
         w0, w1, w2, w3 = W[j], W[j + 1], W[j + 2], W[j + 3]
         for r in range(0, M4, 4):
@@ -183,14 +186,13 @@ def lstm_forward(hs, cs, acts, aux, xp, Wh, ex):
 
 
 @njit(**JIT)
-def lstm_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh, ex):
+def lstm_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, WhT, ex):
     """dh = dy_t + dh_{t+1 → t}                      (seed 004: dv Wv + dh_next)
     dc = dh ⊙ o ⊙ (1 − tanh²c_t) + f_{t+1} ⊙ dc_{t+1}
     do = dh ⊙ tanh c_t,  df = dc ⊙ c_{t−1},  di = dc ⊙ c~,  dc~ = dc ⊙ i
     each times its nonlinearity's slope gives dxp_t;  dh_{t−1} = dxp_t Wh"""
     T, B, G = xp.shape
     H = G // 4
-    WhT = np.ascontiguousarray(Wh.T)
     dh_next = dhs[T].copy()
     dc_next = dcs[T].copy()
     for t in range(T - 1, -1, -1):
@@ -251,13 +253,12 @@ def peephole_forward(hs, cs, acts, aux, xp, Wh, ex):
 
 
 @njit(**JIT)
-def peephole_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh, ex):
+def peephole_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, WhT, ex):
     """As the LSTM, plus the peephole paths:
     dc_t += da_o ⊙ p_o;  dc_{t−1} = f ⊙ dc_t + da_i ⊙ p_i + da_f ⊙ p_f.
     (dp is summed by the caller from dxp and cs.)"""
     T, B, G = xp.shape
     H = G // 4
-    WhT = np.ascontiguousarray(Wh.T)
     dh_next = dhs[T].copy()
     dc_next = dcs[T].copy()
     for t in range(T - 1, -1, -1):
@@ -312,12 +313,11 @@ def cifg_forward(hs, cs, acts, aux, xp, Wh, ex):
 
 
 @njit(**JIT)
-def cifg_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh, ex):
+def cifg_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, WhT, ex):
     """dc = dh ⊙ o ⊙ (1 − tanh²c_t) + f_{t+1} ⊙ dc_{t+1}
     df = dc ⊙ (c_{t−1} − c~),  dc~ = dc ⊙ (1 − f),  do = dh ⊙ tanh c_t"""
     T, B, G = xp.shape
     H = G // 3
-    WhT = np.ascontiguousarray(Wh.T)
     dh_next = dhs[T].copy()
     dc_next = dcs[T].copy()
     for t in range(T - 1, -1, -1):
@@ -366,13 +366,12 @@ def gru_forward(hs, cs, acts, aux, xp, Wh, ex):
 
 
 @njit(**JIT)
-def gru_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh, ex):
+def gru_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, WhT, ex):
     """dn = dh ⊙ (1 − z),  dz = dh ⊙ (h_{t−1} − n),  da_n = dn ⊙ (1 − n²)
     dr = da_n ⊙ (h_{t−1} Wh_nᵀ + b_hn);  the recurrent part of n sees r ⊙ da_n
     dh_{t−1} = dhp_t Wh + dh ⊙ z"""
     T, B, G = xp.shape
     H = G // 3
-    WhT = np.ascontiguousarray(Wh.T)
     dh_next = dhs[T].copy()
     direct = np.empty((B, H), xp.dtype)
     for t in range(T - 1, -1, -1):
@@ -414,10 +413,9 @@ def rnn_forward(hs, cs, acts, aux, xp, Wh, ex):
 
 
 @njit(**JIT)
-def rnn_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh, ex):
+def rnn_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, WhT, ex):
     """da = (dy_t + dh_{t+1 → t}) ⊙ (1 − h_t²);  dh_{t−1} = da Wh"""
     T, B, H = xp.shape
-    WhT = np.ascontiguousarray(Wh.T)
     dh_next = dhs[T].copy()
     for t in range(T - 1, -1, -1):
         for b in range(B):
@@ -444,10 +442,9 @@ def irnn_forward(hs, cs, acts, aux, xp, Wh, ex):
 
 
 @njit(**JIT)
-def irnn_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh, ex):
+def irnn_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, WhT, ex):
     """da = (dy_t + dh_{t+1 → t}) ⊙ [h_t > 0];  dh_{t−1} = da Wh"""
     T, B, H = xp.shape
-    WhT = np.ascontiguousarray(Wh.T)
     dh_next = dhs[T].copy()
     for t in range(T - 1, -1, -1):
         for b in range(B):

@@ -164,13 +164,16 @@ class Model:
         ws.logits += self.p["by"]
         return ws.logits
 
-    def backward(self, ws: Workspace, dlogits: np.ndarray, dhT=None, dcT=None, g=None):
+    def backward(self, ws: Workspace, dlogits: np.ndarray, dhT=None, dcT=None, g=None,
+                 WhT=None):
         """Accumulate (+=) parameter gradients into g (default self.g, named views
         of a buffer laid out as self.flat) from dlogits (T·B, V).
         dhT, dcT: (L, B, H) gradient arriving at the final state (default zero).
+        WhT: each layer's Wh transposed and row-contiguous (default: made here).
         Returns (dh0, dc0), each (L, B, H)."""
         T, B, L = ws.T, ws.B, self.cfg.layers
         g = self.g if g is None else g
+        WhT = WhT or self.transposed_Wh()
         top = ws.layers[-1]
         g["Wy"] += top["y"].reshape(T * B, -1).T @ dlogits
         g["by"] += dlogits.sum(axis=0)
@@ -185,7 +188,7 @@ class Model:
             w["dhs"][T] = 0 if dhT is None else dhT[l]
             w["dcs"][T] = 0 if dcT is None else dcT[l]
             self.cell.backward(w["dxp"], w["dhp"], w["dhs"], w["dcs"], dy, w["hs"], w["cs"],
-                               w["acts"], w["aux"], w["xp"], self.p[f"l{l}.Wh"], self._ex(l))
+                               w["acts"], w["aux"], w["xp"], WhT[l], self._ex(l))
             dxp = w["dxp"].reshape(T * B, -1)
             g[f"l{l}.Wh"] += w["dhp"].reshape(T * B, -1).T @ w["hs"][:-1].reshape(T * B, -1)
             g[f"l{l}.b"] += dxp.sum(axis=0)
@@ -202,6 +205,15 @@ class Model:
             dc0[l] = w["dcs"][0]
         return dh0, dc0
 
+    def transposed_Wh(self, out=None) -> list[np.ndarray]:
+        """Each layer's Wh (G, H) as a row-contiguous (H, G) copy, for the backward
+        kernels; written into `out` when given (buffers reused step after step)."""
+        out = out or [np.empty(self.p[f"l{l}.Wh"].shape[::-1], self.dtype)
+                      for l in range(self.cfg.layers)]
+        for l, buf in enumerate(out):
+            np.copyto(buf, self.p[f"l{l}.Wh"].T)
+        return out
+
     def _ex(self, l: int) -> np.ndarray:
         return self.p.get(f"l{l}.ex", np.zeros((0, self.cfg.hidden), self.dtype))
 
@@ -212,10 +224,11 @@ class Model:
         return h, c
 
     def loss(self, ws: Workspace, tokens, targets, h0, c0, masks=None, grad=True,
-             g=None, n_total=None) -> float:
+             g=None, n_total=None, WhT=None) -> float:
         """Cross-entropy (nats/char) of predicting targets (T, B) from tokens,
         summed and divided by n_total (default: this batch's size, a mean).
-        With grad, accumulates parameter gradients into g (default self.g)."""
+        With grad, accumulates parameter gradients into g (default self.g);
+        WhT as in backward."""
         # A diverging model overflows; the trainer sees the non-finite loss or
         # gradient and stops with a message, so NumPy's warnings would only be noise.
         with np.errstate(over="ignore", invalid="ignore"):
@@ -224,7 +237,7 @@ class Model:
             n = n_total or tg.size
             total = K.softmax_xent(ws.dlogits, logits, tg, 1.0 / n)
             if grad:
-                self.backward(ws, ws.dlogits, g=g)
+                self.backward(ws, ws.dlogits, g=g, WhT=WhT)
         return total / n
 
 
@@ -251,6 +264,7 @@ class Replicas:
         self.ws = [Workspace(model.cfg, T, hi - lo, model.dtype) for lo, hi in self.parts]
         self.grads = [model.grad] + [np.zeros_like(model.grad) for _ in range(W - 1)]
         self.g = [views(buf, model.layout) for buf in self.grads]
+        self.WhT = None                  # transposed Wh, made once per step for all workers
         self.pool = ThreadPoolExecutor(W) if W > 1 else None
 
     def loss(self, tokens, targets, h0, c0, masks=None, grad=True):
@@ -258,6 +272,8 @@ class Replicas:
         (zeroed here first: the one place gradients are zeroed).
         Returns (loss, h_T, c_T)."""
         n = tokens.size
+        if grad:
+            self.WhT = self.model.transposed_Wh(self.WhT)
 
         def part(k):
             lo, hi = self.parts[k]
@@ -265,7 +281,8 @@ class Replicas:
                 self.grads[k][:] = 0
             mk = None if masks is None else [np.ascontiguousarray(mm[:, lo:hi]) for mm in masks]
             return self.model.loss(self.ws[k], tokens[:, lo:hi], targets[:, lo:hi],
-                                   h0[:, lo:hi], c0[:, lo:hi], mk, grad, self.g[k], n)
+                                   h0[:, lo:hi], c0[:, lo:hi], mk, grad, self.g[k], n,
+                                   self.WhT)
 
         losses = list(self.pool.map(part, range(len(self.parts)))) if self.pool else [part(0)]
         if grad:
