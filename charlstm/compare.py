@@ -62,10 +62,11 @@ def recall_score(model: Model, passages) -> dict:
     """Greedy decoding after each prime: the fraction of the next characters that
     match the text, and the length of the exactly reproduced prefix."""
     fracs, prefixes = [], []
+    Wh_nt = model.packed_Wh(backward=False)[0]
     for prime, truth in passages:
         h, c = model.zero_state(1)
         out = np.empty(len(truth), np.int64)
-        K.generate(out, prime, np.zeros(len(truth)), model.flat, model.offsets,
+        K.generate(out, prime, np.zeros(len(truth)), model.flat, model.offsets, Wh_nt,
                    model.cell.kind, h, c, 1.0, 0, True)
         same = out == truth
         fracs.append(float(same.mean()))

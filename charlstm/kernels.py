@@ -11,19 +11,20 @@ Shapes: T time steps, B parallel streams, H hidden units, G = gates * H.
 Every cell kernel has the same arguments, so training, sampling and the
 gradient checks never need to know which cell they run:
 
-    forward (hs, cs, acts, aux, xp, Wh, ex)
-    backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, WhT, ex)
+    forward (hs, cs, acts, aux, xp, Wh_nt, ex)
+    backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex)
 
     hs, cs  (T+1, B, H)  hs[0], cs[0] hold the initial state; step t writes hs[t+1]
     acts    (T, B, G)    gate activations saved for the backward pass
     aux     (T, B, H)    any other saved value a cell needs (GRU: h Wh_nᵀ + b_hn)
     xp      (T, B, G)    input pre-activations  x_t Wx + b  (one GEMM or a row
                          gather for all T steps, done by the caller)
-    Wh      (G, H)       recurrent weights (PyTorch's weight_hh layout);
-                         h_{t-1} Whᵀ is one matmul_nt per step
-    WhT     (H, G)       Wh transposed, row-contiguous, for the backward pass's
-                         dh_{t-1} = dxp_t Wh = matmul_nt(dxp_t, WhT); the caller
-                         makes it once per training step (model.Replicas)
+    Wh_nt, Wh_nn         the recurrent weights Wh (G, H), PyTorch's weight_hh,
+                         packed for the two products each step makes with it:
+                         h_{t-1} Whᵀ = matmul_packed(h_{t-1}, Wh_nt)   (pack_nt)
+                         dxp_t Wh    = matmul_packed(dxp_t, Wh_nn)     (pack_nn)
+                         The caller packs them once per training step
+                         (model.Model.packed_Wh)
     ex      (k, H)       a cell's extra per-unit parameters (peepholes, GRU's b_hn)
 
     dy      (T, B, H)    dL/dh_t arriving from above (output layer or next layer)
@@ -41,8 +42,10 @@ Kernels are serial; the cores are used by splitting the B streams among workers
 import math
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, types
-from numba.extending import overload
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
 
 # Numba options, set here and nowhere else. error_model="numpy" drops Python's
 # ZeroDivisionError check, which otherwise stops LLVM vectorising the gate loops;
@@ -101,51 +104,187 @@ def _sigmoid_impl(x):
 
 # ---------------------------------------------------------------------------
 # The recurrent matrix product. Every cell computes h_{t-1} Whᵀ once per step
-# (Wh is (G, H), PyTorch's weight_hh layout), for a few dozen streams at a time.
-# BLAS is slow at that shape: it repacks the whole weight matrix on every call,
-# and with one thread per training worker reached 26-41 GFLOP/s here, against
-# 52-62 for the loop below (H=512, 16-32 rows).
+# (Wh is (G, H), PyTorch's weight_hh layout), and its backward pass dxp_t Wh,
+# for a few dozen streams at a time. BLAS is slow at that shape: it repacks the
+# whole weight matrix on every call. Here the weights are packed once per
+# training step (pack_nt, pack_nn), and each step's product is a run of small
+# register-blocked "micro-kernels", as in a BLAS: a block of MR rows of C times
+# NR columns stays in vector registers while k runs over the whole sum,
+#
+#     for k:  C[r:r+MR, j:j+NR] += A[r:r+MR, k] (outer product) Wp[p, k, :]
+#
+# one broadcast of A and NV vector loads of Wp feeding MR·NV fused multiply-adds.
+# Numba cannot express vector registers, so the micro-kernel is written in LLVM
+# IR (_micro below); everything around it is ordinary Numba.
+
+def _vector_bytes():
+    """64 with AVX-512 (32 vector registers), else 32 (AVX2: 16 registers)."""
+    from llvmlite import binding
+    try:
+        feats = binding.get_host_cpu_features()
+        return 64 if feats.get("avx512f", False) else 32
+    except RuntimeError:
+        return 32
+
+
+VBYTES = _vector_bytes()
+NV = 2                                    # vectors per row of the C block
+MR = 12 if VBYTES == 64 else 6            # rows of the C block: MR·NV accumulators
+
+
+def panel_width(dtype) -> int:
+    """NR, the columns of one packed panel, for arrays of this dtype."""
+    return NV * VBYTES // np.dtype(dtype).itemsize
+
+
+@intrinsic
+def _micro(typingctx, A, r, Wp, p, C, rc, cc, rows):
+    """C[rc+i, cc:cc+NR] = Σ_k A[r+i, k] · Wp[p, k, :]   for i < rows (a literal).
+    A (M, K), C (·, ·) row-contiguous; Wp (P, K, NR) packed (pack_nt, pack_nn)."""
+    if not (isinstance(rows, types.IntegerLiteral) and A.layout == "C" and C.layout == "C"
+            and Wp.layout == "C" and A.ndim == 2 and C.ndim == 2 and Wp.ndim == 3):
+        return None
+    n_rows = rows.literal_value
+    sig = types.void(A, r, Wp, p, C, rc, cc, rows)
+
+    def codegen(context, builder, signature, args):
+        i64, i32 = ir.IntType(64), ir.IntType(32)
+        a, w, c = (context.make_array(signature.args[k])(context, builder, args[k])
+                   for k in (0, 2, 4))
+        r_, p_, rc_, cc_ = (context.cast(builder, args[k], signature.args[k], types.int64)
+                            for k in (1, 3, 5, 6))
+        elt = context.get_data_type(A.dtype)
+        size = context.get_abi_sizeof(elt)
+        lanes = VBYTES // size
+        vec = ir.VectorType(elt, lanes)
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vec, [vec, vec, vec]),
+            "llvm.fma.v%d%s" % (lanes, "f32" if size == 4 else "f64"))
+        K = cgutils.unpack_tuple(builder, a.shape, 2)[1]
+        lda = builder.sdiv(cgutils.unpack_tuple(builder, a.strides, 2)[0], ir.Constant(i64, size))
+        ldc = builder.sdiv(cgutils.unpack_tuple(builder, c.strides, 2)[0], ir.Constant(i64, size))
+        NR = ir.Constant(i64, NV * lanes)
+        zero, undef = ir.Constant(vec, None), ir.Constant(vec, ir.Undefined)
+        splat = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+        acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(NV)]
+               for _ in range(n_rows)]      # LLVM keeps these in registers
+        a_row = [builder.gep(a.data, [builder.mul(builder.add(r_, ir.Constant(i64, i)), lda)])
+                 for i in range(n_rows)]
+        panel = builder.gep(w.data, [builder.mul(builder.mul(p_, K), NR)])
+        with cgutils.for_range(builder, K) as loop:
+            k = loop.index
+            wk = builder.gep(panel, [builder.mul(k, NR)])
+            wv = [builder.load(builder.bitcast(builder.gep(wk, [ir.Constant(i64, v * lanes)]),
+                                               vec.as_pointer()), align=size)
+                  for v in range(NV)]
+            for i in range(n_rows):
+                x = builder.load(builder.gep(a_row[i], [k]))
+                xb = builder.shuffle_vector(builder.insert_element(undef, x, ir.Constant(i32, 0)),
+                                            undef, splat)
+                for v in range(NV):
+                    builder.store(builder.call(fma, [xb, wv[v], builder.load(acc[i][v])]),
+                                  acc[i][v])
+        for i in range(n_rows):
+            row = builder.add(builder.mul(builder.add(rc_, ir.Constant(i64, i)), ldc), cc_)
+            for v in range(NV):
+                dst = builder.gep(c.data, [builder.add(row, ir.Constant(i64, v * lanes))])
+                builder.store(builder.load(acc[i][v]), builder.bitcast(dst, vec.as_pointer()),
+                              align=size)
+        return context.get_dummy_value()
+    return sig, codegen
+
 
 @njit(**JIT)
-def matmul_nt(A, W, C):
-    """C = A Wᵀ, that is C[r, j] = Σ_k A[r, k] W[j, k].  A (M, K), W (N, K),
-    C (M, N), all row-contiguous. Each 4×4 block of C is sixteen dot products
-    over k computed together: per k, four loads of A and four of W feed sixteen
-    multiply-adds, and LLVM keeps the sixteen sums in vector registers. The four
-    rows of W stay in cache while every row of A passes by."""
-    M, K = A.shape
-    N = W.shape[0]
-    M4, N4 = M - M % 4, N - N % 4
-    zero = C.dtype.type(0)
-    for j in range(0, N4, 4):
-        w0, w1, w2, w3 = W[j], W[j + 1], W[j + 2], W[j + 3]
-        for r in range(0, M4, 4):
-            a0, a1, a2, a3 = A[r], A[r + 1], A[r + 2], A[r + 3]
-            s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
-            s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = zero
-            for k in range(K):
-                x0, x1, x2, x3 = a0[k], a1[k], a2[k], a3[k]
-                y0, y1, y2, y3 = w0[k], w1[k], w2[k], w3[k]
-                s00 += x0 * y0; s01 += x0 * y1; s02 += x0 * y2; s03 += x0 * y3  # noqa: E702
-                s10 += x1 * y0; s11 += x1 * y1; s12 += x1 * y2; s13 += x1 * y3  # noqa: E702
-                s20 += x2 * y0; s21 += x2 * y1; s22 += x2 * y2; s23 += x2 * y3  # noqa: E702
-                s30 += x3 * y0; s31 += x3 * y1; s32 += x3 * y2; s33 += x3 * y3  # noqa: E702
-            C[r, j], C[r, j + 1], C[r, j + 2], C[r, j + 3] = s00, s01, s02, s03
-            C[r + 1, j], C[r + 1, j + 1], C[r + 1, j + 2], C[r + 1, j + 3] = s10, s11, s12, s13
-            C[r + 2, j], C[r + 2, j + 1], C[r + 2, j + 2], C[r + 2, j + 3] = s20, s21, s22, s23
-            C[r + 3, j], C[r + 3, j + 1], C[r + 3, j + 2], C[r + 3, j + 3] = s30, s31, s32, s33
-        for r in range(M4, M):                 # rows left over: 1×4 blocks
-            a = A[r]
-            s0 = s1 = s2 = s3 = zero
-            for k in range(K):
-                s0 += a[k] * w0[k]; s1 += a[k] * w1[k]; s2 += a[k] * w2[k]; s3 += a[k] * w3[k]  # noqa: E702
-            C[r, j], C[r, j + 1], C[r, j + 2], C[r, j + 3] = s0, s1, s2, s3
-    for j in range(N4, N):                     # columns left over: single dots
-        for r in range(M):
-            s = zero
-            for k in range(K):
-                s += A[r, k] * W[j, k]
-            C[r, j] = s
+def _micro_rows(n, A, r, Wp, p, C, rc, cc):
+    """_micro for n rows, 1 <= n <= 12 (its row count must be a constant)."""
+    if n == 12:
+        _micro(A, r, Wp, p, C, rc, cc, 12)
+    elif n == 11:
+        _micro(A, r, Wp, p, C, rc, cc, 11)
+    elif n == 10:
+        _micro(A, r, Wp, p, C, rc, cc, 10)
+    elif n == 9:
+        _micro(A, r, Wp, p, C, rc, cc, 9)
+    elif n == 8:
+        _micro(A, r, Wp, p, C, rc, cc, 8)
+    elif n == 7:
+        _micro(A, r, Wp, p, C, rc, cc, 7)
+    elif n == 6:
+        _micro(A, r, Wp, p, C, rc, cc, 6)
+    elif n == 5:
+        _micro(A, r, Wp, p, C, rc, cc, 5)
+    elif n == 4:
+        _micro(A, r, Wp, p, C, rc, cc, 4)
+    elif n == 3:
+        _micro(A, r, Wp, p, C, rc, cc, 3)
+    elif n == 2:
+        _micro(A, r, Wp, p, C, rc, cc, 2)
+    else:
+        _micro(A, r, Wp, p, C, rc, cc, 1)
+
+
+@njit(**JIT)
+def matmul_packed(A, Wp, C):
+    """C = A Wᵀ for W packed by pack_nt (or C = A W for pack_nn).
+    A (M, K), Wp (P, K, NR), C (M, N) with N <= P·NR; all row-contiguous.
+    Each panel of Wp (K·NR values) is read from memory once and reused from
+    cache by every block of rows; the rows are split into blocks of at most MR,
+    as even as possible (16 rows: 8 + 8, not 12 + 4)."""
+    M, N = C.shape
+    P, _, NR = Wp.shape
+    nblk = (M + MR - 1) // MR
+    edge = np.empty((MR, NR), C.dtype)            # the last panel, if N is not a multiple
+    for p in range(P):
+        full = (p + 1) * NR <= N
+        r = 0
+        for q in range(nblk):
+            n = (M - r) // (nblk - q)
+            if full:
+                _micro_rows(n, A, r, Wp, p, C, r, p * NR)
+            else:
+                _micro_rows(n, A, r, Wp, p, edge, 0, 0)
+                for i in range(n):
+                    for j in range(N - p * NR):
+                        C[r + i, p * NR + j] = edge[i, j]
+            r += n
+
+
+@njit(**JIT)
+def pack_nt(W, Wp):
+    """Wp[p, k, c] = W[p·NR + c, k] (zero past the end): W (N, K) packed so that
+    matmul_packed(A, Wp, C) gives C = A Wᵀ."""
+    N, K = W.shape
+    P, _, NR = Wp.shape
+    for p in range(P):
+        for c in range(NR):
+            j = p * NR + c
+            if j < N:
+                for k in range(K):
+                    Wp[p, k, c] = W[j, k]
+            else:
+                for k in range(K):
+                    Wp[p, k, c] = 0
+
+
+@njit(**JIT)
+def pack_nn(W, Wp):
+    """Wp[p, k, c] = W[k, p·NR + c] (zero past the end): W (K, N) packed so that
+    matmul_packed(A, Wp, C) gives C = A W."""
+    K, N = W.shape
+    P, _, NR = Wp.shape
+    for p in range(P):
+        n = min(NR, N - p * NR)
+        for k in range(K):
+            for c in range(n):
+                Wp[p, k, c] = W[k, p * NR + c]
+            for c in range(n, NR):
+                Wp[p, k, c] = 0
+
+
+def packed_shape(N: int, K: int, dtype) -> tuple[int, int, int]:
+    """Shape of the packed form of a product with N output columns and K terms."""
+    NR = panel_width(dtype)
+    return ((N + NR - 1) // NR, K, NR)
 
 
 # ---------------------------------------------------------------------------
@@ -163,7 +302,7 @@ def _gate(a, x, g, squash):
 
 
 @njit(**JIT)
-def lstm_forward(hs, cs, acts, aux, xp, Wh, ex):
+def lstm_forward(hs, cs, acts, aux, xp, Wh_nt, ex):
     """i = σ(.), f = σ(.), c~ = tanh(.), o = σ(.)   with (.) = xp_t + h_{t-1} Whᵀ
     c_t = f ⊙ c_{t-1} + i ⊙ c~
     h_t = o ⊙ tanh(c_t)
@@ -172,7 +311,7 @@ def lstm_forward(hs, cs, acts, aux, xp, Wh, ex):
     H = G // 4
     gh = np.empty((B, G), xp.dtype)
     for t in range(T):
-        matmul_nt(hs[t], Wh, gh)
+        matmul_packed(hs[t], Wh_nt, gh)
         for b in range(B):
             a, x, r = acts[t, b], xp[t, b], gh[b]
             for k in range(4):
@@ -186,7 +325,7 @@ def lstm_forward(hs, cs, acts, aux, xp, Wh, ex):
 
 
 @njit(**JIT)
-def lstm_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, WhT, ex):
+def lstm_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
     """dh = dy_t + dh_{t+1 → t}                      (seed 004: dv Wv + dh_next)
     dc = dh ⊙ o ⊙ (1 − tanh²c_t) + f_{t+1} ⊙ dc_{t+1}
     do = dh ⊙ tanh c_t,  df = dc ⊙ c_{t−1},  di = dc ⊙ c~,  dc~ = dc ⊙ i
@@ -217,7 +356,7 @@ def lstm_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, WhT, ex):
                 dg[j] = dc[j] * i[j] * (1 - g[j] * g[j])
             for j in range(H):
                 dcn[j] = dc[j] * f[j]
-        matmul_nt(dxp[t], WhT, dh_next)
+        matmul_packed(dxp[t], Wh_nn, dh_next)
     dhs[0] = dh_next
     dcs[0] = dc_next
 
@@ -227,7 +366,7 @@ def lstm_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, WhT, ex):
 # c_t, through diagonal weights ex = [p_i, p_f, p_o]. Gate order i, f, c~, o.
 
 @njit(**JIT)
-def peephole_forward(hs, cs, acts, aux, xp, Wh, ex):
+def peephole_forward(hs, cs, acts, aux, xp, Wh_nt, ex):
     """i = σ(. + p_i ⊙ c_{t−1}),  f = σ(. + p_f ⊙ c_{t−1}),  c~ = tanh(.)
     c_t = f ⊙ c_{t−1} + i ⊙ c~
     o = σ(. + p_o ⊙ c_t),  h_t = o ⊙ tanh(c_t)"""
@@ -235,7 +374,7 @@ def peephole_forward(hs, cs, acts, aux, xp, Wh, ex):
     H = G // 4
     gh = np.empty((B, G), xp.dtype)
     for t in range(T):
-        matmul_nt(hs[t], Wh, gh)
+        matmul_packed(hs[t], Wh_nt, gh)
         for b in range(B):
             for j in range(H):
                 cp = cs[t, b, j]
@@ -253,7 +392,7 @@ def peephole_forward(hs, cs, acts, aux, xp, Wh, ex):
 
 
 @njit(**JIT)
-def peephole_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, WhT, ex):
+def peephole_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
     """As the LSTM, plus the peephole paths:
     dc_t += da_o ⊙ p_o;  dc_{t−1} = f ⊙ dc_t + da_i ⊙ p_i + da_f ⊙ p_f.
     (dp is summed by the caller from dxp and cs.)"""
@@ -281,7 +420,7 @@ def peephole_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, WhT, ex):
                 dxp[t, b, 2 * H + j] = dc * i * (1 - g * g)
                 dxp[t, b, 3 * H + j] = dao
                 dc_next[b, j] = dc * f + dai * ex[0, j] + daf * ex[1, j]
-        matmul_nt(dxp[t], WhT, dh_next)
+        matmul_packed(dxp[t], Wh_nn, dh_next)
     dhs[0] = dh_next
     dcs[0] = dc_next
 
@@ -290,7 +429,7 @@ def peephole_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, WhT, ex):
 # Coupled input-forget gate (seed 001). Gate order f, c~, o.
 
 @njit(**JIT)
-def cifg_forward(hs, cs, acts, aux, xp, Wh, ex):
+def cifg_forward(hs, cs, acts, aux, xp, Wh_nt, ex):
     """f = σ(.), c~ = tanh(.), o = σ(.)
     c_t = f ⊙ c_{t−1} + (1 − f) ⊙ c~
     h_t = o ⊙ tanh(c_t)"""
@@ -298,7 +437,7 @@ def cifg_forward(hs, cs, acts, aux, xp, Wh, ex):
     H = G // 3
     gh = np.empty((B, G), xp.dtype)
     for t in range(T):
-        matmul_nt(hs[t], Wh, gh)
+        matmul_packed(hs[t], Wh_nt, gh)
         for b in range(B):
             for j in range(H):
                 f = sigmoid(xp[t, b, j] + gh[b, j])
@@ -313,7 +452,7 @@ def cifg_forward(hs, cs, acts, aux, xp, Wh, ex):
 
 
 @njit(**JIT)
-def cifg_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, WhT, ex):
+def cifg_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
     """dc = dh ⊙ o ⊙ (1 − tanh²c_t) + f_{t+1} ⊙ dc_{t+1}
     df = dc ⊙ (c_{t−1} − c~),  dc~ = dc ⊙ (1 − f),  do = dh ⊙ tanh c_t"""
     T, B, G = xp.shape
@@ -335,7 +474,7 @@ def cifg_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, WhT, ex):
                 dxp[t, b, H + j] = dc * (1 - f) * (1 - g * g)
                 dxp[t, b, 2 * H + j] = dh * tc * o * (1 - o)
                 dc_next[b, j] = dc * f
-        matmul_nt(dxp[t], WhT, dh_next)
+        matmul_packed(dxp[t], Wh_nn, dh_next)
     dhs[0] = dh_next
     dcs[0] = dc_next
 
@@ -344,14 +483,14 @@ def cifg_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, WhT, ex):
 # GRU (Cho et al. 2014), as PyTorch's nn.GRU. Gate order r, z, n; ex[0] = b_hn.
 
 @njit(**JIT)
-def gru_forward(hs, cs, acts, aux, xp, Wh, ex):
+def gru_forward(hs, cs, acts, aux, xp, Wh_nt, ex):
     """r = σ(.), z = σ(.),  n = tanh(xp_n + r ⊙ (h_{t−1} Wh_nᵀ + b_hn))
     h_t = (1 − z) ⊙ n + z ⊙ h_{t−1}"""
     T, B, G = xp.shape
     H = G // 3
     gh = np.empty((B, G), xp.dtype)
     for t in range(T):
-        matmul_nt(hs[t], Wh, gh)
+        matmul_packed(hs[t], Wh_nt, gh)
         for b in range(B):
             for j in range(H):
                 r = sigmoid(xp[t, b, j] + gh[b, j])
@@ -366,7 +505,7 @@ def gru_forward(hs, cs, acts, aux, xp, Wh, ex):
 
 
 @njit(**JIT)
-def gru_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, WhT, ex):
+def gru_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
     """dn = dh ⊙ (1 − z),  dz = dh ⊙ (h_{t−1} − n),  da_n = dn ⊙ (1 − n²)
     dr = da_n ⊙ (h_{t−1} Wh_nᵀ + b_hn);  the recurrent part of n sees r ⊙ da_n
     dh_{t−1} = dhp_t Wh + dh ⊙ z"""
@@ -392,7 +531,7 @@ def gru_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, WhT, ex):
                 dhp[t, b, H + j] = daz
                 dhp[t, b, 2 * H + j] = dan * r
                 direct[b, j] = dh * z
-        matmul_nt(dhp[t], WhT, dh_next)
+        matmul_packed(dhp[t], Wh_nn, dh_next)
         dh_next += direct
     dhs[0] = dh_next
 
@@ -401,19 +540,19 @@ def gru_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, WhT, ex):
 # Vanilla tanh RNN and the ReLU RNN (IRNN, Le, Jaitly & Hinton 2015; seed 003).
 
 @njit(**JIT)
-def rnn_forward(hs, cs, acts, aux, xp, Wh, ex):
+def rnn_forward(hs, cs, acts, aux, xp, Wh_nt, ex):
     """h_t = tanh(x_t Wx + h_{t−1} Whᵀ + b)"""
     T, B, H = xp.shape
     gh = np.empty((B, H), xp.dtype)
     for t in range(T):
-        matmul_nt(hs[t], Wh, gh)
+        matmul_packed(hs[t], Wh_nt, gh)
         for b in range(B):
             for j in range(H):
                 hs[t + 1, b, j] = tanh_(xp[t, b, j] + gh[b, j])
 
 
 @njit(**JIT)
-def rnn_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, WhT, ex):
+def rnn_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
     """da = (dy_t + dh_{t+1 → t}) ⊙ (1 − h_t²);  dh_{t−1} = da Wh"""
     T, B, H = xp.shape
     dh_next = dhs[T].copy()
@@ -424,17 +563,17 @@ def rnn_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, WhT, ex):
                 dhs[t + 1, b, j] = dh
                 h = hs[t + 1, b, j]
                 dxp[t, b, j] = dh * (1 - h * h)
-        matmul_nt(dxp[t], WhT, dh_next)
+        matmul_packed(dxp[t], Wh_nn, dh_next)
     dhs[0] = dh_next
 
 
 @njit(**JIT)
-def irnn_forward(hs, cs, acts, aux, xp, Wh, ex):
+def irnn_forward(hs, cs, acts, aux, xp, Wh_nt, ex):
     """h_t = max(0, x_t Wx + h_{t−1} Whᵀ + b),  Wh initialised to the identity"""
     T, B, H = xp.shape
     gh = np.empty((B, H), xp.dtype)
     for t in range(T):
-        matmul_nt(hs[t], Wh, gh)
+        matmul_packed(hs[t], Wh_nt, gh)
         for b in range(B):
             for j in range(H):
                 a = xp[t, b, j] + gh[b, j]
@@ -442,7 +581,7 @@ def irnn_forward(hs, cs, acts, aux, xp, Wh, ex):
 
 
 @njit(**JIT)
-def irnn_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, WhT, ex):
+def irnn_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
     """da = (dy_t + dh_{t+1 → t}) ⊙ [h_t > 0];  dh_{t−1} = da Wh"""
     T, B, H = xp.shape
     dh_next = dhs[T].copy()
@@ -452,7 +591,7 @@ def irnn_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, WhT, ex):
                 dh = dy[t, b, j] + dh_next[b, j]
                 dhs[t + 1, b, j] = dh
                 dxp[t, b, j] = dh if hs[t + 1, b, j] > 0 else 0
-        matmul_nt(dxp[t], WhT, dh_next)
+        matmul_packed(dxp[t], Wh_nn, dh_next)
     dhs[0] = dh_next
 
 
@@ -540,33 +679,33 @@ LSTM, PEEPHOLE, CIFG, GRU, RNN, IRNN = 0, 1, 2, 3, 4, 5
 
 
 @njit(**JIT)
-def cell_forward(kind, hs, cs, acts, aux, xp, Wh, ex):
+def cell_forward(kind, hs, cs, acts, aux, xp, Wh_nt, ex):
     """Dispatch to a cell's forward kernel by number (for the sampling loop)."""
     if kind == LSTM:
-        lstm_forward(hs, cs, acts, aux, xp, Wh, ex)
+        lstm_forward(hs, cs, acts, aux, xp, Wh_nt, ex)
     elif kind == PEEPHOLE:
-        peephole_forward(hs, cs, acts, aux, xp, Wh, ex)
+        peephole_forward(hs, cs, acts, aux, xp, Wh_nt, ex)
     elif kind == CIFG:
-        cifg_forward(hs, cs, acts, aux, xp, Wh, ex)
+        cifg_forward(hs, cs, acts, aux, xp, Wh_nt, ex)
     elif kind == GRU:
-        gru_forward(hs, cs, acts, aux, xp, Wh, ex)
+        gru_forward(hs, cs, acts, aux, xp, Wh_nt, ex)
     elif kind == RNN:
-        rnn_forward(hs, cs, acts, aux, xp, Wh, ex)
+        rnn_forward(hs, cs, acts, aux, xp, Wh_nt, ex)
     else:
-        irnn_forward(hs, cs, acts, aux, xp, Wh, ex)
+        irnn_forward(hs, cs, acts, aux, xp, Wh_nt, ex)
 
 
 @njit(**JIT)
-def model_step(tok, flat, offsets, kind, state_h, state_c, hs, cs, acts, aux, xp):
+def model_step(tok, flat, offsets, Wh_nt, kind, state_h, state_c, hs, cs, acts, aux, xp):
     """Run one token through every layer. state_h, state_c: (L, 1, H), updated
-    in place; hs, cs (2, 1, H), acts, xp (1, 1, G), aux (1, 1, H): scratch."""
+    in place; Wh_nt (L, ...): each layer's Wh packed by pack_nt;
+    hs, cs (2, 1, H), acts, xp (1, 1, G), aux (1, 1, H): scratch."""
     L, _, H = state_h.shape
     G = xp.shape[2]
     for l in range(L):
         o = offsets[l]
         Din = (o[1] - o[0]) // G
         Wx = flat[o[0]:o[1]].reshape(Din, G)
-        Wh = flat[o[1]:o[1] + G * H].reshape(G, H)
         b = flat[o[2]:o[2] + G]
         ex = flat[o[3]:o[3] + o[4] * H].reshape(o[4], H)
         if l == 0:
@@ -578,13 +717,13 @@ def model_step(tok, flat, offsets, kind, state_h, state_c, hs, cs, acts, aux, xp
                 xp[0, 0, j] += b[j]
         hs[0] = state_h[l]
         cs[0] = state_c[l]
-        cell_forward(kind, hs, cs, acts, aux, xp, Wh, ex)
+        cell_forward(kind, hs, cs, acts, aux, xp, Wh_nt[l], ex)
         state_h[l] = hs[1]
         state_c[l] = cs[1]
 
 
 @njit(**JIT)
-def generate(out, prime, u, flat, offsets, kind, state_h, state_c,
+def generate(out, prime, u, flat, offsets, Wh_nt, kind, state_h, state_c,
              temperature, top_k, greedy):
     """Feed the `prime` tokens (may be empty), then sample len(out) tokens,
     each fed back in. The state (L, 1, H) always reflects every token consumed,
@@ -592,6 +731,7 @@ def generate(out, prime, u, flat, offsets, kind, state_h, state_c,
 
     flat: the parameter buffer; offsets: (L + 1, 5) int64 rows
     [Wx, Wh, b, ex, n_ex] per layer, then [Wy, by, V, 0, 0].
+    Wh_nt: (L, ...) each layer's Wh packed by pack_nt (Model.packed_Wh).
     u: one uniform number per sampled token (the random state is the caller's).
         p = softmax(logits / temperature) over the top_k largest logits"""
     L, _, H = state_h.shape
@@ -609,7 +749,7 @@ def generate(out, prime, u, flat, offsets, kind, state_h, state_c,
     Wy = flat[offsets[L, 0]:offsets[L, 0] + H * V].reshape(H, V)
     by = flat[offsets[L, 1]:offsets[L, 1] + V]
     for n in range(prime.shape[0]):
-        model_step(prime[n], flat, offsets, kind, state_h, state_c, hs, cs, acts, aux, xp)
+        model_step(prime[n], flat, offsets, Wh_nt, kind, state_h, state_c, hs, cs, acts, aux, xp)
     for k in range(out.shape[0]):
         np.dot(state_h[L - 1], Wy, y)
         logits = y[0]
@@ -637,4 +777,4 @@ def generate(out, prime, u, flat, offsets, kind, state_h, state_c,
             while probs[pick] == 0.0:   # rounding at the top end
                 pick -= 1
         out[k] = pick
-        model_step(pick, flat, offsets, kind, state_h, state_c, hs, cs, acts, aux, xp)
+        model_step(pick, flat, offsets, Wh_nt, kind, state_h, state_c, hs, cs, acts, aux, xp)

@@ -140,10 +140,13 @@ class Model:
 
     # -- forward and backward, side by side --------------------------------
 
-    def forward(self, ws: Workspace, tokens: np.ndarray, h0, c0, masks=None) -> np.ndarray:
+    def forward(self, ws: Workspace, tokens: np.ndarray, h0, c0, masks=None,
+                packs=None) -> np.ndarray:
         """tokens: (T, B) input ids; h0, c0: (L, B, H); masks: None or one (T, B, H)
-        inverted-dropout mask per layer output. Returns logits (T·B, V)."""
+        inverted-dropout mask per layer output; packs: packed_Wh() of the current
+        weights (default: made here). Returns logits (T·B, V)."""
         T, B = ws.T, ws.B
+        Wh_nt, _ = packs or self.packed_Wh(backward=False)
         ws.tokens[...] = tokens
         x = None
         for l, w in enumerate(ws.layers):
@@ -156,7 +159,7 @@ class Model:
             w["hs"][0] = h0[l]
             w["cs"][0] = c0[l]
             self.cell.forward(w["hs"], w["cs"], w["acts"], w["aux"], w["xp"],
-                              self.p[f"l{l}.Wh"], self._ex(l))
+                              Wh_nt[l], self._ex(l))
             w["mask"] = None if masks is None else masks[l]
             x = w["hs"][1:] if w["mask"] is None else w["hs"][1:] * w["mask"]
             w["y"] = x
@@ -165,15 +168,15 @@ class Model:
         return ws.logits
 
     def backward(self, ws: Workspace, dlogits: np.ndarray, dhT=None, dcT=None, g=None,
-                 WhT=None):
+                 packs=None):
         """Accumulate (+=) parameter gradients into g (default self.g, named views
         of a buffer laid out as self.flat) from dlogits (T·B, V).
         dhT, dcT: (L, B, H) gradient arriving at the final state (default zero).
-        WhT: each layer's Wh transposed and row-contiguous (default: made here).
+        packs: as in forward.
         Returns (dh0, dc0), each (L, B, H)."""
         T, B, L = ws.T, ws.B, self.cfg.layers
         g = self.g if g is None else g
-        WhT = WhT or self.transposed_Wh()
+        _, Wh_nn = packs or self.packed_Wh()
         top = ws.layers[-1]
         g["Wy"] += top["y"].reshape(T * B, -1).T @ dlogits
         g["by"] += dlogits.sum(axis=0)
@@ -188,7 +191,7 @@ class Model:
             w["dhs"][T] = 0 if dhT is None else dhT[l]
             w["dcs"][T] = 0 if dcT is None else dcT[l]
             self.cell.backward(w["dxp"], w["dhp"], w["dhs"], w["dcs"], dy, w["hs"], w["cs"],
-                               w["acts"], w["aux"], w["xp"], WhT[l], self._ex(l))
+                               w["acts"], w["aux"], w["xp"], Wh_nn[l], self._ex(l))
             dxp = w["dxp"].reshape(T * B, -1)
             g[f"l{l}.Wh"] += w["dhp"].reshape(T * B, -1).T @ w["hs"][:-1].reshape(T * B, -1)
             g[f"l{l}.b"] += dxp.sum(axis=0)
@@ -205,13 +208,22 @@ class Model:
             dc0[l] = w["dcs"][0]
         return dh0, dc0
 
-    def transposed_Wh(self, out=None) -> list[np.ndarray]:
-        """Each layer's Wh (G, H) as a row-contiguous (H, G) copy, for the backward
-        kernels; written into `out` when given (buffers reused step after step)."""
-        out = out or [np.empty(self.p[f"l{l}.Wh"].shape[::-1], self.dtype)
-                      for l in range(self.cfg.layers)]
-        for l, buf in enumerate(out):
-            np.copyto(buf, self.p[f"l{l}.Wh"].T)
+    def packed_Wh(self, out=None, backward=True):
+        """Every layer's Wh packed for the kernels' two recurrent products
+        (kernels.matmul_packed): Wh_nt (L, ...) for h Whᵀ in the forward pass,
+        Wh_nn (L, ...) for dxp Wh in the backward pass (None if not backward).
+        Written into `out` (an earlier result) when given, so training reuses
+        the buffers step after step. Packing costs about two copies of Wh."""
+        L, H = self.cfg.layers, self.cfg.hidden
+        G = self.cell.gates * H
+        if out is None or (backward and out[1] is None):
+            out = (np.empty((L,) + K.packed_shape(G, H, self.dtype), self.dtype),
+                   np.empty((L,) + K.packed_shape(H, G, self.dtype), self.dtype)
+                   if backward else None)
+        for l in range(L):
+            K.pack_nt(self.p[f"l{l}.Wh"], out[0][l])
+            if backward:
+                K.pack_nn(self.p[f"l{l}.Wh"], out[1][l])
         return out
 
     def _ex(self, l: int) -> np.ndarray:
@@ -224,20 +236,20 @@ class Model:
         return h, c
 
     def loss(self, ws: Workspace, tokens, targets, h0, c0, masks=None, grad=True,
-             g=None, n_total=None, WhT=None) -> float:
+             g=None, n_total=None, packs=None) -> float:
         """Cross-entropy (nats/char) of predicting targets (T, B) from tokens,
         summed and divided by n_total (default: this batch's size, a mean).
         With grad, accumulates parameter gradients into g (default self.g);
-        WhT as in backward."""
+        packs as in forward."""
         # A diverging model overflows; the trainer sees the non-finite loss or
         # gradient and stops with a message, so NumPy's warnings would only be noise.
         with np.errstate(over="ignore", invalid="ignore"):
-            logits = self.forward(ws, tokens, h0, c0, masks)
+            logits = self.forward(ws, tokens, h0, c0, masks, packs)
             tg = np.ascontiguousarray(targets, dtype=np.intp).reshape(-1)
             n = n_total or tg.size
             total = K.softmax_xent(ws.dlogits, logits, tg, 1.0 / n)
             if grad:
-                self.backward(ws, ws.dlogits, g=g, WhT=WhT)
+                self.backward(ws, ws.dlogits, g=g, packs=packs)
         return total / n
 
 
@@ -264,7 +276,7 @@ class Replicas:
         self.ws = [Workspace(model.cfg, T, hi - lo, model.dtype) for lo, hi in self.parts]
         self.grads = [model.grad] + [np.zeros_like(model.grad) for _ in range(W - 1)]
         self.g = [views(buf, model.layout) for buf in self.grads]
-        self.WhT = None                  # transposed Wh, made once per step for all workers
+        self.packs = None                # packed Wh, made once per call for all workers
         self.pool = ThreadPoolExecutor(W) if W > 1 else None
 
     def loss(self, tokens, targets, h0, c0, masks=None, grad=True):
@@ -272,8 +284,7 @@ class Replicas:
         (zeroed here first: the one place gradients are zeroed).
         Returns (loss, h_T, c_T)."""
         n = tokens.size
-        if grad:
-            self.WhT = self.model.transposed_Wh(self.WhT)
+        self.packs = self.model.packed_Wh(self.packs, backward=grad)
 
         def part(k):
             lo, hi = self.parts[k]
@@ -282,7 +293,7 @@ class Replicas:
             mk = None if masks is None else [np.ascontiguousarray(mm[:, lo:hi]) for mm in masks]
             return self.model.loss(self.ws[k], tokens[:, lo:hi], targets[:, lo:hi],
                                    h0[:, lo:hi], c0[:, lo:hi], mk, grad, self.g[k], n,
-                                   self.WhT)
+                                   self.packs)
 
         losses = list(self.pool.map(part, range(len(self.parts)))) if self.pool else [part(0)]
         if grad:

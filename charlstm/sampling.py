@@ -15,6 +15,7 @@ class Sampler:
     def __init__(self, model: Model, vocab: str):
         self.model, self.vocab = model, vocab
         self.chars = np.array(list(vocab))
+        self.Wh_nt = model.packed_Wh(backward=False)[0]
 
     @classmethod
     def from_checkpoint(cls, path: str) -> "Sampler":
@@ -36,7 +37,7 @@ class Sampler:
         while n < length:
             k = min(size, length - n)
             out = np.empty(k, np.int64)
-            K.generate(out, prime, u[n:n + k], m.flat, m.offsets, m.cell.kind, h, c,
+            K.generate(out, prime, u[n:n + k], m.flat, m.offsets, self.Wh_nt, m.cell.kind, h, c,
                        float(temperature), int(top_k), bool(greedy))
             prime = prime[:0]
             n += k

@@ -30,5 +30,5 @@ def run(cells) -> None:
         hs, cs = m.zero_state(1)
         out = np.empty(2, np.int64)
         prime = np.zeros(1, np.int64)
-        K.generate(out, prime, np.zeros(2), m.flat, m.offsets, m.cell.kind, hs, cs,
-                   1.0, 0, False)
+        K.generate(out, prime, np.zeros(2), m.flat, m.offsets, m.packed_Wh(backward=False)[0],
+                   m.cell.kind, hs, cs, 1.0, 0, False)

@@ -29,17 +29,37 @@ def test_fast_float32_matches_reference(cell):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("M,N,Kd", [(1, 1, 1), (1, 2048, 512), (3, 5, 7), (4, 4, 1), (16, 12, 33),
-                                     (17, 22, 9), (8, 3, 64)])
-def test_matmul_nt_matches_numpy(dtype, M, N, Kd):
-    """Every path of the recurrent product: 4×4 blocks, leftover rows and columns."""
+                                     (17, 22, 9), (8, 3, 64), (16, 2048, 64), (32, 40, 96),
+                                     (25, 100, 13), (12, 64, 5)])
+def test_matmul_packed_matches_numpy(dtype, M, N, Kd):
+    """Every path of the recurrent product, both packings: row blocks of every
+    size up to MR, full panels and a last partial one."""
     rng = np.random.default_rng(M * 100 + N)
     A = rng.normal(size=(M, Kd)).astype(dtype)
     W = rng.normal(size=(N, Kd)).astype(dtype)
-    C = np.full((M, N), np.nan, dtype)
-    K.matmul_nt(A, W, C)
     ref = A.astype(np.float64) @ W.T.astype(np.float64)
     tol = 1e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(C, ref, rtol=tol, atol=tol * np.sqrt(Kd))
+    for pack, src in ((K.pack_nt, W), (K.pack_nn, np.ascontiguousarray(W.T))):
+        Wp = np.full(K.packed_shape(N, Kd, dtype), np.nan, dtype)
+        pack(src, Wp)
+        C = np.full((M + 1, N), np.nan, dtype)        # a row past the end stays untouched
+        K.matmul_packed(A, Wp, C[:M])
+        np.testing.assert_allclose(C[:M], ref, rtol=tol, atol=tol * np.sqrt(Kd))
+        assert np.isnan(C[M]).all()
+
+
+def test_matmul_packed_row_blocks():
+    """Rows are cut into blocks of at most MR, as even as possible; every row
+    count from 1 to 3·MR + 1 gives the right product."""
+    rng = np.random.default_rng(0)
+    W = rng.normal(size=(70, 8))
+    Wp = np.empty(K.packed_shape(70, 8, np.float64))
+    K.pack_nt(W, Wp)
+    for M in range(1, 3 * K.MR + 2):
+        A = rng.normal(size=(M, 8))
+        C = np.empty((M, 70))
+        K.matmul_packed(A, Wp, C)
+        np.testing.assert_allclose(C, A @ W.T, rtol=1e-12, atol=1e-12)
 
 
 def test_fast_tanh_and_sigmoid_accuracy():
