@@ -612,19 +612,14 @@ def embed_forward(xp, tokens, Wx, b):
 
 @njit(**JIT)
 def embed_backward(dWx, tokens, dxp):
-    """dWx[token[t, b]] += dxp[t, b]. Threads split the G columns, so no two
-    write the same element (deterministic).  dWx: (V, G), dxp: (T, B, G)"""
+    """dWx[token[t, b]] += dxp[t, b], in a fixed order (deterministic).
+    dWx: (V, G), dxp: (T, B, G)"""
     T, B, G = dxp.shape
-    nchunk = 8
-    step = (G + nchunk - 1) // nchunk
-    for k in range(nchunk):
-        lo = k * step
-        hi = min(G, lo + step)
-        for t in range(T):
-            for s in range(B):
-                row = dWx[tokens[t, s]]
-                for j in range(lo, hi):
-                    row[j] += dxp[t, s, j]
+    for t in range(T):
+        for s in range(B):
+            row, d = dWx[tokens[t, s]], dxp[t, s]
+            for j in range(G):
+                row[j] += d[j]
 
 
 @njit(**JIT)
