@@ -1,6 +1,7 @@
-"""The recurrent cells. Each is a forward/backward kernel pair in kernels.py plus
-the few facts the model needs about it. Adding a cell means adding its kernels
-and one entry here; the training loop does not change."""
+"""The recurrent cells. Each is a step/backward kernel pair in kernels.py plus
+the few facts the model needs about it. Adding a cell means adding its kernels,
+its number in kernels.cell_step, and one entry here; the training loop does not
+change."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,12 +15,12 @@ from . import kernels as K
 @dataclass(frozen=True)
 class Cell:
     name: str
-    kind: int            # number used by the jitted sampling loop
+    kind: int            # its number in kernels.forward / kernels.cell_step
     gates: int           # G = gates * H columns in Wx, Wh, b
     has_c: bool          # has a cell state c (long-term memory)
     n_extra: int         # rows of per-unit extra parameters ex (k, H)
     separate_dhp: bool   # backward writes dhp apart from dxp (GRU)
-    forward: Callable
+    step: Callable       # one forward time step (run by kernels.forward)
     backward: Callable
     forget_gate: int     # index of the gate whose bias starts at forget_bias, or -1
     doc: str
@@ -36,16 +37,16 @@ class Cell:
 
 
 CELLS = {
-    "lstm": Cell("lstm", K.LSTM, 4, True, 0, False, K.lstm_forward, K.lstm_backward, 1,
+    "lstm": Cell("lstm", K.LSTM, 4, True, 0, False, K.lstm_step, K.lstm_backward, 1,
                  "LSTM: gates i, f, o and candidate c~ (seeds 000-004)"),
-    "lstm-peephole": Cell("lstm-peephole", K.PEEPHOLE, 4, True, 3, False, K.peephole_forward,
+    "lstm-peephole": Cell("lstm-peephole", K.PEEPHOLE, 4, True, 3, False, K.peephole_step,
                           K.peephole_backward, 1, "LSTM with peepholes: gates see c (seed 001)"),
-    "cifg": Cell("cifg", K.CIFG, 3, True, 0, False, K.cifg_forward, K.cifg_backward, 0,
+    "cifg": Cell("cifg", K.CIFG, 3, True, 0, False, K.cifg_step, K.cifg_backward, 0,
                  "coupled input-forget gate: c = f c + (1-f) c~ (seed 001)"),
-    "gru": Cell("gru", K.GRU, 3, False, 1, True, K.gru_forward, K.gru_backward, 1,
+    "gru": Cell("gru", K.GRU, 3, False, 1, True, K.gru_step, K.gru_backward, 1,
                 "GRU (Cho et al. 2014), as torch.nn.GRU"),
-    "rnn": Cell("rnn", K.RNN, 1, False, 0, False, K.rnn_forward, K.rnn_backward, -1,
+    "rnn": Cell("rnn", K.RNN, 1, False, 0, False, K.rnn_step, K.rnn_backward, -1,
                 "vanilla RNN: h = tanh(x Wx + h Wh + b)"),
-    "irnn": Cell("irnn", K.IRNN, 1, False, 0, False, K.irnn_forward, K.irnn_backward, -1,
+    "irnn": Cell("irnn", K.IRNN, 1, False, 0, False, K.irnn_step, K.irnn_backward, -1,
                  "ReLU RNN, identity-initialised Wh (Le, Jaitly & Hinton 2015)"),
 }

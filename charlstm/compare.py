@@ -61,13 +61,13 @@ def recall_passages(ids: np.ndarray, vocab: str, n: int, prime: int, length: int
 def recall_score(model: Model, passages) -> dict:
     """Greedy decoding after each prime: the fraction of the next characters that
     match the text, and the length of the exactly reproduced prefix."""
+    from .sampling import Sampler
     fracs, prefixes = [], []
-    Wh_nt = model.packed_Wh(backward=False)[0]
+    sampler = Sampler(model)
     for prime, truth in passages:
         h, c = model.zero_state(1)
         out = np.empty(len(truth), np.int64)
-        K.generate(out, prime, np.zeros(len(truth)), model.flat, model.offsets, Wh_nt,
-                   model.cell.kind, h, c, 1.0, 0, True)
+        sampler.generate(out, prime, np.zeros(len(truth)), h, c, greedy=True)
         same = out == truth
         fracs.append(float(same.mean()))
         prefixes.append(int(len(same) if same.all() else np.argmin(same)))

@@ -8,11 +8,14 @@ Notation follows the seeds: f forget, i input, c~ candidate, o output gate;
 c is the cell state (long-term memory), h the hidden state (short-term).
 Shapes: T time steps, B parallel streams, H hidden units, G = gates * H.
 
-Every cell kernel has the same arguments, so training, sampling and the
-gradient checks never need to know which cell they run:
+Every cell has a step kernel for the forward pass (run by `forward`, which
+makes the recurrent product) and a backward kernel, each with the same
+arguments for every cell, so training, sampling and the gradient checks never
+need to know which cell they run:
 
-    forward (hs, cs, acts, aux, xp, Wh_nt, ex)
-    backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex)
+    forward (kind, hs, cs, acts, aux, xp, Wh_nt, ex)     kind: the cell's number
+    <cell>_step(t, gh, hs, cs, acts, aux, xp, ex)         gh = h_{t-1} Whᵀ  (B, G)
+    <cell>_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex)
 
     hs, cs  (T+1, B, H)  hs[0], cs[0] hold the initial state; step t writes hs[t+1]
     acts    (T, B, G)    gate activations saved for the backward pass
@@ -226,15 +229,21 @@ def _micro_rows(n, A, r, Wp, p, C, rc, cc):
 @njit(**JIT)
 def matmul_packed(A, Wp, C):
     """C = A Wᵀ for W packed by pack_nt (or C = A W for pack_nn).
-    A (M, K), Wp (P, K, NR), C (M, N) with N <= P·NR; all row-contiguous.
-    Each panel of Wp (K·NR values) is read from memory once and reused from
-    cache by every block of rows; the rows are split into blocks of at most MR,
-    as even as possible (16 rows: 8 + 8, not 12 + 4)."""
+    A (M, K), Wp (P, K, NR), C (M, N) with N <= P·NR; all row-contiguous."""
+    matmul_panels(A, Wp, C, 0, Wp.shape[0])
+
+
+@njit(**JIT)
+def matmul_panels(A, Wp, C, p0, p1):
+    """The columns of C that panels p0 … p1−1 of Wp give, as in matmul_packed.
+    Each panel (K·NR values) is read from memory once and reused from cache by
+    every block of rows; the rows are split into blocks of at most MR, as even
+    as possible (16 rows: 8 + 8, not 12 + 4)."""
     M, N = C.shape
-    P, _, NR = Wp.shape
+    NR = Wp.shape[2]
     nblk = (M + MR - 1) // MR
     edge = np.empty((MR, NR), C.dtype)            # the last panel, if N is not a multiple
-    for p in range(P):
+    for p in range(p0, p1):
         full = (p + 1) * NR <= N
         r = 0
         for q in range(nblk):
@@ -288,6 +297,39 @@ def packed_shape(N: int, K: int, dtype) -> tuple[int, int, int]:
 
 
 # ---------------------------------------------------------------------------
+# The forward pass of every cell: per time step the recurrent product, then the
+# cell's own equations, its _step kernel (below, next to its backward kernel).
+
+LSTM, PEEPHOLE, CIFG, GRU, RNN, IRNN = 0, 1, 2, 3, 4, 5     # cells.Cell.kind
+
+
+@njit(**JIT)
+def forward(kind, hs, cs, acts, aux, xp, Wh_nt, ex):
+    """For t = 0 … T−1:  gh = h_{t−1} Whᵀ,  then the cell's step (cell_step)."""
+    gh = np.empty(xp.shape[1:], xp.dtype)
+    for t in range(xp.shape[0]):
+        matmul_packed(hs[t], Wh_nt, gh)
+        cell_step(kind, t, gh, hs, cs, acts, aux, xp, ex)
+
+
+@njit(**JIT)
+def cell_step(kind, t, gh, hs, cs, acts, aux, xp, ex):
+    """Time step t of the cell numbered `kind`, given gh = h_{t−1} Whᵀ."""
+    if kind == LSTM:
+        lstm_step(t, gh, hs, cs, acts, aux, xp, ex)
+    elif kind == PEEPHOLE:
+        peephole_step(t, gh, hs, cs, acts, aux, xp, ex)
+    elif kind == CIFG:
+        cifg_step(t, gh, hs, cs, acts, aux, xp, ex)
+    elif kind == GRU:
+        gru_step(t, gh, hs, cs, acts, aux, xp, ex)
+    elif kind == RNN:
+        rnn_step(t, gh, hs, cs, acts, aux, xp, ex)
+    else:
+        irnn_step(t, gh, hs, cs, acts, aux, xp, ex)
+
+
+# ---------------------------------------------------------------------------
 # LSTM (seeds 000, 003, 004). Gate order i, f, c~, o, as PyTorch's nn.LSTM.
 
 @njit(**JIT)
@@ -302,26 +344,23 @@ def _gate(a, x, g, squash):
 
 
 @njit(**JIT)
-def lstm_forward(hs, cs, acts, aux, xp, Wh_nt, ex):
+def lstm_step(t, gh, hs, cs, acts, aux, xp, ex):
     """i = σ(.), f = σ(.), c~ = tanh(.), o = σ(.)   with (.) = xp_t + h_{t-1} Whᵀ
     c_t = f ⊙ c_{t-1} + i ⊙ c~
     h_t = o ⊙ tanh(c_t)
     Each pass below touches few arrays, so LLVM vectorises it."""
     T, B, G = xp.shape
     H = G // 4
-    gh = np.empty((B, G), xp.dtype)
-    for t in range(T):
-        matmul_packed(hs[t], Wh_nt, gh)
-        for b in range(B):
-            a, x, r = acts[t, b], xp[t, b], gh[b]
-            for k in range(4):
-                _gate(a[k * H:(k + 1) * H], x[k * H:(k + 1) * H], r[k * H:(k + 1) * H], k == 2)
-            i, f, g, o = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
-            c_prev, c, h = cs[t, b], cs[t + 1, b], hs[t + 1, b]
-            for j in range(H):
-                c[j] = f[j] * c_prev[j] + i[j] * g[j]
-            for j in range(H):
-                h[j] = o[j] * tanh_(c[j])
+    for b in range(B):
+        a, x, r = acts[t, b], xp[t, b], gh[b]
+        for k in range(4):
+            _gate(a[k * H:(k + 1) * H], x[k * H:(k + 1) * H], r[k * H:(k + 1) * H], k == 2)
+        i, f, g, o = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
+        c_prev, c, h = cs[t, b], cs[t + 1, b], hs[t + 1, b]
+        for j in range(H):
+            c[j] = f[j] * c_prev[j] + i[j] * g[j]
+        for j in range(H):
+            h[j] = o[j] * tanh_(c[j])
 
 
 @njit(**JIT)
@@ -366,29 +405,26 @@ def lstm_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
 # c_t, through diagonal weights ex = [p_i, p_f, p_o]. Gate order i, f, c~, o.
 
 @njit(**JIT)
-def peephole_forward(hs, cs, acts, aux, xp, Wh_nt, ex):
+def peephole_step(t, gh, hs, cs, acts, aux, xp, ex):
     """i = σ(. + p_i ⊙ c_{t−1}),  f = σ(. + p_f ⊙ c_{t−1}),  c~ = tanh(.)
     c_t = f ⊙ c_{t−1} + i ⊙ c~
     o = σ(. + p_o ⊙ c_t),  h_t = o ⊙ tanh(c_t)"""
     T, B, G = xp.shape
     H = G // 4
-    gh = np.empty((B, G), xp.dtype)
-    for t in range(T):
-        matmul_packed(hs[t], Wh_nt, gh)
-        for b in range(B):
-            for j in range(H):
-                cp = cs[t, b, j]
-                i = sigmoid(xp[t, b, j] + gh[b, j] + ex[0, j] * cp)
-                f = sigmoid(xp[t, b, H + j] + gh[b, H + j] + ex[1, j] * cp)
-                g = tanh_(xp[t, b, 2 * H + j] + gh[b, 2 * H + j])
-                c = f * cp + i * g
-                o = sigmoid(xp[t, b, 3 * H + j] + gh[b, 3 * H + j] + ex[2, j] * c)
-                cs[t + 1, b, j] = c
-                hs[t + 1, b, j] = o * tanh_(c)
-                acts[t, b, j] = i
-                acts[t, b, H + j] = f
-                acts[t, b, 2 * H + j] = g
-                acts[t, b, 3 * H + j] = o
+    for b in range(B):
+        for j in range(H):
+            cp = cs[t, b, j]
+            i = sigmoid(xp[t, b, j] + gh[b, j] + ex[0, j] * cp)
+            f = sigmoid(xp[t, b, H + j] + gh[b, H + j] + ex[1, j] * cp)
+            g = tanh_(xp[t, b, 2 * H + j] + gh[b, 2 * H + j])
+            c = f * cp + i * g
+            o = sigmoid(xp[t, b, 3 * H + j] + gh[b, 3 * H + j] + ex[2, j] * c)
+            cs[t + 1, b, j] = c
+            hs[t + 1, b, j] = o * tanh_(c)
+            acts[t, b, j] = i
+            acts[t, b, H + j] = f
+            acts[t, b, 2 * H + j] = g
+            acts[t, b, 3 * H + j] = o
 
 
 @njit(**JIT)
@@ -429,26 +465,23 @@ def peephole_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
 # Coupled input-forget gate (seed 001). Gate order f, c~, o.
 
 @njit(**JIT)
-def cifg_forward(hs, cs, acts, aux, xp, Wh_nt, ex):
+def cifg_step(t, gh, hs, cs, acts, aux, xp, ex):
     """f = σ(.), c~ = tanh(.), o = σ(.)
     c_t = f ⊙ c_{t−1} + (1 − f) ⊙ c~
     h_t = o ⊙ tanh(c_t)"""
     T, B, G = xp.shape
     H = G // 3
-    gh = np.empty((B, G), xp.dtype)
-    for t in range(T):
-        matmul_packed(hs[t], Wh_nt, gh)
-        for b in range(B):
-            for j in range(H):
-                f = sigmoid(xp[t, b, j] + gh[b, j])
-                g = tanh_(xp[t, b, H + j] + gh[b, H + j])
-                o = sigmoid(xp[t, b, 2 * H + j] + gh[b, 2 * H + j])
-                c = f * cs[t, b, j] + (1 - f) * g
-                cs[t + 1, b, j] = c
-                hs[t + 1, b, j] = o * tanh_(c)
-                acts[t, b, j] = f
-                acts[t, b, H + j] = g
-                acts[t, b, 2 * H + j] = o
+    for b in range(B):
+        for j in range(H):
+            f = sigmoid(xp[t, b, j] + gh[b, j])
+            g = tanh_(xp[t, b, H + j] + gh[b, H + j])
+            o = sigmoid(xp[t, b, 2 * H + j] + gh[b, 2 * H + j])
+            c = f * cs[t, b, j] + (1 - f) * g
+            cs[t + 1, b, j] = c
+            hs[t + 1, b, j] = o * tanh_(c)
+            acts[t, b, j] = f
+            acts[t, b, H + j] = g
+            acts[t, b, 2 * H + j] = o
 
 
 @njit(**JIT)
@@ -483,25 +516,22 @@ def cifg_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
 # GRU (Cho et al. 2014), as PyTorch's nn.GRU. Gate order r, z, n; ex[0] = b_hn.
 
 @njit(**JIT)
-def gru_forward(hs, cs, acts, aux, xp, Wh_nt, ex):
+def gru_step(t, gh, hs, cs, acts, aux, xp, ex):
     """r = σ(.), z = σ(.),  n = tanh(xp_n + r ⊙ (h_{t−1} Wh_nᵀ + b_hn))
     h_t = (1 − z) ⊙ n + z ⊙ h_{t−1}"""
     T, B, G = xp.shape
     H = G // 3
-    gh = np.empty((B, G), xp.dtype)
-    for t in range(T):
-        matmul_packed(hs[t], Wh_nt, gh)
-        for b in range(B):
-            for j in range(H):
-                r = sigmoid(xp[t, b, j] + gh[b, j])
-                z = sigmoid(xp[t, b, H + j] + gh[b, H + j])
-                a = gh[b, 2 * H + j] + ex[0, j]
-                n = tanh_(xp[t, b, 2 * H + j] + r * a)
-                hs[t + 1, b, j] = (1 - z) * n + z * hs[t, b, j]
-                aux[t, b, j] = a
-                acts[t, b, j] = r
-                acts[t, b, H + j] = z
-                acts[t, b, 2 * H + j] = n
+    for b in range(B):
+        for j in range(H):
+            r = sigmoid(xp[t, b, j] + gh[b, j])
+            z = sigmoid(xp[t, b, H + j] + gh[b, H + j])
+            a = gh[b, 2 * H + j] + ex[0, j]
+            n = tanh_(xp[t, b, 2 * H + j] + r * a)
+            hs[t + 1, b, j] = (1 - z) * n + z * hs[t, b, j]
+            aux[t, b, j] = a
+            acts[t, b, j] = r
+            acts[t, b, H + j] = z
+            acts[t, b, 2 * H + j] = n
 
 
 @njit(**JIT)
@@ -540,15 +570,12 @@ def gru_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
 # Vanilla tanh RNN and the ReLU RNN (IRNN, Le, Jaitly & Hinton 2015; seed 003).
 
 @njit(**JIT)
-def rnn_forward(hs, cs, acts, aux, xp, Wh_nt, ex):
+def rnn_step(t, gh, hs, cs, acts, aux, xp, ex):
     """h_t = tanh(x_t Wx + h_{t−1} Whᵀ + b)"""
     T, B, H = xp.shape
-    gh = np.empty((B, H), xp.dtype)
-    for t in range(T):
-        matmul_packed(hs[t], Wh_nt, gh)
-        for b in range(B):
-            for j in range(H):
-                hs[t + 1, b, j] = tanh_(xp[t, b, j] + gh[b, j])
+    for b in range(B):
+        for j in range(H):
+            hs[t + 1, b, j] = tanh_(xp[t, b, j] + gh[b, j])
 
 
 @njit(**JIT)
@@ -568,16 +595,13 @@ def rnn_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
 
 
 @njit(**JIT)
-def irnn_forward(hs, cs, acts, aux, xp, Wh_nt, ex):
+def irnn_step(t, gh, hs, cs, acts, aux, xp, ex):
     """h_t = max(0, x_t Wx + h_{t−1} Whᵀ + b),  Wh initialised to the identity"""
     T, B, H = xp.shape
-    gh = np.empty((B, H), xp.dtype)
-    for t in range(T):
-        matmul_packed(hs[t], Wh_nt, gh)
-        for b in range(B):
-            for j in range(H):
-                a = xp[t, b, j] + gh[b, j]
-                hs[t + 1, b, j] = a if a > 0 else 0
+    for b in range(B):
+        for j in range(H):
+            a = xp[t, b, j] + gh[b, j]
+            hs[t + 1, b, j] = a if a > 0 else 0
 
 
 @njit(**JIT)
@@ -670,63 +694,117 @@ def adagrad_update(w, g, m, lr, eps):
 # Sampling: the whole generation loop is jitted. The model is passed as its flat
 # parameter buffer and a table of offsets, so one kernel serves every cell.
 
-LSTM, PEEPHOLE, CIFG, GRU, RNN, IRNN = 0, 1, 2, 3, 4, 5
+# Sampling on two cores. At batch 1 the recurrent product reads all of Wh for
+# every character, and one core's share of the memory bandwidth is the limit.
+# A helper thread (product_helper) computes the upper half of the panels while
+# the sampling thread computes the lower half. They meet through `sync`, an
+# int64 array read and written atomically:
+#     [0] number of the job posted   [1] its matrix  [2] number of the job done
+#     [3] stop                        [4] threads: 1 (no helper) or 2
+
+@intrinsic
+def _atomic_load(typingctx, arr, i):
+    """arr[i], an acquire load: later reads see what was written before the
+    matching release store."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.int64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        a = context.make_array(signature.args[0])(context, builder, args[0])
+        k = context.cast(builder, args[1], signature.args[1], types.int64)
+        return builder.load_atomic(builder.gep(a.data, [k]), "acquire", 8)
+    return types.int64(arr, i), codegen
+
+
+@intrinsic
+def _atomic_store(typingctx, arr, i, v):
+    """arr[i] = v, a release store: earlier writes are seen before it."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.int64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        a = context.make_array(signature.args[0])(context, builder, args[0])
+        k = context.cast(builder, args[1], signature.args[1], types.int64)
+        x = context.cast(builder, args[2], signature.args[2], types.int64)
+        builder.store_atomic(x, builder.gep(a.data, [k]), "release", 8)
+        return context.get_dummy_value()
+    return types.void(arr, i, v), codegen
 
 
 @njit(**JIT)
-def cell_forward(kind, hs, cs, acts, aux, xp, Wh_nt, ex):
-    """Dispatch to a cell's forward kernel by number (for the sampling loop)."""
-    if kind == LSTM:
-        lstm_forward(hs, cs, acts, aux, xp, Wh_nt, ex)
-    elif kind == PEEPHOLE:
-        peephole_forward(hs, cs, acts, aux, xp, Wh_nt, ex)
-    elif kind == CIFG:
-        cifg_forward(hs, cs, acts, aux, xp, Wh_nt, ex)
-    elif kind == GRU:
-        gru_forward(hs, cs, acts, aux, xp, Wh_nt, ex)
-    elif kind == RNN:
-        rnn_forward(hs, cs, acts, aux, xp, Wh_nt, ex)
-    else:
-        irnn_forward(hs, cs, acts, aux, xp, Wh_nt, ex)
+def shared_product(k, A, Wp, C, sync):
+    """C = A times the k-th packed matrix of Wp (n, P, K, NR), half of the
+    panels done by the helper thread when there is one."""
+    P = Wp.shape[1]
+    if sync[4] < 2:
+        matmul_panels(A, Wp[k], C, 0, P)
+        return
+    job = sync[0] + 1
+    sync[1] = k
+    _atomic_store(sync, 0, job)                  # post: A and k are ready
+    matmul_panels(A, Wp[k], C, 0, P // 2)
+    while _atomic_load(sync, 2) != job:          # wait for the upper half
+        pass
 
 
 @njit(**JIT)
-def model_step(tok, flat, offsets, Wh_nt, kind, state_h, state_c, hs, cs, acts, aux, xp):
+def product_helper(sync, A, Wp, C):
+    """The helper thread: the upper half of every posted product, until stop."""
+    P = Wp.shape[1]
+    seen = _atomic_load(sync, 2)
+    while True:
+        job = _atomic_load(sync, 0)
+        if job != seen:
+            matmul_panels(A, Wp[sync[1]], C, P // 2, P)
+            seen = job
+            _atomic_store(sync, 2, job)
+        elif _atomic_load(sync, 3) != 0:
+            return
+
+
+@njit(**JIT)
+def model_step(tok, flat, offsets, Wp, kind, state_h, state_c, hs, cs, gh, acts, aux, xp,
+               sync):
     """Run one token through every layer. state_h, state_c: (L, 1, H), updated
-    in place; Wh_nt (L, ...): each layer's Wh packed by pack_nt;
-    hs, cs (2, 1, H), acts, xp (1, 1, G), aux (1, 1, H): scratch."""
+    in place; Wp: the packed products (Model.sampling_packs): Wp[2l] is layer
+    l's Wh for h Whᵀ, Wp[2l − 1] its Wx for x Wx (l ≥ 1; layer 0's input is a
+    row gather); hs, cs (2, 1, H), gh (1, G), acts, xp (1, 1, G),
+    aux (1, 1, H): scratch; sync: see shared_product."""
     L, _, H = state_h.shape
-    G = xp.shape[2]
+    G = gh.shape[1]
     for l in range(L):
         o = offsets[l]
-        Din = (o[1] - o[0]) // G
-        Wx = flat[o[0]:o[1]].reshape(Din, G)
         b = flat[o[2]:o[2] + G]
         ex = flat[o[3]:o[3] + o[4] * H].reshape(o[4], H)
         if l == 0:
+            Wx = flat[o[0]:o[1]].reshape(-1, G)
             for j in range(G):
                 xp[0, 0, j] = Wx[tok, j] + b[j]
         else:
-            np.dot(state_h[l - 1], Wx, xp[0])
+            hs[0] = state_h[l - 1]
+            shared_product(2 * l - 1, hs[0], Wp, gh, sync)
             for j in range(G):
-                xp[0, 0, j] += b[j]
+                xp[0, 0, j] = gh[0, j] + b[j]
         hs[0] = state_h[l]
         cs[0] = state_c[l]
-        cell_forward(kind, hs, cs, acts, aux, xp, Wh_nt[l], ex)
+        shared_product(2 * l, hs[0], Wp, gh, sync)
+        cell_step(kind, 0, gh, hs, cs, acts, aux, xp, ex)
         state_h[l] = hs[1]
         state_c[l] = cs[1]
 
 
 @njit(**JIT)
-def generate(out, prime, u, flat, offsets, Wh_nt, kind, state_h, state_c,
-             temperature, top_k, greedy):
+def generate(out, prime, u, flat, offsets, Wp, kind, state_h, state_c,
+             temperature, top_k, greedy, hs, gh, sync):
     """Feed the `prime` tokens (may be empty), then sample len(out) tokens,
     each fed back in. The state (L, 1, H) always reflects every token consumed,
     so a later call continues where this one stopped.
 
     flat: the parameter buffer; offsets: (L + 1, 5) int64 rows
     [Wx, Wh, b, ex, n_ex] per layer, then [Wy, by, V, 0, 0].
-    Wh_nt: (L, ...) each layer's Wh packed by pack_nt (Model.packed_Wh).
+    Wp: the layers' packed weight matrices (see model_step).
+    hs (2, 1, H), gh (1, G): scratch shared with the helper thread; sync: see
+    shared_product (sync[4] = 1: no helper).
     u: one uniform number per sampled token (the random state is the caller's).
         p = softmax(logits / temperature) over the top_k largest logits"""
     L, _, H = state_h.shape
@@ -734,7 +812,6 @@ def generate(out, prime, u, flat, offsets, Wh_nt, kind, state_h, state_c,
     G = G // H
     V = offsets[L, 2]
     dt = flat.dtype
-    hs = np.empty((2, 1, H), dt)
     cs = np.zeros((2, 1, H), dt)
     acts = np.empty((1, 1, G), dt)
     aux = np.empty((1, 1, H), dt)
@@ -744,7 +821,8 @@ def generate(out, prime, u, flat, offsets, Wh_nt, kind, state_h, state_c,
     Wy = flat[offsets[L, 0]:offsets[L, 0] + H * V].reshape(H, V)
     by = flat[offsets[L, 1]:offsets[L, 1] + V]
     for n in range(prime.shape[0]):
-        model_step(prime[n], flat, offsets, Wh_nt, kind, state_h, state_c, hs, cs, acts, aux, xp)
+        model_step(prime[n], flat, offsets, Wp, kind, state_h, state_c, hs, cs, gh, acts,
+                   aux, xp, sync)
     for k in range(out.shape[0]):
         np.dot(state_h[L - 1], Wy, y)
         logits = y[0]
@@ -772,4 +850,5 @@ def generate(out, prime, u, flat, offsets, Wh_nt, kind, state_h, state_c,
             while probs[pick] == 0.0:   # rounding at the top end
                 pick -= 1
         out[k] = pick
-        model_step(pick, flat, offsets, Wh_nt, kind, state_h, state_c, hs, cs, acts, aux, xp)
+        model_step(pick, flat, offsets, Wp, kind, state_h, state_c, hs, cs, gh, acts,
+                   aux, xp, sync)

@@ -158,8 +158,8 @@ class Model:
                 w["xp"] += b
             w["hs"][0] = h0[l]
             w["cs"][0] = c0[l]
-            self.cell.forward(w["hs"], w["cs"], w["acts"], w["aux"], w["xp"],
-                              Wh_nt[l], self._ex(l))
+            K.forward(self.cell.kind, w["hs"], w["cs"], w["acts"], w["aux"], w["xp"],
+                      Wh_nt[l], self._ex(l))
             w["mask"] = None if masks is None else masks[l]
             x = w["hs"][1:] if w["mask"] is None else w["hs"][1:] * w["mask"]
             w["y"] = x
@@ -224,6 +224,19 @@ class Model:
             K.pack_nt(self.p[f"l{l}.Wh"], out[0][l])
             if backward:
                 K.pack_nn(self.p[f"l{l}.Wh"], out[1][l])
+        return out
+
+    def sampling_packs(self) -> np.ndarray:
+        """The weight matrices batch-1 sampling multiplies by, packed for
+        kernels.matmul_packed, in the order kernels.model_step uses them:
+        Wh of layer 0, then Wx and Wh of each layer above (its input is dense)."""
+        L, H = self.cfg.layers, self.cfg.hidden
+        G = self.cell.gates * H
+        out = np.empty((2 * L - 1,) + K.packed_shape(G, H, self.dtype), self.dtype)
+        for l in range(L):
+            K.pack_nt(self.p[f"l{l}.Wh"], out[2 * l])
+            if l > 0:
+                K.pack_nn(self.p[f"l{l}.Wx"], out[2 * l - 1])
         return out
 
     def _ex(self, l: int) -> np.ndarray:

@@ -1,6 +1,11 @@
 """Text generation: the per-character loop runs inside kernels.generate; Python
-only hands it chunks, so the text can be streamed as it is made."""
+only hands it chunks, so the text can be streamed as it is made. With two or
+more cores a helper thread computes half of every recurrent product
+(kernels.product_helper)."""
 from __future__ import annotations
+
+import os
+import threading
 
 import numpy as np
 
@@ -12,15 +17,38 @@ from .train import model_from_checkpoint
 
 
 class Sampler:
-    def __init__(self, model: Model, vocab: str):
+    def __init__(self, model: Model, vocab: str = "", threads: int | None = None):
         self.model, self.vocab = model, vocab
         self.chars = np.array(list(vocab))
-        self.Wh_nt = model.packed_Wh(backward=False)[0]
+        self.Wp = model.sampling_packs()
+        H = model.cfg.hidden
+        self.hs = np.zeros((2, 1, H), model.dtype)              # shared with the helper
+        self.gh = np.zeros((1, model.cell.gates * H), model.dtype)
+        self.threads = min(2, threads or os.cpu_count() or 1)
 
     @classmethod
     def from_checkpoint(cls, path: str) -> "Sampler":
         ck = ckpt.load(path)
         return cls(model_from_checkpoint(ck, np.float32), ck.vocab)
+
+    def generate(self, out, prime, u, h, c, temperature=1.0, top_k=0, greedy=False):
+        """kernels.generate: feed `prime` (token ids), then write len(out) sampled
+        ids into out; h, c (L, 1, H) carry the state and are updated."""
+        m = self.model
+        sync = np.zeros(8, np.int64)
+        sync[4] = self.threads
+        helper = None
+        if self.threads > 1:
+            helper = threading.Thread(target=K.product_helper,
+                                      args=(sync, self.hs[0], self.Wp, self.gh), daemon=True)
+            helper.start()
+        try:
+            K.generate(out, prime, u, m.flat, m.offsets, self.Wp, m.cell.kind, h, c,
+                       float(temperature), int(top_k), bool(greedy), self.hs, self.gh, sync)
+        finally:
+            sync[3] = 1                                          # the helper stops
+            if helper is not None:
+                helper.join()
 
     def stream(self, seed: str, length: int, temperature: float = 1.0, top_k: int = 0,
                greedy: bool = False, rng_seed: int | None = None, chunk: int = 256):
@@ -30,15 +58,13 @@ class Sampler:
         if len(prime) == 0:
             start = "\n" if "\n" in self.vocab else self.vocab[0]
             prime = encode_text(start, self.vocab)
-        m = self.model
-        h, c = m.zero_state(1)
+        h, c = self.model.zero_state(1)
         u = np.random.default_rng(rng_seed).random(length)
         n, size = 0, 8                                   # small first piece: quick first output
         while n < length:
             k = min(size, length - n)
             out = np.empty(k, np.int64)
-            K.generate(out, prime, u[n:n + k], m.flat, m.offsets, self.Wh_nt, m.cell.kind, h, c,
-                       float(temperature), int(top_k), bool(greedy))
+            self.generate(out, prime, u[n:n + k], h, c, temperature, top_k, greedy)
             prime = prime[:0]
             n += k
             size = min(chunk, size * 2)

@@ -17,6 +17,7 @@ def run(cells) -> None:
     from . import kernels as K
     from .config import ModelConfig
     from .model import Model, Workspace
+    from .sampling import Sampler
     for cell in cells:
         cfg = ModelConfig(cell=cell, hidden=4, layers=2, dropout=0.5, vocab_size=3)
         m = Model(cfg, np.float32).init(np.random.default_rng(0))
@@ -30,5 +31,7 @@ def run(cells) -> None:
         hs, cs = m.zero_state(1)
         out = np.empty(2, np.int64)
         prime = np.zeros(1, np.int64)
-        K.generate(out, prime, np.zeros(2), m.flat, m.offsets, m.packed_Wh(backward=False)[0],
-                   m.cell.kind, hs, cs, 1.0, 0, False)
+        Sampler(m, threads=1).generate(out, prime, np.zeros(2), hs, cs)
+        sync = np.array([0, 0, 0, 1, 2, 0, 0, 0], np.int64)     # compile; stop at once
+        K.product_helper(sync, np.zeros((1, 4), np.float32), m.sampling_packs(),
+                         np.zeros((1, 16), np.float32))
