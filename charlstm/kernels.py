@@ -121,11 +121,15 @@ def _sigmoid_impl(x):
 # IR (_micro below); everything around it is ordinary Numba.
 
 def _vector_bytes():
-    """64 with AVX-512 (32 vector registers), else 32 (AVX2: 16 registers)."""
+    """64 with AVX-512 (32 vector registers), else 32 (AVX2: 16 registers).
+    Follows Numba's target: the host, unless NUMBA_CPU_NAME names another CPU,
+    and then AVX-512 only if NUMBA_CPU_FEATURES has +avx512f."""
+    import os
     from llvmlite import binding
+    if os.environ.get("NUMBA_CPU_NAME", "host") != "host":
+        return 64 if "+avx512f" in os.environ.get("NUMBA_CPU_FEATURES", "") else 32
     try:
-        feats = binding.get_host_cpu_features()
-        return 64 if feats.get("avx512f", False) else 32
+        return 64 if binding.get_host_cpu_features().get("avx512f", False) else 32
     except RuntimeError:
         return 32
 

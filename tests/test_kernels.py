@@ -154,3 +154,27 @@ def test_sampling_state_matches_the_forward_pass():
     hT, cT = m.final_state(ws)
     np.testing.assert_allclose(h, hT, atol=1e-5)
     np.testing.assert_allclose(c, cT, atol=1e-5)
+
+
+def test_product_without_avx512(tmp_path):
+    """Laptops without AVX-512 get 256-bit vectors and 6-row blocks: compile for
+    Haswell (AVX2) in a fresh process and cache, and check the products there."""
+    import os
+    import subprocess
+    import sys
+    code = (
+        "import numpy as np\n"
+        "from charlstm import kernels as K\n"
+        "assert K.VBYTES == 32 and K.MR == 6, (K.VBYTES, K.MR)\n"
+        "rng = np.random.default_rng(0)\n"
+        "for dt in (np.float32, np.float64):\n"
+        "    for M, N, Kd in ((1, 40, 9), (13, 64, 33), (16, 100, 17)):\n"
+        "        A = rng.normal(size=(M, Kd)).astype(dt); W = rng.normal(size=(N, Kd)).astype(dt)\n"
+        "        Wp = np.empty(K.packed_shape(N, Kd, dt), dt); K.pack_nt(W, Wp)\n"
+        "        C = np.empty((M, N), dt); K.matmul_packed(A, Wp, C)\n"
+        "        np.testing.assert_allclose(C, A.astype(np.float64) @ W.T, rtol=1e-5, atol=1e-4)\n"
+        "print('ok')\n")
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CACHE_DIR=str(tmp_path),
+               NUMBA_CPU_FEATURES="+avx,+avx2,+fma,+f16c,+popcnt,+sse4.2,+bmi,+bmi2,-avx512f")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
