@@ -145,21 +145,21 @@ def panel_width(dtype) -> int:
 
 
 @intrinsic
-def _micro(typingctx, A, r, Wp, p, C, rc, cc, rows):
-    """C[rc+i, cc:cc+NR] = Σ_k A[r+i, k] · Wp[p, k, :]   for i < rows (a literal).
-    A (M, K), C (·, ·) row-contiguous; Wp (P, K, NR) packed (pack_nt, pack_nn)."""
-    if not (isinstance(rows, types.IntegerLiteral) and A.layout == "C" and C.layout == "C"
-            and Wp.layout == "C" and A.ndim == 2 and C.ndim == 2 and Wp.ndim == 3):
+def _micro(typingctx, n, A, r, Wp, p, C, rc, cc):
+    """C[rc+i, cc:cc+NR] = Σ_k A[r+i, k] · Wp[p, k, :]   for i < n, 1 <= n <= MR.
+    A (M, K), C (·, ·) row-contiguous; Wp (P, K, NR) packed (pack_nt, pack_nn).
+    The IR has one unrolled block per row count n, chosen by a switch."""
+    if not (A.layout == "C" and C.layout == "C" and Wp.layout == "C"
+            and A.ndim == 2 and C.ndim == 2 and Wp.ndim == 3):
         return None
-    n_rows = rows.literal_value
-    sig = types.void(A, r, Wp, p, C, rc, cc, rows)
+    sig = types.void(n, A, r, Wp, p, C, rc, cc)
 
     def codegen(context, builder, signature, args):
         i64, i32 = ir.IntType(64), ir.IntType(32)
         a, w, c = (context.make_array(signature.args[k])(context, builder, args[k])
-                   for k in (0, 2, 4))
-        r_, p_, rc_, cc_ = (context.cast(builder, args[k], signature.args[k], types.int64)
-                            for k in (1, 3, 5, 6))
+                   for k in (1, 3, 5))
+        n_, r_, p_, rc_, cc_ = (context.cast(builder, args[k], signature.args[k], types.int64)
+                                for k in (0, 2, 4, 6, 7))
         elt = context.get_data_type(A.dtype)
         size = context.get_abi_sizeof(elt)
         lanes = VBYTES // size
@@ -173,61 +173,44 @@ def _micro(typingctx, A, r, Wp, p, C, rc, cc, rows):
         NR = ir.Constant(i64, NV * lanes)
         zero, undef = ir.Constant(vec, None), ir.Constant(vec, ir.Undefined)
         splat = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
-        acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(NV)]
-               for _ in range(n_rows)]      # LLVM keeps these in registers
-        a_row = [builder.gep(a.data, [builder.mul(builder.add(r_, ir.Constant(i64, i)), lda)])
-                 for i in range(n_rows)]
         panel = builder.gep(w.data, [builder.mul(builder.mul(p_, K), NR)])
-        with cgutils.for_range(builder, K) as loop:
-            k = loop.index
-            wk = builder.gep(panel, [builder.mul(k, NR)])
-            wv = [builder.load(builder.bitcast(builder.gep(wk, [ir.Constant(i64, v * lanes)]),
-                                               vec.as_pointer()), align=size)
-                  for v in range(NV)]
-            for i in range(n_rows):
-                x = builder.load(builder.gep(a_row[i], [k]))
-                xb = builder.shuffle_vector(builder.insert_element(undef, x, ir.Constant(i32, 0)),
-                                            undef, splat)
+
+        def block(rows):                    # the kernel for a block of `rows` rows
+            acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(NV)]
+                   for _ in range(rows)]    # LLVM keeps these in registers
+            a_row = [builder.gep(a.data, [builder.mul(builder.add(r_, ir.Constant(i64, i)), lda)])
+                     for i in range(rows)]
+            with cgutils.for_range(builder, K) as loop:
+                k = loop.index
+                wk = builder.gep(panel, [builder.mul(k, NR)])
+                wv = [builder.load(builder.bitcast(builder.gep(wk, [ir.Constant(i64, v * lanes)]),
+                                                   vec.as_pointer()), align=size)
+                      for v in range(NV)]
+                for i in range(rows):
+                    x = builder.load(builder.gep(a_row[i], [k]))
+                    xb = builder.shuffle_vector(
+                        builder.insert_element(undef, x, ir.Constant(i32, 0)), undef, splat)
+                    for v in range(NV):
+                        builder.store(builder.call(fma, [xb, wv[v], builder.load(acc[i][v])]),
+                                      acc[i][v])
+            for i in range(rows):
+                row = builder.add(builder.mul(builder.add(rc_, ir.Constant(i64, i)), ldc), cc_)
                 for v in range(NV):
-                    builder.store(builder.call(fma, [xb, wv[v], builder.load(acc[i][v])]),
-                                  acc[i][v])
-        for i in range(n_rows):
-            row = builder.add(builder.mul(builder.add(rc_, ir.Constant(i64, i)), ldc), cc_)
-            for v in range(NV):
-                dst = builder.gep(c.data, [builder.add(row, ir.Constant(i64, v * lanes))])
-                builder.store(builder.load(acc[i][v]), builder.bitcast(dst, vec.as_pointer()),
-                              align=size)
+                    dst = builder.gep(c.data, [builder.add(row, ir.Constant(i64, v * lanes))])
+                    builder.store(builder.load(acc[i][v]),
+                                  builder.bitcast(dst, vec.as_pointer()), align=size)
+
+        done = builder.append_basic_block("micro.done")
+        switch = builder.switch(n_, done)
+        for rows in range(1, MR + 1):
+            case = builder.append_basic_block("micro.rows%d" % rows)
+            switch.add_case(ir.Constant(i64, rows), case)
+            builder.position_at_end(case)
+            block(rows)
+            builder.branch(done)
+        builder.position_at_end(done)
         return context.get_dummy_value()
     return sig, codegen
-
-
-@njit(**JIT)
-def _micro_rows(n, A, r, Wp, p, C, rc, cc):
-    """_micro for n rows, 1 <= n <= 12 (its row count must be a constant)."""
-    if n == 12:
-        _micro(A, r, Wp, p, C, rc, cc, 12)
-    elif n == 11:
-        _micro(A, r, Wp, p, C, rc, cc, 11)
-    elif n == 10:
-        _micro(A, r, Wp, p, C, rc, cc, 10)
-    elif n == 9:
-        _micro(A, r, Wp, p, C, rc, cc, 9)
-    elif n == 8:
-        _micro(A, r, Wp, p, C, rc, cc, 8)
-    elif n == 7:
-        _micro(A, r, Wp, p, C, rc, cc, 7)
-    elif n == 6:
-        _micro(A, r, Wp, p, C, rc, cc, 6)
-    elif n == 5:
-        _micro(A, r, Wp, p, C, rc, cc, 5)
-    elif n == 4:
-        _micro(A, r, Wp, p, C, rc, cc, 4)
-    elif n == 3:
-        _micro(A, r, Wp, p, C, rc, cc, 3)
-    elif n == 2:
-        _micro(A, r, Wp, p, C, rc, cc, 2)
-    else:
-        _micro(A, r, Wp, p, C, rc, cc, 1)
 
 
 @njit(**JIT)
@@ -253,9 +236,9 @@ def matmul_panels(A, Wp, C, p0, p1):
         for q in range(nblk):
             n = (M - r) // (nblk - q)
             if full:
-                _micro_rows(n, A, r, Wp, p, C, r, p * NR)
+                _micro(n, A, r, Wp, p, C, r, p * NR)
             else:
-                _micro_rows(n, A, r, Wp, p, edge, 0, 0)
+                _micro(n, A, r, Wp, p, edge, 0, 0)
                 for i in range(n):
                     for j in range(N - p * NR):
                         C[r + i, p * NR + j] = edge[i, j]

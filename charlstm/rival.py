@@ -62,7 +62,7 @@ class TorchTrainer:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, self.clip)
         self.opt.step()
-        return float(loss)
+        return loss.item()
 
     def evaluate(self, ids, T=100, B=32) -> float:
         torch = self.torch
