@@ -58,14 +58,12 @@ def recall_passages(ids: np.ndarray, vocab: str, n: int, prime: int, length: int
     return out
 
 
-def recall_score(model: Model, passages) -> dict:
+def recall_score(sampler, passages) -> dict:
     """Greedy decoding after each prime: the fraction of the next characters that
     match the text, and the length of the exactly reproduced prefix."""
-    from .sampling import Sampler
     fracs, prefixes = [], []
-    sampler = Sampler(model)
     for prime, truth in passages:
-        h, c = model.zero_state(1)
+        h, c = sampler.model.zero_state(1)
         out = np.empty(len(truth), np.int64)
         sampler.generate(out, prime, np.zeros(len(truth)), h, c, greedy=True)
         same = out == truth
@@ -121,7 +119,8 @@ def train_one(job: dict) -> dict:
     mcfg, tcfg = ModelConfig(**job["model"]), TrainConfig(**job["train"])
     corpus = load_corpus(job["text"], tcfg.val_frac)
     tr = Trainer(job["text"], mcfg, tcfg, job["out"], progress=job["progress"],
-                 log=lambda m: None, corpus=corpus, bar_position=job["position"])
+                 log=lambda m: None, corpus=corpus, bar_position=job["position"],
+                 workers=job["threads"])
     t0 = time.perf_counter()
     r = tr.run()
     wall = time.perf_counter() - t0
@@ -129,8 +128,8 @@ def train_one(job: dict) -> dict:
     passages = recall_passages(corpus.train, corpus.vocab, job["recall_passages"],
                                job["recall_prime"], job["recall_chars"])
     from .sampling import Sampler
-    sample = Sampler(m, corpus.vocab).text(job["seed"], job["length"], temperature=0.8,
-                                           rng_seed=tcfg.rng_seed)
+    sampler = Sampler(m, corpus.vocab, threads=job["threads"])
+    sample = sampler.text(job["seed"], job["length"], temperature=0.8, rng_seed=tcfg.rng_seed)
     flow_ids = corpus.val if len(corpus.val) > 8 * tcfg.seq_len else corpus.train
     gh, gc = gradient_flow(m, flow_ids, job["flow_T"])
     hist = np.array(tr.hist_val).reshape(-1, 3)
@@ -139,7 +138,7 @@ def train_one(job: dict) -> dict:
         "steps": r.steps, "diverged": r.diverged,
         "train_loss": r.train_loss, "val_loss": r.val_loss,
         "best_val": r.best_val, "chars_per_s": r.chars_per_s, "wall_s": wall,
-        "sample": sample, "recall": recall_score(m, passages),
+        "sample": sample, "recall": recall_score(sampler, passages),
         "grad_flow_h": gh.tolist(), "grad_flow_c": None if gc is None else gc.tolist(),
         "horizon_h": horizon(gh), "horizon_c": None if gc is None else horizon(gc),
         "val_curve": hist.tolist(), "checkpoint": r.path,
@@ -175,6 +174,8 @@ def run_compare(text, cells, mcfg: ModelConfig, tcfg: TrainConfig, *, match_para
             recall_passages=5, recall_prime=100, recall_chars=recall_chars,
             flow_T=tcfg.seq_len))
     n_jobs = jobs or (2 if len(cells) > 1 and (os.cpu_count() or 1) >= 2 else 1)
+    for job in jobs_list:            # the cores are shared out: one model's threads each
+        job["threads"] = max(1, (os.cpu_count() or 1) // n_jobs)
     budget = (f"{tcfg.steps} steps" if tcfg.steps else f"{tcfg.minutes:g} minutes"
               if tcfg.minutes else f"{tcfg.epochs:g} epochs")
     log(f"training {len(cells)} models ({budget} each), {n_jobs} at a time"

@@ -39,8 +39,10 @@ need to know which cell they run:
                          Equal to dxp for every cell but the GRU, and then the
                          caller passes the same array for both.
 
-Kernels are serial; the cores are used by splitting the B streams among workers
-(model.Replicas), each calling these kernels on its own rows.
+Kernels are serial; in training the cores are used by splitting the B streams
+among workers (model.Replicas), each calling these kernels on its own rows, and
+in sampling (batch 1) by a helper thread that computes half of every product
+(shared_product, product_helper).
 """
 import math
 

@@ -25,6 +25,10 @@ class Sampler:
         self.hs = np.zeros((2, 1, H), model.dtype)              # shared with the helper
         self.gh = np.zeros((1, model.cell.gates * H), model.dtype)
         self.threads = min(2, threads or os.cpu_count() or 1)
+        if self.threads > 1:         # compile (or load) the helper here, so that a
+            stop = np.zeros(8, np.int64)       # failure shows now, not as a thread
+            stop[3] = 1                        # that never answers
+            K.product_helper(stop, self.hs[0], self.Wp, self.gh)
 
     @classmethod
     def from_checkpoint(cls, path: str) -> "Sampler":
