@@ -198,13 +198,28 @@ def run_compare(text, cells, mcfg: ModelConfig, tcfg: TrainConfig, *, match_para
     return report
 
 
+def _die_with_parent():
+    """Worker processes end when compare's own process ends, however it ends
+    (SIGTERM, SIGKILL): they would otherwise train on, orphaned, to the end of
+    their budget. Linux only (prctl PR_SET_PDEATHSIG); elsewhere nothing."""
+    import ctypes
+    import signal
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:                     # the parent was gone already
+        os._exit(1)
+
+
 def _in_processes(jobs_list, n_jobs):
     """Each worker is a fresh process with one BLAS thread, so n_jobs models
     share the cores without oversubscribing them."""
     saved = os.environ.get("OPENBLAS_NUM_THREADS")
     os.environ["OPENBLAS_NUM_THREADS"] = "1"
     try:
-        with ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn"),
+                                 initializer=_die_with_parent) as pool:
             return list(pool.map(train_one, jobs_list))
     finally:
         if saved is None:

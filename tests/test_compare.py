@@ -114,3 +114,52 @@ def test_compare_rejects_unknown_cells(tmp_path):
     p.write_text("abc " * 500)
     r = CliRunner().invoke(main, ["compare", str(p), "--cells", "rnn,tree"])
     assert r.exit_code == 2 and "tree" in r.output
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc")
+def test_killing_compare_ends_its_workers(tmp_path):
+    """SIGTERM to compare leaves no worker training on, orphaned."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    p = tmp_path / "t.txt"
+    p.write_text("the cat sat on the mat and then it ran\n" * 400, encoding="utf-8")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "charlstm", "compare", str(p), "--cells", "rnn,lstm",
+         "--hidden", "16", "--minutes", "3", "--jobs", "2", "--no-progress",
+         "--out-dir", str(tmp_path / "run")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def workers():
+        try:
+            with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as fh:
+                kids = [int(k) for k in fh.read().split()]
+        except OSError:
+            return []
+        out = []
+        for k in kids:
+            try:
+                with open(f"/proc/{k}/cmdline", "rb") as fh:
+                    if b"spawn_main" in fh.read():
+                        out.append(k)
+            except OSError:
+                pass
+        return out
+
+    deadline = time.time() + 120
+    while len(workers()) < 2 and time.time() < deadline:
+        time.sleep(0.5)
+    kids = workers()
+    assert len(kids) >= 2, "compare did not start its workers"
+    time.sleep(5)                                   # they are training now
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    deadline = time.time() + 20
+    alive = kids
+    while alive and time.time() < deadline:
+        time.sleep(0.5)
+        alive = [k for k in kids if os.path.exists(f"/proc/{k}")
+                 and open(f"/proc/{k}/stat").read().split()[2] != "Z"]
+    for k in alive:
+        os.kill(k, signal.SIGKILL)
+    assert not alive, f"workers still running after compare was killed: {alive}"
