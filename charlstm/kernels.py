@@ -836,8 +836,8 @@ def generate(out, prime, u, flat, offsets, Wp, kind, state_h, state_c,
                 if r < acc:
                     pick = v
                     break
-            while probs[pick] == 0.0:   # rounding at the top end
-                pick -= 1
+            while probs[pick] == 0.0 and pick > 0:   # rounding at the top end; a
+                pick -= 1                             # broken (NaN) model gives 0
         out[k] = pick
         model_step(pick, flat, offsets, Wp, kind, state_h, state_c, hs, cs, gh, acts,
                    aux, xp, sync)

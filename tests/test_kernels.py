@@ -178,3 +178,14 @@ def test_product_without_avx512(tmp_path):
                NUMBA_CPU_FEATURES="+avx,+avx2,+fma,+f16c,+popcnt,+sse4.2,+bmi,+bmi2,-avx512f")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_sampling_from_a_broken_model_stays_in_the_vocabulary():
+    """NaN weights (a diverged model) give NaN logits: every sampled id must still
+    be a symbol of the vocabulary, not a read past the end of the table."""
+    from charlstm.sampling import Sampler
+    cfg = ModelConfig(cell="irnn", hidden=16, layers=1, vocab_size=5)
+    m = Model(cfg, np.float32).init(np.random.default_rng(0))
+    m.flat[:] = np.nan
+    text = Sampler(m, "abcde").text("ab", 50, rng_seed=0, temperature=0.8)
+    assert len(text) == 50 and set(text) <= set("abcde")
