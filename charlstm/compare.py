@@ -163,6 +163,8 @@ def run_compare(text, cells, mcfg: ModelConfig, tcfg: TrainConfig, *, match_para
     out_dir = out_dir or os.path.join("checkpoints", "compare-" + time.strftime("%Y%m%d-%H%M%S"))
     os.makedirs(out_dir, exist_ok=True)
     target = n_params(replace(mcfg, cell="lstm", vocab_size=corpus.V))
+    n_jobs = jobs or (2 if len(cells) > 1 and (os.cpu_count() or 1) >= 2 else 1)
+    threads = max(1, (os.cpu_count() or 1) // n_jobs)      # each model's share of the cores
     jobs_list = []
     for k, cell in enumerate(cells):
         cfg = replace(mcfg, cell=cell, vocab_size=corpus.V)
@@ -172,10 +174,7 @@ def run_compare(text, cells, mcfg: ModelConfig, tcfg: TrainConfig, *, match_para
             text=text, model=asdict(cfg), train=asdict(tcfg), seed=seed, length=length,
             out=os.path.join(out_dir, f"{cell}.npz"), progress=progress, position=k,
             recall_passages=5, recall_prime=100, recall_chars=recall_chars,
-            flow_T=tcfg.seq_len))
-    n_jobs = jobs or (2 if len(cells) > 1 and (os.cpu_count() or 1) >= 2 else 1)
-    for job in jobs_list:            # the cores are shared out: one model's threads each
-        job["threads"] = max(1, (os.cpu_count() or 1) // n_jobs)
+            flow_T=tcfg.seq_len, threads=threads))
     budget = (f"{tcfg.steps} steps" if tcfg.steps else f"{tcfg.minutes:g} minutes"
               if tcfg.minutes else f"{tcfg.epochs:g} epochs")
     log(f"training {len(cells)} models ({budget} each), {n_jobs} at a time"

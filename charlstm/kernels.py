@@ -231,7 +231,8 @@ def matmul_panels(A, Wp, C, p0, p1):
     M, N = C.shape
     NR = Wp.shape[2]
     nblk = (M + MR - 1) // MR
-    edge = np.empty((MR, NR), C.dtype)            # the last panel, if N is not a multiple
+    partial = p1 * NR > N                         # the last panel is cut short:
+    edge = np.empty((MR, NR if partial else 0), C.dtype)   # computed here, then copied
     for p in range(p0, p1):
         full = (p + 1) * NR <= N
         r = 0

@@ -25,10 +25,8 @@ class Sampler:
         self.hs = np.zeros((2, 1, H), model.dtype)              # shared with the helper
         self.gh = np.zeros((1, model.cell.gates * H), model.dtype)
         self.threads = min(2, threads or os.cpu_count() or 1)
-        if self.threads > 1:         # compile (or load) the helper here, so that a
-            stop = np.zeros(8, np.int64)       # failure shows now, not as a thread
-            stop[3] = 1                        # that never answers
-            K.product_helper(stop, self.hs[0], self.Wp, self.gh)
+        if self.threads > 1:         # compile (or load) the helper here, so that a failure
+            K.product_helper(self._sync(stop=True), self.hs[0], self.Wp, self.gh)  # shows now
 
     @classmethod
     def from_checkpoint(cls, path: str) -> "Sampler":
@@ -39,8 +37,7 @@ class Sampler:
         """kernels.generate: feed `prime` (token ids), then write len(out) sampled
         ids into out; h, c (L, 1, H) carry the state and are updated."""
         m = self.model
-        sync = np.zeros(8, np.int64)
-        sync[4] = self.threads
+        sync = self._sync()
         helper = None
         if self.threads > 1:
             helper = threading.Thread(target=K.product_helper,
@@ -53,6 +50,13 @@ class Sampler:
             sync[3] = 1                                          # the helper stops
             if helper is not None:
                 helper.join()
+
+    def _sync(self, stop: bool = False) -> np.ndarray:
+        """The array the sampling thread and its helper meet through (layout in
+        kernels.shared_product)."""
+        sync = np.zeros(8, np.int64)
+        sync[3], sync[4] = stop, self.threads
+        return sync
 
     def stream(self, seed: str, length: int, temperature: float = 1.0, top_k: int = 0,
                greedy: bool = False, rng_seed: int | None = None, chunk: int = 256):

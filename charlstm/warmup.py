@@ -31,7 +31,4 @@ def run(cells) -> None:
         hs, cs = m.zero_state(1)
         out = np.empty(2, np.int64)
         prime = np.zeros(1, np.int64)
-        Sampler(m, threads=1).generate(out, prime, np.zeros(2), hs, cs)
-        sync = np.array([0, 0, 0, 1, 2, 0, 0, 0], np.int64)     # compile; stop at once
-        K.product_helper(sync, np.zeros((1, 4), np.float32), m.sampling_packs(),
-                         np.zeros((1, 16), np.float32))
+        Sampler(m, threads=2).generate(out, prime, np.zeros(2), hs, cs)   # with the helper
