@@ -10,7 +10,7 @@ import time
 
 import click
 
-from .config import CELL_NAMES, DEFAULT_MINUTES, ModelConfig, TrainConfig
+from .config import AUTO_EVAL_MIN_STEPS, CELL_NAMES, DEFAULT_MINUTES, ModelConfig, TrainConfig
 from .errors import CharlstmError
 
 M, TR = ModelConfig(), TrainConfig()
@@ -75,8 +75,10 @@ def model_options(f):
         click.option("--minutes", type=FloatRange(0, min_open=True), default=None,
                      help=f"Budget: wall-clock minutes [default: {DEFAULT_MINUTES:g} when no "
                           "budget is given]."),
-        click.option("--eval-every", type=click.IntRange(1), default=TR.eval_every,
-                     show_default=True, help="Steps between validation passes and checkpoints."),
+        click.option("--eval-every", type=click.IntRange(0), default=TR.eval_every,
+                     show_default=True,
+                     help="Steps between validation passes and checkpoints; 0: at least "
+                          f"{AUTO_EVAL_MIN_STEPS} steps apart and at most ~5% of the time."),
     ]
     for opt in reversed(opts):
         f = opt(f)

@@ -38,12 +38,15 @@ class TrainConfig:
     epochs: float = 0.0         # budget: exactly one of epochs, steps, minutes is > 0
     steps: int = 0
     minutes: float = 0.0
-    eval_every: int = 200       # steps between validation passes (and checkpoints)
+    eval_every: int = 0         # steps between validation passes (and checkpoints);
+                                # 0: automatic, keeping validation to ~5% of the time
     eval_chars: int = 0         # validate on the first this many held-out chars (0: all)
     dtype: str = "float32"
 
 
 DEFAULT_MINUTES = 12.0          # the budget when none is given
+AUTO_EVAL_MIN_STEPS = 100       # eval_every=0: validate at most this often...
+AUTO_EVAL_SHARE = 0.05          # ...and spend about this share of the time on it
 
 
 def from_dict(cls, d: dict):

@@ -34,12 +34,17 @@ def _net(cell, V, H, L):
 
 
 class TorchTrainer:
-    def __init__(self, cell, V, H, L, B, T, lr=2e-3, clip=5.0, threads=2, seed=0, dropout=0.0):
+    def __init__(self, cell, V, H, L, B, T, lr=2e-3, clip=5.0, threads=2, seed=0, dropout=0.0,
+                 forget_bias=0.0):
         import torch
         torch.set_num_threads(threads)
         torch.manual_seed(seed)
         self.torch = torch
         self.rnn, self.out = _net(cell, V, H, L)
+        if forget_bias and cell == "lstm":           # gate order i, f, g, o: as charlstm's init
+            with torch.no_grad():
+                for l in range(L):
+                    getattr(self.rnn, f"bias_ih_l{l}")[H:2 * H] += forget_bias
         if dropout:
             self.rnn.dropout = dropout
         self.params = list(self.rnn.parameters()) + list(self.out.parameters())
@@ -94,30 +99,39 @@ class TorchTrainer:
         return out
 
 
-def quality(path: str, minutes: float, H=512, L=1, B=32, T=100, lr=2e-3, eval_every=100,
+def quality(path: str, minutes: float, H=512, L=1, B=32, T=100, lr=2e-3, forget_bias=0.0,
             threads=2, log=print) -> dict:
     """Train the PyTorch LSTM for `minutes` of wall time on FILE (last 10% held
-    out), evaluating every `eval_every` steps; the clock includes evaluation."""
+    out); the clock includes evaluation, which follows charlstm train's
+    automatic rule (at least AUTO_EVAL_MIN_STEPS steps apart, about
+    AUTO_EVAL_SHARE of the time)."""
+    from .config import AUTO_EVAL_MIN_STEPS, AUTO_EVAL_SHARE
     from .data import Batches, load_corpus
     c = load_corpus(path, 0.1)
-    tr = TorchTrainer("lstm", c.V, H, L, B, T, lr=lr, threads=threads)
+    tr = TorchTrainer("lstm", c.V, H, L, B, T, lr=lr, threads=threads, forget_bias=forget_bias)
     batches = Batches(c.train, B, T)
     t0, step, k, hist = time.perf_counter(), 0, 0, []
+    last_step, last_t, cost = 0, t0, 0.0
     while time.perf_counter() - t0 < 60 * minutes:
         x, y = batches.get(k)
         tr.step(x, y)
         step, k = step + 1, (k + 1) % batches.n
         if k == 0:
             tr.state = None
-        if step % eval_every == 0:
+        now = time.perf_counter()
+        if (step - last_step >= AUTO_EVAL_MIN_STEPS
+                and now - last_t >= cost * (1 / AUTO_EVAL_SHARE - 1)):
             v = tr.evaluate(c.val, T, B)
-            hist.append([step, time.perf_counter() - t0, v])
+            last_step, last_t = step, time.perf_counter()
+            cost = last_t - now
+            hist.append([step, last_t - t0, v])
             log(f"torch step {step} {hist[-1][1]:.0f}s val {v:.4f}")
     v = tr.evaluate(c.val, T, B)
     hist.append([step, time.perf_counter() - t0, v])
     best = min(h[2] for h in hist)
     return {"final_val": v, "best_val": best, "steps": step, "history": hist,
-            "settings": dict(H=H, L=L, B=B, T=T, lr=lr, clip=5.0, dropout=0.0)}
+            "settings": dict(H=H, L=L, B=B, T=T, lr=lr, clip=5.0, dropout=0.0,
+                             forget_bias=forget_bias)}
 
 
 if __name__ == "__main__":
@@ -129,12 +143,15 @@ if __name__ == "__main__":
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--forget-bias", type=float, default=0.0,
+                    help="added to the forget-gate bias at init (charlstm's default is 1.0)")
     ap.add_argument("--json", default=None, help="write the result here")
     a = ap.parse_args()
     if not available():
         sys.exit("PyTorch is not installed: pip install torch==2.13.0")
-    r = quality(a.file, a.minutes, H=a.hidden, B=a.batch_size, lr=a.lr)
-    print(f"PyTorch LSTM 1x{a.hidden} B={a.batch_size}: final val {r['final_val']:.4f}, "
+    r = quality(a.file, a.minutes, H=a.hidden, B=a.batch_size, lr=a.lr,
+                forget_bias=a.forget_bias)
+    print(f"PyTorch LSTM 1x{a.hidden} B={a.batch_size} forget bias {a.forget_bias:+g}: final val {r['final_val']:.4f}, "
           f"best {r['best_val']:.4f} nats/char ({r['best_val'] / math.log(2):.3f} bits) "
           f"after {r['steps']} steps")
     if a.json:

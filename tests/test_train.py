@@ -118,3 +118,27 @@ def tiny_text(tmp_path):
     rng = np.random.default_rng(0)
     p.write_text("".join(rng.choice(list("abcde fgh\n"), 3000)), encoding="utf-8")
     return str(p)
+
+
+def test_automatic_validation_schedule(tmp_path, tiny_text, monkeypatch):
+    """eval_every=0: validation waits AUTO_EVAL_MIN_STEPS steps, then as long as
+    it takes for its cost to stay near AUTO_EVAL_SHARE of the training time."""
+    from charlstm import train
+    mc = ModelConfig(hidden=8)
+    tc = TrainConfig(seq_len=4, batch_size=2, steps=400, eval_every=0, val_frac=0.3)
+    tr = Trainer(tiny_text, mc, tc, str(tmp_path / "a.npz"), progress=False, log=lambda m: None)
+    clock = {"t": 0.0}
+    monkeypatch.setattr(train.time, "perf_counter", lambda: clock["t"])
+    step, evaluate = tr.step, tr.evaluate
+
+    def step_1s():                      # every step takes 1 s of the fake clock
+        clock["t"] += 1.0
+        return step()
+
+    def evaluate_10s(*a):               # and a validation pass 10 s
+        clock["t"] += 10.0
+        return evaluate(*a)
+    tr.step, tr.evaluate = step_1s, evaluate_10s
+    tr.run()
+    # after 100 steps; then after 10 s / 0.05 - 10 s = 190 s of training; then at the end
+    assert [int(r[0]) for r in tr.hist_val] == [100, 290, 400]
