@@ -290,20 +290,29 @@ class Replicas:
         self.grads = [model.grad] + [np.zeros_like(model.grad) for _ in range(W - 1)]
         self.g = [views(buf, model.layout) for buf in self.grads]
         self.packs = None                # packed Wh, made once per call for all workers
+        self.masks = [[np.empty((T, hi - lo, model.cfg.hidden), model.dtype)
+                       for _ in range(model.cfg.layers)] if model.cfg.dropout > 0 else None
+                      for lo, hi in self.parts]
         self.pool = ThreadPoolExecutor(W) if W > 1 else None
 
-    def loss(self, tokens, targets, h0, c0, masks=None, grad=True):
+    def loss(self, tokens, targets, h0, c0, dropout_key=None, grad=True):
         """Mean loss over the batch; with grad, leaves the gradient in model.grad
-        (zeroed here first: the one place gradients are zeroed).
-        Returns (loss, h_T, c_T)."""
+        (zeroed here first: the one place gradients are zeroed). With a
+        dropout_key (an int, new for every step), each worker makes its
+        streams' dropout masks (kernels.dropout_mask). Returns (loss, h_T, c_T)."""
         n = tokens.size
         self.packs = self.model.packed_Wh(self.packs, backward=grad)
+        keep = 1.0 - self.model.cfg.dropout
 
         def part(k):
             lo, hi = self.parts[k]
             if grad:
                 self.grads[k][:] = 0
-            mk = None if masks is None else [np.ascontiguousarray(mm[:, lo:hi]) for mm in masks]
+            mk = None
+            if dropout_key is not None and keep < 1:
+                mk = self.masks[k]
+                for l, mask in enumerate(mk):
+                    K.dropout_mask(mask, np.uint64((dropout_key + l) % 2 ** 64), lo, keep)
             return self.model.loss(self.ws[k], tokens[:, lo:hi], targets[:, lo:hi],
                                    h0[:, lo:hi], c0[:, lo:hi], mk, grad, self.g[k], n,
                                    self.packs)

@@ -4,7 +4,8 @@ Written as PyTorch users write it: nn.LSTM / nn.GRU / nn.RNN + Linear +
 cross-entropy + Adam + clip_grad_norm_, one-hot input, hidden state carried
 (detached) across batches, and sampling one character per Python step.
 
-    python -m charlstm.rival quality FILE --minutes 10    # the quality-per-minute run
+    python -m charlstm.rival quality FILE --minutes 10          # the reference recipe
+    python -m charlstm.rival quality FILE --minutes 10 --ours   # charlstm train's defaults
 """
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ class TorchTrainer:
         torch.manual_seed(seed)
         self.torch = torch
         self.rnn, self.out = _net(cell, V, H, L)
+        # charlstm's dropout: between layers (nn.LSTM's own) and before the output layer
+        self.drop = torch.nn.Dropout(dropout) if dropout else None
         if forget_bias and cell == "lstm":           # gate order i, f, g, o: as charlstm's init
             with torch.no_grad():
                 for l in range(L):
@@ -53,14 +56,17 @@ class TorchTrainer:
         self.state = None
         self.eye = torch.eye(V)
 
-    def step(self, x, y) -> float:
-        """x, y: (T, B) int64 arrays."""
+    def step(self, x, y, lr=None) -> float:
+        """x, y: (T, B) int64 arrays; lr: this step's learning rate (default: as set)."""
         torch = self.torch
         self.rnn.train()
+        if lr is not None:
+            for group in self.opt.param_groups:
+                group["lr"] = lr
         xs = self.eye[torch.from_numpy(np.ascontiguousarray(x, np.int64))]   # one-hot (T, B, V)
         out, state = self.rnn(xs, self.state)
         self.state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
-        logits = self.out(out)
+        logits = self.out(out if self.drop is None else self.drop(out))
         loss = torch.nn.functional.cross_entropy(
             logits.reshape(-1, self.V), torch.from_numpy(np.ascontiguousarray(y, np.int64)).reshape(-1))
         self.opt.zero_grad(set_to_none=True)
@@ -99,22 +105,26 @@ class TorchTrainer:
         return out
 
 
-def quality(path: str, minutes: float, H=512, L=1, B=32, T=100, lr=2e-3, forget_bias=0.0,
-            threads=2, log=print) -> dict:
+def quality(path: str, minutes: float, H=512, L=1, B=32, T=100, lr=2e-3, schedule="constant",
+            dropout=0.0, forget_bias=0.0, threads=2, log=print) -> dict:
     """Train the PyTorch LSTM for `minutes` of wall time on FILE (last 10% held
     out); the clock includes evaluation, which follows charlstm train's
     automatic rule (at least AUTO_EVAL_MIN_STEPS steps apart, about
-    AUTO_EVAL_SHARE of the time)."""
-    from .config import AUTO_EVAL_MIN_STEPS, AUTO_EVAL_SHARE
+    AUTO_EVAL_SHARE of the time). schedule="cosine" decays lr over the
+    minutes as charlstm train does (train.lr_at)."""
+    from .config import AUTO_EVAL_MIN_STEPS, AUTO_EVAL_SHARE, TrainConfig
     from .data import Batches, load_corpus
+    from .train import lr_at
     c = load_corpus(path, 0.1)
-    tr = TorchTrainer("lstm", c.V, H, L, B, T, lr=lr, threads=threads, forget_bias=forget_bias)
+    tr = TorchTrainer("lstm", c.V, H, L, B, T, lr=lr, threads=threads, dropout=dropout,
+                      forget_bias=forget_bias)
+    sched = TrainConfig(lr=lr, schedule=schedule, minutes=minutes)
     batches = Batches(c.train, B, T)
     t0, step, k, hist = time.perf_counter(), 0, 0, []
     last_step, last_t, cost = 0, t0, 0.0
     while time.perf_counter() - t0 < 60 * minutes:
         x, y = batches.get(k)
-        tr.step(x, y)
+        tr.step(x, y, lr_at(sched, step, (time.perf_counter() - t0) / (60 * minutes)))
         step, k = step + 1, (k + 1) % batches.n
         if k == 0:
             tr.state = None
@@ -130,8 +140,8 @@ def quality(path: str, minutes: float, H=512, L=1, B=32, T=100, lr=2e-3, forget_
     hist.append([step, time.perf_counter() - t0, v])
     best = min(h[2] for h in hist)
     return {"final_val": v, "best_val": best, "steps": step, "history": hist,
-            "settings": dict(H=H, L=L, B=B, T=T, lr=lr, clip=5.0, dropout=0.0,
-                             forget_bias=forget_bias)}
+            "settings": dict(H=H, L=L, B=B, T=T, lr=lr, schedule=schedule, clip=5.0,
+                             dropout=dropout, forget_bias=forget_bias)}
 
 
 if __name__ == "__main__":
@@ -140,18 +150,31 @@ if __name__ == "__main__":
     ap.add_argument("what", choices=["quality"])
     ap.add_argument("file")
     ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--ours", action="store_true",
+                    help="charlstm train's default model and recipe (size, batch, learning "
+                         "rate and schedule, dropout, forget-gate bias) instead of the "
+                         "reference recipe below")
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--seq-len", type=int, default=100)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
+    ap.add_argument("--dropout", type=float, default=0.0)
     ap.add_argument("--forget-bias", type=float, default=0.0,
-                    help="added to the forget-gate bias at init (charlstm's default is 1.0)")
+                    help="added to the forget-gate bias at init")
     ap.add_argument("--json", default=None, help="write the result here")
     a = ap.parse_args()
     if not available():
         sys.exit("PyTorch is not installed: pip install torch==2.13.0")
-    r = quality(a.file, a.minutes, H=a.hidden, B=a.batch_size, lr=a.lr,
-                forget_bias=a.forget_bias)
-    print(f"PyTorch LSTM 1x{a.hidden} B={a.batch_size} forget bias {a.forget_bias:+g}: final val {r['final_val']:.4f}, "
+    kw = dict(H=a.hidden, B=a.batch_size, T=a.seq_len, lr=a.lr, schedule=a.schedule,
+              dropout=a.dropout, forget_bias=a.forget_bias)
+    if a.ours:
+        from .config import ModelConfig, TrainConfig
+        mc, tc = ModelConfig(), TrainConfig()
+        kw = dict(H=mc.hidden, L=mc.layers, B=tc.batch_size, T=tc.seq_len, lr=tc.lr,
+                  schedule=tc.schedule, dropout=mc.dropout, forget_bias=mc.forget_bias)
+    r = quality(a.file, a.minutes, **kw)
+    print(f"PyTorch LSTM, {r['settings']}: final val {r['final_val']:.4f}, "
           f"best {r['best_val']:.4f} nats/char ({r['best_val'] / math.log(2):.3f} bits) "
           f"after {r['steps']} steps")
     if a.json:

@@ -137,8 +137,8 @@ class Trainer:
     def step(self) -> float:
         cfg, s, model = self.cfg, self.state, self.model
         x, y = self.batches.get(s["batch"])
-        masks = self._masks()
-        loss, h, c = self.replicas.loss(x, y, self.h, self.c, masks)   # zeroes, then fills grad
+        loss, h, c = self.replicas.loss(x, y, self.h, self.c,     # zeroes, then fills grad
+                                        self._dropout_key())
         g = model.grad
         with np.errstate(over="ignore", invalid="ignore"):
             norm = float(np.sqrt(np.dot(g, g)))             # recorded before clipping
@@ -164,14 +164,12 @@ class Trainer:
             self.h, self.c = model.zero_state(cfg.batch_size)
         return loss
 
-    def _masks(self):
-        p = self.model.cfg.dropout
-        if p <= 0:
+    def _dropout_key(self) -> int | None:
+        """This step's dropout masks are a hash of (seed, step, layer, stream,
+        unit): see kernels.dropout_mask. Resuming at a step gives its masks."""
+        if self.model.cfg.dropout <= 0:
             return None
-        T, B, H = self.cfg.seq_len, self.cfg.batch_size, self.model.cfg.hidden
-        keep = np.float32(1 - p)
-        return [(self.rng.random((T, B, H), np.float32) < keep) / keep
-                for _ in range(self.model.cfg.layers)]
+        return (self.cfg.rng_seed * 0x9E3779B97F4A7C15 + self.state["step"] * 256) % 2 ** 64
 
     def evaluate(self, ids: np.ndarray | None = None) -> float | None:
         """Mean loss (nats/char) over `ids` (default: the validation text), in

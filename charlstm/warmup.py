@@ -26,6 +26,7 @@ def run(cells) -> None:
         h, c = m.zero_state(2)
         masks = [np.ones((2, 2, 4), np.float32)] * 2
         m.loss(ws, tok, tok, h, c, masks)
+        K.dropout_mask(masks[0], np.uint64(1), 0, 0.5)
         K.adam_update(m.flat, m.grad, m.grad.copy(), m.grad.copy(), 1e-3, 0.9, 0.999, 1e-8, 1)
         K.adagrad_update(m.flat, m.grad, m.grad.copy(), 1e-3, 1e-8)
         hs, cs = m.zero_state(1)

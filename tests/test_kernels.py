@@ -102,9 +102,12 @@ def test_embed_backward_is_a_scatter_add():
     np.testing.assert_allclose(dW, ref, atol=1e-12)
 
 
-def test_workers_split_streams_without_changing_the_result():
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_workers_split_streams_without_changing_the_result(dropout):
+    """Also with dropout: each worker makes its own streams' masks, the same
+    as one worker makes for all."""
     from charlstm.model import Replicas
-    cfg = ModelConfig(cell="lstm", hidden=16, layers=2, dropout=0.0, vocab_size=7)
+    cfg = ModelConfig(cell="lstm", hidden=16, layers=2, dropout=dropout, vocab_size=7)
     rng = np.random.default_rng(0)
     m = Model(cfg, np.float64).init(rng)
     T, B = 6, 5
@@ -113,7 +116,7 @@ def test_workers_split_streams_without_changing_the_result():
     out = []
     for W in (1, 3):
         r = Replicas(m, T, B, W)
-        loss, h, c = r.loss(x, y, h0, c0)
+        loss, h, c = r.loss(x, y, h0, c0, dropout_key=12345 if dropout else None)
         out.append((loss, m.grad.copy(), h, c))
     assert abs(out[0][0] - out[1][0]) < 1e-12
     for a, b in zip(out[0][1:], out[1][1:]):
@@ -189,3 +192,24 @@ def test_sampling_from_a_broken_model_stays_in_the_vocabulary():
     m.flat[:] = np.nan
     text = Sampler(m, "abcde").text("ab", 50, rng_seed=0, temperature=0.8)
     assert len(text) == 50 and set(text) <= set("abcde")
+
+
+def test_dropout_mask():
+    """Kept units are 1/keep, dropped ones 0, at the rate asked; a part of the
+    batch made apart (a worker's) equals that part of the whole; another key
+    gives an independent mask; neighbours are uncorrelated."""
+    keep = 0.7
+    whole = np.empty((50, 12, 200), np.float32)
+    K.dropout_mask(whole, np.uint64(99), 0, keep)
+    assert set(np.unique(whole)) == {0.0, np.float32(1 / keep)}
+    assert abs((whole > 0).mean() - keep) < 0.01
+    part = np.empty((50, 5, 200), np.float32)
+    K.dropout_mask(part, np.uint64(99), 4, keep)
+    np.testing.assert_array_equal(part, whole[:, 4:9])
+    other = np.empty_like(whole)
+    K.dropout_mask(other, np.uint64(100), 0, keep)
+    both = ((whole > 0) & (other > 0)).mean()
+    assert abs(both - keep * keep) < 0.01
+    a = (whole > 0).astype(float)
+    for x, y in [(a[1:], a[:-1]), (a[:, 1:], a[:, :-1]), (a[:, :, 1:], a[:, :, :-1])]:
+        assert abs(np.corrcoef(x.ravel(), y.ravel())[0, 1]) < 0.02
