@@ -179,3 +179,24 @@ def test_divergence_is_reported_and_the_last_finite_model_kept(tmp_path, text):
     from charlstm import checkpoint as ckpt
     ck = ckpt.load(out)
     assert all(np.isfinite(v).all() for v in ck.params.values())
+
+
+def test_compile_notice_follows_the_kernels_source(tmp_path):
+    """The 'compiling' notice is shown unless Numba's cache holds kernels built
+    from this very kernels.py (after an edit or upgrade the old index files
+    remain, and Numba recompiles)."""
+    import hashlib
+    import pickle
+    from importlib import metadata
+
+    from charlstm.warmup import is_cached
+    (tmp_path / "kernels.py").write_text("x = 1\n")
+    cache = tmp_path / "__pycache__"
+    cache.mkdir()
+    for i in range(10):
+        with open(cache / f"kernels.f-{i}.py311.nbi", "wb") as f:
+            pickle.dump(metadata.version("numba"), f)
+            f.write(pickle.dumps((hashlib.sha256(b"x = 1\n").digest(), {})))
+    assert is_cached(str(tmp_path))
+    (tmp_path / "kernels.py").write_text("x = 2\n")
+    assert not is_cached(str(tmp_path))
