@@ -7,8 +7,9 @@ CORPUS := data/shakespeare.txt
 CORPUS_SHA256 := 04decea0dd965df5e6cfc4a538b0c62623aaa3bfd848ac7fad6734e59c96624d
 SEED ?= By this
 MINUTES ?= 2
+QUALITY_TEXT ?= ../shared/data/tinyshakespeare.txt
 
-.PHONY: install data train sample compare test bench clean-cache clean
+.PHONY: install data train sample compare test bench quality clean-cache clean
 
 install: $(VENV)/.installed
 
@@ -47,6 +48,16 @@ test: install
 
 bench: install
 	$(CHARLSTM) bench
+
+# Quality per CPU minute (needs PyTorch: pip install torch==2.13.0): 10 minutes each
+# of charlstm's defaults, PyTorch with the same recipe, PyTorch's reference recipe.
+quality: install
+	mkdir -p checkpoints/quality
+	$(CHARLSTM) train $(QUALITY_TEXT) --minutes 10 --out checkpoints/quality/charlstm.npz
+	$(PY) -m charlstm.rival quality $(QUALITY_TEXT) --minutes 10 --ours \
+		--json checkpoints/quality/pytorch-same-recipe.json
+	$(PY) -m charlstm.rival quality $(QUALITY_TEXT) --minutes 10 \
+		--json checkpoints/quality/pytorch-reference.json
 
 # Numba's cache of compiled kernels (rebuilt on the next run).
 clean-cache:
