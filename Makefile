@@ -52,6 +52,8 @@ bench: install
 # Quality per CPU minute (needs PyTorch: pip install torch==2.13.0): 10 minutes each
 # of charlstm's defaults, PyTorch with the same recipe, PyTorch's reference recipe.
 quality: install
+	@$(PY) -c "import torch" 2>/dev/null || { echo "error: make quality needs PyTorch;" \
+		"install it with: $(PY) -m pip install torch==2.13.0" >&2; exit 1; }
 	mkdir -p checkpoints/quality
 	$(CHARLSTM) train $(QUALITY_TEXT) --minutes 10 --out checkpoints/quality/charlstm.npz
 	$(PY) -m charlstm.rival quality $(QUALITY_TEXT) --minutes 10 --ours \
