@@ -308,11 +308,9 @@ class Replicas:
             lo, hi = self.parts[k]
             if grad:
                 self.grads[k][:] = 0
-            mk = None
-            if dropout_key is not None and keep < 1:
-                mk = self.masks[k]
-                for l, mask in enumerate(mk):
-                    K.dropout_mask(mask, np.uint64((dropout_key + l) % 2 ** 64), lo, keep)
+            mk = None if dropout_key is None else self.masks[k]   # None without dropout
+            for l, mask in enumerate(mk or []):
+                K.dropout_mask(mask, np.uint64((dropout_key + l) % 2 ** 64), lo, keep)
             return self.model.loss(self.ws[k], tokens[:, lo:hi], targets[:, lo:hi],
                                    h0[:, lo:hi], c0[:, lo:hi], mk, grad, self.g[k], n,
                                    self.packs)

@@ -109,12 +109,11 @@ def quality(path: str, minutes: float, H=512, L=1, B=32, T=100, lr=2e-3, schedul
             dropout=0.0, forget_bias=0.0, threads=2, log=print) -> dict:
     """Train the PyTorch LSTM for `minutes` of wall time on FILE (last 10% held
     out); the clock includes evaluation, which follows charlstm train's
-    automatic rule (at least AUTO_EVAL_MIN_STEPS steps apart, about
-    AUTO_EVAL_SHARE of the time). schedule="cosine" decays lr over the
+    automatic rule (train.auto_eval_due). schedule="cosine" decays lr over the
     minutes as charlstm train does (train.lr_at)."""
-    from .config import AUTO_EVAL_MIN_STEPS, AUTO_EVAL_SHARE, TrainConfig
+    from .config import TrainConfig
     from .data import Batches, load_corpus
-    from .train import lr_at
+    from .train import auto_eval_due, lr_at
     c = load_corpus(path, 0.1)
     tr = TorchTrainer("lstm", c.V, H, L, B, T, lr=lr, threads=threads, dropout=dropout,
                       forget_bias=forget_bias)
@@ -129,8 +128,7 @@ def quality(path: str, minutes: float, H=512, L=1, B=32, T=100, lr=2e-3, schedul
         if k == 0:
             tr.state = None
         now = time.perf_counter()
-        if (step - last_step >= AUTO_EVAL_MIN_STEPS
-                and now - last_t >= cost * (1 / AUTO_EVAL_SHARE - 1)):
+        if auto_eval_due(step - last_step, now - last_t, cost):
             v = tr.evaluate(c.val, T, B)
             last_step, last_t = step, time.perf_counter()
             cost = last_t - now

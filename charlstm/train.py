@@ -38,6 +38,14 @@ def best_path(out: str) -> str:
     return root + ".best.npz"
 
 
+def auto_eval_due(steps_since: int, seconds_since: float, last_cost: float) -> bool:
+    """The automatic validation schedule (eval_every=0): at least
+    AUTO_EVAL_MIN_STEPS steps since the last pass, and enough time that the
+    last pass's cost stays near AUTO_EVAL_SHARE of the whole."""
+    return (steps_since >= AUTO_EVAL_MIN_STEPS
+            and seconds_since >= last_cost * (1 / AUTO_EVAL_SHARE - 1))
+
+
 def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
     """Linear warm-up, then constant or cosine decay to lr·min_lr_frac at the
     end of the budget (progress in [0, 1])."""
@@ -262,16 +270,14 @@ class Trainer:
                       diverged)
 
     def _eval_due(self) -> bool:
-        """Every eval_every steps; or, with 0, once AUTO_EVAL_MIN_STEPS steps and
-        enough training time have passed that the last pass's cost stays near
-        AUTO_EVAL_SHARE of the time (a 500k-character validation text then
-        costs ~4% of a run, not ~25% as every 200 steps did)."""
+        """Every eval_every steps; or, with 0, by auto_eval_due on the training
+        time (a 500k-character validation text then costs ~4% of a run, not
+        ~25% as every 200 steps did)."""
         s, every = self.state, self.cfg.eval_every
         if every:
             return s["step"] % every == 0
         step, train_time, cost = self._last_eval
-        return (s["step"] - step >= AUTO_EVAL_MIN_STEPS
-                and s["train_time"] - train_time >= cost * (1 / AUTO_EVAL_SHARE - 1))
+        return auto_eval_due(s["step"] - step, s["train_time"] - train_time, cost)
 
     def _budget_spent(self) -> bool:
         s, c = self.state, self.cfg
