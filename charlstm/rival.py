@@ -91,18 +91,49 @@ class TorchTrainer:
                     logits.reshape(-1, self.V), torch.from_numpy(win[1:].astype(np.int64)).reshape(-1)))
         return total / n
 
-    def sample(self, n: int, temperature=1.0) -> list[int]:
-        """One character per Python step, as users write it."""
+    def sample(self, n: int, temperature=1.0, loop="cell") -> list[int]:
+        """One character per Python step, as users write it, in one of two ways:
+        loop="module" calls the nn.LSTM module itself once per character;
+        loop="cell" runs nn.LSTMCell copies of its layers (the same weights).
+        Measured here at 1x512, the cell loop is the faster (nn.LSTM's oneDNN
+        path costs ~0.9 ms per one-step call, LSTMCell ~0.2 ms)."""
         torch = self.torch
         self.rnn.eval()
+        step = self._module_step if loop == "module" else self._cell_step()
         idx, state, out = 0, None, []
         with torch.no_grad():
             for _ in range(n):
-                o, state = self.rnn(self.eye[idx].view(1, 1, -1), state)
-                p = torch.softmax(self.out(o[0, 0]) / temperature, dim=-1)
+                h, state = step(self.eye[idx].view(1, -1), state)
+                p = torch.softmax(self.out(h[0]) / temperature, dim=-1)
                 idx = int(torch.multinomial(p, 1))
                 out.append(idx)
         return out
+
+    def _module_step(self, x, state):
+        o, state = self.rnn(x.view(1, 1, -1), state)
+        return o[0], state
+
+    def _cell_step(self):
+        nn, rnn, L = self.torch.nn, self.rnn, self.L
+        make = {"lstm": nn.LSTMCell, "gru": nn.GRUCell}.get(self.cell)
+        cells = []
+        for l in range(L):
+            d = self.V if l == 0 else self.H
+            c = (make(d, self.H) if make else
+                 nn.RNNCell(d, self.H, nonlinearity="relu" if self.cell == "irnn" else "tanh"))
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(c, name).data = getattr(rnn, f"{name}_l{l}").data
+            cells.append(c.eval())
+
+        def step(x, state):
+            state = state or [None] * L
+            new = []
+            for l, c in enumerate(cells):
+                s = c(x, state[l])
+                new.append(s)
+                x = s[0] if isinstance(s, tuple) else s
+            return x, new
+        return step
 
 
 def quality(path: str, minutes: float, H=512, L=1, B=32, T=100, lr=2e-3, schedule="constant",

@@ -50,3 +50,19 @@ def test_training_matches_pytorch_step_by_step(cell):
         # float32 rounding (and our rational tanh) drift apart slowly through the
         # chaotic dynamics; a real difference shows in the first steps
         assert abs(a - b) < (2e-5 if k < 5 else 3e-3), (k, a, b)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_pytorch_sampling_loops_agree(cell):
+    """The bench's two PyTorch sampling loops (nn.LSTMCell copies of the layers,
+    and the module called per character) compute the same states."""
+    from charlstm.rival import TorchTrainer
+    tr = TorchTrainer(cell, 11, 16, 2, 1, 1, threads=1)
+    cells, s1, s2 = tr._cell_step(), None, None
+    with torch.no_grad():
+        for idx in [3, 5, 7, 1, 0]:
+            x = tr.eye[idx].view(1, -1)
+            h1, s1 = tr._module_step(x, s1)
+            h2, s2 = cells(x, s2)
+            assert torch.allclose(h1, h2, atol=1e-6)
+    assert len(tr.sample(20, loop="cell")) == len(tr.sample(20, loop="module")) == 20
