@@ -107,6 +107,49 @@ def _sigmoid_impl(x):
     return lambda x: 0.5 + 0.5 * math.tanh(0.5 * x)
 
 
+def exp_(x):
+    """exp, vectorisable in float32 and exact in float64 (jitted code only)."""
+    return math.exp(x)
+
+
+@intrinsic
+def _f32_from_bits(typingctx, i):
+    """The float32 whose bit pattern is the int32 i."""
+    if not (isinstance(i, types.Integer) and i.bitwidth == 32):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(i), codegen
+
+
+@overload(exp_, jit_options=JIT)
+def _exp_impl(x):
+    """float32: Cephes' expf (max relative error ~2e-7): n = round(x / ln 2),
+    r = x − n ln 2 (in two parts), exp(r) by a degree-6 polynomial, times 2^n
+    made from its bits. Every step vectorises; math.exp is a scalar call."""
+    if isinstance(x, types.Float) and x.bitwidth == 32:
+        hi, lo = np.float32(88.0), np.float32(-87.3365478515625)      # 2^n stays finite
+        log2e, c1, c2 = (np.float32(1.44269504088896341), np.float32(0.693359375),
+                         np.float32(-2.12194440e-4))
+        p0, p1, p2 = np.float32(1.9875691500e-4), np.float32(1.3981999507e-3), np.float32(8.3334519073e-3)
+        p3, p4, p5 = np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.float32(5.0000001201e-1)
+        one, half = np.float32(1.0), np.float32(0.5)
+
+        def impl(x):
+            x = hi if x > hi else x
+            x = lo if x < lo else x
+            y = x * log2e                              # n = round(y), by truncation
+            k = np.int32(y + half) if y >= 0 else np.int32(y - half)   # (math.floor
+            n = np.float32(k)                          # does not vectorise)
+            r = x - n * c1 - n * c2
+            p = ((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5
+            p = p * r * r + r + one
+            return p * _f32_from_bits(np.int32((k + np.int32(127)) << np.int32(23)))
+        return impl
+    return lambda x: math.exp(x)
+
+
 # ---------------------------------------------------------------------------
 # The recurrent matrix product. Every cell computes h_{t-1} Whᵀ once per step
 # (Wh is (G, H), PyTorch's weight_hh layout), and its backward pass dxp_t Wh,
@@ -358,7 +401,9 @@ def lstm_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
     """dh = dy_t + dh_{t+1 → t}                      (seed 004: dv Wv + dh_next)
     dc = dh ⊙ o ⊙ (1 − tanh²c_t) + f_{t+1} ⊙ dc_{t+1}
     do = dh ⊙ tanh c_t,  df = dc ⊙ c_{t−1},  di = dc ⊙ c~,  dc~ = dc ⊙ i
-    each times its nonlinearity's slope gives dxp_t;  dh_{t−1} = dxp_t Wh"""
+    each times its nonlinearity's slope gives dxp_t;  dh_{t−1} = dxp_t Wh
+    Four passes per stream, each over a few arrays, which LLVM vectorises (one
+    pass over all of them does not vectorise: measured 2.5 times slower)."""
     T, B, G = xp.shape
     H = G // 4
     dh_next = dhs[T].copy()
@@ -374,16 +419,13 @@ def lstm_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
                 dh[j] = dyb[j] + dhn[j]
             for j in range(H):
                 tc = tanh_(c[j])
+                do[j] = dh[j] * tc * o[j] * (1 - o[j])
                 dc[j] = dcn[j] + dh[j] * o[j] * (1 - tc * tc)
             for j in range(H):
-                do[j] = dh[j] * tanh_(c[j]) * o[j] * (1 - o[j])
-            for j in range(H):
                 di[j] = dc[j] * g[j] * i[j] * (1 - i[j])
-            for j in range(H):
-                df[j] = dc[j] * c_prev[j] * f[j] * (1 - f[j])
-            for j in range(H):
                 dg[j] = dc[j] * i[j] * (1 - g[j] * g[j])
             for j in range(H):
+                df[j] = dc[j] * c_prev[j] * f[j] * (1 - f[j])
                 dcn[j] = dc[j] * f[j]
         matmul_packed(dxp[t], Wh_nn, dh_next)
     dhs[0] = dh_next
@@ -625,39 +667,41 @@ def embed_forward(xp, tokens, Wx, b):
 
 
 @njit(**JIT)
-def embed_backward(dWx, tokens, dxp):
-    """dWx[token[t, b]] += dxp[t, b], in a fixed order (deterministic).
-    dWx: (V, G), dxp: (T, B, G)"""
+def embed_backward(dWx, db, tokens, dxp):
+    """dWx[token[t, b]] += dxp[t, b] and db += dxp[t, b], in one pass in a fixed
+    order (deterministic). dWx: (V, G), db: (G,), dxp: (T, B, G)"""
     T, B, G = dxp.shape
     for t in range(T):
         for s in range(B):
             row, d = dWx[tokens[t, s]], dxp[t, s]
             for j in range(G):
                 row[j] += d[j]
+                db[j] += d[j]
 
 
 @njit(**JIT)
 def softmax_xent(dlogits, logits, targets, scale):
     """Softmax over the vocabulary and cross-entropy, fused.
     logits, dlogits: (N, V); targets: (N,). Returns sum_n -log p_n[target_n]
-    (in float64) and writes dlogits = scale * (p − onehot(target))."""
+    (in float64) and writes dlogits = scale * (p − onehot(target)).
+    A row's sums are in the logits' type, so that float32 rows vectorise."""
     N, V = logits.shape
     total = 0.0
     for n in range(N):
-        m = logits[n, 0]
+        x, d = logits[n], dlogits[n]
+        m = x[0]
         for v in range(1, V):
-            m = max(m, logits[n, v])
-        s = 0.0
+            m = max(m, x[v])
+        s = _as(0.0, x)
         for v in range(V):
-            e = math.exp(logits[n, v] - m)
-            dlogits[n, v] = e
-            s += e
+            d[v] = exp_(x[v] - m)
+            s += d[v]
         k = targets[n]
-        total += math.log(s) - (logits[n, k] - m)
-        inv = scale / s
+        total += math.log(s) - (x[k] - m)
+        inv = _as(scale, x) / s
         for v in range(V):
-            dlogits[n, v] *= inv
-        dlogits[n, k] -= scale
+            d[v] *= inv
+        d[k] -= scale
     return total
 
 
@@ -693,13 +737,27 @@ def dropout_mask(mask, key, b0, keep):
 
 @njit(**JIT)
 def adam_update(w, g, m, v, lr, beta1, beta2, eps, step):
-    """Adam on the flat parameter buffer: m, v share w's layout."""
-    c1 = 1.0 / (1.0 - beta1 ** step)
-    c2 = 1.0 / (1.0 - beta2 ** step)
+    """Adam on the flat parameter buffer: m, v share w's layout. The constants
+    are cast to w's type, so that float32 training runs in float32 (vectorised)."""
+    b1, b2 = _as(beta1, w), _as(beta2, w)
+    c1 = _as(lr / (1.0 - beta1 ** step), w)
+    c2 = _as(1.0 / (1.0 - beta2 ** step), w)
+    e, one = _as(eps, w), _as(1.0, w)
     for k in range(w.size):
-        m[k] = beta1 * m[k] + (1 - beta1) * g[k]
-        v[k] = beta2 * v[k] + (1 - beta2) * g[k] * g[k]
-        w[k] -= lr * (m[k] * c1) / (math.sqrt(v[k] * c2) + eps)
+        m[k] = b1 * m[k] + (one - b1) * g[k]
+        v[k] = b2 * v[k] + (one - b2) * g[k] * g[k]
+        w[k] -= c1 * m[k] / (math.sqrt(v[k] * c2) + e)
+
+
+def _as(x, a):
+    """x as a scalar of a's dtype (jitted code only)."""
+    return a.dtype.type(x)
+
+
+@overload(_as, jit_options=JIT)
+def _as_impl(x, a):
+    cast = np.float32 if a.dtype == types.float32 else np.float64
+    return lambda x, a: cast(x)
 
 
 @njit(**JIT)

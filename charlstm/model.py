@@ -194,12 +194,12 @@ class Model:
                                w["acts"], w["aux"], w["xp"], Wh_nn[l], self._ex(l))
             dxp = w["dxp"].reshape(T * B, -1)
             g[f"l{l}.Wh"] += w["dhp"].reshape(T * B, -1).T @ w["hs"][:-1].reshape(T * B, -1)
-            g[f"l{l}.b"] += dxp.sum(axis=0)
             if self.cell.n_extra:
                 self.cell.extra_grad(g[f"l{l}.ex"], w["dxp"], w["dhp"], w["hs"], w["cs"])
-            if l == 0:
-                K.embed_backward(g["l0.Wx"], ws.tokens, w["dxp"])
+            if l == 0:                                              # dWx and db
+                K.embed_backward(g["l0.Wx"], g["l0.b"], ws.tokens, w["dxp"])
             else:
+                g[f"l{l}.b"] += dxp.sum(axis=0)
                 below = ws.layers[l - 1]
                 g[f"l{l}.Wx"] += below["y"].reshape(T * B, -1).T @ dxp
                 dy = below["dy"]
