@@ -139,9 +139,9 @@ def _exp_impl(x):
         def impl(x):
             x = hi if x > hi else x
             x = lo if x < lo else x
-            y = x * log2e                              # n = round(y), by truncation
-            k = np.int32(y + half) if y >= 0 else np.int32(y - half)   # (math.floor
-            n = np.float32(k)                          # does not vectorise)
+            y = x * log2e           # k = y rounded to nearest, by truncation of
+            k = np.int32(y + half) if y >= 0 else np.int32(y - half)   # y ± 1/2
+            n = np.float32(k)       # (math.floor would not vectorise)
             r = x - n * c1 - n * c2
             p = ((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5
             p = p * r * r + r + one
