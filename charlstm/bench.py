@@ -236,7 +236,7 @@ def table(res) -> str:
               f"{'config':<20}{'ours':>10}{'PT cell':>10}{'PT module':>10}{'ours/PT':>9}"]
     for r in res["sample"]:
         lines.append(f"{'lstm %dx%d' % (r['layers'], r['hidden']):<20}{r['ours']:>10,.0f}"
-                     f"{f(r.get('torch_cell'), ',.0f'):>10}{f(r.get('torch_module'), ',.0f'):>10}"
+                     f"{f(r['torch_cell'], ',.0f'):>10}{f(r['torch_module'], ',.0f'):>10}"
                      f"{f(r['ratio'], '.1f'):>9}")
     lines.append(f"\nStart-up, cached `charlstm sample --length 1`: {res['startup_s']:.2f} s")
     if res.get("memory"):

@@ -107,6 +107,17 @@ def _sigmoid_impl(x):
     return lambda x: 0.5 + 0.5 * math.tanh(0.5 * x)
 
 
+def _as(x, a):
+    """x as a scalar of a's dtype (jitted code only)."""
+    return a.dtype.type(x)
+
+
+@overload(_as, jit_options=JIT)
+def _as_impl(x, a):
+    cast = np.float32 if a.dtype == types.float32 else np.float64
+    return lambda x, a: cast(x)
+
+
 def exp_(x):
     """exp, vectorisable in float32 and exact in float64 (jitted code only)."""
     return math.exp(x)
@@ -749,17 +760,6 @@ def adam_update(w, g, m, v, lr, beta1, beta2, eps, step):
         m[k] = b1 * m[k] + (one - b1) * g[k]
         v[k] = b2 * v[k] + (one - b2) * g[k] * g[k]
         w[k] -= c1 * m[k] / (math.sqrt(v[k] * c2) + e)
-
-
-def _as(x, a):
-    """x as a scalar of a's dtype (jitted code only)."""
-    return a.dtype.type(x)
-
-
-@overload(_as, jit_options=JIT)
-def _as_impl(x, a):
-    cast = np.float32 if a.dtype == types.float32 else np.float64
-    return lambda x, a: cast(x)
 
 
 @njit(**JIT)

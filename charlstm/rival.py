@@ -99,7 +99,7 @@ class TorchTrainer:
         path costs ~0.9 ms per one-step call, LSTMCell ~0.2 ms)."""
         torch = self.torch
         self.rnn.eval()
-        step = self._module_step if loop == "module" else self._cell_step()
+        step = self._module_step if loop == "module" else self._make_cell_step()
         idx, state, out = 0, None, []
         with torch.no_grad():
             for _ in range(n):
@@ -113,7 +113,7 @@ class TorchTrainer:
         o, state = self.rnn(x.view(1, 1, -1), state)
         return o[0], state
 
-    def _cell_step(self):
+    def _make_cell_step(self):
         nn, rnn, L = self.torch.nn, self.rnn, self.L
         make = {"lstm": nn.LSTMCell, "gru": nn.GRUCell}.get(self.cell)
         cells = []

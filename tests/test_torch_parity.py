@@ -58,7 +58,7 @@ def test_pytorch_sampling_loops_agree(cell):
     and the module called per character) compute the same states."""
     from charlstm.rival import TorchTrainer
     tr = TorchTrainer(cell, 11, 16, 2, 1, 1, threads=1)
-    cells, s1, s2 = tr._cell_step(), None, None
+    cells, s1, s2 = tr._make_cell_step(), None, None
     with torch.no_grad():
         for idx in [3, 5, 7, 1, 0]:
             x = tr.eye[idx].view(1, -1)
