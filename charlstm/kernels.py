@@ -416,7 +416,8 @@ def lstm_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
     do = dh ⊙ tanh c_t,  df = dc ⊙ c_{t−1},  di = dc ⊙ c~,  dc~ = dc ⊙ i
     each times its nonlinearity's slope gives dxp_t;  dh_{t−1} = dxp_t Wh
     Four passes per stream, each over a few arrays, which LLVM vectorises (one
-    pass over all of them does not vectorise: measured 2.5 times slower)."""
+    loop over all of them per unit measured 2.5 times slower; so too the other
+    cells' kernels below: one loop per unit was 1.3-1.9 times slower)."""
     T, B, G = xp.shape
     H = G // 4
     dh_next = dhs[T].copy()
@@ -450,26 +451,32 @@ def lstm_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
 # c_t, through diagonal weights ex = [p_i, p_f, p_o]. Gate order i, f, c~, o.
 
 @njit(**JIT)
+def _peep_gate(a, x, g, p, c):
+    """a = σ(x + g + p ⊙ c), over one row: a gate that sees the cell state."""
+    for j in range(a.shape[0]):
+        a[j] = sigmoid(x[j] + g[j] + p[j] * c[j])
+
+
+@njit(**JIT)
 def peephole_step(t, gh, hs, cs, acts, aux, xp, ex):
     """i = σ(. + p_i ⊙ c_{t−1}),  f = σ(. + p_f ⊙ c_{t−1}),  c~ = tanh(.)
     c_t = f ⊙ c_{t−1} + i ⊙ c~
-    o = σ(. + p_o ⊙ c_t),  h_t = o ⊙ tanh(c_t)"""
+    o = σ(. + p_o ⊙ c_t),  h_t = o ⊙ tanh(c_t)
+    In passes over a few arrays each, as lstm_step."""
     T, B, G = xp.shape
     H = G // 4
     for b in range(B):
+        a, x, r = acts[t, b], xp[t, b], gh[b]
+        i, f, g, o = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
+        c_prev, c, h = cs[t, b], cs[t + 1, b], hs[t + 1, b]
+        _peep_gate(i, x[:H], r[:H], ex[0], c_prev)
+        _peep_gate(f, x[H:2 * H], r[H:2 * H], ex[1], c_prev)
+        _gate(g, x[2 * H:3 * H], r[2 * H:3 * H], True)
         for j in range(H):
-            cp = cs[t, b, j]
-            i = sigmoid(xp[t, b, j] + gh[b, j] + ex[0, j] * cp)
-            f = sigmoid(xp[t, b, H + j] + gh[b, H + j] + ex[1, j] * cp)
-            g = tanh_(xp[t, b, 2 * H + j] + gh[b, 2 * H + j])
-            c = f * cp + i * g
-            o = sigmoid(xp[t, b, 3 * H + j] + gh[b, 3 * H + j] + ex[2, j] * c)
-            cs[t + 1, b, j] = c
-            hs[t + 1, b, j] = o * tanh_(c)
-            acts[t, b, j] = i
-            acts[t, b, H + j] = f
-            acts[t, b, 2 * H + j] = g
-            acts[t, b, 3 * H + j] = o
+            c[j] = f[j] * c_prev[j] + i[j] * g[j]
+        _peep_gate(o, x[3 * H:], r[3 * H:], ex[2], c)
+        for j in range(H):
+            h[j] = o[j] * tanh_(c[j])
 
 
 @njit(**JIT)
@@ -479,28 +486,28 @@ def peephole_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
     (dp is summed by the caller from dxp and cs.)"""
     T, B, G = xp.shape
     H = G // 4
+    p_i, p_f, p_o = ex[0], ex[1], ex[2]
     dh_next = dhs[T].copy()
     dc_next = dcs[T].copy()
     for t in range(T - 1, -1, -1):
         for b in range(B):
+            a, da = acts[t, b], dxp[t, b]
+            i, f, g, o = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
+            di, df, dg, do = da[:H], da[H:2 * H], da[2 * H:3 * H], da[3 * H:]
+            c_prev, c = cs[t, b], cs[t + 1, b]
+            dh, dc, dhn, dcn, dyb = dhs[t + 1, b], dcs[t + 1, b], dh_next[b], dc_next[b], dy[t, b]
             for j in range(H):
-                i = acts[t, b, j]
-                f = acts[t, b, H + j]
-                g = acts[t, b, 2 * H + j]
-                o = acts[t, b, 3 * H + j]
-                tc = tanh_(cs[t + 1, b, j])
-                dh = dy[t, b, j] + dh_next[b, j]
-                dao = dh * tc * o * (1 - o)
-                dc = dc_next[b, j] + dh * o * (1 - tc * tc) + dao * ex[2, j]
-                dhs[t + 1, b, j] = dh
-                dcs[t + 1, b, j] = dc
-                dai = dc * g * i * (1 - i)
-                daf = dc * cs[t, b, j] * f * (1 - f)
-                dxp[t, b, j] = dai
-                dxp[t, b, H + j] = daf
-                dxp[t, b, 2 * H + j] = dc * i * (1 - g * g)
-                dxp[t, b, 3 * H + j] = dao
-                dc_next[b, j] = dc * f + dai * ex[0, j] + daf * ex[1, j]
+                dh[j] = dyb[j] + dhn[j]
+            for j in range(H):
+                tc = tanh_(c[j])
+                do[j] = dh[j] * tc * o[j] * (1 - o[j])
+                dc[j] = dcn[j] + dh[j] * o[j] * (1 - tc * tc) + do[j] * p_o[j]
+            for j in range(H):
+                di[j] = dc[j] * g[j] * i[j] * (1 - i[j])
+                dg[j] = dc[j] * i[j] * (1 - g[j] * g[j])
+            for j in range(H):
+                df[j] = dc[j] * c_prev[j] * f[j] * (1 - f[j])
+                dcn[j] = dc[j] * f[j] + di[j] * p_i[j] + df[j] * p_f[j]
         matmul_packed(dxp[t], Wh_nn, dh_next)
     dhs[0] = dh_next
     dcs[0] = dc_next
@@ -517,16 +524,16 @@ def cifg_step(t, gh, hs, cs, acts, aux, xp, ex):
     T, B, G = xp.shape
     H = G // 3
     for b in range(B):
+        a, x, r = acts[t, b], xp[t, b], gh[b]
+        _gate(a[:H], x[:H], r[:H], False)                                  # f
+        _gate(a[H:2 * H], x[H:2 * H], r[H:2 * H], True)                    # c~
+        _gate(a[2 * H:], x[2 * H:], r[2 * H:], False)                      # o
+        f, g, o = a[:H], a[H:2 * H], a[2 * H:]
+        c_prev, c, h = cs[t, b], cs[t + 1, b], hs[t + 1, b]
         for j in range(H):
-            f = sigmoid(xp[t, b, j] + gh[b, j])
-            g = tanh_(xp[t, b, H + j] + gh[b, H + j])
-            o = sigmoid(xp[t, b, 2 * H + j] + gh[b, 2 * H + j])
-            c = f * cs[t, b, j] + (1 - f) * g
-            cs[t + 1, b, j] = c
-            hs[t + 1, b, j] = o * tanh_(c)
-            acts[t, b, j] = f
-            acts[t, b, H + j] = g
-            acts[t, b, 2 * H + j] = o
+            c[j] = f[j] * c_prev[j] + (1 - f[j]) * g[j]
+        for j in range(H):
+            h[j] = o[j] * tanh_(c[j])
 
 
 @njit(**JIT)
@@ -539,19 +546,21 @@ def cifg_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
     dc_next = dcs[T].copy()
     for t in range(T - 1, -1, -1):
         for b in range(B):
+            a, da = acts[t, b], dxp[t, b]
+            f, g, o = a[:H], a[H:2 * H], a[2 * H:]
+            df, dg, do = da[:H], da[H:2 * H], da[2 * H:]
+            c_prev, c = cs[t, b], cs[t + 1, b]
+            dh, dc, dhn, dcn, dyb = dhs[t + 1, b], dcs[t + 1, b], dh_next[b], dc_next[b], dy[t, b]
             for j in range(H):
-                f = acts[t, b, j]
-                g = acts[t, b, H + j]
-                o = acts[t, b, 2 * H + j]
-                tc = tanh_(cs[t + 1, b, j])
-                dh = dy[t, b, j] + dh_next[b, j]
-                dc = dc_next[b, j] + dh * o * (1 - tc * tc)
-                dhs[t + 1, b, j] = dh
-                dcs[t + 1, b, j] = dc
-                dxp[t, b, j] = dc * (cs[t, b, j] - g) * f * (1 - f)
-                dxp[t, b, H + j] = dc * (1 - f) * (1 - g * g)
-                dxp[t, b, 2 * H + j] = dh * tc * o * (1 - o)
-                dc_next[b, j] = dc * f
+                dh[j] = dyb[j] + dhn[j]
+            for j in range(H):
+                tc = tanh_(c[j])
+                do[j] = dh[j] * tc * o[j] * (1 - o[j])
+                dc[j] = dcn[j] + dh[j] * o[j] * (1 - tc * tc)
+            for j in range(H):
+                df[j] = dc[j] * (c_prev[j] - g[j]) * f[j] * (1 - f[j])
+                dg[j] = dc[j] * (1 - f[j]) * (1 - g[j] * g[j])
+                dcn[j] = dc[j] * f[j]
         matmul_packed(dxp[t], Wh_nn, dh_next)
     dhs[0] = dh_next
     dcs[0] = dc_next
@@ -566,17 +575,17 @@ def gru_step(t, gh, hs, cs, acts, aux, xp, ex):
     h_t = (1 − z) ⊙ n + z ⊙ h_{t−1}"""
     T, B, G = xp.shape
     H = G // 3
+    b_hn = ex[0]
     for b in range(B):
+        act, x, gr = acts[t, b], xp[t, b], gh[b]
+        _gate(act[:2 * H], x[:2 * H], gr[:2 * H], False)                   # r, z
+        r, z, n = act[:H], act[H:2 * H], act[2 * H:]
+        a, xn, rn, h_prev, h = aux[t, b], x[2 * H:], gr[2 * H:], hs[t, b], hs[t + 1, b]
         for j in range(H):
-            r = sigmoid(xp[t, b, j] + gh[b, j])
-            z = sigmoid(xp[t, b, H + j] + gh[b, H + j])
-            a = gh[b, 2 * H + j] + ex[0, j]
-            n = tanh_(xp[t, b, 2 * H + j] + r * a)
-            hs[t + 1, b, j] = (1 - z) * n + z * hs[t, b, j]
-            aux[t, b, j] = a
-            acts[t, b, j] = r
-            acts[t, b, H + j] = z
-            acts[t, b, 2 * H + j] = n
+            a[j] = rn[j] + b_hn[j]
+            n[j] = tanh_(xn[j] + r[j] * a[j])
+        for j in range(H):
+            h[j] = (1 - z[j]) * n[j] + z[j] * h_prev[j]
 
 
 @njit(**JIT)
@@ -590,22 +599,21 @@ def gru_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
     direct = np.empty((B, H), xp.dtype)
     for t in range(T - 1, -1, -1):
         for b in range(B):
+            act, dx, dp = acts[t, b], dxp[t, b], dhp[t, b]
+            r, z, n = act[:H], act[H:2 * H], act[2 * H:]
+            dr, dz, dn, dpr, dpz, dpn = dx[:H], dx[H:2 * H], dx[2 * H:], dp[:H], dp[H:2 * H], dp[2 * H:]
+            a, h_prev, dh, dhn, dyb, d = aux[t, b], hs[t, b], dhs[t + 1, b], dh_next[b], dy[t, b], direct[b]
             for j in range(H):
-                r = acts[t, b, j]
-                z = acts[t, b, H + j]
-                n = acts[t, b, 2 * H + j]
-                dh = dy[t, b, j] + dh_next[b, j]
-                dhs[t + 1, b, j] = dh
-                dan = dh * (1 - z) * (1 - n * n)
-                dar = dan * aux[t, b, j] * r * (1 - r)
-                daz = dh * (hs[t, b, j] - n) * z * (1 - z)
-                dxp[t, b, j] = dar
-                dxp[t, b, H + j] = daz
-                dxp[t, b, 2 * H + j] = dan
-                dhp[t, b, j] = dar
-                dhp[t, b, H + j] = daz
-                dhp[t, b, 2 * H + j] = dan * r
-                direct[b, j] = dh * z
+                dh[j] = dyb[j] + dhn[j]
+                d[j] = dh[j] * z[j]
+            for j in range(H):
+                dn[j] = dh[j] * (1 - z[j]) * (1 - n[j] * n[j])
+                dpn[j] = dn[j] * r[j]
+                dr[j] = dn[j] * a[j] * r[j] * (1 - r[j])
+            for j in range(H):
+                dz[j] = dh[j] * (h_prev[j] - n[j]) * z[j] * (1 - z[j])
+            dpr[:] = dr
+            dpz[:] = dz
         matmul_packed(dhp[t], Wh_nn, dh_next)
         dh_next += direct
     dhs[0] = dh_next
