@@ -410,6 +410,19 @@ def lstm_step(t, gh, hs, cs, acts, aux, xp, ex):
 
 
 @njit(**JIT)
+def _output_backward(dh, dc, do, dy, dh_next, dc_next, c, o):
+    """The part of the backward step every LSTM cell shares, over one row:
+    dh = dy_t + dh_{t+1 → t},  do = dh ⊙ tanh c_t ⊙ o(1 − o),
+    dc = dc_{t+1 → t} + dh ⊙ o ⊙ (1 − tanh²c_t)."""
+    for j in range(dh.shape[0]):
+        dh[j] = dy[j] + dh_next[j]
+    for j in range(dh.shape[0]):
+        tc = tanh_(c[j])
+        do[j] = dh[j] * tc * o[j] * (1 - o[j])
+        dc[j] = dc_next[j] + dh[j] * o[j] * (1 - tc * tc)
+
+
+@njit(**JIT)
 def lstm_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
     """dh = dy_t + dh_{t+1 → t}                      (seed 004: dv Wv + dh_next)
     dc = dh ⊙ o ⊙ (1 − tanh²c_t) + f_{t+1} ⊙ dc_{t+1}
@@ -428,13 +441,8 @@ def lstm_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
             i, f, g, o = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
             di, df, dg, do = da[:H], da[H:2 * H], da[2 * H:3 * H], da[3 * H:]
             c_prev, c = cs[t, b], cs[t + 1, b]
-            dh, dc, dhn, dcn, dyb = dhs[t + 1, b], dcs[t + 1, b], dh_next[b], dc_next[b], dy[t, b]
-            for j in range(H):
-                dh[j] = dyb[j] + dhn[j]
-            for j in range(H):
-                tc = tanh_(c[j])
-                do[j] = dh[j] * tc * o[j] * (1 - o[j])
-                dc[j] = dcn[j] + dh[j] * o[j] * (1 - tc * tc)
+            dh, dc, dcn = dhs[t + 1, b], dcs[t + 1, b], dc_next[b]
+            _output_backward(dh, dc, do, dy[t, b], dh_next[b], dcn, c, o)
             for j in range(H):
                 di[j] = dc[j] * g[j] * i[j] * (1 - i[j])
                 dg[j] = dc[j] * i[j] * (1 - g[j] * g[j])
@@ -495,14 +503,10 @@ def peephole_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
             i, f, g, o = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
             di, df, dg, do = da[:H], da[H:2 * H], da[2 * H:3 * H], da[3 * H:]
             c_prev, c = cs[t, b], cs[t + 1, b]
-            dh, dc, dhn, dcn, dyb = dhs[t + 1, b], dcs[t + 1, b], dh_next[b], dc_next[b], dy[t, b]
+            dh, dc, dcn = dhs[t + 1, b], dcs[t + 1, b], dc_next[b]
+            _output_backward(dh, dc, do, dy[t, b], dh_next[b], dcn, c, o)
             for j in range(H):
-                dh[j] = dyb[j] + dhn[j]
-            for j in range(H):
-                tc = tanh_(c[j])
-                do[j] = dh[j] * tc * o[j] * (1 - o[j])
-                dc[j] = dcn[j] + dh[j] * o[j] * (1 - tc * tc) + do[j] * p_o[j]
-            for j in range(H):
+                dc[j] += do[j] * p_o[j]
                 di[j] = dc[j] * g[j] * i[j] * (1 - i[j])
                 dg[j] = dc[j] * i[j] * (1 - g[j] * g[j])
             for j in range(H):
@@ -550,13 +554,8 @@ def cifg_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
             f, g, o = a[:H], a[H:2 * H], a[2 * H:]
             df, dg, do = da[:H], da[H:2 * H], da[2 * H:]
             c_prev, c = cs[t, b], cs[t + 1, b]
-            dh, dc, dhn, dcn, dyb = dhs[t + 1, b], dcs[t + 1, b], dh_next[b], dc_next[b], dy[t, b]
-            for j in range(H):
-                dh[j] = dyb[j] + dhn[j]
-            for j in range(H):
-                tc = tanh_(c[j])
-                do[j] = dh[j] * tc * o[j] * (1 - o[j])
-                dc[j] = dcn[j] + dh[j] * o[j] * (1 - tc * tc)
+            dh, dc, dcn = dhs[t + 1, b], dcs[t + 1, b], dc_next[b]
+            _output_backward(dh, dc, do, dy[t, b], dh_next[b], dcn, c, o)
             for j in range(H):
                 df[j] = dc[j] * (c_prev[j] - g[j]) * f[j] * (1 - f[j])
                 dg[j] = dc[j] * (1 - f[j]) * (1 - g[j] * g[j])
