@@ -10,7 +10,8 @@ import time
 
 import click
 
-from .config import AUTO_EVAL_MIN_STEPS, CELL_NAMES, DEFAULT_MINUTES, ModelConfig, TrainConfig
+from .config import (AUTO_EVAL_MIN_STEPS, CELL_LR, CELL_NAMES, DEFAULT_MINUTES, ModelConfig,
+                     TrainConfig, default_lr)
 from .errors import CharlstmError
 
 M, TR = ModelConfig(), TrainConfig()
@@ -52,8 +53,9 @@ def model_options(f):
                      show_default=True, help="Steps of truncated backpropagation through time."),
         click.option("--batch-size", type=click.IntRange(1, 65536), default=TR.batch_size,
                      show_default=True, help="Parallel streams through the text."),
-        click.option("--lr", type=FloatRange(0, min_open=True), default=TR.lr, show_default=True,
-                     help="Peak learning rate."),
+        click.option("--lr", type=FloatRange(0, min_open=True), default=None,
+                     help=f"Peak learning rate [default: {TR.lr:g}; "
+                          + ", ".join(f"{c} {lr:g}" for c, lr in CELL_LR.items()) + "]."),
         click.option("--schedule", type=click.Choice(["cosine", "constant"]),
                      default=TR.schedule, show_default=True,
                      help="Learning-rate decay over the budget."),
@@ -93,7 +95,8 @@ def configs(kw) -> tuple[ModelConfig, TrainConfig]:
         budget = {"minutes": DEFAULT_MINUTES}
     mcfg = ModelConfig(cell=kw["cell"], hidden=kw["hidden"], layers=kw["layers"],
                        dropout=kw["dropout"], forget_bias=kw["forget_bias"])
-    tcfg = TrainConfig(seq_len=kw["seq_len"], batch_size=kw["batch_size"], lr=kw["lr"],
+    tcfg = TrainConfig(seq_len=kw["seq_len"], batch_size=kw["batch_size"],
+                       lr=kw["lr"] or default_lr(kw["cell"]),
                        schedule=kw["schedule"], optimizer=kw["optimizer"], clip=kw["clip"],
                        state_reset=kw["state_reset"],
                        val_frac=kw["val_frac"], rng_seed=kw["rng_seed"],
@@ -220,7 +223,8 @@ def compare(file, cells, match_params, seed, length, recall_chars, out_dir, jobs
     if kw["eval_every"] == TR.eval_every:     # short comparisons want denser curves, and
         tcfg = TrainConfig(**{**tcfg.__dict__, "eval_every": 50, "eval_chars": 100_000})
     warm_up(names, echo_err)
-    run_compare(file, names, mcfg, tcfg, match_params=match_params, seed=seed, length=length,
+    run_compare(file, names, mcfg, tcfg, cell_lr=kw["lr"] is None, match_params=match_params,
+                seed=seed, length=length,
                 recall_chars=recall_chars, out_dir=out_dir, jobs=jobs, progress=progress,
                 echo=click.echo, log=echo_err)
 

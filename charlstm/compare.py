@@ -15,7 +15,7 @@ from multiprocessing import get_context
 import numpy as np
 
 from . import kernels as K
-from .config import ModelConfig, TrainConfig
+from .config import ModelConfig, TrainConfig, default_lr
 from .data import load_corpus
 from .errors import CharlstmError
 from .model import Model, Workspace, n_params
@@ -135,6 +135,7 @@ def train_one(job: dict) -> dict:
     hist = np.array(tr.hist_val).reshape(-1, 3)
     return {
         "cell": mcfg.cell, "hidden": mcfg.hidden, "layers": mcfg.layers, "params": m.size,
+        "lr": tcfg.lr,
         "steps": r.steps, "diverged": r.diverged,
         "train_loss": r.train_loss, "val_loss": r.val_loss,
         "best_val": r.best_val, "chars_per_s": r.chars_per_s, "wall_s": wall,
@@ -148,9 +149,14 @@ def train_one(job: dict) -> dict:
 # ---------------------------------------------------------------------------
 # The report.
 
-def run_compare(text, cells, mcfg: ModelConfig, tcfg: TrainConfig, *, match_params=False,
+def run_compare(text, cells, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=False,
+                match_params=False,
                 seed="", length=300, recall_chars=200, out_dir=None, jobs=None,
                 progress=True, echo=print, log=print) -> dict:
+    """Train every cell in `cells` as mcfg/tcfg say, each in its own process when
+    jobs > 1, then print and save the report. cell_lr: each cell at its own
+    default learning rate (config.default_lr) instead of tcfg.lr, as when the
+    user gave no --lr."""
     corpus = load_corpus(text, tcfg.val_frac)            # checks the file once, up front
     need = tcfg.batch_size * (tcfg.seq_len + 1)
     if len(corpus.train) < need:
@@ -171,7 +177,8 @@ def run_compare(text, cells, mcfg: ModelConfig, tcfg: TrainConfig, *, match_para
         if match_params:
             cfg = replace(cfg, hidden=match_hidden(cfg, target))
         jobs_list.append(dict(
-            text=text, model=asdict(cfg), train=asdict(tcfg), seed=seed, length=length,
+            text=text, model=asdict(cfg), seed=seed, length=length,
+            train=asdict(replace(tcfg, lr=default_lr(cell)) if cell_lr else tcfg),
             out=os.path.join(out_dir, f"{cell}.npz"), progress=progress, position=k,
             recall_passages=5, recall_prime=100, recall_chars=recall_chars,
             flow_T=tcfg.seq_len, threads=threads))
@@ -245,7 +252,7 @@ def _fmt(x, spec):
 def _print(rep, echo):
     ms = rep["models"]
     echo("")
-    head = (f"{'cell':<14}{'hidden':>7}{'params':>11}{'steps':>7}{'train':>8}{'val':>8}"
+    head = (f"{'cell':<14}{'hidden':>7}{'params':>11}{'lr':>7}{'steps':>7}{'train':>8}{'val':>8}"
             f"{'val bits':>9}{'chars/s':>9}{'wall s':>8}{'recall':>8}{'grad k1%':>9}")
     echo(head)
     echo("-" * len(head))
@@ -253,7 +260,7 @@ def _print(rep, echo):
         rec = m["recall"]["fraction"]
         hz = m["horizon_h"]
         steps = f"{m['steps']}" + ("!" if m.get("diverged") else "")
-        echo(f"{m['cell']:<14}{m['hidden']:>7}{m['params']:>11,}{steps:>7}"
+        echo(f"{m['cell']:<14}{m['hidden']:>7}{m['params']:>11,}{m['lr']:>7g}{steps:>7}"
              f"{_fmt(m['train_loss'], '.3f'):>8}{_fmt(m['val_loss'], '.3f'):>8}"
              f"{_fmt(m['val_loss'] and m['val_loss'] / LN2, '.3f'):>9}"
              f"{m['chars_per_s']:>9,.0f}{m['wall_s']:>8.0f}"

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from charlstm.checkpoint import load
 from charlstm.cli import main
+from charlstm.config import TrainConfig, default_lr
 
 SMALL = ["--hidden", "16", "--seq-len", "8", "--batch-size", "2", "--steps", "3",
          "--no-progress", "--eval-every", "2"]
@@ -200,3 +202,14 @@ def test_compile_notice_follows_the_kernels_source(tmp_path):
     assert is_cached(str(tmp_path))
     (tmp_path / "kernels.py").write_text("x = 2\n")
     assert not is_cached(str(tmp_path))
+
+
+@pytest.mark.parametrize("args, lr", [(["--cell", "rnn"], default_lr("rnn")),
+                                      (["--cell", "rnn", "--lr", "0.05"], 0.05),
+                                      ([], TrainConfig.lr)])
+def test_learning_rate_defaults_by_cell(tmp_path, text, args, lr):
+    out = str(tmp_path / "m.npz")
+    r = run(["train", text, "--out", out] + SMALL + args)
+    assert r.exit_code == 0, r.output
+    assert load(out).train.lr == lr
+

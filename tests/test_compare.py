@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from charlstm.cli import main
 from charlstm.compare import gradient_flow, horizon, match_hidden, text_chart
-from charlstm.config import CELL_NAMES, ModelConfig
+from charlstm.config import CELL_NAMES, ModelConfig, TrainConfig, default_lr
 from charlstm.model import Model, Workspace, n_params
 
 
@@ -94,6 +94,8 @@ def test_compare_end_to_end(tmp_path):
     assert r.exit_code == 0, r.output
     res = json.loads((out / "results.json").read_text())
     assert [m["cell"] for m in res["models"]] == ["rnn", "lstm", "gru"]
+    assert [m["lr"] for m in res["models"]] == [default_lr(c) for c in ("rnn", "lstm", "gru")]
+    assert default_lr("rnn") < default_lr("lstm") == TrainConfig.lr      # no --lr: each its own
     for m in res["models"]:
         assert m["steps"] == 30 and np.isfinite(m["val_loss"])
         assert 0 <= m["recall"]["fraction"] <= 1
