@@ -194,6 +194,7 @@ def run_compare(text, cells, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=Fa
     total = time.perf_counter() - t0
     report = {"text": text, "cells": cells, "model": asdict(mcfg), "train": asdict(tcfg),
               "match_params": match_params, "lstm_params": target, "jobs": n_jobs,
+              "vocab_size": corpus.V,
               "seed": seed, "wall_s": total, "models": results}
     report["png"] = _plot(results, os.path.join(out_dir, "compare.png"), log)
     path = os.path.join(out_dir, "results.json")
@@ -291,8 +292,12 @@ def _print(rep, echo):
     curves = {m["cell"]: (np.array(m["val_curve"])[:, 0], np.array(m["val_curve"])[:, 2])
               for m in ms if len(m["val_curve"]) > 1}
     if curves:
-        echo("\nValidation loss (nats/char) against steps:")
-        for line in text_chart(curves, xlabel="step"):
+        top = math.log(rep["vocab_size"])      # a uniform guess; a diverging model goes far above
+        above = any(np.nanmax(y) > top for _, y in curves.values())
+        echo("\nValidation loss (nats/char) against steps"
+             + (f" (losses above ln V = {top:.2f}, a uniform guess, drawn on the top line)"
+                if above else "") + ":")
+        for line in text_chart(curves, xlabel="step", ymax=top):
             echo(line)
 
 
@@ -306,9 +311,13 @@ def _wrap(text, width):
     return out
 
 
-def text_chart(series: dict, width=64, height=12, logy=False, xlabel="") -> list[str]:
-    """A terminal chart of several (x, y) curves, one marker per curve."""
+def text_chart(series: dict, width=64, height=12, logy=False, xlabel="",
+               ymax=None) -> list[str]:
+    """A terminal chart of several (x, y) curves, one marker per curve; y above
+    ymax (if given) is drawn on the top line."""
     pts = {k: (np.asarray(x, float), np.asarray(y, float)) for k, (x, y) in series.items()}
+    if ymax is not None:
+        pts = {k: (x, np.minimum(y, ymax)) for k, (x, y) in pts.items()}
     ys = np.concatenate([y[np.isfinite(y) & ((y > 0) if logy else True)] for _, y in pts.values()])
     xs = np.concatenate([x for x, _ in pts.values()])
     if ys.size == 0:
@@ -324,7 +333,7 @@ def text_chart(series: dict, width=64, height=12, logy=False, xlabel="") -> list
             col = int(round((xi - x0) / (x1 - x0) * (width - 1)))
             row = int(round((hi - tr(yi)) / (hi - lo) * (height - 1)))
             grid[row][col] = mark
-    label = (lambda v: f"{10 ** v:9.1e}") if logy else (lambda v: f"{v:9.3f}")
+    label = (lambda v: f"{10 ** v:9.1e}") if logy else (lambda v: f"{v:9.4g}")
     lines = []
     for r, row in enumerate(grid):
         v = hi - (hi - lo) * r / (height - 1)

@@ -80,6 +80,12 @@ def test_text_chart_draws_every_series():
     assert "*" in body and "o" in body and "* a" in body and "o b" in body
 
 
+def test_text_chart_clips_at_ymax():
+    lines = text_chart({"a": ([0, 1, 2], [1e7, 2, 1])}, ymax=4.0)
+    assert lines[0].startswith("        4 |*")           # 1e7 drawn on the top line
+    assert "1e+07" not in "\n".join(lines)
+
+
 def test_compare_end_to_end(tmp_path):
     p = tmp_path / "t.txt"
     rng = np.random.default_rng(0)
