@@ -600,8 +600,10 @@ def gru_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
         for b in range(B):
             act, dx, dp = acts[t, b], dxp[t, b], dhp[t, b]
             r, z, n = act[:H], act[H:2 * H], act[2 * H:]
-            dr, dz, dn, dpr, dpz, dpn = dx[:H], dx[H:2 * H], dx[2 * H:], dp[:H], dp[H:2 * H], dp[2 * H:]
-            a, h_prev, dh, dhn, dyb, d = aux[t, b], hs[t, b], dhs[t + 1, b], dh_next[b], dy[t, b], direct[b]
+            dr, dz, dn = dx[:H], dx[H:2 * H], dx[2 * H:]
+            dpr, dpz, dpn = dp[:H], dp[H:2 * H], dp[2 * H:]
+            a, h_prev, d = aux[t, b], hs[t, b], direct[b]
+            dh, dhn, dyb = dhs[t + 1, b], dh_next[b], dy[t, b]
             for j in range(H):
                 dh[j] = dyb[j] + dhn[j]
                 d[j] = dh[j] * z[j]
