@@ -90,12 +90,13 @@ def torch_train_step(cell, L, H, B, threads):
     return lambda: tr.step(x, y)
 
 
-def ours_sampler(L, H, n):
-    """Sampling n characters with ours, as a function."""
+def ours_sampler(L, H, n, half):
+    """Sampling n characters with ours, as a function; half: float16 weights
+    (the default of `charlstm sample`), else float32."""
     from .model import Model
     from .sampling import Sampler
     m = Model(ModelConfig(hidden=H, layers=L, vocab_size=V)).init(np.random.default_rng(0))
-    s = Sampler(m, "".join(chr(48 + k) for k in range(V)))
+    s = Sampler(m, "".join(chr(48 + k) for k in range(V)), half=half)
     return lambda: s.text("0", n, rng_seed=0)
 
 
@@ -178,18 +179,19 @@ def run(repeats=5, quick=False, memory=True, log=print) -> dict:
         log(f"sampling {L}x{H}...")
         # PyTorch two ways: nn.LSTMCell copies of the layers, and the nn.LSTM module
         # called per character (several times slower); the ratio is against the faster
-        ns = [3000, 600, 150]                    # characters per timed call
-        fns = [ours_sampler(L, H, ns[0])]
+        ns = [4000, 3000, 600, 150]              # characters per timed call
+        fns = [ours_sampler(L, H, ns[0], True), ours_sampler(L, H, ns[1], False)]
         if have_torch:
-            fns += [torch_sampler(L, H, ns[1], workers, "cell"),
-                    torch_sampler(L, H, ns[2], workers, "module")]
-        ts = _median_times(fns, 3, warmup=1)
+            fns += [torch_sampler(L, H, ns[2], workers, "cell"),
+                    torch_sampler(L, H, ns[3], workers, "module")]
+        ts = _median_times(fns, 5, warmup=1)
         speeds = [k / t for k, t in zip(ns, ts)]
-        row = {"layers": L, "hidden": H, "ours": speeds[0],
-               "torch": max(speeds[1:]) if have_torch else None,
-               "torch_cell": speeds[1] if have_torch else None,
-               "torch_module": speeds[2] if have_torch else None}
+        row = {"layers": L, "hidden": H, "ours": speeds[0], "ours_float32": speeds[1],
+               "torch": max(speeds[2:]) if have_torch else None,
+               "torch_cell": speeds[2] if have_torch else None,
+               "torch_module": speeds[3] if have_torch else None}
         row["ratio"] = row["ours"] / row["torch"] if row["torch"] else None
+        row["ratio_float32"] = row["ours_float32"] / row["torch"] if row["torch"] else None
         res["sample"].append(row)
     peaks.append(gemm_peak(2 * repeats, workers))
     res["gemm_peak_gflops"] = max(peaks)      # the better of a reading before and after
@@ -231,13 +233,17 @@ def table(res) -> str:
         lines.append(f"{cfg:<20}{r['ours']:>10,.0f}{r['ours_gflops']:>9.1f}"
                      f"{100 * r['ours_share']:>8.0f}%{f(r['torch'], ',.0f'):>10}"
                      f"{f(r['ratio'], '.2f'):>9}")
-    lines += ["", "Sampling, batch 1 (chars/s, medians; PyTorch one character per Python "
-              "step, with nn.LSTMCell and with the nn.LSTM module; ratio to the faster):",
-              f"{'config':<20}{'ours':>10}{'PT cell':>10}{'PT module':>10}{'ours/PT':>9}"]
+    lines += ["", "Sampling, batch 1 (chars/s, medians). Ours with float16 weights (the "
+              "default of `charlstm sample`) and float32;", "PyTorch (float32) one character "
+              "per Python step, with nn.LSTMCell and with the nn.LSTM module; ratios to the "
+              "faster:",
+              f"{'config':<20}{'ours f16':>10}{'ours f32':>10}{'PT cell':>10}{'PT module':>10}"
+              f"{'f16/PT':>8}{'f32/PT':>8}"]
     for r in res["sample"]:
         lines.append(f"{'lstm %dx%d' % (r['layers'], r['hidden']):<20}{r['ours']:>10,.0f}"
+                     f"{r['ours_float32']:>10,.0f}"
                      f"{f(r['torch_cell'], ',.0f'):>10}{f(r['torch_module'], ',.0f'):>10}"
-                     f"{f(r['ratio'], '.1f'):>9}")
+                     f"{f(r['ratio'], '.1f'):>8}{f(r['ratio_float32'], '.1f'):>8}")
     lines.append(f"\nStart-up, cached `charlstm sample --length 1`: {res['startup_s']:.2f} s")
     if res.get("memory"):
         m = res["memory"]

@@ -168,13 +168,18 @@ def train(file, out, resume, progress, **kw):
 @click.option("--greedy", is_flag=True, help="Always take the likeliest character.")
 @click.option("--rng-seed", type=int, default=None,
               help="Random seed of the sampler; the same value gives the same text.")
-def sample(checkpoint, seed, length, temperature, top_k, greedy, rng_seed):
+@click.option("--weights", type=click.Choice(["float16", "float32"]), default="float16",
+              show_default=True,
+              help="Precision of the weight copies the sampler multiplies by (the sums are "
+                   "float32 either way): float16 reads half the bytes per character, about "
+                   "twice as fast; float32 is the checkpoint exactly.")
+def sample(checkpoint, seed, length, temperature, top_k, greedy, rng_seed, weights):
     """Continue the --seed text with a model from CHECKPOINT (default: the
     newest in checkpoints/), streaming it to stdout."""
     from . import checkpoint as ckpt
     from .sampling import Sampler
     path = checkpoint or ckpt.newest()
-    s = Sampler.from_checkpoint(path)
+    s = Sampler.from_checkpoint(path, half=weights == "float16")
     warm_up([s.model.cfg.cell], echo_err)
     pieces = s.stream(seed, length, temperature=temperature, top_k=top_k, greedy=greedy,
                       rng_seed=rng_seed)

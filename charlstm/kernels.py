@@ -203,10 +203,16 @@ def panel_width(dtype) -> int:
 @intrinsic
 def _micro(typingctx, n, A, r, Wp, p, C, rc, cc):
     """C[rc+i, cc:cc+NR] = Σ_k A[r+i, k] · Wp[p, k, :]   for i < n, 1 <= n <= MR.
-    A (M, K), C (·, ·) row-contiguous; Wp (P, K, NR) packed (pack_nt, pack_nn).
+    A (M, K), C (·, ·) row-contiguous; Wp (P, K, NR) packed (pack_nt, pack_nn),
+    of A's dtype, or for float32 A the float16 bit patterns of the packed
+    weights as uint16 (half_packs: half the bytes to read; each vector is widened
+    to float32 as it is loaded, so the sums are float32).
     The IR has one unrolled block per row count n, chosen by a switch."""
     if not (A.layout == "C" and C.layout == "C" and Wp.layout == "C"
             and A.ndim == 2 and C.ndim == 2 and Wp.ndim == 3):
+        return None
+    half = Wp.dtype == types.uint16
+    if not (Wp.dtype == A.dtype or (half and A.dtype == types.float32)):
         return None
     sig = types.void(n, A, r, Wp, p, C, rc, cc)
 
@@ -220,6 +226,7 @@ def _micro(typingctx, n, A, r, Wp, p, C, rc, cc):
         size = context.get_abi_sizeof(elt)
         lanes = VBYTES // size
         vec = ir.VectorType(elt, lanes)
+        hvec = ir.VectorType(ir.HalfType(), lanes)
         fma = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(vec, [vec, vec, vec]),
             "llvm.fma.v%d%s" % (lanes, "f32" if size == 4 else "f64"))
@@ -231,31 +238,48 @@ def _micro(typingctx, n, A, r, Wp, p, C, rc, cc):
         splat = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
         panel = builder.gep(w.data, [builder.mul(builder.mul(p_, K), NR)])
 
+        def step(k, rows, acc):             # acc[i][v] += A[r+i, k] · Wp[p, k, v-th vector]
+            wv = [builder.gep(panel, [builder.add(builder.mul(k, NR), ir.Constant(i64, v * lanes))])
+                  for v in range(NV)]
+            if half:
+                wv = [builder.fpext(builder.load(builder.bitcast(w_, hvec.as_pointer()), align=2),
+                                    vec) for w_ in wv]
+            else:
+                wv = [builder.load(builder.bitcast(w_, vec.as_pointer()), align=size) for w_ in wv]
+            for i in range(rows):
+                x = builder.load(builder.gep(a_row[i], [k]))
+                xb = builder.shuffle_vector(
+                    builder.insert_element(undef, x, ir.Constant(i32, 0)), undef, splat)
+                for v in range(NV):
+                    builder.store(builder.call(fma, [xb, wv[v], builder.load(acc[i][v])]),
+                                  acc[i][v])
+
         def block(rows):                    # the kernel for a block of `rows` rows
-            acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(NV)]
-                   for _ in range(rows)]    # LLVM keeps these in registers
-            a_row = [builder.gep(a.data, [builder.mul(builder.add(r_, ir.Constant(i64, i)), lda)])
-                     for i in range(rows)]
-            with cgutils.for_range(builder, K) as loop:
-                k = loop.index
-                wk = builder.gep(panel, [builder.mul(k, NR)])
-                wv = [builder.load(builder.bitcast(builder.gep(wk, [ir.Constant(i64, v * lanes)]),
-                                                   vec.as_pointer()), align=size)
-                      for v in range(NV)]
-                for i in range(rows):
-                    x = builder.load(builder.gep(a_row[i], [k]))
-                    xb = builder.shuffle_vector(
-                        builder.insert_element(undef, x, ir.Constant(i32, 0)), undef, splat)
-                    for v in range(NV):
-                        builder.store(builder.call(fma, [xb, wv[v], builder.load(acc[i][v])]),
-                                      acc[i][v])
+            # One row has only NV chains of dependent FMAs, too few to hide their
+            # latency, so its sum is split into U chains over k (then added up).
+            U = 4 if rows == 1 else 1
+            accs = [[[cgutils.alloca_once_value(builder, zero) for _ in range(NV)]
+                     for _ in range(rows)] for _ in range(U)]   # LLVM keeps these in registers
+            a_row[:] = [builder.gep(a.data, [builder.mul(builder.add(r_, ir.Constant(i64, i)),
+                                                         lda)]) for i in range(rows)]
+            Ku = builder.mul(builder.sdiv(K, ir.Constant(i64, U)), ir.Constant(i64, U))
+            with cgutils.for_range(builder, builder.sdiv(K, ir.Constant(i64, U))) as loop:
+                for u in range(U):
+                    step(builder.add(builder.mul(loop.index, ir.Constant(i64, U)),
+                                     ir.Constant(i64, u)), rows, accs[u])
+            if U > 1:                       # the last K mod U terms
+                with cgutils.for_range(builder, builder.sub(K, Ku)) as loop:
+                    step(builder.add(Ku, loop.index), rows, accs[0])
             for i in range(rows):
                 row = builder.add(builder.mul(builder.add(rc_, ir.Constant(i64, i)), ldc), cc_)
                 for v in range(NV):
+                    total = builder.load(accs[0][i][v])
+                    for u in range(1, U):
+                        total = builder.fadd(total, builder.load(accs[u][i][v]))
                     dst = builder.gep(c.data, [builder.add(row, ir.Constant(i64, v * lanes))])
-                    builder.store(builder.load(acc[i][v]),
-                                  builder.bitcast(dst, vec.as_pointer()), align=size)
+                    builder.store(total, builder.bitcast(dst, vec.as_pointer()), align=size)
 
+        a_row = []
         done = builder.append_basic_block("micro.done")
         switch = builder.switch(n_, done)
         for rows in range(1, MR + 1):
@@ -285,10 +309,10 @@ def matmul_panels(A, Wp, C, p0, p1):
     M, N = C.shape
     NR = Wp.shape[2]
     nblk = (M + MR - 1) // MR
-    partial = p1 * NR > N                         # the last panel is cut short:
-    edge = np.empty((MR, NR if partial else 0), C.dtype)   # computed here, then copied
     for p in range(p0, p1):
         full = (p + 1) * NR <= N
+        if not full:                              # the last panel is cut short:
+            edge = np.empty((MR, NR), C.dtype)    # computed here, then copied
         r = 0
         for q in range(nblk):
             n = (M - r) // (nblk - q)
@@ -784,12 +808,18 @@ def adagrad_update(w, g, m, lr, eps):
 # parameter buffer and a table of offsets, so one kernel serves every cell.
 
 # Sampling on two cores. At batch 1 the recurrent product reads all of Wh for
-# every character, and one core's share of the memory bandwidth is the limit.
-# A helper thread (product_helper) computes the upper half of the panels while
-# the sampling thread computes the lower half. They meet through `sync`, an
-# int64 array read and written atomically:
-#     [0] number of the job posted   [1] its matrix  [2] number of the job done
-#     [3] stop                        [4] threads: 1 (no helper) or 2
+# every character, and the memory bandwidth is the limit. A helper thread
+# (product_helper) shares every product with the sampling thread: both take
+# panels of Wp, CHUNK at a time, from a shared counter until none are left, so
+# the work balances itself when one core is slowed. The sampling thread posts
+# layer 0's product for the next character before it computes the output layer
+# and draws the character, which do not need it, and joins in afterwards. They
+# meet through `sync`, an int64 array read and written atomically:
+#     [0] number of the job posted   [1] its matrix   [2] next panel to take
+#     [3] stop   [4] threads: 1 (no helper) or 2   [5] panels finished
+#     [6] number of the last job the helper has left
+
+CHUNK = 4
 
 @intrinsic
 def _atomic_load(typingctx, arr, i):
@@ -820,45 +850,93 @@ def _atomic_store(typingctx, arr, i, v):
     return types.void(arr, i, v), codegen
 
 
+@intrinsic
+def _atomic_add(typingctx, arr, i, v):
+    """arr[i] += v atomically; returns the value before."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.int64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        a = context.make_array(signature.args[0])(context, builder, args[0])
+        k = context.cast(builder, args[1], signature.args[1], types.int64)
+        x = context.cast(builder, args[2], signature.args[2], types.int64)
+        return builder.atomic_rmw("add", builder.gep(a.data, [k]), x, "acq_rel")
+    return types.int64(arr, i, v), codegen
+
+
 @njit(**JIT)
-def shared_product(k, A, Wp, C, sync):
-    """C = A times the k-th packed matrix of Wp (n, P, K, NR), half of the
-    panels done by the helper thread when there is one."""
-    P = Wp.shape[1]
+def _take_panels(A, W, C, sync):
+    """Compute panels of C = A W, CHUNK at a time, until none are left."""
+    P = W.shape[0]
+    while True:
+        p = _atomic_add(sync, 2, CHUNK)
+        if p >= P:
+            return
+        n = min(CHUNK, P - p)
+        matmul_panels(A, W, C, p, p + n)
+        _atomic_add(sync, 5, n)
+
+
+@njit(**JIT)
+def post_product(k, sync):
+    """Offer the helper thread C = A times the k-th matrix of Wp (A, C: the
+    arrays it was started with). Call finish_product to take part and wait."""
     if sync[4] < 2:
-        matmul_panels(A, Wp[k], C, 0, P)
+        sync[1] = k
         return
-    job = sync[0] + 1
-    sync[1] = k
-    _atomic_store(sync, 0, job)                  # post: A and k are ready
-    matmul_panels(A, Wp[k], C, 0, P // 2)
-    while _atomic_load(sync, 2) != job:          # wait for the upper half
+    job = sync[0]
+    while _atomic_load(sync, 6) != job:          # the helper has left the last job
+        pass
+    sync[1], sync[2], sync[5] = k, 0, 0
+    _atomic_store(sync, 0, job + 1)
+
+
+@njit(**JIT)
+def finish_product(A, Wp, C, sync):
+    """Take panels of the posted product until none are left, then wait for
+    the helper's last ones."""
+    W = Wp[sync[1]]
+    if sync[4] < 2:
+        matmul_panels(A, W, C, 0, W.shape[0])
+        return
+    _take_panels(A, W, C, sync)
+    while _atomic_load(sync, 5) != W.shape[0]:
         pass
 
 
 @njit(**JIT)
+def shared_product(k, A, Wp, C, sync):
+    """C = A times the k-th packed matrix of Wp (n, P, K, NR), shared with the
+    helper thread when there is one."""
+    post_product(k, sync)
+    finish_product(A, Wp, C, sync)
+
+
+@njit(**JIT)
 def product_helper(sync, A, Wp, C):
-    """The helper thread: the upper half of every posted product, until stop."""
-    P = Wp.shape[1]
-    seen = _atomic_load(sync, 2)
+    """The helper thread: panels of every posted product, until stop. A job
+    posted before it starts is still its to leave ([6]), though the sampling
+    thread may have taken all of its panels."""
+    seen = _atomic_load(sync, 6)
     while True:
         job = _atomic_load(sync, 0)
         if job != seen:
-            matmul_panels(A, Wp[sync[1]], C, P // 2, P)
+            _take_panels(A, Wp[sync[1]], C, sync)
             seen = job
-            _atomic_store(sync, 2, job)
+            _atomic_store(sync, 6, job)
         elif _atomic_load(sync, 3) != 0:
             return
 
 
 @njit(**JIT)
 def model_step(tok, flat, offsets, Wp, kind, state_h, state_c, hs, cs, gh, acts, aux, xp,
-               sync):
+               sync, posted=False):
     """Run one token through every layer. state_h, state_c: (L, 1, H), updated
     in place; Wp: the packed products (Model.sampling_packs): Wp[2l] is layer
     l's Wh for h Whᵀ, Wp[2l − 1] its Wx for x Wx (l ≥ 1; layer 0's input is a
     row gather); hs, cs (2, 1, H), gh (1, G), acts, xp (1, 1, G),
-    aux (1, 1, H): scratch; sync: see shared_product."""
+    aux (1, 1, H): scratch; sync: see post_product. posted: layer 0's
+    product, hs[0] = state_h[0] times Wp[0], is already posted."""
     L, _, H = state_h.shape
     G = gh.shape[1]
     for l in range(L):
@@ -874,16 +952,19 @@ def model_step(tok, flat, offsets, Wp, kind, state_h, state_c, hs, cs, gh, acts,
             shared_product(2 * l - 1, hs[0], Wp, gh, sync)
             for j in range(G):
                 xp[0, 0, j] = gh[0, j] + b[j]
-        hs[0] = state_h[l]
         cs[0] = state_c[l]
-        shared_product(2 * l, hs[0], Wp, gh, sync)
+        if l == 0 and posted:
+            finish_product(hs[0], Wp, gh, sync)
+        else:
+            hs[0] = state_h[l]
+            shared_product(2 * l, hs[0], Wp, gh, sync)
         cell_step(kind, 0, gh, hs, cs, acts, aux, xp, ex)
         state_h[l] = hs[1]
         state_c[l] = cs[1]
 
 
 @njit(**JIT)
-def generate(out, prime, u, flat, offsets, Wp, kind, state_h, state_c,
+def generate(out, prime, u, flat, offsets, Wp, Wyp, kind, state_h, state_c,
              temperature, top_k, greedy, hs, gh, sync):
     """Feed the `prime` tokens (may be empty), then sample len(out) tokens,
     each fed back in. The state (L, 1, H) always reflects every token consumed,
@@ -891,9 +972,10 @@ def generate(out, prime, u, flat, offsets, Wp, kind, state_h, state_c,
 
     flat: the parameter buffer; offsets: (L + 1, 5) int64 rows
     [Wx, Wh, b, ex, n_ex] per layer, then [Wy, by, V, 0, 0].
-    Wp: the layers' packed weight matrices (see model_step).
+    Wp: the layers' packed weight matrices (see model_step); Wyp: the output
+    layer's Wy, packed as Wp is (Model.sampling_packs).
     hs (2, 1, H), gh (1, G): scratch shared with the helper thread; sync: see
-    shared_product (sync[4] = 1: no helper).
+    post_product (sync[4] = 1: no helper).
     u: one uniform number per sampled token (the random state is the caller's).
         p = softmax(logits / temperature) over the top_k largest logits"""
     L, _, H = state_h.shape
@@ -907,13 +989,14 @@ def generate(out, prime, u, flat, offsets, Wp, kind, state_h, state_c,
     xp = np.empty((1, 1, G), dt)
     y = np.empty((1, V), dt)
     probs = np.empty(V, np.float64)
-    Wy = flat[offsets[L, 0]:offsets[L, 0] + H * V].reshape(H, V)
     by = flat[offsets[L, 1]:offsets[L, 1] + V]
     for n in range(prime.shape[0]):
         model_step(prime[n], flat, offsets, Wp, kind, state_h, state_c, hs, cs, gh, acts,
                    aux, xp, sync)
     for k in range(out.shape[0]):
-        np.dot(state_h[L - 1], Wy, y)
+        hs[0] = state_h[0]
+        post_product(0, sync)                    # layer 0's h Whᵀ, needed after the draw
+        matmul_packed(state_h[L - 1], Wyp, y)
         logits = y[0]
         for v in range(V):
             logits[v] += by[v]
@@ -940,4 +1023,4 @@ def generate(out, prime, u, flat, offsets, Wp, kind, state_h, state_c,
                 pick -= 1                             # broken (NaN) model gives 0
         out[k] = pick
         model_step(pick, flat, offsets, Wp, kind, state_h, state_c, hs, cs, gh, acts,
-                   aux, xp, sync)
+                   aux, xp, sync, True)

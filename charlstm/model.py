@@ -226,18 +226,27 @@ class Model:
                 K.pack_nn(self.p[f"l{l}.Wh"], out[1][l])
         return out
 
-    def sampling_packs(self) -> np.ndarray:
+    def sampling_packs(self, half: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """The weight matrices batch-1 sampling multiplies by, packed for
-        kernels.matmul_packed, in the order kernels.model_step uses them:
-        Wh of layer 0, then Wx and Wh of each layer above (its input is dense)."""
-        L, H = self.cfg.layers, self.cfg.hidden
+        kernels.matmul_packed: Wp, in the order kernels.model_step uses them
+        (Wh of layer 0, then Wx and Wh of each layer above, whose input is dense),
+        and Wyp, the output layer's Wy.
+        half: the weights rounded to float16, stored as their uint16 bit patterns
+        (float32 models only); the products still sum in float32."""
+        L, H, V = self.cfg.layers, self.cfg.hidden, self.cfg.vocab_size
         G = self.cell.gates * H
-        out = np.empty((2 * L - 1,) + K.packed_shape(G, H, self.dtype), self.dtype)
+        Wp = np.empty((2 * L - 1,) + K.packed_shape(G, H, self.dtype), self.dtype)
         for l in range(L):
-            K.pack_nt(self.p[f"l{l}.Wh"], out[2 * l])
+            K.pack_nt(self.p[f"l{l}.Wh"], Wp[2 * l])
             if l > 0:
-                K.pack_nn(self.p[f"l{l}.Wx"], out[2 * l - 1])
-        return out
+                K.pack_nn(self.p[f"l{l}.Wx"], Wp[2 * l - 1])
+        Wyp = np.empty(K.packed_shape(V, H, self.dtype), self.dtype)
+        K.pack_nn(self.p["Wy"], Wyp)
+        if half:
+            if self.dtype != np.float32:
+                raise ValueError("float16 weights are for float32 models")
+            return tuple(w.astype(np.float16).view(np.uint16) for w in (Wp, Wyp))
+        return Wp, Wyp
 
     def _ex(self, l: int) -> np.ndarray:
         return self.p.get(f"l{l}.ex", np.zeros((0, self.cfg.hidden), self.dtype))

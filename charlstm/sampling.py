@@ -17,10 +17,14 @@ from .train import model_from_checkpoint
 
 
 class Sampler:
-    def __init__(self, model: Model, vocab: str = "", threads: int | None = None):
+    """half: multiply by float16 copies of the recurrent weights (half the
+    bytes to read per character; the arithmetic stays float32)."""
+
+    def __init__(self, model: Model, vocab: str = "", threads: int | None = None,
+                 half: bool = False):
         self.model, self.vocab = model, vocab
         self.chars = np.array(list(vocab))
-        self.Wp = model.sampling_packs()
+        self.Wp, self.Wyp = model.sampling_packs(half)
         H = model.cfg.hidden
         self.hs = np.zeros((2, 1, H), model.dtype)              # shared with the helper
         self.gh = np.zeros((1, model.cell.gates * H), model.dtype)
@@ -29,9 +33,9 @@ class Sampler:
             K.product_helper(self._sync(stop=True), self.hs[0], self.Wp, self.gh)  # shows now
 
     @classmethod
-    def from_checkpoint(cls, path: str) -> "Sampler":
+    def from_checkpoint(cls, path: str, half: bool = False) -> "Sampler":
         ck = ckpt.load(path)
-        return cls(model_from_checkpoint(ck, np.float32), ck.vocab)
+        return cls(model_from_checkpoint(ck, np.float32), ck.vocab, half=half)
 
     def generate(self, out, prime, u, h, c, temperature=1.0, top_k=0, greedy=False):
         """kernels.generate: feed `prime` (token ids), then write len(out) sampled
@@ -44,7 +48,7 @@ class Sampler:
                                       args=(sync, self.hs[0], self.Wp, self.gh), daemon=True)
             helper.start()
         try:
-            K.generate(out, prime, u, m.flat, m.offsets, self.Wp, m.cell.kind, h, c,
+            K.generate(out, prime, u, m.flat, m.offsets, self.Wp, self.Wyp, m.cell.kind, h, c,
                        float(temperature), int(top_k), bool(greedy), self.hs, self.gh, sync)
         finally:
             sync[3] = 1                                          # the helper stops

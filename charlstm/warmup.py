@@ -50,3 +50,4 @@ def run(cells) -> None:
         out = np.empty(2, np.int64)
         prime = np.zeros(1, np.int64)
         Sampler(m, threads=2).generate(out, prime, np.zeros(2), hs, cs)   # with the helper
+        Sampler(m, threads=2, half=True).generate(out, prime, np.zeros(2), hs, cs)

@@ -10,5 +10,7 @@ def test_quick_bench_reports_every_row():
     for row in res["train"] + res["sample"]:
         assert row["ours"] > 0
         assert (row["ratio"] is not None) == rival.available()
+    assert res["sample"][0]["ours_float32"] > 0         # float16 weights and float32 both
+    assert (res["sample"][0]["ratio_float32"] is not None) == rival.available()
     text = bench.table(res)
-    assert "lstm 1x128 B=32" in text and "Start-up" in text
+    assert "lstm 1x128 B=32" in text and "Start-up" in text and "f16/PT" in text
