@@ -41,8 +41,8 @@ need to know which cell they run:
 
 Kernels are serial; in training the cores are used by splitting the B streams
 among workers (model.Replicas), each calling these kernels on its own rows, and
-in sampling (batch 1) by a helper thread that computes half of every product
-(shared_product, product_helper).
+in sampling (batch 1) by a helper thread that shares every product
+(post_product, finish_product, product_helper).
 """
 import math
 
@@ -821,31 +821,39 @@ def adagrad_update(w, g, m, lr, eps):
 
 CHUNK = 4
 
+
+def _int64_array(arr) -> bool:
+    return isinstance(arr, types.Array) and arr.dtype == types.int64
+
+
+def _element(context, builder, signature, args):
+    """The address of arr[i], for an intrinsic whose first arguments are arr, i."""
+    a = context.make_array(signature.args[0])(context, builder, args[0])
+    k = context.cast(builder, args[1], signature.args[1], types.int64)
+    return builder.gep(a.data, [k])
+
+
 @intrinsic
 def _atomic_load(typingctx, arr, i):
     """arr[i], an acquire load: later reads see what was written before the
     matching release store."""
-    if not (isinstance(arr, types.Array) and arr.dtype == types.int64):
+    if not _int64_array(arr):
         return None
 
     def codegen(context, builder, signature, args):
-        a = context.make_array(signature.args[0])(context, builder, args[0])
-        k = context.cast(builder, args[1], signature.args[1], types.int64)
-        return builder.load_atomic(builder.gep(a.data, [k]), "acquire", 8)
+        return builder.load_atomic(_element(context, builder, signature, args), "acquire", 8)
     return types.int64(arr, i), codegen
 
 
 @intrinsic
 def _atomic_store(typingctx, arr, i, v):
     """arr[i] = v, a release store: earlier writes are seen before it."""
-    if not (isinstance(arr, types.Array) and arr.dtype == types.int64):
+    if not _int64_array(arr):
         return None
 
     def codegen(context, builder, signature, args):
-        a = context.make_array(signature.args[0])(context, builder, args[0])
-        k = context.cast(builder, args[1], signature.args[1], types.int64)
         x = context.cast(builder, args[2], signature.args[2], types.int64)
-        builder.store_atomic(x, builder.gep(a.data, [k]), "release", 8)
+        builder.store_atomic(x, _element(context, builder, signature, args), "release", 8)
         return context.get_dummy_value()
     return types.void(arr, i, v), codegen
 
@@ -853,14 +861,13 @@ def _atomic_store(typingctx, arr, i, v):
 @intrinsic
 def _atomic_add(typingctx, arr, i, v):
     """arr[i] += v atomically; returns the value before."""
-    if not (isinstance(arr, types.Array) and arr.dtype == types.int64):
+    if not _int64_array(arr):
         return None
 
     def codegen(context, builder, signature, args):
-        a = context.make_array(signature.args[0])(context, builder, args[0])
-        k = context.cast(builder, args[1], signature.args[1], types.int64)
         x = context.cast(builder, args[2], signature.args[2], types.int64)
-        return builder.atomic_rmw("add", builder.gep(a.data, [k]), x, "acq_rel")
+        return builder.atomic_rmw("add", _element(context, builder, signature, args), x,
+                                  "acq_rel")
     return types.int64(arr, i, v), codegen
 
 
@@ -935,7 +942,7 @@ def model_step(tok, flat, offsets, Wp, kind, state_h, state_c, hs, cs, gh, acts,
     in place; Wp: the packed products (Model.sampling_packs): Wp[2l] is layer
     l's Wh for h Whᵀ, Wp[2l − 1] its Wx for x Wx (l ≥ 1; layer 0's input is a
     row gather); hs, cs (2, 1, H), gh (1, G), acts, xp (1, 1, G),
-    aux (1, 1, H): scratch; sync: see post_product. posted: layer 0's
+    aux (1, 1, H): scratch; sync: see CHUNK; posted: layer 0's
     product, hs[0] = state_h[0] times Wp[0], is already posted."""
     L, _, H = state_h.shape
     G = gh.shape[1]
@@ -975,7 +982,7 @@ def generate(out, prime, u, flat, offsets, Wp, Wyp, kind, state_h, state_c,
     Wp: the layers' packed weight matrices (see model_step); Wyp: the output
     layer's Wy, packed as Wp is (Model.sampling_packs).
     hs (2, 1, H), gh (1, G): scratch shared with the helper thread; sync: see
-    post_product (sync[4] = 1: no helper).
+    CHUNK (sync[4] = 1: no helper).
     u: one uniform number per sampled token (the random state is the caller's).
         p = softmax(logits / temperature) over the top_k largest logits"""
     L, _, H = state_h.shape

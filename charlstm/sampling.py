@@ -1,7 +1,6 @@
 """Text generation: the per-character loop runs inside kernels.generate; Python
 only hands it chunks, so the text can be streamed as it is made. With two or
-more cores a helper thread computes half of every recurrent product
-(kernels.product_helper)."""
+more cores a helper thread shares every product (kernels.product_helper)."""
 from __future__ import annotations
 
 import os
@@ -56,8 +55,8 @@ class Sampler:
                 helper.join()
 
     def _sync(self, stop: bool = False) -> np.ndarray:
-        """The array the sampling thread and its helper meet through (layout in
-        kernels.shared_product)."""
+        """The array the sampling thread and its helper meet through (its layout: the
+        comment above kernels.CHUNK)."""
         sync = np.zeros(8, np.int64)
         sync[3], sync[4] = stop, self.threads
         return sync
