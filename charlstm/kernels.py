@@ -205,8 +205,8 @@ def _micro(typingctx, n, A, r, Wp, p, C, rc, cc):
     """C[rc+i, cc:cc+NR] = Σ_k A[r+i, k] · Wp[p, k, :]   for i < n, 1 <= n <= MR.
     A (M, K), C (·, ·) row-contiguous; Wp (P, K, NR) packed (pack_nt, pack_nn),
     of A's dtype, or for float32 A the float16 bit patterns of the packed
-    weights as uint16 (half_packs: half the bytes to read; each vector is widened
-    to float32 as it is loaded, so the sums are float32).
+    weights as uint16 (Model.sampling_packs(half=True): half the bytes to read;
+    each vector is widened to float32 as it is loaded, so the sums are float32).
     The IR has one unrolled block per row count n, chosen by a switch."""
     if not (A.layout == "C" and C.layout == "C" and Wp.layout == "C"
             and A.ndim == 2 and C.ndim == 2 and Wp.ndim == 3):
@@ -238,7 +238,7 @@ def _micro(typingctx, n, A, r, Wp, p, C, rc, cc):
         splat = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
         panel = builder.gep(w.data, [builder.mul(builder.mul(p_, K), NR)])
 
-        def step(k, rows, acc):             # acc[i][v] += A[r+i, k] · Wp[p, k, v-th vector]
+        def step(k, a_row, acc):            # acc[i][v] += A[r+i, k] · Wp[p, k, v-th vector]
             wv = [builder.gep(panel, [builder.add(builder.mul(k, NR), ir.Constant(i64, v * lanes))])
                   for v in range(NV)]
             if half:
@@ -246,7 +246,7 @@ def _micro(typingctx, n, A, r, Wp, p, C, rc, cc):
                                     vec) for w_ in wv]
             else:
                 wv = [builder.load(builder.bitcast(w_, vec.as_pointer()), align=size) for w_ in wv]
-            for i in range(rows):
+            for i in range(len(a_row)):
                 x = builder.load(builder.gep(a_row[i], [k]))
                 xb = builder.shuffle_vector(
                     builder.insert_element(undef, x, ir.Constant(i32, 0)), undef, splat)
@@ -260,16 +260,18 @@ def _micro(typingctx, n, A, r, Wp, p, C, rc, cc):
             U = 4 if rows == 1 else 1
             accs = [[[cgutils.alloca_once_value(builder, zero) for _ in range(NV)]
                      for _ in range(rows)] for _ in range(U)]   # LLVM keeps these in registers
-            a_row[:] = [builder.gep(a.data, [builder.mul(builder.add(r_, ir.Constant(i64, i)),
-                                                         lda)]) for i in range(rows)]
-            Ku = builder.mul(builder.sdiv(K, ir.Constant(i64, U)), ir.Constant(i64, U))
-            with cgutils.for_range(builder, builder.sdiv(K, ir.Constant(i64, U))) as loop:
+            a_row = [builder.gep(a.data, [builder.mul(builder.add(r_, ir.Constant(i64, i)), lda)])
+                     for i in range(rows)]
+            u_ = ir.Constant(i64, U)
+            nk = builder.sdiv(K, u_)
+            with cgutils.for_range(builder, nk) as loop:
                 for u in range(U):
-                    step(builder.add(builder.mul(loop.index, ir.Constant(i64, U)),
-                                     ir.Constant(i64, u)), rows, accs[u])
+                    step(builder.add(builder.mul(loop.index, u_), ir.Constant(i64, u)), a_row,
+                         accs[u])
             if U > 1:                       # the last K mod U terms
+                Ku = builder.mul(nk, u_)
                 with cgutils.for_range(builder, builder.sub(K, Ku)) as loop:
-                    step(builder.add(Ku, loop.index), rows, accs[0])
+                    step(builder.add(Ku, loop.index), a_row, accs[0])
             for i in range(rows):
                 row = builder.add(builder.mul(builder.add(rc_, ir.Constant(i64, i)), ldc), cc_)
                 for v in range(NV):
@@ -279,7 +281,6 @@ def _micro(typingctx, n, A, r, Wp, p, C, rc, cc):
                     dst = builder.gep(c.data, [builder.add(row, ir.Constant(i64, v * lanes))])
                     builder.store(total, builder.bitcast(dst, vec.as_pointer()), align=size)
 
-        a_row = []
         done = builder.append_basic_block("micro.done")
         switch = builder.switch(n_, done)
         for rows in range(1, MR + 1):
@@ -994,7 +995,7 @@ def generate(out, prime, u, flat, offsets, Wp, Wyp, kind, state_h, state_c,
     acts = np.empty((1, 1, G), dt)
     aux = np.empty((1, 1, H), dt)
     xp = np.empty((1, 1, G), dt)
-    y = np.empty((1, V), dt)
+    y = np.empty((1, Wyp.shape[0] * Wyp.shape[2]), dt)   # whole panels: no edge copy
     probs = np.empty(V, np.float64)
     by = flat[offsets[L, 1]:offsets[L, 1] + V]
     for n in range(prime.shape[0]):
@@ -1004,7 +1005,7 @@ def generate(out, prime, u, flat, offsets, Wp, Wyp, kind, state_h, state_c,
         hs[0] = state_h[0]
         post_product(0, sync)                    # layer 0's h Whᵀ, needed after the draw
         matmul_packed(state_h[L - 1], Wyp, y)
-        logits = y[0]
+        logits = y[0, :V]
         for v in range(V):
             logits[v] += by[v]
         if greedy:

@@ -16,7 +16,7 @@ from .train import model_from_checkpoint
 
 
 class Sampler:
-    """half: multiply by float16 copies of the recurrent weights (half the
+    """half: multiply by float16 copies of the weight matrices (half the
     bytes to read per character; the arithmetic stays float32)."""
 
     def __init__(self, model: Model, vocab: str = "", threads: int | None = None,
