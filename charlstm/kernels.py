@@ -193,6 +193,7 @@ def _vector_bytes():
 VBYTES = _vector_bytes()
 NV = 2                                    # vectors per row of the C block
 MR = 12 if VBYTES == 64 else 6            # rows of the C block: MR·NV accumulators
+PREFETCH = 4096                           # bytes ahead a one-row product asks for
 
 
 def panel_width(dtype) -> int:
@@ -237,6 +238,12 @@ def _micro(typingctx, n, A, r, Wp, p, C, rc, cc):
         zero, undef = ir.Constant(vec, None), ir.Constant(vec, ir.Undefined)
         splat = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
         panel = builder.gep(w.data, [builder.mul(builder.mul(p_, K), NR)])
+        row_bytes = NV * lanes * (2 if half else size)           # one k of the panel
+        ahead = max(1, PREFETCH // row_bytes)
+        i8p = ir.IntType(8).as_pointer()
+        prefetch_ = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+            "llvm.prefetch.p0i8")
 
         def step(k, a_row, acc):            # acc[i][v] += A[r+i, k] · Wp[p, k, v-th vector]
             wv = [builder.gep(panel, [builder.add(builder.mul(k, NR), ir.Constant(i64, v * lanes))])
@@ -254,9 +261,20 @@ def _micro(typingctx, n, A, r, Wp, p, C, rc, cc):
                     builder.store(builder.call(fma, [xb, wv[v], builder.load(acc[i][v])]),
                                   acc[i][v])
 
+        def prefetch(k):                    # the cache lines of row k of the panel
+            for line in range(0, row_bytes, 64):
+                at = builder.gep(builder.bitcast(panel, i8p),
+                                 [builder.add(builder.mul(k, ir.Constant(i64, row_bytes)),
+                                              ir.Constant(i64, line))])
+                builder.call(prefetch_, [at, ir.Constant(i32, 0), ir.Constant(i32, 3),
+                                         ir.Constant(i32, 1)])
+
         def block(rows):                    # the kernel for a block of `rows` rows
             # One row has only NV chains of dependent FMAs, too few to hide their
             # latency, so its sum is split into U chains over k (then added up).
+            # It also reads each weight once only, so the panel streams through;
+            # asking for it PREFETCH bytes ahead (hints, which never fault) keeps
+            # the loads from waiting on memory.
             U = 4 if rows == 1 else 1
             accs = [[[cgutils.alloca_once_value(builder, zero) for _ in range(NV)]
                      for _ in range(rows)] for _ in range(U)]   # LLVM keeps these in registers
@@ -266,8 +284,10 @@ def _micro(typingctx, n, A, r, Wp, p, C, rc, cc):
             nk = builder.sdiv(K, u_)
             with cgutils.for_range(builder, nk) as loop:
                 for u in range(U):
-                    step(builder.add(builder.mul(loop.index, u_), ir.Constant(i64, u)), a_row,
-                         accs[u])
+                    k = builder.add(builder.mul(loop.index, u_), ir.Constant(i64, u))
+                    if rows == 1:
+                        prefetch(builder.add(k, ir.Constant(i64, ahead)))
+                    step(k, a_row, accs[u])
             if U > 1:                       # the last K mod U terms
                 Ku = builder.mul(nk, u_)
                 with cgutils.for_range(builder, builder.sub(K, Ku)) as loop:

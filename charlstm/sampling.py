@@ -62,16 +62,20 @@ class Sampler:
         return sync
 
     def stream(self, seed: str, length: int, temperature: float = 1.0, top_k: int = 0,
-               greedy: bool = False, rng_seed: int | None = None, chunk: int = 256):
+               greedy: bool = False, rng_seed: int | None = None, chunk: int = 256,
+               first: int = 8):
         """Yield the continuation of `seed` in pieces (the seed itself is not
-        yielded). An empty seed starts from a newline, or the first symbol."""
+        yielded): `first` characters, then twice as many each time, up to
+        `chunk`. An empty seed starts from a newline, or the first symbol.
+        Each piece is one call of generate, which starts and stops the helper
+        thread (0.1–0.2 ms), so the pieces should not be small."""
         prime = encode_text(seed, self.vocab)
         if len(prime) == 0:
             start = "\n" if "\n" in self.vocab else self.vocab[0]
             prime = encode_text(start, self.vocab)
         h, c = self.model.zero_state(1)
         u = np.random.default_rng(rng_seed).random(length)
-        n, size = 0, 8                                   # small first piece: quick first output
+        n, size = 0, first                               # small first piece: quick first output
         while n < length:
             k = min(size, length - n)
             out = np.empty(k, np.int64)
@@ -82,4 +86,6 @@ class Sampler:
             yield "".join(self.chars[out])
 
     def text(self, seed: str, length: int, **kw) -> str:
-        return "".join(self.stream(seed, length, **kw))
+        """The whole continuation, made in one piece (as stream makes it)."""
+        return "".join(self.stream(seed, length, chunk=max(1, length), first=max(1, length),
+                                   **kw))

@@ -273,6 +273,19 @@ def test_sampling_from_a_broken_model_stays_in_the_vocabulary():
     assert len(text) == 50 and set(text) <= set("abcde")
 
 
+def test_stream_pieces_join_to_text():
+    """text() makes the continuation in one piece, stream() in growing pieces
+    (one generate call each): the same random numbers, so the same text."""
+    from charlstm.sampling import Sampler
+    cfg = ModelConfig(hidden=32, layers=2, vocab_size=5)
+    m = Model(cfg, np.float32).init(np.random.default_rng(3))
+    s = Sampler(m, "abcde", threads=2, half=True)
+    whole = s.text("ab", 300, rng_seed=5, temperature=0.9)
+    pieces = list(s.stream("ab", 300, rng_seed=5, temperature=0.9, chunk=64, first=3))
+    assert [len(p) for p in pieces] == [3, 6, 12, 24, 48, 64, 64, 64, 15]
+    assert "".join(pieces) == whole and len(set(whole)) > 1
+
+
 def test_dropout_mask():
     """Kept units are 1/keep, dropped ones 0, at the rate asked; a part of the
     batch made apart (a worker's) equals that part of the whole; another key
