@@ -854,6 +854,12 @@ def _element(context, builder, signature, args):
     return builder.gep(a.data, [k])
 
 
+def _element_value(context, builder, signature, args):
+    """The address of arr[i] and v as an int64, for an intrinsic (arr, i, v)."""
+    return (_element(context, builder, signature, args),
+            context.cast(builder, args[2], signature.args[2], types.int64))
+
+
 @intrinsic
 def _atomic_load(typingctx, arr, i):
     """arr[i], an acquire load: later reads see what was written before the
@@ -873,8 +879,8 @@ def _atomic_store(typingctx, arr, i, v):
         return None
 
     def codegen(context, builder, signature, args):
-        x = context.cast(builder, args[2], signature.args[2], types.int64)
-        builder.store_atomic(x, _element(context, builder, signature, args), "release", 8)
+        at, x = _element_value(context, builder, signature, args)
+        builder.store_atomic(x, at, "release", 8)
         return context.get_dummy_value()
     return types.void(arr, i, v), codegen
 
@@ -886,8 +892,7 @@ def _atomic_add(typingctx, arr, i, v):
         return None
 
     def codegen(context, builder, signature, args):
-        x = context.cast(builder, args[2], signature.args[2], types.int64)
-        return builder.atomic_rmw("add", _element(context, builder, signature, args), x,
+        return builder.atomic_rmw("add", *_element_value(context, builder, signature, args),
                                   "acq_rel")
     return types.int64(arr, i, v), codegen
 
