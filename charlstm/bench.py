@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from .cells import CELLS
-from .config import ModelConfig, TrainConfig
+from .config import SAMPLING_WEIGHTS, ModelConfig, TrainConfig
 from .data import Corpus
 from .model import default_workers
 
@@ -90,13 +90,13 @@ def torch_train_step(cell, L, H, B, threads):
     return lambda: tr.step(x, y)
 
 
-def ours_sampler(L, H, n, half):
-    """Sampling n characters with ours, as a function; half: float16 weights
-    (the default of `charlstm sample`), else float32."""
+def ours_sampler(L, H, n, weights):
+    """Sampling n characters with ours, as a function, multiplying by `weights`
+    (config.SAMPLING_WEIGHTS; int8 is the default of `charlstm sample`)."""
     from .model import Model
     from .sampling import Sampler
     m = Model(ModelConfig(hidden=H, layers=L, vocab_size=V)).init(np.random.default_rng(0))
-    s = Sampler(m, "".join(chr(48 + k) for k in range(V)), half=half)
+    s = Sampler(m, "".join(chr(48 + k) for k in range(V)), weights=weights)
     return lambda: s.text("0", n, rng_seed=0)
 
 
@@ -151,6 +151,26 @@ def memory_100mb(size_mb=100) -> dict:
                 "limit_mb": 2 * size / 1e6 + 300, "seconds": time.perf_counter() - t}
 
 
+def sampling_row(L: int, H: int, workers: int, have_torch: bool) -> dict:
+    """Sampling speeds (chars/s, medians of 5) at batch 1: ours with each
+    precision of the weights, and PyTorch two ways, nn.LSTMCell copies of the
+    layers and the nn.LSTM module called per character (several times slower);
+    the ratios are against the faster."""
+    runs = [(n, ours_sampler(L, H, n, w)) for n, w in zip((6000, 4000, 3000), SAMPLING_WEIGHTS)]
+    if have_torch:                  # (characters per timed call, the call)
+        runs += [(600, torch_sampler(L, H, 600, workers, "cell")),
+                 (150, torch_sampler(L, H, 150, workers, "module"))]
+    ts = _median_times([f for _, f in runs], 5, warmup=1)
+    speeds = [n / t for (n, _), t in zip(runs, ts)]
+    row = {"layers": L, "hidden": H, "ours": speeds[0], "ours_float16": speeds[1],
+           "ours_float32": speeds[2], "torch": max(speeds[3:]) if have_torch else None,
+           "torch_cell": speeds[3] if have_torch else None,
+           "torch_module": speeds[4] if have_torch else None}
+    for key in ("", "_float16", "_float32"):
+        row["ratio" + key] = row["ours" + key] / row["torch"] if row["torch"] else None
+    return row
+
+
 def run(repeats=5, quick=False, memory=True, log=print) -> dict:
     from . import rival
     workers = default_workers()
@@ -177,22 +197,7 @@ def run(repeats=5, quick=False, memory=True, log=print) -> dict:
         res["train"].append(row)
     for L, H in SAMPLE_CONFIGS[:1] if quick else SAMPLE_CONFIGS:
         log(f"sampling {L}x{H}...")
-        # PyTorch two ways: nn.LSTMCell copies of the layers, and the nn.LSTM module
-        # called per character (several times slower); the ratio is against the faster
-        ns = [4000, 3000, 600, 150]              # characters per timed call
-        fns = [ours_sampler(L, H, ns[0], True), ours_sampler(L, H, ns[1], False)]
-        if have_torch:
-            fns += [torch_sampler(L, H, ns[2], workers, "cell"),
-                    torch_sampler(L, H, ns[3], workers, "module")]
-        ts = _median_times(fns, 5, warmup=1)
-        speeds = [k / t for k, t in zip(ns, ts)]
-        row = {"layers": L, "hidden": H, "ours": speeds[0], "ours_float32": speeds[1],
-               "torch": max(speeds[2:]) if have_torch else None,
-               "torch_cell": speeds[2] if have_torch else None,
-               "torch_module": speeds[3] if have_torch else None}
-        row["ratio"] = row["ours"] / row["torch"] if row["torch"] else None
-        row["ratio_float32"] = row["ours_float32"] / row["torch"] if row["torch"] else None
-        res["sample"].append(row)
+        res["sample"].append(sampling_row(L, H, workers, have_torch))
     peaks.append(gemm_peak(2 * repeats, workers))
     res["gemm_peak_gflops"] = max(peaks)      # the better of a reading before and after
     res["gemm_peak_readings"] = peaks
@@ -233,17 +238,18 @@ def table(res) -> str:
         lines.append(f"{cfg:<20}{r['ours']:>10,.0f}{r['ours_gflops']:>9.1f}"
                      f"{100 * r['ours_share']:>8.0f}%{f(r['torch'], ',.0f'):>10}"
                      f"{f(r['ratio'], '.2f'):>9}")
-    lines += ["", "Sampling, batch 1 (chars/s, medians). Ours with float16 weights (the "
-              "default of `charlstm sample`) and float32;", "PyTorch (float32) one character "
-              "per Python step, with nn.LSTMCell and with the nn.LSTM module; ratios to the "
-              "faster:",
-              f"{'config':<20}{'ours f16':>10}{'ours f32':>10}{'PT cell':>10}{'PT module':>10}"
-              f"{'f16/PT':>8}{'f32/PT':>8}"]
+    lines += ["", "Sampling, batch 1 (chars/s, medians). Ours multiplying by int8 weights (the "
+              "default of `charlstm sample`), float16 and float32;", "PyTorch (float32) one "
+              "character per Python step, with nn.LSTMCell and with the nn.LSTM module; ratios "
+              "to the faster:",
+              f"{'config':<12}{'ours i8':>9}{'ours f16':>9}{'ours f32':>9}{'PT cell':>9}"
+              f"{'PT module':>10}{'i8/PT':>7}{'f16/PT':>7}{'f32/PT':>7}"]
     for r in res["sample"]:
-        lines.append(f"{'lstm %dx%d' % (r['layers'], r['hidden']):<20}{r['ours']:>10,.0f}"
-                     f"{r['ours_float32']:>10,.0f}"
-                     f"{f(r['torch_cell'], ',.0f'):>10}{f(r['torch_module'], ',.0f'):>10}"
-                     f"{f(r['ratio'], '.1f'):>8}{f(r['ratio_float32'], '.1f'):>8}")
+        lines.append(f"{'lstm %dx%d' % (r['layers'], r['hidden']):<12}{r['ours']:>9,.0f}"
+                     f"{r['ours_float16']:>9,.0f}{r['ours_float32']:>9,.0f}"
+                     f"{f(r['torch_cell'], ',.0f'):>9}{f(r['torch_module'], ',.0f'):>10}"
+                     f"{f(r['ratio'], '.1f'):>7}{f(r['ratio_float16'], '.1f'):>7}"
+                     f"{f(r['ratio_float32'], '.1f'):>7}")
     lines.append(f"\nStart-up, cached `charlstm sample --length 1`: {res['startup_s']:.2f} s")
     if res.get("memory"):
         m = res["memory"]

@@ -73,3 +73,6 @@ def from_dict(cls, d: dict):
 
 def replace(cfg, **changes):
     return dataclasses.replace(cfg, **changes)
+
+# The precisions sampling can multiply by (model.Model.sampling_packs), the default first.
+SAMPLING_WEIGHTS = ("int8", "float16", "float32")

@@ -206,11 +206,19 @@ def _micro(typingctx, n, A, r, Wp, p, C, rc, cc):
     """C[rc+i, cc:cc+NR] = Σ_k A[r+i, k] · Wp[p, k, :]   for i < n, 1 <= n <= MR.
     A (M, K), C (·, ·) row-contiguous; Wp (P, K, NR) packed (pack_nt, pack_nn),
     of A's dtype, or for float32 A the float16 bit patterns of the packed
-    weights as uint16 (Model.sampling_packs(half=True): half the bytes to read;
-    each vector is widened to float32 as it is loaded, so the sums are float32).
+    weights as uint16 (Model.sampling_packs("float16"): half the bytes to read;
+    each vector is widened to float32 as it is loaded, so the sums are float32),
+    or int8 weights with their scales (pack_int8; then n = 1, A holds the int16
+    input quantise_input makes, and C is float32: _micro_int8).
     The IR has one unrolled block per row count n, chosen by a switch."""
     if not (A.layout == "C" and C.layout == "C" and Wp.layout == "C"
-            and A.ndim == 2 and C.ndim == 2 and Wp.ndim == 3):
+            and A.ndim == 2 and C.ndim == 2):
+        return None
+    if Wp.dtype == types.int8 and Wp.ndim == 4:                  # pack_int8
+        if A.dtype != types.int16 or C.dtype != types.float32:
+            return None
+        return types.void(n, A, r, Wp, p, C, rc, cc), _micro_int8
+    if Wp.ndim != 3:
         return None
     half = Wp.dtype == types.uint16
     if not (Wp.dtype == A.dtype or (half and A.dtype == types.float32)):
@@ -383,6 +391,151 @@ def packed_shape(N: int, K: int, dtype) -> tuple[int, int, int]:
     """Shape of the packed form of a product with N output columns and K terms."""
     NR = panel_width(dtype)
     return ((N + NR - 1) // NR, K, NR)
+
+
+# ---------------------------------------------------------------------------
+# Sampling's products with int8 weights (`charlstm sample --weights int8`).
+# At batch 1 a product reads every weight once, for two multiply-adds, so the
+# bytes read are the limit: int8 weights are a quarter of float32's, and an
+# H=512 LSTM's Wh, 1 MB in int8, fits in the two cores' L2 caches (1 MB each).
+# Each output column j has its own scale s_j = max_k |W[j, k]| / 127, the
+# input x its scale s_x = max_k |x_k| / X, and with q = round(W / s) (int8)
+# and r = round(x / s_x) (int16)
+#
+#     y_j = s_j s_x Σ_k q_jk r_k,
+#
+# the sum exact in int32 (X is chosen so it cannot overflow). The kernel takes
+# k in pairs: each 32-bit lane multiplies two int16 pairs and adds both
+# products (vpmaddwd; with AVX-512 VNNI one vpdpwssd also accumulates), 32
+# multiply-adds per instruction where float16 weights give 16.
+
+NV8 = 4                                    # int32 vectors per panel row (int8 packs)
+SCALE_ROWS = 2                             # rows of a panel holding its NR scales
+
+
+def pack_int8(W: np.ndarray) -> np.ndarray:
+    """W (N, K) float, for y = x Wᵀ, as int8 panels (P, K2 + SCALE_ROWS, NR, 2):
+    [p, k2, c, e] = q[p·NR + c, 2·k2 + e] (zero past the ends), and rows K2, K2+1
+    of each panel hold its NR column scales s as float32 bytes."""
+    N, K = W.shape
+    NR = NV8 * VBYTES // 4
+    P, K2 = -(-N // NR), -(-K // 2)
+    s = np.abs(W).max(axis=1).astype(np.float32) / np.float32(127)
+    s[s == 0] = 1
+    q = np.zeros((P * NR, 2 * K2), np.int8)
+    with np.errstate(invalid="ignore"):    # a broken (NaN) model: its NaN scales
+        q[:N, :K] = np.rint(W / s[:, None])   # make NaN outputs whatever q holds
+    out = np.zeros((P, K2 + SCALE_ROWS, NR, 2), np.int8)
+    out[:, :K2] = q.reshape(P, NR, K2, 2).transpose(0, 2, 1, 3)
+    scales = np.ones(P * NR, np.float32)
+    scales[:N] = s
+    out[:, K2:] = scales.view(np.int8).reshape(P, SCALE_ROWS, NR, 2)
+    return out
+
+
+def quantised_input_shape(K: int) -> tuple[int, int]:
+    """Shape of quantise_input's A for an input of K values: the even number of
+    int16 values, then the two int16 that hold the float32 scale."""
+    return (1, 2 * -(-K // 2) + 2)
+
+
+@njit(**JIT)
+def quantise_input(h, A):
+    """A[0] = r = round(h / s) as int16 and, in its last two elements, the float32
+    bits of s = max |h| / X, for a product with int8 weights (pack_int8). With
+    X = min(32767, (2³¹ − 1) // (127 · K)) no int32 sum can overflow."""
+    K = A.shape[1] - 2
+    X = min(32767, 2147483647 // (127 * K))
+    m = np.float32(0)
+    for k in range(h.shape[0]):
+        m = max(m, abs(h[k]))
+    s = m / np.float32(X) if m > 0 else np.float32(1)
+    inv = np.float32(1) / s
+    for k in range(h.shape[0]):
+        A[0, k] = np.int16(np.rint(h[k] * inv))
+    A[0, K:].view(np.float32)[0] = s
+
+
+def _micro_int8(context, builder, signature, args):
+    """_micro's codegen for int8 panels (see there): one row,
+    C[rc, cc:cc+NR] = s_x · s · Σ_k2 (A[r, 2k2], A[r, 2k2+1]) · Wq[p, k2, :, :]."""
+    i64, i32, i16, i8 = ir.IntType(64), ir.IntType(32), ir.IntType(16), ir.IntType(8)
+    a, w, c = (context.make_array(signature.args[k])(context, builder, args[k])
+               for k in (1, 3, 5))
+    r_, p_, rc_, cc_ = (context.cast(builder, args[k], signature.args[k], types.int64)
+                        for k in (2, 4, 6, 7))
+    lanes = VBYTES // 4
+    f32v, i32v = ir.VectorType(ir.FloatType(), lanes), ir.VectorType(i32, lanes)
+    pairs_v = ir.VectorType(i16, 2 * lanes)
+    wide = ir.VectorType(i32, 2 * lanes)
+    RW = ir.Constant(i64, NV8 * 2 * lanes)                     # int8 per panel row
+    K2 = builder.sub(cgutils.unpack_tuple(builder, w.shape, 4)[1], ir.Constant(i64, SCALE_ROWS))
+    lda = builder.sdiv(cgutils.unpack_tuple(builder, a.strides, 2)[0], ir.Constant(i64, 4))
+    ldc = builder.sdiv(cgutils.unpack_tuple(builder, c.strides, 2)[0], ir.Constant(i64, 4))
+    panel = builder.gep(w.data, [builder.mul(builder.mul(p_, builder.add(
+        K2, ir.Constant(i64, SCALE_ROWS))), RW)])
+    x = builder.gep(builder.bitcast(a.data, i32.as_pointer()), [builder.mul(r_, lda)])
+    undef = ir.Constant(i32v, ir.Undefined)
+    splat = ir.Constant(i32v, [0] * lanes)
+    even = ir.Constant(i32v, list(range(0, 2 * lanes, 2)))
+    odd = ir.Constant(i32v, list(range(1, 2 * lanes, 2)))
+    U = 4                                  # chains over k, as in a one-row _micro
+
+    def step(k, acc):                      # acc[v] += pairs of A times row k of the panel
+        xk = builder.load(builder.gep(x, [k]))
+        xb = builder.shuffle_vector(builder.insert_element(undef, xk, ir.Constant(i32, 0)),
+                                    undef, splat)
+        xb = builder.sext(builder.bitcast(xb, pairs_v), wide)
+        row = builder.gep(panel, [builder.mul(k, RW)])
+        for v in range(NV8):
+            at = builder.gep(row, [ir.Constant(i64, v * 2 * lanes)])
+            wv = builder.load(builder.bitcast(at, ir.VectorType(i8, 2 * lanes).as_pointer()),
+                              align=1)
+            prod = builder.mul(builder.sext(wv, wide), xb)
+            pair_sums = builder.add(builder.shuffle_vector(prod, prod, even),
+                                    builder.shuffle_vector(prod, prod, odd))
+            builder.store(builder.add(builder.load(acc[v]), pair_sums), acc[v])
+
+    accs = [[cgutils.alloca_once_value(builder, ir.Constant(i32v, None)) for _ in range(NV8)]
+            for _ in range(U)]
+    u_ = ir.Constant(i64, U)
+    nk = builder.sdiv(K2, u_)
+    with cgutils.for_range(builder, nk) as loop:
+        for u in range(U):
+            step(builder.add(builder.mul(loop.index, u_), ir.Constant(i64, u)), accs[u])
+    Ku = builder.mul(nk, u_)
+    with cgutils.for_range(builder, builder.sub(K2, Ku)) as loop:
+        step(builder.add(Ku, loop.index), accs[0])
+    fp = ir.FloatType().as_pointer()
+    sx = builder.load(builder.bitcast(builder.gep(x, [K2]), fp))
+    sxv = builder.shuffle_vector(builder.insert_element(ir.Constant(f32v, ir.Undefined), sx,
+                                                        ir.Constant(i32, 0)),
+                                 ir.Constant(f32v, ir.Undefined), splat)
+    scales = builder.bitcast(builder.gep(panel, [builder.mul(K2, RW)]), fp)
+    out = builder.gep(builder.bitcast(c.data, fp), [builder.add(builder.mul(rc_, ldc), cc_)])
+    for v in range(NV8):
+        total = builder.load(accs[0][v])
+        for u in range(1, U):
+            total = builder.add(total, builder.load(accs[u][v]))
+        sv = builder.load(builder.bitcast(builder.gep(scales, [ir.Constant(i64, v * lanes)]),
+                                          f32v.as_pointer()), align=4)
+        y = builder.fmul(builder.fmul(builder.sitofp(total, f32v), sv), sxv)
+        builder.store(y, builder.bitcast(builder.gep(out, [ir.Constant(i64, v * lanes)]),
+                                         f32v.as_pointer()), align=4)
+    return context.get_dummy_value()
+
+
+def _input(A, h):
+    """Make A the input of the next product by the sampling weights: with float
+    weights A is h itself, so nothing is done; with int8 weights (A int16) h is
+    quantised into A (jitted code only)."""
+
+
+@overload(_input, jit_options=JIT)
+def _input_impl(A, h):
+    if A.dtype == types.int16:
+        return lambda A, h: quantise_input(h[0], A)
+    return lambda A, h: None
 
 
 # ---------------------------------------------------------------------------
@@ -962,14 +1115,15 @@ def product_helper(sync, A, Wp, C):
 
 
 @njit(**JIT)
-def model_step(tok, flat, offsets, Wp, kind, state_h, state_c, hs, cs, gh, acts, aux, xp,
+def model_step(tok, flat, offsets, A, Wp, kind, state_h, state_c, hs, cs, gh, acts, aux, xp,
                sync, posted=False):
     """Run one token through every layer. state_h, state_c: (L, 1, H), updated
     in place; Wp: the packed products (Model.sampling_packs): Wp[2l] is layer
     l's Wh for h Whᵀ, Wp[2l − 1] its Wx for x Wx (l ≥ 1; layer 0's input is a
-    row gather); hs, cs (2, 1, H), gh (1, G), acts, xp (1, 1, G),
+    row gather); A: the products' input, hs[0] itself or, for int8 weights,
+    its quantised copy (_input); hs, cs (2, 1, H), gh (1, G), acts, xp (1, 1, G),
     aux (1, 1, H): scratch; sync: see CHUNK; posted: layer 0's
-    product, hs[0] = state_h[0] times Wp[0], is already posted."""
+    product, A = state_h[0] times Wp[0], is already posted."""
     L, _, H = state_h.shape
     G = gh.shape[1]
     for l in range(L):
@@ -982,22 +1136,24 @@ def model_step(tok, flat, offsets, Wp, kind, state_h, state_c, hs, cs, gh, acts,
                 xp[0, 0, j] = Wx[tok, j] + b[j]
         else:
             hs[0] = state_h[l - 1]
-            shared_product(2 * l - 1, hs[0], Wp, gh, sync)
+            _input(A, hs[0])
+            shared_product(2 * l - 1, A, Wp, gh, sync)
             for j in range(G):
                 xp[0, 0, j] = gh[0, j] + b[j]
         cs[0] = state_c[l]
         if l == 0 and posted:
-            finish_product(hs[0], Wp, gh, sync)
+            finish_product(A, Wp, gh, sync)
         else:
             hs[0] = state_h[l]
-            shared_product(2 * l, hs[0], Wp, gh, sync)
+            _input(A, hs[0])
+            shared_product(2 * l, A, Wp, gh, sync)
         cell_step(kind, 0, gh, hs, cs, acts, aux, xp, ex)
         state_h[l] = hs[1]
         state_c[l] = cs[1]
 
 
 @njit(**JIT)
-def generate(out, prime, u, flat, offsets, Wp, Wyp, kind, state_h, state_c,
+def generate(out, prime, u, flat, offsets, A, Wp, Wyp, kind, state_h, state_c,
              temperature, top_k, greedy, hs, gh, sync):
     """Feed the `prime` tokens (may be empty), then sample len(out) tokens,
     each fed back in. The state (L, 1, H) always reflects every token consumed,
@@ -1005,8 +1161,8 @@ def generate(out, prime, u, flat, offsets, Wp, Wyp, kind, state_h, state_c,
 
     flat: the parameter buffer; offsets: (L + 1, 5) int64 rows
     [Wx, Wh, b, ex, n_ex] per layer, then [Wy, by, V, 0, 0].
-    Wp: the layers' packed weight matrices (see model_step); Wyp: the output
-    layer's Wy, packed as Wp is (Model.sampling_packs).
+    A, Wp: the products' input and the layers' packed weight matrices (see
+    model_step); Wyp: the output layer's Wy, packed (Model.sampling_packs).
     hs (2, 1, H), gh (1, G): scratch shared with the helper thread; sync: see
     CHUNK (sync[4] = 1: no helper).
     u: one uniform number per sampled token (the random state is the caller's).
@@ -1024,10 +1180,11 @@ def generate(out, prime, u, flat, offsets, Wp, Wyp, kind, state_h, state_c,
     probs = np.empty(V, np.float64)
     by = flat[offsets[L, 1]:offsets[L, 1] + V]
     for n in range(prime.shape[0]):
-        model_step(prime[n], flat, offsets, Wp, kind, state_h, state_c, hs, cs, gh, acts,
+        model_step(prime[n], flat, offsets, A, Wp, kind, state_h, state_c, hs, cs, gh, acts,
                    aux, xp, sync)
     for k in range(out.shape[0]):
         hs[0] = state_h[0]
+        _input(A, hs[0])
         post_product(0, sync)                    # layer 0's h Whᵀ, needed after the draw
         matmul_packed(state_h[L - 1], Wyp, y)
         logits = y[0, :V]
@@ -1055,5 +1212,5 @@ def generate(out, prime, u, flat, offsets, Wp, Wyp, kind, state_h, state_c,
             while probs[pick] == 0.0 and pick > 0:   # rounding at the top end; a
                 pick -= 1                             # broken (NaN) model gives 0
         out[k] = pick
-        model_step(pick, flat, offsets, Wp, kind, state_h, state_c, hs, cs, gh, acts,
+        model_step(pick, flat, offsets, A, Wp, kind, state_h, state_c, hs, cs, gh, acts,
                    aux, xp, sync, True)

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import kernels as K
 from .cells import CELLS
-from .config import ModelConfig
+from .config import SAMPLING_WEIGHTS, ModelConfig
 from .errors import CharlstmError
 
 
@@ -226,25 +226,36 @@ class Model:
                 K.pack_nn(self.p[f"l{l}.Wh"], out[1][l])
         return out
 
-    def sampling_packs(self, half: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def sampling_packs(self, weights: str = "float32") -> tuple[np.ndarray, np.ndarray]:
         """The weight matrices batch-1 sampling multiplies by, packed for
         kernels.matmul_packed: Wp, in the order kernels.model_step uses them
         (Wh of layer 0, then Wx and Wh of each layer above, whose input is dense),
         and Wyp, the output layer's Wy.
-        half: the weights rounded to float16, stored as their uint16 bit patterns
-        (float32 models only); the products still sum in float32."""
+        weights: "float32", the weights as they are; "float16", rounded to
+        float16 and stored as their uint16 bit patterns (the products still sum
+        in float32); "int8", Wp as int8 with a scale per output
+        (kernels.pack_int8) and Wyp as float16. The last two are for float32
+        models only."""
         L, H, V = self.cfg.layers, self.cfg.hidden, self.cfg.vocab_size
+        if weights not in SAMPLING_WEIGHTS:
+            raise ValueError(f"weights must be one of {', '.join(SAMPLING_WEIGHTS)}")
+        if weights != "float32" and self.dtype != np.float32:
+            raise ValueError(f"{weights} weights are for float32 models")
         G = self.cell.gates * H
+        Wyp = np.empty(K.packed_shape(V, H, self.dtype), self.dtype)
+        K.pack_nn(self.p["Wy"], Wyp)
+        if weights == "int8":
+            mats = [self.p["l0.Wh"]]
+            for l in range(1, L):
+                mats += [self.p[f"l{l}.Wx"].T, self.p[f"l{l}.Wh"]]
+            return (np.stack([K.pack_int8(W) for W in mats]),
+                    Wyp.astype(np.float16).view(np.uint16))
         Wp = np.empty((2 * L - 1,) + K.packed_shape(G, H, self.dtype), self.dtype)
         for l in range(L):
             K.pack_nt(self.p[f"l{l}.Wh"], Wp[2 * l])
             if l > 0:
                 K.pack_nn(self.p[f"l{l}.Wx"], Wp[2 * l - 1])
-        Wyp = np.empty(K.packed_shape(V, H, self.dtype), self.dtype)
-        K.pack_nn(self.p["Wy"], Wyp)
-        if half:
-            if self.dtype != np.float32:
-                raise ValueError("float16 weights are for float32 models")
+        if weights == "float16":
             return tuple(w.astype(np.float16).view(np.uint16) for w in (Wp, Wyp))
         return Wp, Wyp
 

@@ -16,25 +16,29 @@ from .train import model_from_checkpoint
 
 
 class Sampler:
-    """half: multiply by float16 copies of the weight matrices (half the
-    bytes to read per character; the arithmetic stays float32)."""
+    """weights: the precision of the weight copies the products multiply by
+    (Model.sampling_packs): "float32" (exact), "float16" or "int8" (a half or a
+    quarter of the bytes to read per character; the sums stay float32, or
+    int32 with int8)."""
 
     def __init__(self, model: Model, vocab: str = "", threads: int | None = None,
-                 half: bool = False):
+                 weights: str = "float32"):
         self.model, self.vocab = model, vocab
         self.chars = np.array(list(vocab))
-        self.Wp, self.Wyp = model.sampling_packs(half)
+        self.Wp, self.Wyp = model.sampling_packs(weights)
         H = model.cfg.hidden
         self.hs = np.zeros((2, 1, H), model.dtype)              # shared with the helper
         self.gh = np.zeros((1, model.cell.gates * H), model.dtype)
+        self.A = (np.zeros(K.quantised_input_shape(H), np.int16) if weights == "int8"
+                  else self.hs[0])                              # the products' input
         self.threads = min(2, threads or os.cpu_count() or 1)
         if self.threads > 1:         # compile (or load) the helper here, so that a failure
-            K.product_helper(self._sync(stop=True), self.hs[0], self.Wp, self.gh)  # shows now
+            K.product_helper(self._sync(stop=True), self.A, self.Wp, self.gh)  # shows now
 
     @classmethod
-    def from_checkpoint(cls, path: str, half: bool = False) -> "Sampler":
+    def from_checkpoint(cls, path: str, weights: str = "float32") -> "Sampler":
         ck = ckpt.load(path)
-        return cls(model_from_checkpoint(ck, np.float32), ck.vocab, half=half)
+        return cls(model_from_checkpoint(ck, np.float32), ck.vocab, weights=weights)
 
     def generate(self, out, prime, u, h, c, temperature=1.0, top_k=0, greedy=False):
         """kernels.generate: feed `prime` (token ids), then write len(out) sampled
@@ -44,11 +48,12 @@ class Sampler:
         helper = None
         if self.threads > 1:
             helper = threading.Thread(target=K.product_helper,
-                                      args=(sync, self.hs[0], self.Wp, self.gh), daemon=True)
+                                      args=(sync, self.A, self.Wp, self.gh), daemon=True)
             helper.start()
         try:
-            K.generate(out, prime, u, m.flat, m.offsets, self.Wp, self.Wyp, m.cell.kind, h, c,
-                       float(temperature), int(top_k), bool(greedy), self.hs, self.gh, sync)
+            K.generate(out, prime, u, m.flat, m.offsets, self.A, self.Wp, self.Wyp, m.cell.kind,
+                       h, c, float(temperature), int(top_k), bool(greedy), self.hs, self.gh,
+                       sync)
         finally:
             sync[3] = 1                                          # the helper stops
             if helper is not None:

@@ -50,4 +50,5 @@ def run(cells) -> None:
         out = np.empty(2, np.int64)
         prime = np.zeros(1, np.int64)
         Sampler(m, threads=2).generate(out, prime, np.zeros(2), hs, cs)   # with the helper
-        Sampler(m, threads=2, half=True).generate(out, prime, np.zeros(2), hs, cs)
+        for weights in ("float16", "int8"):
+            Sampler(m, threads=2, weights=weights).generate(out, prime, np.zeros(2), hs, cs)

@@ -10,7 +10,27 @@ def test_quick_bench_reports_every_row():
     for row in res["train"] + res["sample"]:
         assert row["ours"] > 0
         assert (row["ratio"] is not None) == rival.available()
-    assert res["sample"][0]["ours_float32"] > 0         # float16 weights and float32 both
-    assert (res["sample"][0]["ratio_float32"] is not None) == rival.available()
+    for key in ("_float16", "_float32"):                # int8 weights, float16 and float32
+        assert res["sample"][0]["ours" + key] > 0
+        assert (res["sample"][0]["ratio" + key] is not None) == rival.available()
     text = bench.table(res)
-    assert "lstm 1x128 B=32" in text and "Start-up" in text and "f16/PT" in text
+    assert "lstm 1x128 B=32" in text and "Start-up" in text and "i8/PT" in text and "f16/PT" in text
+
+
+def test_sampling_speeds_pair_each_call_with_its_characters(monkeypatch):
+    """Each speed is the characters its own call made over that call's time:
+    stand-ins that take a known time per character must read back as that."""
+    import time
+    per_char = {"int8": 1e-6, "float16": 2e-6, "float32": 4e-6, "cell": 20e-6, "module": 50e-6}
+
+    def fake(key, n):
+        return lambda: time.sleep(n * per_char[key])
+    monkeypatch.setattr(bench, "ours_sampler", lambda L, H, n, w: fake(w, n))
+    monkeypatch.setattr(bench, "torch_sampler", lambda L, H, n, threads, loop: fake(loop, n))
+    row = bench.sampling_row(1, 512, 2, True)
+    got = {"int8": row["ours"], "float16": row["ours_float16"], "float32": row["ours_float32"],
+           "cell": row["torch_cell"], "module": row["torch_module"]}
+    for key, speed in got.items():        # sleep overshoots a little, never undershoots
+        assert 0.7 / per_char[key] < speed <= 1.0 / per_char[key], key
+    assert row["torch"] == row["torch_cell"]
+    assert abs(row["ratio"] - row["ours"] / row["torch_cell"]) < 1e-9

@@ -56,6 +56,9 @@ def test_train_then_sample(tmp_path, trained):
     exact = run(["sample", trained, "--seed", "the ", "--length", "40", "--rng-seed", "3",
                  "--weights", "float32"])
     assert exact.exit_code == 0 and exact.output.startswith("the ")
+    half = run(["sample", trained, "--seed", "the ", "--length", "40", "--rng-seed", "3",
+                "--weights", "float16"])
+    assert half.exit_code == 0 and half.output.startswith("the ")
 
 
 def test_sample_uses_newest_checkpoint(tmp_path, text, monkeypatch):
@@ -120,8 +123,8 @@ def test_out_of_range_options(text, args):
 def test_bad_sample_options(trained):
     r = run(["sample", trained, "--temperature", "0"])
     assert r.exit_code == 2 and "temperature" in r.output
-    r = run(["sample", trained, "--weights", "int8"])
-    assert r.exit_code == 2 and "--weights" in r.output and "float16" in r.output
+    r = run(["sample", trained, "--weights", "int4"])
+    assert r.exit_code == 2 and "--weights" in r.output and "int8" in r.output
 
 
 def test_missing_checkpoint(tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ import pytest
 
 from charlstm import kernels as K
 from charlstm.cells import CELLS
-from charlstm.config import ModelConfig
+from charlstm.config import SAMPLING_WEIGHTS, ModelConfig
 from charlstm.model import Model, Workspace
 
 from . import naive
@@ -67,6 +67,44 @@ def test_matmul_with_float16_packs(M, N, Kd):
     with pytest.raises(Exception):                    # float16 packs are for float32 sums
         K.matmul_packed(A.astype(np.float64), Wp.astype(np.float16).view(np.uint16),
                         C.astype(np.float64))
+
+
+@pytest.mark.parametrize("N,Kd", [(1, 1), (2048, 512), (40, 7), (70, 33), (130, 64)])
+def test_matmul_with_int8_packs(N, Kd):
+    """int8 packs (sampling's default) times an int16 input give exactly
+    s_j s_x Σ_k q_jk r_k, up to float32's rounding of the result: the int32 sums
+    are exact. Odd K, a panel cut short, and q, r, s as documented."""
+    rng = np.random.default_rng(N + Kd)
+    W = rng.normal(size=(N, Kd)).astype(np.float32)
+    h = np.tanh(rng.normal(size=Kd)).astype(np.float32)
+    A = np.zeros(K.quantised_input_shape(Kd), np.int16)
+    K.quantise_input(h, A)
+    s = np.abs(W).max(axis=1) / np.float32(127)
+    q = np.rint(W / s[:, None])
+    sx = A[0, -2:].view(np.float32)[0]
+    assert np.abs(q).max() == 127 and np.abs(A).max() == 32767
+    np.testing.assert_array_equal(A[0, :Kd], np.rint(h / sx))
+    C = np.full((1, N), np.nan, np.float32)
+    K.matmul_packed(A, K.pack_int8(W), C)
+    exact = (q.astype(np.float64) @ A[0, :Kd].astype(np.float64)) * s * sx
+    np.testing.assert_allclose(C[0], exact, rtol=1e-6, atol=1e-7 * np.abs(exact).max())
+    # against the float product: each term is off by at most |w| s_x/2 + s_j/2 |r s_x|
+    bound = np.abs(W) @ np.full(Kd, sx / 2) + s / 2 * np.abs(A[0, :Kd] * sx).sum()
+    assert (np.abs(C[0] - W.astype(np.float64) @ h) <= bound * 1.01 + 1e-6).all()
+
+
+def test_int8_sums_cannot_overflow():
+    """The largest sum, every q = 127 and every r at its top, for a K past
+    2³¹ / (127 · 32767): quantise_input's smaller X keeps it in int32."""
+    Kd = 4099
+    W = np.ones((3, Kd), np.float32)
+    A = np.zeros(K.quantised_input_shape(Kd), np.int16)
+    K.quantise_input(np.ones(Kd, np.float32), A)
+    top = int(A[0, :Kd].max())
+    assert 0 < top < 32767 and 127 * top * Kd < 2 ** 31 and (A[0, :Kd] == top).all()
+    C = np.zeros((1, 3), np.float32)
+    K.matmul_packed(A, K.pack_int8(W), C)
+    np.testing.assert_allclose(C[0], Kd, rtol=1e-6)
 
 
 def test_matmul_packed_row_blocks():
@@ -178,19 +216,19 @@ def test_workers_split_streams_without_changing_the_result(dropout):
         np.testing.assert_allclose(a, b, atol=1e-12)
 
 
-@pytest.mark.parametrize("half", [False, True])
+@pytest.mark.parametrize("weights", SAMPLING_WEIGHTS)
 @pytest.mark.parametrize("cell", list(CELLS))
-def test_sampling_on_two_cores_matches_one(cell, half):
+def test_sampling_on_two_cores_matches_one(cell, weights):
     """The helper thread's share of each product changes nothing: the same ids
     and the same final state, for every cell, two layers, an odd panel count,
-    float32 and float16 weights."""
+    and every precision of the weights."""
     from charlstm.sampling import Sampler
-    cfg = ModelConfig(cell=cell, hidden=72, layers=2, vocab_size=11)
+    cfg = ModelConfig(cell=cell, hidden=264, layers=2, vocab_size=11)
     m = Model(cfg, np.float32).init(np.random.default_rng(5))
     runs = []
     for threads in (1, 2):
-        s = Sampler(m, threads=threads, half=half)
-        assert s.Wp.shape[1] > 2 and s.threads == threads
+        s = Sampler(m, threads=threads, weights=weights)
+        assert s.Wp.shape[1] > K.CHUNK and s.Wp.shape[1] % 2 and s.threads == threads
         h, c = m.zero_state(1)
         out = np.empty(300, np.int64)
         u = np.random.default_rng(0).random(300)
@@ -216,22 +254,26 @@ def test_sampling_state_matches_the_forward_pass():
     np.testing.assert_allclose(c, cT, atol=1e-5)
 
 
-def test_sampling_with_float16_weights_stays_close():
-    """float16 weights move the sampler's state by about float16's rounding,
-    for every layer: after 200 characters, h and c within 2e-3 of float32's."""
+@pytest.mark.parametrize("weights,tol", [("float16", 2e-3), ("int8", 2e-2)])
+def test_sampling_with_rounded_weights_stays_close(weights, tol):
+    """float16 and int8 weights move the sampler's state by about their
+    rounding, for every layer: after 200 characters, h and c within tol of
+    float32's."""
     from charlstm.sampling import Sampler
     cfg = ModelConfig(cell="lstm", hidden=64, layers=2, vocab_size=11)
     m = Model(cfg, np.float32).init(np.random.default_rng(5))
     ids = np.random.default_rng(1).integers(0, 11, 200)
     states = []
-    for half in (False, True):
+    for w in ("float32", weights):
         h, c = m.zero_state(1)
-        Sampler(m, threads=2, half=half).generate(np.empty(0, np.int64), ids, np.zeros(0), h, c)
+        Sampler(m, threads=2, weights=w).generate(np.empty(0, np.int64), ids, np.zeros(0), h, c)
         states.append((h, c))
-    assert 0 < np.abs(states[0][0] - states[1][0]).max() < 2e-3
-    assert np.abs(states[0][1] - states[1][1]).max() < 2e-3
+    assert 0 < np.abs(states[0][0] - states[1][0]).max() < tol
+    assert np.abs(states[0][1] - states[1][1]).max() < tol
     with pytest.raises(ValueError, match="float32 models"):
-        Model(cfg, np.float64).init(np.random.default_rng(5)).sampling_packs(half=True)
+        Model(cfg, np.float64).init(np.random.default_rng(5)).sampling_packs(weights)
+    with pytest.raises(ValueError, match="int8, float16, float32"):
+        m.sampling_packs("int4")
 
 
 def test_product_without_avx512(tmp_path):
@@ -255,6 +297,11 @@ def test_product_without_avx512(tmp_path):
         "            K.matmul_packed(A, Wp.astype(np.float16).view(np.uint16), C)\n"
         "            W16 = W.astype(np.float16).astype(np.float64)\n"
         "            np.testing.assert_allclose(C, A @ W16.T, rtol=1e-5, atol=1e-4)\n"
+        "            if M == 1:\n"
+        "                Aq = np.zeros(K.quantised_input_shape(Kd), np.int16)\n"
+        "                K.quantise_input(A[0], Aq)\n"
+        "                K.matmul_packed(Aq, K.pack_int8(W), C)\n"
+        "                np.testing.assert_allclose(C, A @ W.T, rtol=0.05, atol=0.05)\n"
         "print('ok')\n")
     env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CACHE_DIR=str(tmp_path),
                NUMBA_CPU_FEATURES="+avx,+avx2,+fma,+f16c,+popcnt,+sse4.2,+bmi,+bmi2,-avx512f")
@@ -262,14 +309,19 @@ def test_product_without_avx512(tmp_path):
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
-def test_sampling_from_a_broken_model_stays_in_the_vocabulary():
+@pytest.mark.parametrize("weights", SAMPLING_WEIGHTS)
+def test_sampling_from_a_broken_model_stays_in_the_vocabulary(weights):
     """NaN weights (a diverged model) give NaN logits: every sampled id must still
-    be a symbol of the vocabulary, not a read past the end of the table."""
+    be a symbol of the vocabulary, not a read past the end of the table; packing
+    them warns of nothing."""
     from charlstm.sampling import Sampler
     cfg = ModelConfig(cell="irnn", hidden=16, layers=1, vocab_size=5)
     m = Model(cfg, np.float32).init(np.random.default_rng(0))
     m.flat[:] = np.nan
-    text = Sampler(m, "abcde").text("ab", 50, rng_seed=0, temperature=0.8)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        text = Sampler(m, "abcde", weights=weights).text("ab", 50, rng_seed=0, temperature=0.8)
     assert len(text) == 50 and set(text) <= set("abcde")
 
 
@@ -279,7 +331,7 @@ def test_stream_pieces_join_to_text():
     from charlstm.sampling import Sampler
     cfg = ModelConfig(hidden=32, layers=2, vocab_size=5)
     m = Model(cfg, np.float32).init(np.random.default_rng(3))
-    s = Sampler(m, "abcde", threads=2, half=True)
+    s = Sampler(m, "abcde", threads=2, weights="int8")
     whole = s.text("ab", 300, rng_seed=5, temperature=0.9)
     pieces = list(s.stream("ab", 300, rng_seed=5, temperature=0.9, chunk=64, first=3))
     assert [len(p) for p in pieces] == [3, 6, 12, 24, 48, 64, 64, 64, 15]
