@@ -201,6 +201,33 @@ def panel_width(dtype) -> int:
     return NV * VBYTES // np.dtype(dtype).itemsize
 
 
+def _splat(builder, x, lanes):
+    """IR: a vector of `lanes` copies of the scalar x."""
+    undef = ir.Constant(ir.VectorType(x.type, lanes), ir.Undefined)
+    zeros = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+    first = builder.insert_element(undef, x, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(first, undef, zeros)
+
+
+def _over_k(builder, K, U, step, before=None):
+    """IR: step(k, u) for k = 0 … K−1, the sum split into U chains: unrolled,
+    k = U·n + u, then the last K mod U terms on chain 0. before(k), if given,
+    is emitted ahead of each unrolled step (not the last ones)."""
+    i64 = ir.IntType(64)
+    u_ = ir.Constant(i64, U)
+    nk = builder.sdiv(K, u_)
+    with cgutils.for_range(builder, nk) as loop:
+        for u in range(U):
+            k = builder.add(builder.mul(loop.index, u_), ir.Constant(i64, u))
+            if before is not None:
+                before(k)
+            step(k, u)
+    if U > 1:
+        Ku = builder.mul(nk, u_)
+        with cgutils.for_range(builder, builder.sub(K, Ku)) as loop:
+            step(builder.add(Ku, loop.index), 0)
+
+
 @intrinsic
 def _micro(typingctx, n, A, r, Wp, p, C, rc, cc):
     """C[rc+i, cc:cc+NR] = Σ_k A[r+i, k] · Wp[p, k, :]   for i < n, 1 <= n <= MR.
@@ -243,8 +270,7 @@ def _micro(typingctx, n, A, r, Wp, p, C, rc, cc):
         lda = builder.sdiv(cgutils.unpack_tuple(builder, a.strides, 2)[0], ir.Constant(i64, size))
         ldc = builder.sdiv(cgutils.unpack_tuple(builder, c.strides, 2)[0], ir.Constant(i64, size))
         NR = ir.Constant(i64, NV * lanes)
-        zero, undef = ir.Constant(vec, None), ir.Constant(vec, ir.Undefined)
-        splat = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+        zero = ir.Constant(vec, None)
         panel = builder.gep(w.data, [builder.mul(builder.mul(p_, K), NR)])
         row_bytes = NV * lanes * (2 if half else size)           # one k of the panel
         ahead = max(1, PREFETCH // row_bytes)
@@ -262,9 +288,7 @@ def _micro(typingctx, n, A, r, Wp, p, C, rc, cc):
             else:
                 wv = [builder.load(builder.bitcast(w_, vec.as_pointer()), align=size) for w_ in wv]
             for i in range(len(a_row)):
-                x = builder.load(builder.gep(a_row[i], [k]))
-                xb = builder.shuffle_vector(
-                    builder.insert_element(undef, x, ir.Constant(i32, 0)), undef, splat)
+                xb = _splat(builder, builder.load(builder.gep(a_row[i], [k])), lanes)
                 for v in range(NV):
                     builder.store(builder.call(fma, [xb, wv[v], builder.load(acc[i][v])]),
                                   acc[i][v])
@@ -288,18 +312,9 @@ def _micro(typingctx, n, A, r, Wp, p, C, rc, cc):
                      for _ in range(rows)] for _ in range(U)]   # LLVM keeps these in registers
             a_row = [builder.gep(a.data, [builder.mul(builder.add(r_, ir.Constant(i64, i)), lda)])
                      for i in range(rows)]
-            u_ = ir.Constant(i64, U)
-            nk = builder.sdiv(K, u_)
-            with cgutils.for_range(builder, nk) as loop:
-                for u in range(U):
-                    k = builder.add(builder.mul(loop.index, u_), ir.Constant(i64, u))
-                    if rows == 1:
-                        prefetch(builder.add(k, ir.Constant(i64, ahead)))
-                    step(k, a_row, accs[u])
-            if U > 1:                       # the last K mod U terms
-                Ku = builder.mul(nk, u_)
-                with cgutils.for_range(builder, builder.sub(K, Ku)) as loop:
-                    step(builder.add(Ku, loop.index), a_row, accs[0])
+            _over_k(builder, K, U, lambda k, u: step(k, a_row, accs[u]),
+                    (lambda k: prefetch(builder.add(k, ir.Constant(i64, ahead))))
+                    if rows == 1 else None)
             for i in range(rows):
                 row = builder.add(builder.mul(builder.add(rc_, ir.Constant(i64, i)), ldc), cc_)
                 for v in range(NV):
@@ -475,16 +490,12 @@ def _micro_int8(context, builder, signature, args):
     panel = builder.gep(w.data, [builder.mul(builder.mul(p_, builder.add(
         K2, ir.Constant(i64, SCALE_ROWS))), RW)])
     x = builder.gep(builder.bitcast(a.data, i32.as_pointer()), [builder.mul(r_, lda)])
-    undef = ir.Constant(i32v, ir.Undefined)
-    splat = ir.Constant(i32v, [0] * lanes)
     even = ir.Constant(i32v, list(range(0, 2 * lanes, 2)))
     odd = ir.Constant(i32v, list(range(1, 2 * lanes, 2)))
     U = 4                                  # chains over k, as in a one-row _micro
 
     def step(k, acc):                      # acc[v] += pairs of A times row k of the panel
-        xk = builder.load(builder.gep(x, [k]))
-        xb = builder.shuffle_vector(builder.insert_element(undef, xk, ir.Constant(i32, 0)),
-                                    undef, splat)
+        xb = _splat(builder, builder.load(builder.gep(x, [k])), lanes)
         xb = builder.sext(builder.bitcast(xb, pairs_v), wide)
         row = builder.gep(panel, [builder.mul(k, RW)])
         for v in range(NV8):
@@ -498,19 +509,10 @@ def _micro_int8(context, builder, signature, args):
 
     accs = [[cgutils.alloca_once_value(builder, ir.Constant(i32v, None)) for _ in range(NV8)]
             for _ in range(U)]
-    u_ = ir.Constant(i64, U)
-    nk = builder.sdiv(K2, u_)
-    with cgutils.for_range(builder, nk) as loop:
-        for u in range(U):
-            step(builder.add(builder.mul(loop.index, u_), ir.Constant(i64, u)), accs[u])
-    Ku = builder.mul(nk, u_)
-    with cgutils.for_range(builder, builder.sub(K2, Ku)) as loop:
-        step(builder.add(Ku, loop.index), accs[0])
+    _over_k(builder, K2, U, lambda k, u: step(k, accs[u]))
     fp = ir.FloatType().as_pointer()
     sx = builder.load(builder.bitcast(builder.gep(x, [K2]), fp))
-    sxv = builder.shuffle_vector(builder.insert_element(ir.Constant(f32v, ir.Undefined), sx,
-                                                        ir.Constant(i32, 0)),
-                                 ir.Constant(f32v, ir.Undefined), splat)
+    sxv = _splat(builder, sx, lanes)
     scales = builder.bitcast(builder.gep(panel, [builder.mul(K2, RW)]), fp)
     out = builder.gep(builder.bitcast(c.data, fp), [builder.add(builder.mul(rc_, ldc), cc_)])
     for v in range(NV8):
