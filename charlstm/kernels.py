@@ -700,6 +700,7 @@ def peephole_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
     T, B, G = xp.shape
     H = G // 4
     I, F, C, O = 0, H, 2 * H, 3 * H
+    p_i, p_f, p_o = ex[0], ex[1], ex[2]
     one = _as(1.0, dxp)
     dh_next = dhs[T].copy()
     dc_next = dcs[T].copy()
@@ -707,7 +708,7 @@ def peephole_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
         for b in range(B):
             _output_backward(t, b, H, O, dxp, dhs, dcs, dy, dh_next, dc_next, cs, acts)
             for j in range(H):
-                dc = dcs[t + 1, b, j] + dxp[t, b, O + j] * ex[2, j]
+                dc = dcs[t + 1, b, j] + dxp[t, b, O + j] * p_o[j]
                 dcs[t + 1, b, j] = dc
                 i, g = acts[t, b, I + j], acts[t, b, C + j]
                 dxp[t, b, I + j] = dc * g * i * (one - i)
@@ -716,7 +717,7 @@ def peephole_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
                 dc, f = dcs[t + 1, b, j], acts[t, b, F + j]
                 df = dc * cs[t, b, j] * f * (one - f)
                 dxp[t, b, F + j] = df
-                dc_next[b, j] = dc * f + dxp[t, b, I + j] * ex[0, j] + df * ex[1, j]
+                dc_next[b, j] = dc * f + dxp[t, b, I + j] * p_i[j] + df * p_f[j]
         matmul_packed(dxp[t], Wh_nn, dh_next)
     dhs[0] = dh_next
     dcs[0] = dc_next
