@@ -244,17 +244,15 @@ class Model:
         G = self.cell.gates * H
         Wyp = np.empty(K.packed_shape(V, H, self.dtype), self.dtype)
         K.pack_nn(self.p["Wy"], Wyp)
+        mats = [self.p["l0.Wh"]]                       # each (N, K), for y = x Wᵀ
+        for l in range(1, L):
+            mats += [self.p[f"l{l}.Wx"].T, self.p[f"l{l}.Wh"]]
         if weights == "int8":
-            mats = [self.p["l0.Wh"]]
-            for l in range(1, L):
-                mats += [self.p[f"l{l}.Wx"].T, self.p[f"l{l}.Wh"]]
             return (np.stack([K.pack_int8(W) for W in mats]),
                     Wyp.astype(np.float16).view(np.uint16))
-        Wp = np.empty((2 * L - 1,) + K.packed_shape(G, H, self.dtype), self.dtype)
-        for l in range(L):
-            K.pack_nt(self.p[f"l{l}.Wh"], Wp[2 * l])
-            if l > 0:
-                K.pack_nn(self.p[f"l{l}.Wx"], Wp[2 * l - 1])
+        Wp = np.empty((len(mats),) + K.packed_shape(G, H, self.dtype), self.dtype)
+        for k, W in enumerate(mats):
+            K.pack_nt(np.ascontiguousarray(W), Wp[k])
         if weights == "float16":
             return tuple(w.astype(np.float16).view(np.uint16) for w in (Wp, Wyp))
         return Wp, Wyp

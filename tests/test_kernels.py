@@ -51,7 +51,7 @@ def test_matmul_packed_matches_numpy(dtype, M, N, Kd):
 @pytest.mark.parametrize("M,N,Kd", [(1, 1, 1), (1, 2048, 512), (1, 40, 7), (1, 70, 33),
                                      (3, 5, 7), (13, 64, 33), (16, 100, 17)])
 def test_matmul_with_float16_packs(M, N, Kd):
-    """Packs of float16 bit patterns (sampling's default) give the float32
+    """Packs of float16 bit patterns (`sample --weights float16`) give the float32
     product with the weights rounded to float16: one row (its sum split over
     k, with K mod 4 left over) and blocks of rows, both packings."""
     rng = np.random.default_rng(M * 100 + N + Kd)

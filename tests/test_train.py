@@ -16,7 +16,7 @@ def train_poem(poem, cell, steps=1000, tmp=None):
     reset within the poem); 348 transitions = 12 × 29,
     so every character is a training target. The learning rate decays (the
     default cosine schedule): with a constant 1e-2, a few runs in a hundred
-    ended on a step that left greedy decoding one character wrong (4 of 120
+    ended on a step that sent greedy decoding off the poem partway (4 of 120
     rng seeds for the LSTM; 30 of 30 recite with the decay)."""
     mc = ModelConfig(cell=cell, hidden=128, layers=1, dropout=0.0)
     tc = TrainConfig(seq_len=29, batch_size=1, lr=1e-2, schedule="cosine", steps=steps,
