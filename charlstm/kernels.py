@@ -1193,6 +1193,7 @@ def generate(out, prime, u, flat, offsets, A, Wp, Wyp, kind, state_h, state_c,
     xp = np.empty((1, 1, G), dt)
     y = np.empty((1, Wyp.shape[0] * Wyp.shape[2]), dt)   # whole panels: no edge copy
     probs = np.empty(V, np.float64)
+    ranked = np.empty(V, dt)                    # the logits sorted, for top_k
     by = flat[offsets[L, 1]:offsets[L, 1] + V]
     for n in range(prime.shape[0]):
         model_step(prime[n], flat, offsets, A, Wp, kind, state_h, state_c, hs, cs, gh, acts,
@@ -1210,7 +1211,9 @@ def generate(out, prime, u, flat, offsets, A, Wp, Wyp, kind, state_h, state_c,
         else:
             cut = -np.inf
             if 0 < top_k < V:
-                cut = np.sort(logits)[V - top_k]
+                ranked[:] = logits
+                ranked.sort()
+                cut = ranked[V - top_k]
             m = logits.max()
             s = 0.0
             for v in range(V):

@@ -325,6 +325,25 @@ def test_sampling_from_a_broken_model_stays_in_the_vocabulary(weights):
     assert len(text) == 50 and set(text) <= set("abcde")
 
 
+def test_top_k_keeps_only_the_likeliest():
+    """--top-k 1 is greedy decoding; with top_k = 3 every sampled character is
+    one of the 3 likeliest after the text before it (checked by feeding the
+    text back one character at a time)."""
+    from charlstm.sampling import Sampler
+    cfg = ModelConfig(hidden=32, layers=2, vocab_size=7)
+    m = Model(cfg, np.float32).init(np.random.default_rng(4))
+    s = Sampler(m, "abcdefg", threads=1, weights="float32")
+    greedy = s.text("ab", 60, greedy=True)
+    assert s.text("ab", 60, top_k=1, rng_seed=2) == greedy
+    text = s.text("ab", 60, top_k=3, rng_seed=2, temperature=2.0)
+    assert text != s.text("ab", 60, top_k=1, rng_seed=2)
+    for n in range(len(text)):
+        nxt = s.text("ab" + text[:n], 1, greedy=True)   # the likeliest next character
+        tops = {s.text("ab" + text[:n], 1, top_k=3, rng_seed=r, temperature=50.0)
+                for r in range(40)}                       # near-uniform over the top 3
+        assert nxt in tops and text[n] in tops and len(tops) <= 3
+
+
 def test_stream_pieces_join_to_text():
     """text() makes the continuation in one piece, stream() in growing pieces
     (one generate call each): the same random numbers, so the same text."""
