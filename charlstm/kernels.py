@@ -14,14 +14,16 @@ arguments for every cell, so training, sampling and the gradient checks never
 need to know which cell they run:
 
     forward (kind, hs, cs, acts, aux, xp, Wh_nt, ex)     kind: the cell's number
-    <cell>_step(t, gh, hs, cs, acts, aux, xp, ex)         gh = h_{t-1} Whᵀ  (B, G)
-    <cell>_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex)
+    <cell>_step(t, gh, hs, cs, acts, aux, x, ex)          gh = h_{t-1} Whᵀ  (B, G)
+    <cell>_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, Wh_nn, ex)
 
     hs, cs  (T+1, B, H)  hs[0], cs[0] hold the initial state; step t writes hs[t+1]
     acts    (T, B, G)    gate activations saved for the backward pass
     aux     (T, B, H)    any other saved value a cell needs (GRU: h Wh_nᵀ + b_hn)
-    xp      (T, B, G)    input pre-activations  x_t Wx + b  (one GEMM or a row
-                         gather for all T steps, done by the caller)
+    xp      (T, B, G)    input pre-activations  x_t Wx + b  (one GEMM for all T
+                         steps, done by the caller); the first layer's input is
+                         one-hot, and forward_onehot gathers its rows step by step
+    x       (B, G)       step t's input pre-activations (xp[t], or that gather)
     Wh_nt, Wh_nn         the recurrent weights Wh (G, H), PyTorch's weight_hh,
                          packed for the two products each step makes with it:
                          h_{t-1} Whᵀ = matmul_packed(h_{t-1}, Wh_nt)   (pack_nt)
@@ -549,28 +551,44 @@ LSTM, PEEPHOLE, CIFG, GRU, RNN, IRNN = 0, 1, 2, 3, 4, 5     # cells.Cell.kind
 
 @njit(**JIT)
 def forward(kind, hs, cs, acts, aux, xp, Wh_nt, ex):
-    """For t = 0 … T−1:  gh = h_{t−1} Whᵀ,  then the cell's step (cell_step)."""
+    """For t = 0 … T−1:  gh = h_{t−1} Whᵀ,  then the cell's step (cell_step)
+    with x = xp[t]."""
     gh = np.empty(xp.shape[1:], xp.dtype)
     for t in range(xp.shape[0]):
         matmul_packed(hs[t], Wh_nt, gh)
-        cell_step(kind, t, gh, hs, cs, acts, aux, xp, ex)
+        cell_step(kind, t, gh, hs, cs, acts, aux, xp[t], ex)
 
 
 @njit(**JIT)
-def cell_step(kind, t, gh, hs, cs, acts, aux, xp, ex):
+def forward_onehot(kind, hs, cs, acts, aux, tokens, Wx, b, Wh_nt, ex):
+    """forward for the first layer, whose input is one-hot (tokens (T, B)):
+    x = Wx[token] + b is gathered one step at a time into a (B, G) buffer that
+    stays in cache, rather than for all T steps into an xp the steps would
+    read back from memory (3 MB at H=128 for 16 streams)."""
+    T, B = tokens.shape
+    x = np.empty((B, Wx.shape[1]), Wx.dtype)
+    gh = np.empty_like(x)
+    for t in range(T):
+        embed(x, tokens[t], Wx, b)
+        matmul_packed(hs[t], Wh_nt, gh)
+        cell_step(kind, t, gh, hs, cs, acts, aux, x, ex)
+
+
+@njit(**JIT)
+def cell_step(kind, t, gh, hs, cs, acts, aux, x, ex):
     """Time step t of the cell numbered `kind`, given gh = h_{t−1} Whᵀ."""
     if kind == LSTM:
-        lstm_step(t, gh, hs, cs, acts, aux, xp, ex)
+        lstm_step(t, gh, hs, cs, acts, aux, x, ex)
     elif kind == PEEPHOLE:
-        peephole_step(t, gh, hs, cs, acts, aux, xp, ex)
+        peephole_step(t, gh, hs, cs, acts, aux, x, ex)
     elif kind == CIFG:
-        cifg_step(t, gh, hs, cs, acts, aux, xp, ex)
+        cifg_step(t, gh, hs, cs, acts, aux, x, ex)
     elif kind == GRU:
-        gru_step(t, gh, hs, cs, acts, aux, xp, ex)
+        gru_step(t, gh, hs, cs, acts, aux, x, ex)
     elif kind == RNN:
-        rnn_step(t, gh, hs, cs, acts, aux, xp, ex)
+        rnn_step(t, gh, hs, cs, acts, aux, x, ex)
     else:
-        irnn_step(t, gh, hs, cs, acts, aux, xp, ex)
+        irnn_step(t, gh, hs, cs, acts, aux, x, ex)
 
 
 # ---------------------------------------------------------------------------
@@ -588,19 +606,19 @@ def _gate(a, x, g, squash):
 
 
 @njit(**JIT)
-def lstm_step(t, gh, hs, cs, acts, aux, xp, ex):
+def lstm_step(t, gh, hs, cs, acts, aux, x, ex):
     """i = σ(.), f = σ(.), c~ = tanh(.), o = σ(.)   with (.) = xp_t + h_{t-1} Whᵀ
     c_t = f ⊙ c_{t-1} + i ⊙ c~
     h_t = o ⊙ tanh(c_t)
     Each pass below touches few arrays, so LLVM vectorises it; i and f, side
     by side, take one pass (fewer, longer passes measured 15-35% faster)."""
-    T, B, G = xp.shape
+    B, G = x.shape
     H = G // 4
     for b in range(B):
-        a, x, r = acts[t, b], xp[t, b], gh[b]
-        _gate(a[:2 * H], x[:2 * H], r[:2 * H], False)                      # i, f
-        _gate(a[2 * H:3 * H], x[2 * H:3 * H], r[2 * H:3 * H], True)        # c~
-        _gate(a[3 * H:], x[3 * H:], r[3 * H:], False)                      # o
+        a, xb, r = acts[t, b], x[b], gh[b]
+        _gate(a[:2 * H], xb[:2 * H], r[:2 * H], False)                     # i, f
+        _gate(a[2 * H:3 * H], xb[2 * H:3 * H], r[2 * H:3 * H], True)       # c~
+        _gate(a[3 * H:], xb[3 * H:], r[3 * H:], False)                     # o
         i, f, g, o = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
         c_prev, c, h = cs[t, b], cs[t + 1, b], hs[t + 1, b]
         for j in range(H):
@@ -626,7 +644,7 @@ def _output_backward(t, b, H, O, dxp, dhs, dcs, dy, dh_next, dc_next, cs, acts):
 
 
 @njit(**JIT)
-def lstm_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
+def lstm_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, Wh_nn, ex):
     """dh = dy_t + dh_{t+1 → t}                      (seed 004: dv Wv + dh_next)
     dc = dh ⊙ o ⊙ (1 − tanh²c_t) + f_{t+1} ⊙ dc_{t+1}
     do = dh ⊙ tanh c_t,  df = dc ⊙ c_{t−1},  di = dc ⊙ c~,  dc~ = dc ⊙ i
@@ -637,7 +655,7 @@ def lstm_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
     of unit j is column g·H + j: indexing the whole arrays, rather than taking
     a view per gate and stream, saves the views' reference counting, and
     `one` keeps the arithmetic in float32 (an integer 1 would make it float64)."""
-    T, B, G = xp.shape
+    T, B, G = dxp.shape
     H = G // 4
     I, F, C, O = 0, H, 2 * H, 3 * H                 # where each gate's columns start
     one = _as(1.0, dxp)
@@ -671,33 +689,33 @@ def _peep_gate(a, x, g, p, c):
 
 
 @njit(**JIT)
-def peephole_step(t, gh, hs, cs, acts, aux, xp, ex):
+def peephole_step(t, gh, hs, cs, acts, aux, x, ex):
     """i = σ(. + p_i ⊙ c_{t−1}),  f = σ(. + p_f ⊙ c_{t−1}),  c~ = tanh(.)
     c_t = f ⊙ c_{t−1} + i ⊙ c~
     o = σ(. + p_o ⊙ c_t),  h_t = o ⊙ tanh(c_t)
     In passes over a few arrays each, as lstm_step."""
-    T, B, G = xp.shape
+    B, G = x.shape
     H = G // 4
     for b in range(B):
-        a, x, r = acts[t, b], xp[t, b], gh[b]
+        a, xb, r = acts[t, b], x[b], gh[b]
         i, f, g, o = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
         c_prev, c, h = cs[t, b], cs[t + 1, b], hs[t + 1, b]
-        _peep_gate(i, x[:H], r[:H], ex[0], c_prev)
-        _peep_gate(f, x[H:2 * H], r[H:2 * H], ex[1], c_prev)
-        _gate(g, x[2 * H:3 * H], r[2 * H:3 * H], True)
+        _peep_gate(i, xb[:H], r[:H], ex[0], c_prev)
+        _peep_gate(f, xb[H:2 * H], r[H:2 * H], ex[1], c_prev)
+        _gate(g, xb[2 * H:3 * H], r[2 * H:3 * H], True)
         for j in range(H):
             c[j] = f[j] * c_prev[j] + i[j] * g[j]
-        _peep_gate(o, x[3 * H:], r[3 * H:], ex[2], c)
+        _peep_gate(o, xb[3 * H:], r[3 * H:], ex[2], c)
         for j in range(H):
             h[j] = o[j] * tanh_(c[j])
 
 
 @njit(**JIT)
-def peephole_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
+def peephole_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, Wh_nn, ex):
     """As the LSTM, plus the peephole paths:
     dc_t += da_o ⊙ p_o;  dc_{t−1} = f ⊙ dc_t + da_i ⊙ p_i + da_f ⊙ p_f.
     (dp is summed by the caller from dxp and cs.)"""
-    T, B, G = xp.shape
+    T, B, G = dxp.shape
     H = G // 4
     I, F, C, O = 0, H, 2 * H, 3 * H
     p_i, p_f, p_o = ex[0], ex[1], ex[2]
@@ -727,18 +745,18 @@ def peephole_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
 # Coupled input-forget gate (seed 001). Gate order f, c~, o.
 
 @njit(**JIT)
-def cifg_step(t, gh, hs, cs, acts, aux, xp, ex):
+def cifg_step(t, gh, hs, cs, acts, aux, x, ex):
     """f = σ(.), c~ = tanh(.), o = σ(.)
     c_t = f ⊙ c_{t−1} + (1 − f) ⊙ c~
     h_t = o ⊙ tanh(c_t)"""
-    T, B, G = xp.shape
+    B, G = x.shape
     H = G // 3
-    one = _as(1.0, xp)
+    one = _as(1.0, x)
     for b in range(B):
-        a, x, r = acts[t, b], xp[t, b], gh[b]
-        _gate(a[:H], x[:H], r[:H], False)                                  # f
-        _gate(a[H:2 * H], x[H:2 * H], r[H:2 * H], True)                    # c~
-        _gate(a[2 * H:], x[2 * H:], r[2 * H:], False)                      # o
+        a, xb, r = acts[t, b], x[b], gh[b]
+        _gate(a[:H], xb[:H], r[:H], False)                                 # f
+        _gate(a[H:2 * H], xb[H:2 * H], r[H:2 * H], True)                   # c~
+        _gate(a[2 * H:], xb[2 * H:], r[2 * H:], False)                     # o
         f, g, o = a[:H], a[H:2 * H], a[2 * H:]
         c_prev, c, h = cs[t, b], cs[t + 1, b], hs[t + 1, b]
         for j in range(H):
@@ -748,10 +766,10 @@ def cifg_step(t, gh, hs, cs, acts, aux, xp, ex):
 
 
 @njit(**JIT)
-def cifg_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
+def cifg_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, Wh_nn, ex):
     """dc = dh ⊙ o ⊙ (1 − tanh²c_t) + f_{t+1} ⊙ dc_{t+1}
     df = dc ⊙ (c_{t−1} − c~),  dc~ = dc ⊙ (1 − f),  do = dh ⊙ tanh c_t"""
-    T, B, G = xp.shape
+    T, B, G = dxp.shape
     H = G // 3
     F, C, O = 0, H, 2 * H
     one = _as(1.0, dxp)
@@ -774,18 +792,18 @@ def cifg_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
 # GRU (Cho et al. 2014), as PyTorch's nn.GRU. Gate order r, z, n; ex[0] = b_hn.
 
 @njit(**JIT)
-def gru_step(t, gh, hs, cs, acts, aux, xp, ex):
+def gru_step(t, gh, hs, cs, acts, aux, x, ex):
     """r = σ(.), z = σ(.),  n = tanh(xp_n + r ⊙ (h_{t−1} Wh_nᵀ + b_hn))
     h_t = (1 − z) ⊙ n + z ⊙ h_{t−1}"""
-    T, B, G = xp.shape
+    B, G = x.shape
     H = G // 3
     b_hn = ex[0]
-    one = _as(1.0, xp)
+    one = _as(1.0, x)
     for b in range(B):
-        act, x, gr = acts[t, b], xp[t, b], gh[b]
-        _gate(act[:2 * H], x[:2 * H], gr[:2 * H], False)                   # r, z
+        act, xb, gr = acts[t, b], x[b], gh[b]
+        _gate(act[:2 * H], xb[:2 * H], gr[:2 * H], False)                  # r, z
         r, z, n = act[:H], act[H:2 * H], act[2 * H:]
-        a, xn, rn, h_prev, h = aux[t, b], x[2 * H:], gr[2 * H:], hs[t, b], hs[t + 1, b]
+        a, xn, rn, h_prev, h = aux[t, b], xb[2 * H:], gr[2 * H:], hs[t, b], hs[t + 1, b]
         for j in range(H):
             a[j] = rn[j] + b_hn[j]
             n[j] = tanh_(xn[j] + r[j] * a[j])
@@ -794,17 +812,17 @@ def gru_step(t, gh, hs, cs, acts, aux, xp, ex):
 
 
 @njit(**JIT)
-def gru_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
+def gru_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, Wh_nn, ex):
     """dn = dh ⊙ (1 − z),  dz = dh ⊙ (h_{t−1} − n),  da_n = dn ⊙ (1 − n²)
     dr = da_n ⊙ (h_{t−1} Wh_nᵀ + b_hn);  the recurrent part of n sees r ⊙ da_n
     dh_{t−1} = dhp_t Wh + dh ⊙ z
     (Indexing as lstm_backward: gate g of unit j is column g·H + j.)"""
-    T, B, G = xp.shape
+    T, B, G = dxp.shape
     H = G // 3
     R, Z, N = 0, H, 2 * H
     one = _as(1.0, dxp)
     dh_next = dhs[T].copy()
-    direct = np.empty((B, H), xp.dtype)
+    direct = np.empty((B, H), dxp.dtype)
     for t in range(T - 1, -1, -1):
         for b in range(B):
             for j in range(H):
@@ -834,18 +852,18 @@ def gru_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
 # Vanilla tanh RNN and the ReLU RNN (IRNN, Le, Jaitly & Hinton 2015; seed 003).
 
 @njit(**JIT)
-def rnn_step(t, gh, hs, cs, acts, aux, xp, ex):
+def rnn_step(t, gh, hs, cs, acts, aux, x, ex):
     """h_t = tanh(x_t Wx + h_{t−1} Whᵀ + b)"""
-    T, B, H = xp.shape
+    B, H = x.shape
     for b in range(B):
         for j in range(H):
-            hs[t + 1, b, j] = tanh_(xp[t, b, j] + gh[b, j])
+            hs[t + 1, b, j] = tanh_(x[b, j] + gh[b, j])
 
 
 @njit(**JIT)
-def rnn_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
+def rnn_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, Wh_nn, ex):
     """da = (dy_t + dh_{t+1 → t}) ⊙ (1 − h_t²);  dh_{t−1} = da Wh"""
-    T, B, H = xp.shape
+    T, B, H = dxp.shape
     one = _as(1.0, dxp)
     dh_next = dhs[T].copy()
     for t in range(T - 1, -1, -1):
@@ -860,20 +878,20 @@ def rnn_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
 
 
 @njit(**JIT)
-def irnn_step(t, gh, hs, cs, acts, aux, xp, ex):
+def irnn_step(t, gh, hs, cs, acts, aux, x, ex):
     """h_t = max(0, x_t Wx + h_{t−1} Whᵀ + b),  Wh initialised to the identity"""
-    T, B, H = xp.shape
-    zero = _as(0.0, xp)
+    B, H = x.shape
+    zero = _as(0.0, x)
     for b in range(B):
         for j in range(H):
-            a = xp[t, b, j] + gh[b, j]
+            a = x[b, j] + gh[b, j]
             hs[t + 1, b, j] = a if a > zero else zero
 
 
 @njit(**JIT)
-def irnn_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
+def irnn_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, Wh_nn, ex):
     """da = (dy_t + dh_{t+1 → t}) ⊙ [h_t > 0];  dh_{t−1} = da Wh"""
-    T, B, H = xp.shape
+    T, B, H = dxp.shape
     zero = _as(0.0, dxp)
     dh_next = dhs[T].copy()
     for t in range(T - 1, -1, -1):
@@ -890,15 +908,14 @@ def irnn_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, xp, Wh_nn, ex):
 # Input layer, output layer and loss, optimizer.
 
 @njit(**JIT)
-def embed_forward(xp, tokens, Wx, b):
-    """One-hot input as a row gather:  xp[t, b] = Wx[token[t, b]] + b.
-    xp: (T, B, G), tokens: (T, B), Wx: (V, G), b: (G,)"""
-    T, B, G = xp.shape
-    for t in range(T):
-        for s in range(B):
-            row = Wx[tokens[t, s]]
-            for j in range(G):
-                xp[t, s, j] = row[j] + b[j]
+def embed(x, tokens, Wx, b):
+    """One-hot input as a row gather:  x[s] = Wx[tokens[s]] + b.
+    x: (B, G), tokens: (B,), Wx: (V, G), b: (G,)"""
+    B, G = x.shape
+    for s in range(B):
+        row = Wx[tokens[s]]
+        for j in range(G):
+            x[s, j] = row[j] + b[j]
 
 
 @njit(**JIT)
@@ -1162,7 +1179,7 @@ def model_step(tok, flat, offsets, A, Wp, kind, state_h, state_c, hs, cs, gh, ac
             hs[0] = state_h[l]
             _input(A, hs[0])
             shared_product(2 * l, A, Wp, gh, sync)
-        cell_step(kind, 0, gh, hs, cs, acts, aux, xp, ex)
+        cell_step(kind, 0, gh, hs, cs, acts, aux, xp[0], ex)
         state_h[l] = hs[1]
         state_c[l] = cs[1]
 

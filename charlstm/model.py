@@ -58,8 +58,8 @@ class Workspace:
         self.T, self.B = T, B
         z = lambda *s: np.zeros(s, dtype)  # noqa: E731
         self.layers = []
-        for _ in range(cfg.layers):
-            w = dict(xp=z(T, B, G), hs=z(T + 1, B, H), cs=z(T + 1, B, H), acts=z(T, B, G),
+        for l in range(cfg.layers):                 # (the first layer's input is a gather)
+            w = dict(xp=z(T, B, G) if l > 0 else None, hs=z(T + 1, B, H), cs=z(T + 1, B, H), acts=z(T, B, G),
                      aux=z(T, B, H), dxp=z(T, B, G), dhs=z(T + 1, B, H), dcs=z(T + 1, B, H),
                      dy=z(T, B, H), y=None, mask=None)
             w["dhp"] = z(T, B, G) if cell.separate_dhp else w["dxp"]
@@ -151,15 +151,16 @@ class Model:
         x = None
         for l, w in enumerate(ws.layers):
             Wx, b = self.p[f"l{l}.Wx"], self.p[f"l{l}.b"]
-            if l == 0:
-                K.embed_forward(w["xp"], ws.tokens, Wx, b)          # one-hot as a gather
+            w["hs"][0] = h0[l]
+            w["cs"][0] = c0[l]
+            if l == 0:                                  # one-hot input: a row gather
+                K.forward_onehot(self.cell.kind, w["hs"], w["cs"], w["acts"], w["aux"],
+                                 ws.tokens, Wx, b, Wh_nt[l], self._ex(l))
             else:
                 np.matmul(x.reshape(T * B, -1), Wx, out=w["xp"].reshape(T * B, -1))
                 w["xp"] += b
-            w["hs"][0] = h0[l]
-            w["cs"][0] = c0[l]
-            K.forward(self.cell.kind, w["hs"], w["cs"], w["acts"], w["aux"], w["xp"],
-                      Wh_nt[l], self._ex(l))
+                K.forward(self.cell.kind, w["hs"], w["cs"], w["acts"], w["aux"], w["xp"],
+                          Wh_nt[l], self._ex(l))
             w["mask"] = None if masks is None else masks[l]
             x = w["hs"][1:] if w["mask"] is None else w["hs"][1:] * w["mask"]
             w["y"] = x
@@ -191,7 +192,7 @@ class Model:
             w["dhs"][T] = 0 if dhT is None else dhT[l]
             w["dcs"][T] = 0 if dcT is None else dcT[l]
             self.cell.backward(w["dxp"], w["dhp"], w["dhs"], w["dcs"], dy, w["hs"], w["cs"],
-                               w["acts"], w["aux"], w["xp"], Wh_nn[l], self._ex(l))
+                               w["acts"], w["aux"], Wh_nn[l], self._ex(l))
             dxp = w["dxp"].reshape(T * B, -1)
             g[f"l{l}.Wh"] += w["dhp"].reshape(T * B, -1).T @ w["hs"][:-1].reshape(T * B, -1)
             if self.cell.n_extra:
