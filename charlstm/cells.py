@@ -20,7 +20,7 @@ class Cell:
     has_c: bool          # has a cell state c (long-term memory)
     n_extra: int         # rows of per-unit extra parameters ex (k, H)
     separate_dhp: bool   # backward writes dhp apart from dxp (GRU)
-    step: Callable       # one forward time step (run by kernels.forward)
+    step: Callable       # one forward time step (run by kernels.forward, forward_onehot)
     backward: Callable
     forget_gate: int     # index of the gate whose bias starts at forget_bias, or -1
     doc: str

@@ -58,10 +58,10 @@ class Workspace:
         self.T, self.B = T, B
         z = lambda *s: np.zeros(s, dtype)  # noqa: E731
         self.layers = []
-        for l in range(cfg.layers):                 # (the first layer's input is a gather)
-            w = dict(xp=z(T, B, G) if l > 0 else None, hs=z(T + 1, B, H), cs=z(T + 1, B, H), acts=z(T, B, G),
-                     aux=z(T, B, H), dxp=z(T, B, G), dhs=z(T + 1, B, H), dcs=z(T + 1, B, H),
-                     dy=z(T, B, H), y=None, mask=None)
+        for l in range(cfg.layers):        # no xp for the first layer: its input is a gather
+            w = dict(xp=z(T, B, G) if l > 0 else None, hs=z(T + 1, B, H), cs=z(T + 1, B, H),
+                     acts=z(T, B, G), aux=z(T, B, H), dxp=z(T, B, G), dhs=z(T + 1, B, H),
+                     dcs=z(T + 1, B, H), dy=z(T, B, H), y=None, mask=None)
             w["dhp"] = z(T, B, G) if cell.separate_dhp else w["dxp"]
             self.layers.append(w)
         self.logits = z(T * B, V)
