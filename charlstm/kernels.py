@@ -1149,10 +1149,10 @@ def product_helper(sync, A, Wp, C):
 @njit(**JIT)
 def model_step(tok, flat, offsets, A, Wp, kind, state_h, state_c, hs, cs, gh, acts, aux, xp,
                sync, posted=False):
-    """Run one token through every layer. state_h, state_c: (L, 1, H), updated
-    in place; Wp: the packed products (Model.sampling_packs): Wp[2l] is layer
-    l's Wh for h Whᵀ, Wp[2l − 1] its Wx for x Wx (l ≥ 1; layer 0's input is a
-    row gather); A: the products' input, hs[0] itself or, for int8 weights,
+    """Run one token, tok (1,), through every layer. state_h, state_c: (L, 1, H),
+    updated in place; Wp: the packed products (Model.sampling_packs): Wp[2l] is
+    layer l's Wh for h Whᵀ, Wp[2l − 1] its Wx for x Wx (l ≥ 1; layer 0's input
+    is a row gather, embed); A: the products' input, hs[0] itself or, for int8 weights,
     its quantised copy (_input); hs, cs (2, 1, H), gh (1, G), acts, xp (1, 1, G),
     aux (1, 1, H): scratch; sync: see CHUNK; posted: layer 0's
     product, A = state_h[0] times Wp[0], is already posted."""
@@ -1163,9 +1163,7 @@ def model_step(tok, flat, offsets, A, Wp, kind, state_h, state_c, hs, cs, gh, ac
         b = flat[o[2]:o[2] + G]
         ex = flat[o[3]:o[3] + o[4] * H].reshape(o[4], H)
         if l == 0:
-            Wx = flat[o[0]:o[1]].reshape(-1, G)
-            for j in range(G):
-                xp[0, 0, j] = Wx[tok, j] + b[j]
+            embed(xp[0], tok, flat[o[0]:o[1]].reshape(-1, G), b)
         else:
             hs[0] = state_h[l - 1]
             _input(A, hs[0])
@@ -1213,7 +1211,7 @@ def generate(out, prime, u, flat, offsets, A, Wp, Wyp, kind, state_h, state_c,
     ranked = np.empty(V, dt)                    # the logits sorted, for top_k
     by = flat[offsets[L, 1]:offsets[L, 1] + V]
     for n in range(prime.shape[0]):
-        model_step(prime[n], flat, offsets, A, Wp, kind, state_h, state_c, hs, cs, gh, acts,
+        model_step(prime[n:n + 1], flat, offsets, A, Wp, kind, state_h, state_c, hs, cs, gh, acts,
                    aux, xp, sync)
     for k in range(out.shape[0]):
         hs[0] = state_h[0]
@@ -1247,5 +1245,5 @@ def generate(out, prime, u, flat, offsets, A, Wp, Wyp, kind, state_h, state_c,
             while probs[pick] == 0.0 and pick > 0:   # rounding at the top end; a
                 pick -= 1                             # broken (NaN) model gives 0
         out[k] = pick
-        model_step(pick, flat, offsets, A, Wp, kind, state_h, state_c, hs, cs, gh, acts,
+        model_step(out[k:k + 1], flat, offsets, A, Wp, kind, state_h, state_c, hs, cs, gh, acts,
                    aux, xp, sync, True)

@@ -32,7 +32,7 @@ def is_cached(here: str | None = None) -> bool:
 
 def run(cells) -> None:
     from . import kernels as K
-    from .config import ModelConfig
+    from .config import SAMPLING_WEIGHTS, ModelConfig
     from .model import Model, Workspace
     from .sampling import Sampler
     for cell in cells:
@@ -49,6 +49,5 @@ def run(cells) -> None:
         hs, cs = m.zero_state(1)
         out = np.empty(2, np.int64)
         prime = np.zeros(1, np.int64)
-        Sampler(m, threads=2).generate(out, prime, np.zeros(2), hs, cs)   # with the helper
-        for weights in ("float16", "int8"):
+        for weights in SAMPLING_WEIGHTS:                                   # with the helper
             Sampler(m, threads=2, weights=weights).generate(out, prime, np.zeros(2), hs, cs)
