@@ -20,6 +20,7 @@ class Cell:
     has_c: bool          # has a cell state c (long-term memory)
     n_extra: int         # rows of per-unit extra parameters ex (k, H)
     separate_dhp: bool   # backward writes dhp apart from dxp (GRU)
+    dxp_in_acts: bool    # backward can write dxp over acts (kernels._same)
     step: Callable       # one forward time step (run by kernels.forward, forward_onehot)
     backward: Callable
     forget_gate: int     # index of the gate whose bias starts at forget_bias, or -1
@@ -37,16 +38,16 @@ class Cell:
 
 
 CELLS = {
-    "lstm": Cell("lstm", K.LSTM, 4, True, 0, False, K.lstm_step, K.lstm_backward, 1,
+    "lstm": Cell("lstm", K.LSTM, 4, True, 0, False, True, K.lstm_step, K.lstm_backward, 1,
                  "LSTM: gates i, f, o and candidate c~ (seeds 000-004)"),
-    "lstm-peephole": Cell("lstm-peephole", K.PEEPHOLE, 4, True, 3, False, K.peephole_step,
+    "lstm-peephole": Cell("lstm-peephole", K.PEEPHOLE, 4, True, 3, False, True, K.peephole_step,
                           K.peephole_backward, 1, "LSTM with peepholes: gates see c (seed 001)"),
-    "cifg": Cell("cifg", K.CIFG, 3, True, 0, False, K.cifg_step, K.cifg_backward, 0,
+    "cifg": Cell("cifg", K.CIFG, 3, True, 0, False, True, K.cifg_step, K.cifg_backward, 0,
                  "coupled input-forget gate: c = f c + (1-f) c~ (seed 001)"),
-    "gru": Cell("gru", K.GRU, 3, False, 1, True, K.gru_step, K.gru_backward, 1,
+    "gru": Cell("gru", K.GRU, 3, False, 1, True, False, K.gru_step, K.gru_backward, 1,
                 "GRU (Cho et al. 2014), as torch.nn.GRU"),
-    "rnn": Cell("rnn", K.RNN, 1, False, 0, False, K.rnn_step, K.rnn_backward, -1,
+    "rnn": Cell("rnn", K.RNN, 1, False, 0, False, False, K.rnn_step, K.rnn_backward, -1,
                 "vanilla RNN: h = tanh(x Wx + h Wh + b)"),
-    "irnn": Cell("irnn", K.IRNN, 1, False, 0, False, K.irnn_step, K.irnn_backward, -1,
+    "irnn": Cell("irnn", K.IRNN, 1, False, 0, False, False, K.irnn_step, K.irnn_backward, -1,
                  "ReLU RNN, identity-initialised Wh (Le, Jaitly & Hinton 2015)"),
 }

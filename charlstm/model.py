@@ -60,8 +60,9 @@ class Workspace:
         self.layers = []
         for l in range(cfg.layers):        # no xp for the first layer: its input is a gather
             w = dict(xp=z(T, B, G) if l > 0 else None, hs=z(T + 1, B, H), cs=z(T + 1, B, H),
-                     acts=z(T, B, G), aux=z(T, B, H), dxp=z(T, B, G), dhs=z(T + 1, B, H),
+                     acts=z(T, B, G), aux=z(T, B, H), dhs=z(T + 1, B, H),
                      dcs=z(T + 1, B, H), dy=z(T, B, H), y=None, mask=None)
+            w["dxp"] = w["acts"] if cell.dxp_in_acts else z(T, B, G)    # kernels._same
             w["dhp"] = z(T, B, G) if cell.separate_dhp else w["dxp"]
             self.layers.append(w)
         self.logits = z(T * B, V)

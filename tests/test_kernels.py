@@ -28,6 +28,36 @@ def test_fast_float32_matches_reference(cell):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cell", [c for c in CELLS if CELLS[c].dxp_in_acts])
+def test_backward_writing_over_acts_matches_a_separate_dxp(cell, dtype):
+    """The model gives these cells one array for acts and dxp (kernels._same);
+    their backward kernels must give the same gradients as with two arrays."""
+    cfg = ModelConfig(cell=cell, hidden=16, layers=1, dropout=0.0, vocab_size=9)
+    rng = np.random.default_rng(5)
+    m = Model(cfg, dtype).init(rng)
+    m.flat[:] += rng.normal(0, 0.3, m.size).astype(dtype)
+    T, B = 7, 3
+    ws = Workspace(cfg, T, B, dtype)
+    w = ws.layers[0]
+    assert w["dxp"] is w["acts"]
+    h0, c0 = (rng.normal(0, 0.5, (1, B, 16)).astype(dtype) for _ in range(2))
+    m.forward(ws, rng.integers(0, 9, (T, B)), h0, c0)
+    dy = rng.normal(0, 1, (T, B, 16)).astype(dtype)
+    acts = w["acts"].copy()
+    _, Wh_nn = m.packed_Wh()
+    out = {}
+    for name, dxp in (("separate", np.zeros_like(acts)), ("in acts", w["acts"])):
+        w["acts"][...] = acts
+        dhs, dcs = np.zeros((T + 1, B, 16), dtype), np.zeros((T + 1, B, 16), dtype)
+        m.cell.backward(dxp, dxp, dhs, dcs, dy, w["hs"], w["cs"], w["acts"], w["aux"],
+                        Wh_nn[0], m._ex(0))
+        out[name] = (dxp.copy(), dhs, dcs)
+    for a, b in zip(out["separate"], out["in acts"]):
+        np.testing.assert_array_equal(a, b)
+    assert np.abs(out["separate"][0]).max() > 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("M,N,Kd", [(1, 1, 1), (1, 2048, 512), (3, 5, 7), (4, 4, 1), (16, 12, 33),
                                      (17, 22, 9), (8, 3, 64), (16, 2048, 64), (32, 40, 96),
                                      (25, 100, 13), (12, 64, 5)])
