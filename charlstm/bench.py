@@ -107,7 +107,7 @@ def torch_sampler(L, H, n, threads, loop):
     return lambda: tr.sample(n, loop=loop)
 
 
-def startup_seconds(repeats=3) -> float | None:
+def startup_seconds(repeats=5) -> float | None:
     """Wall time of a cached `charlstm sample --length 1` (to its first character)."""
     from .checkpoint import Checkpoint, save
     from .model import Model
@@ -171,7 +171,7 @@ def sampling_row(L: int, H: int, workers: int, have_torch: bool) -> dict:
     return row
 
 
-def run(repeats=5, quick=False, memory=True, log=print) -> dict:
+def run(repeats=9, quick=False, memory=True, log=print) -> dict:
     from . import rival
     workers = default_workers()
     have_torch = rival.available()

@@ -237,7 +237,7 @@ def compare(file, cells, match_params, seed, length, recall_chars, out_dir, jobs
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-@click.option("--repeats", type=click.IntRange(3, 100), default=5, show_default=True,
+@click.option("--repeats", type=click.IntRange(3, 100), default=9, show_default=True,
               help="Timed repeats per measurement (medians are reported).")
 @click.option("--quick", is_flag=True, help="Only the two smallest training configs.")
 @click.option("--no-memory", is_flag=True, help="Skip the 100 MB peak-RSS measurement.")
