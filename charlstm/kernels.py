@@ -634,7 +634,7 @@ def _same(a, b):
     and CIFG cells one array for acts and dxp (Cell.dxp_in_acts): their
     backward passes read each gate's activation before writing its gradient in
     the same place, and a (T, B, G) array less to stream through the caches
-    measured 2-4% faster at 1×128. LLVM vectorises a loop over two arrays only
+    measured 1-3% faster at 1×128. LLVM vectorises a loop over two arrays only
     after checking at run time that they do not overlap, and runs its scalar
     loop when they do (1.2 times slower), so those kernels pass acts for both
     to an inlined body: that copy is compiled knowing they are one array."""
