@@ -120,18 +120,20 @@ def load_corpus(path: str, val_frac: float) -> Corpus:
 
 
 class Batches:
-    """B streams through `ids`, each a contiguous stretch of the text; batch k
-    takes positions [kT, kT + T] of every stream, so the hidden state carried
-    from one batch to the next continues the same text."""
+    """B streams through `ids`, each a contiguous stretch of L = len(ids) // B
+    characters (the last len(ids) mod B < B are left out); batch k takes
+    positions [kT, kT + T] of every stream, so the hidden state carried from one
+    batch to the next continues the same text. Training takes the n whole
+    batches of an epoch; batch n, the rest of each stream, is shorter than T."""
 
     def __init__(self, ids: np.ndarray, B: int, T: int):
         self.B, self.T = B, T
-        L = len(ids) // B
+        self.L = L = len(ids) // B
         self.streams = ids[:B * L].reshape(B, L)
-        self.n = (L - 1) // T        # batches per epoch
+        self.n = (L - 1) // T        # whole batches per epoch
 
     def get(self, k: int):
-        """Inputs and targets of batch k, each (T, B)."""
+        """Inputs and targets of batch k, each (T, B); for k = n, each (L − 1 − nT, B)."""
         T = self.T
         win = self.streams[:, k * T:k * T + T + 1].T
         return win[:-1], win[1:]

@@ -315,13 +315,16 @@ class Replicas:
                       for lo, hi in self.parts]
         self.pool = ThreadPoolExecutor(W) if W > 1 else None
 
-    def loss(self, tokens, targets, h0, c0, dropout_key=None, grad=True):
+    def loss(self, tokens, targets, h0, c0, dropout_key=None, grad=True, repack=True):
         """Mean loss over the batch; with grad, leaves the gradient in model.grad
         (zeroed here first: the one place gradients are zeroed). With a
         dropout_key (an int, new for every step), each worker makes its
-        streams' dropout masks (kernels.dropout_mask). Returns (loss, h_T, c_T)."""
+        streams' dropout masks (kernels.dropout_mask). repack=False reuses the
+        packed weights of the call before (the weights unchanged since, and
+        that call's grad the same or True). Returns (loss, h_T, c_T)."""
         n = tokens.size
-        self.packs = self.model.packed_Wh(self.packs, backward=grad)
+        if repack or self.packs is None:
+            self.packs = self.model.packed_Wh(self.packs, backward=grad)
         keep = 1.0 - self.model.cfg.dropout
 
         def part(k):

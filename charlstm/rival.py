@@ -80,16 +80,15 @@ class TorchTrainer:
         self.rnn.eval()
         L = len(ids) // B
         streams = ids[:B * L].reshape(B, L)
-        n = (L - 1) // T
         state, total = None, 0.0
-        with torch.no_grad():
-            for k in range(n):
-                win = streams[:, k * T:k * T + T + 1].T
-                out, state = self.rnn(self.eye[torch.from_numpy(win[:-1].astype(np.int64))], state)
-                logits = self.out(out)
+        with torch.no_grad():            # windows of T, the last shorter: as charlstm's
+            for k in range(0, L - 1, T):     # Trainer.evaluate, every character but the
+                win = streams[:, k:k + T + 1].T             # first of each stream is scored
+                x, y = (torch.from_numpy(w.astype(np.int64)) for w in (win[:-1], win[1:]))
+                out, state = self.rnn(self.eye[x], state)
                 total += float(torch.nn.functional.cross_entropy(
-                    logits.reshape(-1, self.V), torch.from_numpy(win[1:].astype(np.int64)).reshape(-1)))
-        return total / n
+                    self.out(out).reshape(-1, self.V), y.reshape(-1), reduction="sum"))
+        return total / (B * (L - 1))
 
     def sample(self, n: int, temperature=1.0, loop="cell") -> list[int]:
         """One character per Python step, as users write it, in one of two ways:

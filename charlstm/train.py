@@ -181,7 +181,9 @@ class Trainer:
 
     def evaluate(self, ids: np.ndarray | None = None) -> float | None:
         """Mean loss (nats/char) over `ids` (default: the validation text), in
-        streams with the state carried, no dropout."""
+        streams with the state carried, no dropout: every character but the
+        first of each stream is scored, the rest of each stream after the whole
+        windows too (data.Batches)."""
         if ids is None:
             ids = self.corpus.val[:self.cfg.eval_chars or None]
         if len(ids) < 2:
@@ -195,11 +197,14 @@ class Trainer:
         batches = Batches(ids, B, T)
         h, c = self.model.zero_state(B)
         total = 0.0
-        for k in range(batches.n):
+        for k in range(batches.n):          # the weights are packed once, for the first
             x, y = batches.get(k)
-            loss, h, c = self._val.loss(x, y, h, c, grad=False)
-            total += loss
-        return total / batches.n
+            loss, h, c = self._val.loss(x, y, h, c, grad=False, repack=k == 0)
+            total += loss * x.size
+        x, y = batches.get(batches.n)        # the rest of each stream, shorter than T:
+        if len(x):                           # at most one window, on one thread
+            total += Replicas(self.model, len(x), B, 1).loss(x, y, h, c, grad=False)[0] * x.size
+        return total / (B * (batches.L - 1))
 
     # -- checkpoints --------------------------------------------------------
 

@@ -11,10 +11,9 @@ from charlstm.train import Trainer
 torch = pytest.importorskip("torch")
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_training_matches_pytorch_step_by_step(cell):
+def pair(cell, V, H, B, T, steps):
+    """Ours and PyTorch's trainer, from the same weights."""
     from charlstm.rival import TorchTrainer
-    V, H, B, T, steps = 20, 32, 6, 15, 40
     rng = np.random.default_rng(0)
     ids = rng.integers(0, V, B * (T * 10 + 1)).astype(np.uint8)
     corpus = Corpus("".join(chr(65 + k) for k in range(V)), ids, ids[:200])
@@ -41,6 +40,13 @@ def test_training_matches_pytorch_step_by_step(cell):
         mask = torch.zeros(3 * H)
         mask[2 * H:] = 1
         theirs.rnn.bias_hh_l0.register_hook(lambda g: g * mask)
+    return ours, theirs
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_training_matches_pytorch_step_by_step(cell):
+    steps = 40
+    ours, theirs = pair(cell, 20, 32, 6, 15, steps)
     for k in range(steps):
         x, y = ours.batches.get(ours.state["batch"])
         if ours.state["batch"] == 0:      # a new epoch starts from a zero state in both
@@ -50,6 +56,18 @@ def test_training_matches_pytorch_step_by_step(cell):
         # float32 rounding (and our rational tanh) drift apart slowly through the
         # chaotic dynamics; a real difference shows in the first steps
         assert abs(a - b) < (2e-5 if k < 5 else 3e-3), (k, a, b)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+def test_validation_loss_matches_pytorch(cell):
+    """Both score every character of the held-out text but the first of each
+    stream, the rest of each stream after the whole windows included."""
+    ours, theirs = pair(cell, 20, 32, 6, 15, 1)
+    ids = np.random.default_rng(1).integers(0, 20, 1010).astype(np.uint8)
+    T, B = 15, 6                         # what ours picks for 1010 characters
+    assert (len(ids) // B - 1) % T, "the streams should not be whole windows"
+    a, b = theirs.evaluate(ids, T, B), ours.evaluate(ids)
+    assert abs(a - b) < 2e-5, (a, b)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])

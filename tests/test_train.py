@@ -145,3 +145,21 @@ def test_automatic_validation_schedule(tmp_path, tiny_text, monkeypatch):
     tr.run()
     # after 100 steps; then after 10 s / 0.05 - 10 s = 190 s of training; then at the end
     assert [int(r[0]) for r in tr.hist_val] == [100, 290, 400]
+
+
+def test_validation_scores_the_whole_held_out_text(tiny_text):
+    """evaluate() in windows, the rest of each stream included, equals one pass
+    over each whole stream: every character but a stream's first is scored."""
+    from charlstm.model import Workspace
+    tr = Trainer(tiny_text, ModelConfig(hidden=16, dropout=0.0),
+                 TrainConfig(seq_len=8, batch_size=3, steps=1), "/dev/null", progress=False,
+                 log=lambda m: None)
+    ids = np.random.default_rng(0).integers(0, tr.corpus.V, 230).astype(np.uint8)
+    B, L = 3, 230 // 3                       # T = 8 and B = 3, as evaluate picks them
+    assert (L - 1) % 8, "the streams should not be whole windows"
+    streams = ids[:B * L].reshape(B, L)
+    m = tr.model
+    h0, c0 = m.zero_state(B)
+    whole = m.loss(Workspace(m.cfg, L - 1, B, m.dtype), streams[:, :-1].T, streams[:, 1:].T,
+                   h0, c0, grad=False)
+    assert tr.evaluate(ids) == pytest.approx(whole, rel=1e-5)
