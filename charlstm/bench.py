@@ -6,7 +6,8 @@ gather, not a matmul, so it is not counted):
     forward  = sum over layers of [2·H·G (h Whᵀ) + 2·D·G if the layer's input is
                dense (layers above the first)] + 2·H·V (output layer)
     training = 3 × forward (forward, the input gradients, the weight gradients)
-with G = gates·H (LSTM 4H, GRU 3H, RNN H). Share of peak = achieved / GEMM peak.
+with G = gates·H (LSTM 4H, GRU 3H, RNN H). Share of peak = achieved / GEMM peak,
+the GEMM timed in turns with that row's steps (GemmProbe).
 PyTorch's chars/s is converted with the same formula, so the ratio of GFLOP/s
 is the ratio of chars/s.
 """
@@ -39,19 +40,35 @@ def train_flops_per_char(cell: str, L: int, H: int) -> float:
     return 3.0 * fwd
 
 
-def gemm_peak(repeats: int, threads: int) -> float:
-    """float32 numpy matmul GFLOP/s with `threads` BLAS threads (a fresh process,
-    since this one runs BLAS on one thread)."""
-    code = (
-        "import numpy as np, time\n"
-        "n=2048; a=np.random.rand(n,n).astype(np.float32); b=a.copy(); a@b\n"
-        f"ts=[]\nfor _ in range({repeats}):\n"
-        "    t=time.perf_counter(); a@b; ts.append(time.perf_counter()-t)\n"
-        "print(2*n**3/np.median(ts)/1e9)\n")
-    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads))
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True)
-    return float(out.stdout.strip())
+class GemmProbe:
+    """The GEMM peak, timed in turns with the steps it is compared with: a child
+    process (this one runs BLAS on one thread) holding two n×n float32
+    matrices multiplies them with `threads` BLAS threads at each call. Its BLAS
+    threads sleep as soon as a product ends (OPENBLAS_THREAD_TIMEOUT) rather
+    than spin on into the next step timed."""
+
+    CODE = ("import sys, numpy as np\n"
+            "n = int(sys.argv[1]); a = np.random.rand(n, n).astype(np.float32); b = a.copy()\n"
+            "a @ b\n"
+            "for _ in sys.stdin:\n"
+            "    a @ b\n"
+            "    print(flush=True)\n")
+
+    def __init__(self, threads: int, n: int = 2048):
+        self.flops = 2.0 * n ** 3
+        env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OPENBLAS_THREAD_TIMEOUT="4")
+        self.proc = subprocess.Popen([sys.executable, "-c", self.CODE, str(n)], env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def __call__(self):
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        if not self.proc.stdout.readline():
+            raise RuntimeError(f"the GEMM process stopped (exit code {self.proc.wait()})")
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
 def _median_times(fns, repeats: int, warmup: int = 2) -> list[float]:
@@ -180,29 +197,29 @@ def run(repeats=9, quick=False, memory=True, log=print) -> dict:
     if have_torch:
         import torch
         res["torch"] = torch.__version__
-    log(f"GEMM peak (float32 numpy matmul, {workers} threads)...")
-    peaks = [gemm_peak(2 * repeats, workers)]
     configs = TRAIN_CONFIGS[:2] if quick else TRAIN_CONFIGS
-    for cell, L, H, B in configs:
-        log(f"training {cell} {L}x{H} B={B}...")
-        flops = train_flops_per_char(cell, L, H)
-        fns = [ours_train_step(cell, L, H, B, workers)]
-        if have_torch:
-            fns.append(torch_train_step(cell, L, H, B, workers))
-        ts = _median_times(fns, repeats)
-        row = {"cell": cell, "layers": L, "hidden": H, "batch": B, "flops_per_char": flops,
-               "ours": T * B / ts[0], "torch": T * B / ts[1] if have_torch else None}
-        row["ours_gflops"] = row["ours"] * flops / 1e9
-        row["ratio"] = row["ours"] / row["torch"] if row["torch"] else None
-        res["train"].append(row)
+    probe = GemmProbe(workers)      # the GEMM peak, timed in turns with each row's steps
+    try:
+        for cell, L, H, B in configs:
+            log(f"training {cell} {L}x{H} B={B}...")
+            flops = train_flops_per_char(cell, L, H)
+            fns = [ours_train_step(cell, L, H, B, workers)]
+            if have_torch:
+                fns.append(torch_train_step(cell, L, H, B, workers))
+            ts = _median_times(fns + [probe], repeats)
+            row = {"cell": cell, "layers": L, "hidden": H, "batch": B, "flops_per_char": flops,
+                   "ours": T * B / ts[0], "torch": T * B / ts[1] if have_torch else None,
+                   "peak_gflops": probe.flops / ts[-1] / 1e9}
+            row["ours_gflops"] = row["ours"] * flops / 1e9
+            row["ours_share"] = row["ours_gflops"] / row["peak_gflops"]
+            row["ratio"] = row["ours"] / row["torch"] if row["torch"] else None
+            res["train"].append(row)
+    finally:
+        probe.close()
+    res["gemm_peak_gflops"] = float(np.median([r["peak_gflops"] for r in res["train"]]))
     for L, H in SAMPLE_CONFIGS[:1] if quick else SAMPLE_CONFIGS:
         log(f"sampling {L}x{H}...")
         res["sample"].append(sampling_row(L, H, workers, have_torch))
-    peaks.append(gemm_peak(2 * repeats, workers))
-    res["gemm_peak_gflops"] = max(peaks)      # the better of a reading before and after
-    res["gemm_peak_readings"] = peaks
-    for row in res["train"]:
-        row["ours_share"] = row["ours_gflops"] / res["gemm_peak_gflops"]
     log("start-up of a cached `charlstm sample`...")
     res["startup_s"] = startup_seconds()
     if memory and not quick:
@@ -228,16 +245,16 @@ def table(res) -> str:
     f = lambda x, s: "-" if x is None else format(x, s)  # noqa: E731
     lines = [f"charlstm bench, {res['date']}, {res['machine']}, {res['workers']} workers; "
              f"PyTorch {res['torch'] or 'not installed'}",
-             f"GEMM peak (float32 matmul): {res['gemm_peak_gflops']:.0f} GFLOP/s "
-             f"(readings before and after: "
-             f"{', '.join('%.0f' % x for x in res['gemm_peak_readings'])})", "",
+             f"GEMM peak (float32 numpy matmul, {res['workers']} threads), timed in turns with "
+             f"each row's steps: median {res['gemm_peak_gflops']:.0f} GFLOP/s", "",
              "Training, T=100, V=65 (chars/s, medians):",
-             f"{'config':<20}{'ours':>10}{'GFLOP/s':>9}{'of peak':>9}{'PyTorch':>10}{'ours/PT':>9}"]
+             f"{'config':<20}{'ours':>10}{'GFLOP/s':>9}{'peak':>6}{'of peak':>9}{'PyTorch':>10}"
+             f"{'ours/PT':>9}"]
     for r in res["train"]:
         cfg = f"{r['cell']} {r['layers']}x{r['hidden']} B={r['batch']}"
         lines.append(f"{cfg:<20}{r['ours']:>10,.0f}{r['ours_gflops']:>9.1f}"
-                     f"{100 * r['ours_share']:>8.0f}%{f(r['torch'], ',.0f'):>10}"
-                     f"{f(r['ratio'], '.2f'):>9}")
+                     f"{r['peak_gflops']:>6.0f}{100 * r['ours_share']:>8.0f}%"
+                     f"{f(r['torch'], ',.0f'):>10}{f(r['ratio'], '.2f'):>9}")
     lines += ["", "Sampling, batch 1 (chars/s, medians). Ours multiplying by int8 weights (the "
               "default of `charlstm sample`), float16 and float32;", "PyTorch (float32) one "
               "character per Python step, with nn.LSTMCell and with the nn.LSTM module; ratios "

@@ -5,8 +5,10 @@ from charlstm import bench, rival
 def test_quick_bench_reports_every_row():
     res = bench.run(repeats=3, quick=True, memory=False, log=lambda m: None)
     assert len(res["train"]) == 2 and len(res["sample"]) == 1
-    assert len(res["gemm_peak_readings"]) == 2
-    assert res["gemm_peak_gflops"] == max(res["gemm_peak_readings"]) > 0
+    for row in res["train"]:             # each against the GEMM timed in turns with it
+        assert row["peak_gflops"] > 0
+        assert abs(row["ours_share"] - row["ours_gflops"] / row["peak_gflops"]) < 1e-12
+    assert min(r["peak_gflops"] for r in res["train"]) <= res["gemm_peak_gflops"]
     for row in res["train"] + res["sample"]:
         assert row["ours"] > 0
         assert (row["ratio"] is not None) == rival.available()
@@ -34,3 +36,22 @@ def test_sampling_speeds_pair_each_call_with_its_characters(monkeypatch):
         assert 0.7 / per_char[key] < speed <= 1.0 / per_char[key], key
     assert row["torch"] == row["torch_cell"]
     assert abs(row["ratio"] - row["ours"] / row["torch_cell"]) < 1e-9
+
+
+def test_gemm_probe_multiplies_at_each_call():
+    """Each call is one n×n product in the child: a larger n takes longer."""
+    import time
+    small, large = bench.GemmProbe(1, 64), bench.GemmProbe(1, 1024)
+    try:
+        times = []
+        for probe in (small, large):
+            probe()
+            t = time.perf_counter()
+            for _ in range(3):
+                probe()
+            times.append(time.perf_counter() - t)
+        assert times[1] > 10 * times[0]          # 4096 times the arithmetic
+        assert large.flops == 2.0 * 1024 ** 3
+    finally:
+        small.close()
+        large.close()
