@@ -11,6 +11,7 @@ then the output layer Wy (H, V), by (V,).
 """
 from __future__ import annotations
 
+import copy
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -68,6 +69,16 @@ class Workspace:
         self.logits = z(T * B, V)
         self.dlogits = z(T * B, V)
         self.tokens = np.zeros((T, B), np.intp)
+
+    def first(self, T: int) -> Workspace:
+        """The same buffers for a shorter window, of the first T steps (views)."""
+        ws = copy.copy(self)
+        ws.T = T
+        ws.layers = [{k: v if v is None else v[:T + 1] if k in ("hs", "cs", "dhs", "dcs") else v[:T]
+                      for k, v in w.items()} for w in self.layers]
+        ws.logits, ws.dlogits = self.logits[:T * self.B], self.dlogits[:T * self.B]
+        ws.tokens = self.tokens[:T]
+        return ws
 
 
 class Model:
@@ -314,6 +325,14 @@ class Replicas:
                        for _ in range(model.cfg.layers)] if model.cfg.dropout > 0 else None
                       for lo, hi in self.parts]
         self.pool = ThreadPoolExecutor(W) if W > 1 else None
+
+    def first(self, T: int) -> Replicas:
+        """These replicas on a shorter window, of the first T steps: the same
+        workers, threads and buffers (Workspace.first)."""
+        r = copy.copy(self)
+        r.T, r.ws = T, [ws.first(T) for ws in self.ws]
+        r.masks = [mk and [m[:T] for m in mk] for mk in self.masks]
+        return r
 
     def loss(self, tokens, targets, h0, c0, dropout_key=None, grad=True, repack=True):
         """Mean loss over the batch; with grad, leaves the gradient in model.grad

@@ -201,9 +201,10 @@ class Trainer:
             x, y = batches.get(k)
             loss, h, c = self._val.loss(x, y, h, c, grad=False, repack=k == 0)
             total += loss * x.size
-        x, y = batches.get(batches.n)        # the rest of each stream, shorter than T:
-        if len(x):                           # at most one window, on one thread
-            total += Replicas(self.model, len(x), B, 1).loss(x, y, h, c, grad=False)[0] * x.size
+        x, y = batches.get(batches.n)        # the rest of each stream, shorter than T
+        if len(x):
+            rest = self._val.first(len(x))
+            total += rest.loss(x, y, h, c, grad=False, repack=batches.n == 0)[0] * x.size
         return total / (B * (batches.L - 1))
 
     # -- checkpoints --------------------------------------------------------
