@@ -1188,13 +1188,13 @@ def product_helper(sync, A, Wp, C):
 
 
 @njit(**JIT)
-def model_step(tok, flat, offsets, A, Wp, kind, state_h, state_c, hs, cs, gh, acts, aux, xp,
+def model_step(tok, flat, offsets, A, Wp, kind, state_h, state_c, hs, cs, gh, acts, aux, x,
                sync, posted=False):
     """Run one token, tok (1,), through every layer. state_h, state_c: (L, 1, H),
     updated in place; Wp: the packed products (Model.sampling_packs): Wp[2l] is
     layer l's Wh for h Whᵀ, Wp[2l − 1] its Wx for x Wx (l ≥ 1; layer 0's input
     is a row gather, embed); A: the products' input, hs[0] itself or, for int8 weights,
-    its quantised copy (_input); hs, cs (2, 1, H), gh (1, G), acts, xp (1, 1, G),
+    its quantised copy (_input); hs, cs (2, 1, H), gh, x (1, G), acts (1, 1, G),
     aux (1, 1, H): scratch; sync: see CHUNK; posted: layer 0's
     product, A = state_h[0] times Wp[0], is already posted."""
     L, _, H = state_h.shape
@@ -1204,13 +1204,13 @@ def model_step(tok, flat, offsets, A, Wp, kind, state_h, state_c, hs, cs, gh, ac
         b = flat[o[2]:o[2] + G]
         ex = flat[o[3]:o[3] + o[4] * H].reshape(o[4], H)
         if l == 0:
-            embed(xp[0], tok, flat[o[0]:o[1]].reshape(-1, G), b)
+            embed(x, tok, flat[o[0]:o[1]].reshape(-1, G), b)
         else:
             hs[0] = state_h[l - 1]
             _input(A, hs[0])
             shared_product(2 * l - 1, A, Wp, gh, sync)
             for j in range(G):
-                xp[0, 0, j] = gh[0, j] + b[j]
+                x[0, j] = gh[0, j] + b[j]
         cs[0] = state_c[l]
         if l == 0 and posted:
             finish_product(A, Wp, gh, sync)
@@ -1218,7 +1218,7 @@ def model_step(tok, flat, offsets, A, Wp, kind, state_h, state_c, hs, cs, gh, ac
             hs[0] = state_h[l]
             _input(A, hs[0])
             shared_product(2 * l, A, Wp, gh, sync)
-        cell_step(kind, 0, gh, hs, cs, acts, aux, xp[0], ex)
+        cell_step(kind, 0, gh, hs, cs, acts, aux, x, ex)
         state_h[l] = hs[1]
         state_c[l] = cs[1]
 
@@ -1246,14 +1246,14 @@ def generate(out, prime, u, flat, offsets, A, Wp, Wyp, kind, state_h, state_c,
     cs = np.zeros((2, 1, H), dt)
     acts = np.empty((1, 1, G), dt)
     aux = np.empty((1, 1, H), dt)
-    xp = np.empty((1, 1, G), dt)
+    x = np.empty((1, G), dt)
     y = np.empty((1, Wyp.shape[0] * Wyp.shape[2]), dt)   # whole panels: no edge copy
     probs = np.empty(V, np.float64)
     ranked = np.empty(V, dt)                    # the logits sorted, for top_k
     by = flat[offsets[L, 1]:offsets[L, 1] + V]
     for n in range(prime.shape[0]):
         model_step(prime[n:n + 1], flat, offsets, A, Wp, kind, state_h, state_c, hs, cs, gh, acts,
-                   aux, xp, sync)
+                   aux, x, sync)
     for k in range(out.shape[0]):
         hs[0] = state_h[0]
         _input(A, hs[0])
@@ -1287,4 +1287,4 @@ def generate(out, prime, u, flat, offsets, A, Wp, Wyp, kind, state_h, state_c,
                 pick -= 1                             # broken (NaN) model gives 0
         out[k] = pick
         model_step(out[k:k + 1], flat, offsets, A, Wp, kind, state_h, state_c, hs, cs, gh, acts,
-                   aux, xp, sync, True)
+                   aux, x, sync, True)

@@ -72,10 +72,10 @@ class Workspace:
 
     def first(self, T: int) -> Workspace:
         """The same buffers for a shorter window, of the first T steps (views)."""
+        cut = lambda v: v if v is None else v[:T + len(v) - self.T]  # noqa: E731  (T or T+1 rows)
         ws = copy.copy(self)
         ws.T = T
-        ws.layers = [{k: v if v is None else v[:T + 1] if k in ("hs", "cs", "dhs", "dcs") else v[:T]
-                      for k, v in w.items()} for w in self.layers]
+        ws.layers = [{k: cut(v) for k, v in w.items()} for w in self.layers]
         ws.logits, ws.dlogits = self.logits[:T * self.B], self.dlogits[:T * self.B]
         ws.tokens = self.tokens[:T]
         return ws
