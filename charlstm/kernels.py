@@ -376,33 +376,35 @@ def matmul_panels(A, Wp, C, p0, p1):
 @njit(**JIT)
 def pack_nt(W, Wp):
     """Wp[p, k, c] = W[p·NR + c, k] (zero past the end): W (N, K) packed so that
-    matmul_packed(A, Wp, C) gives C = A Wᵀ."""
+    matmul_packed(A, Wp, C) gives C = A Wᵀ. Each row k of a panel is written
+    whole by a loop of fixed length NR, which LLVM vectorises."""
     N, K = W.shape
     P, _, NR = Wp.shape
-    for p in range(P):
-        for c in range(NR):
-            j = p * NR + c
-            if j < N:
-                for k in range(K):
-                    Wp[p, k, c] = W[j, k]
-            else:
-                for k in range(K):
-                    Wp[p, k, c] = 0
+    full = N // NR                          # panels with no columns past the end
+    for p in range(full):
+        for k in range(K):
+            for c in range(NR):
+                Wp[p, k, c] = W[p * NR + c, k]
+    for p in range(full, P):
+        for k in range(K):
+            for c in range(NR):
+                Wp[p, k, c] = W[p * NR + c, k] if p * NR + c < N else 0
 
 
 @njit(**JIT)
 def pack_nn(W, Wp):
     """Wp[p, k, c] = W[k, p·NR + c] (zero past the end): W (K, N) packed so that
-    matmul_packed(A, Wp, C) gives C = A W."""
+    matmul_packed(A, Wp, C) gives C = A W. Row k of W is read once, in order."""
     K, N = W.shape
     P, _, NR = Wp.shape
-    for p in range(P):
-        n = min(NR, N - p * NR)
-        for k in range(K):
-            for c in range(n):
+    full = N // NR
+    for k in range(K):
+        for p in range(full):
+            for c in range(NR):
                 Wp[p, k, c] = W[k, p * NR + c]
-            for c in range(n, NR):
-                Wp[p, k, c] = 0
+        for p in range(full, P):
+            for c in range(NR):
+                Wp[p, k, c] = W[k, p * NR + c] if p * NR + c < N else 0
 
 
 def packed_shape(N: int, K: int, dtype) -> tuple[int, int, int]:

@@ -62,16 +62,21 @@ def test_backward_writing_over_acts_matches_a_separate_dxp(cell, dtype):
                                      (17, 22, 9), (8, 3, 64), (16, 2048, 64), (32, 40, 96),
                                      (25, 100, 13), (12, 64, 5)])
 def test_matmul_packed_matches_numpy(dtype, M, N, Kd):
-    """Every path of the recurrent product, both packings: row blocks of every
-    size up to MR, full panels and a last partial one."""
+    """Every path of the recurrent product, both packings (each exactly the
+    panel layout, zeros past the end): row blocks of every size up to MR, full
+    panels and a last partial one."""
     rng = np.random.default_rng(M * 100 + N)
     A = rng.normal(size=(M, Kd)).astype(dtype)
     W = rng.normal(size=(N, Kd)).astype(dtype)
     ref = A.astype(np.float64) @ W.T.astype(np.float64)
     tol = 1e-5 if dtype == np.float32 else 1e-12
+    P, _, NR = K.packed_shape(N, Kd, dtype)
+    padded = np.zeros((P * NR, Kd), dtype)             # zero columns past the end
+    padded[:N] = W
     for pack, src in ((K.pack_nt, W), (K.pack_nn, np.ascontiguousarray(W.T))):
         Wp = np.full(K.packed_shape(N, Kd, dtype), np.nan, dtype)
         pack(src, Wp)
+        np.testing.assert_array_equal(Wp, padded.reshape(P, NR, Kd).transpose(0, 2, 1))
         C = np.full((M + 1, N), np.nan, dtype)        # a row past the end stays untouched
         K.matmul_packed(A, Wp, C[:M])
         np.testing.assert_allclose(C[:M], ref, rtol=tol, atol=tol * np.sqrt(Kd))
