@@ -1,8 +1,11 @@
 """The training loop: Python around the jitted work, one step per batch."""
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 
@@ -31,6 +34,27 @@ def model_from_checkpoint(ck: ckpt.Checkpoint, dtype=np.float32) -> Model:
                                 "shape; the file is damaged: retrain or pick another file")
         m.p[name][...] = arr
     return m
+
+
+@contextlib.contextmanager
+def ctrl_c_after():
+    """A Ctrl-C (SIGINT) that arrives inside the block is raised as
+    KeyboardInterrupt when the block is done, so that a training step is either
+    whole, recorded and in the checkpoint that Ctrl-C saves, or not begun. Only
+    the main thread can take signals; elsewhere, or where SIGINT has another
+    handler than Python's, the block changes nothing."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    caught = []
+    signal.signal(signal.SIGINT, lambda sig, frame: caught.append(sig))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def best_path(out: str) -> str:
@@ -242,16 +266,17 @@ class Trainer:
         t_last = time.perf_counter()
         try:
             while not self._budget_spent():
-                t0 = time.perf_counter()
-                loss = self.step()
-                dt = time.perf_counter() - t0
-                s["train_time"] += dt
+                with ctrl_c_after():        # Ctrl-C saves whole steps only
+                    t0 = time.perf_counter()
+                    loss = self.step()
+                    dt = time.perf_counter() - t0
+                    s["train_time"] += dt
+                    now = time.perf_counter()
+                    s["elapsed"] += now - t_last
+                    t_last = now
+                    self.hist_train.append([s["step"], s["elapsed"], loss])
+                    self.hist_norm.append([s["step"], self.grad_norm])
                 ema = loss if ema is None else 0.95 * ema + 0.05 * loss
-                now = time.perf_counter()
-                s["elapsed"] += now - t_last
-                t_last = now
-                self.hist_train.append([s["step"], s["elapsed"], loss])
-                self.hist_norm.append([s["step"], self.grad_norm])
                 if self._eval_due() or self._budget_spent():
                     val = self._eval_and_save()
                     t_last = time.perf_counter()
@@ -295,15 +320,16 @@ class Trainer:
 
     def _eval_and_save(self):
         s = self.state
-        val = self.evaluate()
-        s["last_val"] = val
-        score = val if val is not None else self._recent_train_loss()
-        if val is not None:
-            self.hist_val.append([s["step"], s["elapsed"], val])
-        best = s["best_val"] is None or score < s["best_val"]
-        if best:
-            s["best_val"] = score
-        self.save(best=best)
+        val = self.evaluate()       # changes nothing: a Ctrl-C here loses only this score
+        with ctrl_c_after():        # the score, the best so far and both files, together
+            s["last_val"] = val
+            score = val if val is not None else self._recent_train_loss()
+            if val is not None:
+                self.hist_val.append([s["step"], s["elapsed"], val])
+            best = s["best_val"] is None or score < s["best_val"]
+            if best:
+                s["best_val"] = score
+            self.save(best=best)
         return val
 
 

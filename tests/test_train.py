@@ -1,4 +1,8 @@
 """Training end to end: the seeds' recall demo, exact resume, non-English text."""
+import contextlib
+import os
+import signal
+
 import numpy as np
 import pytest
 
@@ -51,26 +55,21 @@ def test_rnn_is_scored_the_same_way(poem, tmp_path, capsys):
     assert 0 <= n <= len(POEM) - first_line
 
 
-def test_resume_continues_exactly(tmp_path, tiny_text):
-    """Ctrl-C at step 6 of 10 saves a checkpoint; resuming it ends where an
-    uninterrupted run ends: same weights, optimizer moments, state and losses."""
+def _resume_after_ctrl_c(tmp_path, text, interrupt):
+    """An uninterrupted run of 10 steps, and a run stopped by `interrupt(trainer)`
+    (which arranges a Ctrl-C) then resumed from its checkpoint: both must end
+    with the same weights, optimizer moments, carried state and history."""
     mc = ModelConfig(hidden=16, dropout=0.2)
     tc = TrainConfig(seq_len=8, batch_size=3, steps=10, eval_every=4, rng_seed=5)
     quiet = dict(progress=False, log=lambda m: None)
-    full = Trainer(tiny_text, mc, tc, str(tmp_path / "a.npz"), **quiet)
+    full = Trainer(text, mc, tc, str(tmp_path / "a.npz"), **quiet)
     full.run()
-    half = Trainer(tiny_text, mc, tc, str(tmp_path / "b.npz"), **quiet)
-    step = half.step
-
-    def ctrl_c_at_6():
-        if half.state["step"] == 6:
-            raise KeyboardInterrupt
-        return step()
-    half.step = ctrl_c_at_6
-    assert half.run().interrupted
-    rest = Trainer(tiny_text, mc, tc, str(tmp_path / "b.npz"), resume=str(tmp_path / "b.npz"),
+    half = Trainer(text, mc, tc, str(tmp_path / "b.npz"), **quiet)
+    with interrupt(half):
+        assert half.run().interrupted
+    rest = Trainer(text, mc, tc, str(tmp_path / "b.npz"), resume=str(tmp_path / "b.npz"),
                    **quiet)
-    assert rest.state["step"] == 6
+    assert 0 < rest.state["step"] < 10
     rest.run()
     assert rest.state["step"] == 10
     np.testing.assert_array_equal(rest.model.flat, full.model.flat)
@@ -83,6 +82,44 @@ def test_resume_continues_exactly(tmp_path, tiny_text):
                                   b.history_train[:, steps_and_losses])
     np.testing.assert_array_equal(a.history_norm, b.history_norm)   # norms before clipping
     assert a.history_norm.shape == (10, 2) and (a.history_norm[:, 1] > 0).all()
+    return rest
+
+
+def test_resume_continues_exactly(tmp_path, tiny_text):
+    """Ctrl-C between steps 6 and 7 saves a checkpoint; resuming it ends where an
+    uninterrupted run ends."""
+    @contextlib.contextmanager
+    def between_steps(tr):
+        step = tr.step
+
+        def ctrl_c_at_6():
+            if tr.state["step"] == 6:
+                raise KeyboardInterrupt
+            return step()
+        tr.step = ctrl_c_at_6
+        yield
+    assert _resume_after_ctrl_c(tmp_path, tiny_text, between_steps)
+
+
+def test_ctrl_c_inside_a_step_takes_effect_after_it(tmp_path, tiny_text, monkeypatch):
+    """A real SIGINT that arrives in the middle of step 6, just after Adam has
+    changed the weights and before the step has moved on to the next batch and
+    carried state, stops training only once that step is done and recorded: the
+    checkpoint is of step 6 whole, and resuming it ends where an uninterrupted
+    run ends."""
+    from charlstm import train
+    adam = train.K.adam_update
+
+    @contextlib.contextmanager
+    def inside_step(tr):
+        def adam_then_ctrl_c(*args):
+            adam(*args)
+            if tr.state["step"] == 6:
+                os.kill(os.getpid(), signal.SIGINT)
+        with monkeypatch.context() as mp:
+            mp.setattr(train.K, "adam_update", adam_then_ctrl_c)
+            yield
+    assert _resume_after_ctrl_c(tmp_path, tiny_text, inside_step).hist_train[5][0] == 6
 
 
 @pytest.mark.parametrize("p", [0.0, 0.5, 1.0])
