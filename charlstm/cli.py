@@ -123,7 +123,8 @@ def echo_err(msg):
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @model_options
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="Checkpoint path [default: checkpoints/<file>-<cell>.npz].")
+              help="Checkpoint path [default: checkpoints/<file>-<cell>.npz, or with "
+                   "--resume the checkpoint resumed].")
 @click.option("--resume", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Continue training from this checkpoint (its settings are kept; a budget "
                    "given here replaces the saved one, counted from the start).")
@@ -135,7 +136,7 @@ def train(file, out, resume, progress, **kw):
     best one (lowest validation loss, *.best.npz) are kept. Ctrl-C saves and stops."""
     from .train import Trainer, bits, default_out
     mcfg, tcfg = configs(kw)
-    out = out or default_out(file, mcfg.cell)
+    out = out or resume or default_out(file, mcfg.cell)     # a resumed run goes on in its file
     warm_up([mcfg.cell], echo_err)
     tr = Trainer(file, mcfg, tcfg, out, resume=resume, progress=progress, log=echo_err)
     m, c = tr.model.cfg, tr.cfg

@@ -70,6 +70,21 @@ def test_sample_uses_newest_checkpoint(tmp_path, text, monkeypatch):
     assert r.exit_code == 0 and r.output.startswith("fox")
 
 
+def test_resume_goes_on_in_the_checkpoint_resumed(tmp_path, text, monkeypatch):
+    """Without --out a resumed run writes to the file it resumed, not to the
+    default path of the --cell given now: resuming a GRU must not write a GRU
+    over an LSTM's checkpoints/t-lstm.npz."""
+    monkeypatch.chdir(tmp_path)
+    assert run(["train", text] + SMALL).exit_code == 0
+    lstm = open("checkpoints/t-lstm.npz", "rb").read()
+    gru = str(tmp_path / "g.npz")
+    assert run(["train", text, "--cell", "gru", "--out", gru] + SMALL).exit_code == 0
+    r = run(["train", text, "--resume", gru, "--steps", "5", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert load(gru).state["step"] == 5 and load(gru).model.cell == "gru"
+    assert open("checkpoints/t-lstm.npz", "rb").read() == lstm
+
+
 @pytest.mark.parametrize("content,expect", [
     (b"", "empty"),
     (b"caf\xe9 au lait", "not UTF-8"),
