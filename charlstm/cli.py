@@ -9,6 +9,7 @@ import sys
 import time
 
 import click
+from click.core import ParameterSource
 
 from .config import (AUTO_EVAL_MIN_STEPS, CELL_LR, CELL_NAMES, DEFAULT_MINUTES, ModelConfig,
                      SAMPLING_WEIGHTS, TrainConfig, default_lr)
@@ -137,9 +138,11 @@ def train(file, out, resume, progress, **kw):
     from .train import Trainer, bits, default_out
     mcfg, tcfg = configs(kw)
     out = out or resume or default_out(file, mcfg.cell)     # a resumed run goes on in its file
-    warm_up([mcfg.cell], echo_err)
     tr = Trainer(file, mcfg, tcfg, out, resume=resume, progress=progress, log=echo_err)
     m, c = tr.model.cfg, tr.cfg
+    if resume:
+        _same_settings(kw, {**m.__dict__, **c.__dict__}, resume)
+    warm_up([m.cell], echo_err)
     echo_err(f"{file}: {len(tr.corpus.train):,} training and {len(tr.corpus.val):,} validation "
              f"characters, vocabulary {m.vocab_size}")
     echo_err(f"model: {m.cell} {m.layers}x{m.hidden}, {tr.model.size:,} parameters; "
@@ -155,6 +158,21 @@ def train(file, out, resume, progress, **kw):
                             "lower --lr or --clip")
     if r.interrupted:
         sys.exit(130)
+
+
+def _same_settings(kw, saved, path):
+    """A resumed run keeps the settings saved in its checkpoint; an option given
+    on the command line that would change one is an error, not ignored."""
+    ctx = click.get_current_context()
+    changed = [k for k, v in kw.items() if k not in ("epochs", "steps", "minutes")
+               and ctx.get_parameter_source(k) is ParameterSource.COMMANDLINE
+               and saved.get(k) != v]
+    if changed:
+        saved_as = ", ".join(f"--{k.replace('_', '-')} {saved[k]}" for k in changed)
+        raise CharlstmError(f"{path} was trained with {saved_as}, and a resumed run keeps "
+                            "its settings: leave those options out (only the budget, "
+                            "--steps, --epochs or --minutes, can change), or train a new "
+                            "model")
 
 
 @main.command()

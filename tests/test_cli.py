@@ -85,6 +85,21 @@ def test_resume_goes_on_in_the_checkpoint_resumed(tmp_path, text, monkeypatch):
     assert open("checkpoints/t-lstm.npz", "rb").read() == lstm
 
 
+def test_resume_refuses_options_that_would_change_the_model(text, trained):
+    """Settings given again as saved are fine; one that differs is an error that
+    names it and the saved value, and nothing is trained or written."""
+    before = open(trained, "rb").read()
+    r = run(["train", text, "--resume", trained, "--hidden", "32", "--lr", "0.5",
+             "--steps", "5", "--no-progress"])
+    assert r.exit_code == 1
+    assert "--hidden 16" in r.output and "--lr 0.01" in r.output and "keeps" in r.output
+    assert open(trained, "rb").read() == before
+    r = run(["train", text, "--resume", trained, "--hidden", "16", "--steps", "5",
+             "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert load(trained).state["step"] == 5
+
+
 @pytest.mark.parametrize("content,expect", [
     (b"", "empty"),
     (b"caf\xe9 au lait", "not UTF-8"),
