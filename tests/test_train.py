@@ -55,10 +55,11 @@ def test_rnn_is_scored_the_same_way(poem, tmp_path, capsys):
     assert 0 <= n <= len(POEM) - first_line
 
 
-def _resume_after_ctrl_c(tmp_path, text, interrupt):
+def _resume_after_ctrl_c(tmp_path, text, interrupt, saved_at):
     """An uninterrupted run of 10 steps, and a run stopped by `interrupt(trainer)`
-    (which arranges a Ctrl-C) then resumed from its checkpoint: both must end
-    with the same weights, optimizer moments, carried state and history."""
+    (which arranges a Ctrl-C), whose checkpoint must hold `saved_at` steps,
+    then resumed from it: both must end with the same weights, optimizer
+    moments, carried state and history."""
     mc = ModelConfig(hidden=16, dropout=0.2)
     tc = TrainConfig(seq_len=8, batch_size=3, steps=10, eval_every=4, rng_seed=5)
     quiet = dict(progress=False, log=lambda m: None)
@@ -69,7 +70,8 @@ def _resume_after_ctrl_c(tmp_path, text, interrupt):
         assert half.run().interrupted
     rest = Trainer(text, mc, tc, str(tmp_path / "b.npz"), resume=str(tmp_path / "b.npz"),
                    **quiet)
-    assert 0 < rest.state["step"] < 10
+    assert rest.state["step"] == saved_at
+    assert len(rest.hist_train) == len(rest.hist_norm) == saved_at
     rest.run()
     assert rest.state["step"] == 10
     np.testing.assert_array_equal(rest.model.flat, full.model.flat)
@@ -82,7 +84,6 @@ def _resume_after_ctrl_c(tmp_path, text, interrupt):
                                   b.history_train[:, steps_and_losses])
     np.testing.assert_array_equal(a.history_norm, b.history_norm)   # norms before clipping
     assert a.history_norm.shape == (10, 2) and (a.history_norm[:, 1] > 0).all()
-    return rest
 
 
 def test_resume_continues_exactly(tmp_path, tiny_text):
@@ -98,7 +99,7 @@ def test_resume_continues_exactly(tmp_path, tiny_text):
             return step()
         tr.step = ctrl_c_at_6
         yield
-    assert _resume_after_ctrl_c(tmp_path, tiny_text, between_steps)
+    _resume_after_ctrl_c(tmp_path, tiny_text, between_steps, saved_at=6)
 
 
 def test_ctrl_c_inside_a_step_takes_effect_after_it(tmp_path, tiny_text, monkeypatch):
@@ -119,7 +120,7 @@ def test_ctrl_c_inside_a_step_takes_effect_after_it(tmp_path, tiny_text, monkeyp
         with monkeypatch.context() as mp:
             mp.setattr(train.K, "adam_update", adam_then_ctrl_c)
             yield
-    assert _resume_after_ctrl_c(tmp_path, tiny_text, inside_step).hist_train[5][0] == 6
+    _resume_after_ctrl_c(tmp_path, tiny_text, inside_step, saved_at=6)
 
 
 @pytest.mark.parametrize("p", [0.0, 0.5, 1.0])
