@@ -16,6 +16,8 @@ import time
 
 import numpy as np
 
+from .data import Batches
+
 
 def available() -> bool:
     try:
@@ -76,19 +78,21 @@ class TorchTrainer:
         return loss.item()
 
     def evaluate(self, ids, T=100, B=32) -> float:
+        """Mean loss over `ids` in the windows charlstm's Trainer.evaluate scores
+        (data.Batches: the whole windows, then the rest of each stream)."""
         torch = self.torch
         self.rnn.eval()
-        L = len(ids) // B
-        streams = ids[:B * L].reshape(B, L)
+        batches = Batches(ids, B, T)
         state, total = None, 0.0
-        with torch.no_grad():            # windows of T, the last shorter: as charlstm's
-            for k in range(0, L - 1, T):     # Trainer.evaluate, every character but the
-                win = streams[:, k:k + T + 1].T             # first of each stream is scored
-                x, y = (torch.from_numpy(w.astype(np.int64)) for w in (win[:-1], win[1:]))
+        with torch.no_grad():
+            for k in range(batches.n + 1):
+                x, y = (torch.from_numpy(w.astype(np.int64)) for w in batches.get(k))
+                if len(x) == 0:
+                    break
                 out, state = self.rnn(self.eye[x], state)
                 total += float(torch.nn.functional.cross_entropy(
                     self.out(out).reshape(-1, self.V), y.reshape(-1), reduction="sum"))
-        return total / (B * (L - 1))
+        return total / (B * (batches.L - 1))
 
     def sample(self, n: int, temperature=1.0, loop="cell") -> list[int]:
         """One character per Python step, as users write it, in one of two ways:
