@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import numpy as np
 
@@ -181,18 +183,24 @@ class Model:
         return ws.logits
 
     def backward(self, ws: Workspace, dlogits: np.ndarray, dhT=None, dcT=None, g=None,
-                 packs=None):
+                 packs=None, jobs=None):
         """Accumulate (+=) parameter gradients into g (default self.g, named views
         of a buffer laid out as self.flat) from dlogits (T·B, V).
         dhT, dcT: (L, B, H) gradient arriving at the final state (default zero).
         packs: as in forward.
+        jobs: None, or a list to which the weight gradients that nothing later
+        in the backward pass waits for (dW_y, dW_h, dW_x, db, ex) are appended,
+        as functions of no arguments, instead of being run here: the caller
+        runs them, in any order and on any thread (Replicas shares them out
+        among its workers). Each writes its own part of g.
         Returns (dh0, dc0), each (L, B, H)."""
         T, B, L = ws.T, ws.B, self.cfg.layers
         g = self.g if g is None else g
         _, Wh_nn = packs or self.packed_Wh()
+        todo = [] if jobs is None else jobs
         top = ws.layers[-1]
-        g["Wy"] += top["y"].reshape(T * B, -1).T @ dlogits
-        g["by"] += dlogits.sum(axis=0)
+        todo.append(partial(_output_grads, g["Wy"], g["by"], top["y"].reshape(T * B, -1),
+                            dlogits))
         dy = top["dy"]
         np.matmul(dlogits, self.p["Wy"].T, out=dy.reshape(T * B, -1))
         dh0 = np.zeros((L, B, self.cfg.hidden), self.dtype)
@@ -206,19 +214,28 @@ class Model:
             self.cell.backward(w["dxp"], w["dhp"], w["dhs"], w["dcs"], dy, w["hs"], w["cs"],
                                w["acts"], w["aux"], Wh_nn[l], self._ex(l))
             dxp = w["dxp"].reshape(T * B, -1)
-            g[f"l{l}.Wh"] += w["dhp"].reshape(T * B, -1).T @ w["hs"][:-1].reshape(T * B, -1)
+            dhp, h = w["dhp"].reshape(T * B, -1), w["hs"][:-1].reshape(T * B, -1)
+            dWh, G = g[f"l{l}.Wh"], dhp.shape[1]
+            for lo, hi in ((0, G // 2), (G // 2, G)):   # dW_h = Σ_t dhp_tᵀ h_{t−1}, in two
+                # jobs, so that two workers can share it (costs ~2% more than one GEMM)
+                todo.append(partial(_add_product, dWh[lo:hi], dhp[:, lo:hi].T, h))
             if self.cell.n_extra:
-                self.cell.extra_grad(g[f"l{l}.ex"], w["dxp"], w["dhp"], w["hs"], w["cs"])
+                todo.append(partial(self.cell.extra_grad, g[f"l{l}.ex"], w["dxp"], w["dhp"],
+                                    w["hs"], w["cs"]))
             if l == 0:                                              # dWx and db
-                K.embed_backward(g["l0.Wx"], g["l0.b"], ws.tokens, w["dxp"])
+                todo.append(partial(K.embed_backward, g["l0.Wx"], g["l0.b"], ws.tokens,
+                                    w["dxp"]))
             else:
-                g[f"l{l}.b"] += dxp.sum(axis=0)
                 below = ws.layers[l - 1]
-                g[f"l{l}.Wx"] += below["y"].reshape(T * B, -1).T @ dxp
+                todo.append(partial(_output_grads, g[f"l{l}.Wx"], g[f"l{l}.b"],
+                                    below["y"].reshape(T * B, -1), dxp))
                 dy = below["dy"]
                 np.matmul(dxp, self.p[f"l{l}.Wx"].T, out=dy.reshape(T * B, -1))
             dh0[l] = w["dhs"][0]
             dc0[l] = w["dcs"][0]
+        if jobs is None:
+            for job in todo:
+                job()
         return dh0, dc0
 
     def packed_Wh(self, out=None, backward=True):
@@ -281,11 +298,11 @@ class Model:
         return h, c
 
     def loss(self, ws: Workspace, tokens, targets, h0, c0, masks=None, grad=True,
-             g=None, n_total=None, packs=None) -> float:
+             g=None, n_total=None, packs=None, jobs=None) -> float:
         """Cross-entropy (nats/char) of predicting targets (T, B) from tokens,
         summed and divided by n_total (default: this batch's size, a mean).
         With grad, accumulates parameter gradients into g (default self.g);
-        packs as in forward."""
+        packs and jobs as in forward and backward."""
         # A diverging model overflows; the trainer sees the non-finite loss or
         # gradient and stops with a message, so NumPy's warnings would only be noise.
         with np.errstate(over="ignore", invalid="ignore"):
@@ -294,8 +311,59 @@ class Model:
             n = n_total or tg.size
             total = K.softmax_xent(ws.dlogits, logits, tg, 1.0 / n)
             if grad:
-                self.backward(ws, ws.dlogits, g=g, packs=packs)
+                self.backward(ws, ws.dlogits, g=g, packs=packs, jobs=jobs)
         return total / n
+
+
+def _add_product(out, a, b):
+    """out += a b: one of Model.backward's weight-gradient jobs."""
+    out += a @ b
+
+
+def _output_grads(dW, db, x, dz):
+    """For z = x W + b:  dW += xᵀ dz,  db += Σ_rows dz."""
+    dW += x.T @ dz
+    db += dz.sum(axis=0)
+
+
+class _Jobs:
+    """The weight-gradient jobs (Model.backward's `jobs`) of one Replicas.loss
+    call. Each worker posts its own once its backward pass is done, then runs
+    jobs until none is left to start: its own first, then those of any worker
+    still at work. So when one core runs slower than the other (on this
+    machine, at times, by a third), the faster worker takes over part of the
+    slower one's dW_h instead of waiting for it. A job writes its own part of
+    its worker's gradient buffer, so the result is the same whoever runs it."""
+
+    def __init__(self, workers: int):
+        self.lists = [None] * workers           # each worker's jobs, once posted
+        self.started = [0] * workers            # how many of them have been taken
+        self.cond = threading.Condition()
+
+    def post(self, k: int, jobs: list):
+        with self.cond:
+            self.lists[k] = jobs
+            self.cond.notify_all()
+
+    def run(self, k: int):
+        W = len(self.lists)
+        with np.errstate(over="ignore", invalid="ignore"):     # as in Model.loss
+            while (job := self._take([(k + i) % W for i in range(W)])) is not None:
+                job()
+
+    def _take(self, order):
+        """The next job not yet started, waiting for workers yet to post;
+        None when every worker has posted and every job has been taken."""
+        with self.cond:
+            while True:
+                for i in order:
+                    jobs = self.lists[i]
+                    if jobs is not None and self.started[i] < len(jobs):
+                        self.started[i] += 1
+                        return jobs[self.started[i] - 1]
+                if all(jobs is not None for jobs in self.lists):
+                    return None
+                self.cond.wait()
 
 
 def default_workers() -> int:
@@ -308,8 +376,10 @@ class Replicas:
     gradient buffer; the gradients are then summed in a fixed order.
 
     Streams are independent through the whole recurrence, so the workers never
-    wait for each other inside a batch. The calling thread is worker 0, so a
-    step wakes W − 1 threads, not W. Measured on this 2-core machine this
+    wait for each other inside a batch; at its end, the weight gradients that
+    nothing else waits for are shared out among them (_Jobs), so that a worker
+    done first takes over part of a slower one's. The calling thread is worker
+    0, so a step wakes W − 1 threads, not W. Measured on this 2-core machine this
     beats one worker with a 2-thread BLAS (small per-step GEMMs scale badly over
     threads), so charlstm runs BLAS on one thread (see __init__.py). For a given
     W the result is deterministic."""
@@ -348,16 +418,24 @@ class Replicas:
             self.packs = self.model.packed_Wh(self.packs, backward=grad)
         keep = 1.0 - self.model.cfg.dropout
 
+        shared = _Jobs(len(self.parts))
+
         def part(k):
             lo, hi = self.parts[k]
-            if grad:
-                self.grads[k][:] = 0
-            mk = None if dropout_key is None else self.masks[k]   # None without dropout
-            for l, mask in enumerate(mk or []):
-                K.dropout_mask(mask, np.uint64((dropout_key + l) % 2 ** 64), lo, keep)
-            return self.model.loss(self.ws[k], tokens[:, lo:hi], targets[:, lo:hi],
-                                   h0[:, lo:hi], c0[:, lo:hi], mk, grad, self.g[k], n,
-                                   self.packs)
+            jobs = []
+            try:
+                if grad:
+                    self.grads[k][:] = 0
+                mk = None if dropout_key is None else self.masks[k]   # None without dropout
+                for l, mask in enumerate(mk or []):
+                    K.dropout_mask(mask, np.uint64((dropout_key + l) % 2 ** 64), lo, keep)
+                loss = self.model.loss(self.ws[k], tokens[:, lo:hi], targets[:, lo:hi],
+                                       h0[:, lo:hi], c0[:, lo:hi], mk, grad, self.g[k], n,
+                                       self.packs, jobs)
+            finally:
+                shared.post(k, jobs)
+            shared.run(k)
+            return loss
 
         others = [self.pool.submit(part, k) for k in range(1, len(self.parts))]
         losses = [part(0)] + [f.result() for f in others]

@@ -251,6 +251,98 @@ def test_workers_split_streams_without_changing_the_result(dropout):
         np.testing.assert_allclose(a, b, atol=1e-12)
 
 
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_each_gradient_is_written_by_one_weight_gradient_job(cell):
+    """Model.backward's jobs (which Replicas shares out among its workers)
+    write disjoint parts of the gradient that together cover every nonzero
+    one, so whoever runs them, in whatever order, the gradient is the same."""
+    cfg = ModelConfig(cell=cell, hidden=16, layers=2, dropout=0.0, vocab_size=7)
+    rng = np.random.default_rng(1)
+    m = Model(cfg, np.float32).init(rng)
+    T, B = 5, 3
+    x = rng.permutation(np.arange(T * B) % 7).reshape(T, B)    # every row of W_x has a gradient
+    y = rng.integers(0, 7, (T, B))
+    h0 = rng.normal(0, 0.5, (2, B, 16)).astype(np.float32)
+    c0 = rng.normal(0, 0.5, (2, B, 16)).astype(np.float32)
+    m.grad[:] = 0
+    m.loss(Workspace(cfg, T, B, np.float32), x, y, h0, c0)         # jobs run in place
+    inline = m.grad.copy()
+    m.grad[:] = 0
+    jobs = []
+    m.loss(Workspace(cfg, T, B, np.float32), x, y, h0, c0, jobs=jobs)
+    assert len(jobs) > 1 and not m.grad.any()                       # nothing run yet
+    written = np.zeros(m.size, int)
+    for job in reversed(jobs):
+        before = m.grad.copy()
+        job()
+        written += m.grad != before
+    np.testing.assert_array_equal(written, inline != 0)    # each by one job (0: a dead ReLU)
+    np.testing.assert_array_equal(m.grad, inline)
+
+
+def test_a_worker_done_first_runs_the_jobs_of_one_still_at_work():
+    """_Jobs: worker 1's first job can only finish once its second has started,
+    which worker 0, done with its own, must take (otherwise a timeout fails it)."""
+    import threading
+    from charlstm.model import _Jobs
+    shared, second_started, ran = _Jobs(2), threading.Event(), {}
+
+    def first():
+        ran["first"] = threading.current_thread().name
+        assert second_started.wait(10), "worker 0 did not take worker 1's second job"
+
+    def second():
+        ran["second"] = threading.current_thread().name
+        second_started.set()
+
+    def worker(k, jobs):
+        shared.post(k, jobs)
+        shared.run(k)
+
+    t1 = threading.Thread(target=worker, args=(1, [first, second]), name="w1")
+    t0 = threading.Thread(target=worker, args=(0, []), name="w0")
+    t0.start()
+    t1.start()
+    t0.join(20)
+    t1.join(20)
+    assert not t0.is_alive() and not t1.is_alive()
+    assert ran == {"first": "w1", "second": "w0"}
+
+
+def test_a_worker_that_fails_does_not_leave_the_others_waiting(monkeypatch):
+    """A worker that raises before it posts its jobs still posts (none), so the
+    others stop waiting for them, and the error reaches the caller."""
+    import threading
+    from charlstm.model import Replicas
+    cfg = ModelConfig(cell="lstm", hidden=8, layers=1, vocab_size=5)
+    m = Model(cfg, np.float32).init(np.random.default_rng(0))
+    T, B = 4, 4
+    r = Replicas(m, T, B, 2)
+    loss = Model.loss
+
+    def failing(self, ws, *args, **kwargs):
+        if ws is r.ws[1]:
+            raise RuntimeError("worker 1 failed")
+        return loss(self, ws, *args, **kwargs)
+
+    monkeypatch.setattr(Model, "loss", failing)
+    x = np.zeros((T, B), np.int64)
+    h, c = m.zero_state(B)
+    errors = []
+
+    def call():
+        try:
+            r.loss(x, x, h, c)
+        except RuntimeError as e:
+            errors.append(str(e))
+
+    t = threading.Thread(target=call, daemon=True)
+    t.start()
+    t.join(30)
+    assert not t.is_alive(), "Replicas.loss is still waiting for the failed worker"
+    assert errors == ["worker 1 failed"]
+
+
 @pytest.mark.parametrize("weights", SAMPLING_WEIGHTS)
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_sampling_on_two_cores_matches_one(cell, weights):
