@@ -188,11 +188,12 @@ class Model:
         of a buffer laid out as self.flat) from dlogits (T·B, V).
         dhT, dcT: (L, B, H) gradient arriving at the final state (default zero).
         packs: as in forward.
-        jobs: None, or a list to which the weight gradients that nothing later
-        in the backward pass waits for (dW_y, dW_h, dW_x, db, ex) are appended,
-        as functions of no arguments, instead of being run here: the caller
-        runs them, in any order and on any thread (Replicas shares them out
-        among its workers). Each writes its own part of g.
+        jobs: None, or a list (anything with an append) to which the weight
+        gradients that nothing later in the backward pass waits for (dW_y,
+        dW_h, dW_x, db, ex) are appended, as functions of no arguments, as soon
+        as they can run, instead of being run here: the caller runs them, in
+        any order and on any thread (Replicas shares them out among its
+        workers). Each writes its own part of g.
         Returns (dh0, dc0), each (L, B, H)."""
         T, B, L = ws.T, ws.B, self.cfg.layers
         g = self.g if g is None else g
@@ -328,21 +329,35 @@ def _output_grads(dW, db, x, dz):
 
 class _Jobs:
     """The weight-gradient jobs (Model.backward's `jobs`) of one Replicas.loss
-    call. Each worker posts its own once its backward pass is done, then runs
-    jobs until none is left to start: its own first, then those of any worker
-    still at work. So when one core runs slower than the other (on this
-    machine, at times, by a third), the faster worker takes over part of the
-    slower one's dW_h instead of waiting for it. A job writes its own part of
-    its worker's gradient buffer, so the result is the same whoever runs it."""
+    call. Each job is on offer as soon as Model.backward has made it (the
+    output layer's before the recurrent backward pass, each layer's after its
+    own); a worker runs jobs once its backward pass is done, its own first,
+    then any other worker's, until none is left and every worker is done.
+    So when one core runs slower than the other (on this machine, at times,
+    by a third), the faster worker takes over part of the slower one's weight
+    gradients instead of waiting for it. A job writes its own part of its
+    worker's gradient buffer, so the result is the same whoever runs it."""
 
     def __init__(self, workers: int):
-        self.lists = [None] * workers           # each worker's jobs, once posted
-        self.started = [0] * workers            # how many of them have been taken
+        self.lists = [[] for _ in range(workers)]   # each worker's jobs so far
+        self.started = [0] * workers                # how many of them have been taken
+        self.done = [False] * workers               # whether it will make any more
         self.cond = threading.Condition()
 
-    def post(self, k: int, jobs: list):
+    def offer(self, k: int):
+        """What worker k passes as Model.backward's jobs: its append offers a job."""
+        jobs = self
+
+        class Offer:
+            def append(self, job):
+                with jobs.cond:
+                    jobs.lists[k].append(job)
+                    jobs.cond.notify_all()
+        return Offer()
+
+    def finish(self, k: int):
         with self.cond:
-            self.lists[k] = jobs
+            self.done[k] = True
             self.cond.notify_all()
 
     def run(self, k: int):
@@ -352,16 +367,15 @@ class _Jobs:
                 job()
 
     def _take(self, order):
-        """The next job not yet started, waiting for workers yet to post;
-        None when every worker has posted and every job has been taken."""
+        """The next job not yet started, waiting for workers still at work;
+        None when every worker is done and every job has been taken."""
         with self.cond:
             while True:
                 for i in order:
-                    jobs = self.lists[i]
-                    if jobs is not None and self.started[i] < len(jobs):
+                    if self.started[i] < len(self.lists[i]):
                         self.started[i] += 1
-                        return jobs[self.started[i] - 1]
-                if all(jobs is not None for jobs in self.lists):
+                        return self.lists[i][self.started[i] - 1]
+                if all(self.done):
                     return None
                 self.cond.wait()
 
@@ -422,7 +436,6 @@ class Replicas:
 
         def part(k):
             lo, hi = self.parts[k]
-            jobs = []
             try:
                 if grad:
                     self.grads[k][:] = 0
@@ -431,9 +444,9 @@ class Replicas:
                     K.dropout_mask(mask, np.uint64((dropout_key + l) % 2 ** 64), lo, keep)
                 loss = self.model.loss(self.ws[k], tokens[:, lo:hi], targets[:, lo:hi],
                                        h0[:, lo:hi], c0[:, lo:hi], mk, grad, self.g[k], n,
-                                       self.packs, jobs)
+                                       self.packs, shared.offer(k))
             finally:
-                shared.post(k, jobs)
+                shared.finish(k)
             shared.run(k)
             return loss
 

@@ -280,6 +280,18 @@ def test_each_gradient_is_written_by_one_weight_gradient_job(cell):
     np.testing.assert_array_equal(m.grad, inline)
 
 
+def _workers(*targets):
+    """Run each target(k) on its own thread w{k}; fail if any is still running after 20 s."""
+    import threading
+    threads = [threading.Thread(target=f, args=(k,), name=f"w{k}", daemon=True)
+               for k, f in enumerate(targets)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert not any(t.is_alive() for t in threads)
+
+
 def test_a_worker_done_first_runs_the_jobs_of_one_still_at_work():
     """_Jobs: worker 1's first job can only finish once its second has started,
     which worker 0, done with its own, must take (otherwise a timeout fails it)."""
@@ -295,23 +307,45 @@ def test_a_worker_done_first_runs_the_jobs_of_one_still_at_work():
         ran["second"] = threading.current_thread().name
         second_started.set()
 
-    def worker(k, jobs):
-        shared.post(k, jobs)
+    def worker(k, jobs=()):
+        offer = shared.offer(k)
+        for job in jobs:
+            offer.append(job)
+        shared.finish(k)
         shared.run(k)
 
-    t1 = threading.Thread(target=worker, args=(1, [first, second]), name="w1")
-    t0 = threading.Thread(target=worker, args=(0, []), name="w0")
-    t0.start()
-    t1.start()
-    t0.join(20)
-    t1.join(20)
-    assert not t0.is_alive() and not t1.is_alive()
+    _workers(worker, lambda k: worker(k, [first, second]))
     assert ran == {"first": "w1", "second": "w0"}
 
 
+def test_a_job_is_on_offer_before_its_worker_is_done():
+    """A job offered while its worker is still in its backward pass can be run
+    by an idle worker at once: here worker 1 is not done until it has been."""
+    import threading
+    from charlstm.model import _Jobs
+    shared, done, ran = _Jobs(2), threading.Event(), {}
+
+    def job():
+        ran["job"] = threading.current_thread().name
+        done.set()
+
+    def idle(k):
+        shared.finish(k)
+        shared.run(k)
+
+    def busy(k):
+        shared.offer(k).append(job)
+        assert done.wait(10), "the job offered was not run while its worker was busy"
+        shared.finish(k)
+        shared.run(k)
+
+    _workers(idle, busy)
+    assert ran == {"job": "w0"}
+
+
 def test_a_worker_that_fails_does_not_leave_the_others_waiting(monkeypatch):
-    """A worker that raises before it posts its jobs still posts (none), so the
-    others stop waiting for them, and the error reaches the caller."""
+    """A worker that raises in its backward pass is still marked done, so the
+    others stop waiting for its jobs, and the error reaches the caller."""
     import threading
     from charlstm.model import Replicas
     cfg = ModelConfig(cell="lstm", hidden=8, layers=1, vocab_size=5)
