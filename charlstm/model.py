@@ -390,9 +390,9 @@ class Replicas:
     gradient buffer; the gradients are then summed in a fixed order.
 
     Streams are independent through the whole recurrence, so the workers never
-    wait for each other inside a batch; at its end, the weight gradients that
-    nothing else waits for are shared out among them (_Jobs), so that a worker
-    done first takes over part of a slower one's. The calling thread is worker
+    wait for each other in their forward and backward passes; the weight
+    gradients, which nothing there waits for, are shared out among them
+    (_Jobs), so that a worker done first takes over part of a slower one's. The calling thread is worker
     0, so a step wakes W − 1 threads, not W. Measured on this 2-core machine this
     beats one worker with a 2-thread BLAS (small per-step GEMMs scale badly over
     threads), so charlstm runs BLAS on one thread (see __init__.py). For a given
