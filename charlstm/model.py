@@ -218,7 +218,7 @@ class Model:
             dhp, h = w["dhp"].reshape(T * B, -1), w["hs"][:-1].reshape(T * B, -1)
             dWh, G = g[f"l{l}.Wh"], dhp.shape[1]
             for lo, hi in ((0, G // 2), (G // 2, G)):   # dW_h = Σ_t dhp_tᵀ h_{t−1}, in two
-                # jobs, so that two workers can share it (costs ~2% more than one GEMM)
+                # jobs, so that two workers can share it (2-6% slower than one GEMM)
                 todo.append(partial(_add_product, dWh[lo:hi], dhp[:, lo:hi].T, h))
             if self.cell.n_extra:
                 todo.append(partial(self.cell.extra_grad, g[f"l{l}.ex"], w["dxp"], w["dhp"],
@@ -344,16 +344,14 @@ class _Jobs:
         self.done = [False] * workers               # whether it will make any more
         self.cond = threading.Condition()
 
-    def offer(self, k: int):
-        """What worker k passes as Model.backward's jobs: its append offers a job."""
-        jobs = self
+    def offer(self, k: int) -> _Offer:
+        """What worker k passes as Model.backward's jobs."""
+        return _Offer(self, k)
 
-        class Offer:
-            def append(self, job):
-                with jobs.cond:
-                    jobs.lists[k].append(job)
-                    jobs.cond.notify_all()
-        return Offer()
+    def add(self, k: int, job):
+        with self.cond:
+            self.lists[k].append(job)
+            self.cond.notify_all()
 
     def finish(self, k: int):
         with self.cond:
@@ -380,6 +378,16 @@ class _Jobs:
                 self.cond.wait()
 
 
+class _Offer:
+    """Worker k's side of a _Jobs: appending a job offers it to every worker."""
+
+    def __init__(self, jobs: _Jobs, k: int):
+        self.jobs, self.k = jobs, k
+
+    def append(self, job):
+        self.jobs.add(self.k, job)
+
+
 def default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
@@ -392,11 +400,11 @@ class Replicas:
     Streams are independent through the whole recurrence, so the workers never
     wait for each other in their forward and backward passes; the weight
     gradients, which nothing there waits for, are shared out among them
-    (_Jobs), so that a worker done first takes over part of a slower one's. The calling thread is worker
-    0, so a step wakes W − 1 threads, not W. Measured on this 2-core machine this
-    beats one worker with a 2-thread BLAS (small per-step GEMMs scale badly over
-    threads), so charlstm runs BLAS on one thread (see __init__.py). For a given
-    W the result is deterministic."""
+    (_Jobs), so that a worker done first takes over part of a slower one's.
+    The calling thread is worker 0, so a step wakes W − 1 threads, not W.
+    Measured on this 2-core machine this beats one worker with a 2-thread BLAS
+    (small per-step GEMMs scale badly over threads), so charlstm runs BLAS on
+    one thread (see __init__.py). For a given W the result is deterministic."""
 
     def __init__(self, model: Model, T: int, B: int, workers: int | None = None):
         self.model, self.T, self.B = model, T, B

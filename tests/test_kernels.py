@@ -1,5 +1,6 @@
 """The fast float32 kernels against slow, plain references on the same weights."""
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -282,7 +283,6 @@ def test_each_gradient_is_written_by_one_weight_gradient_job(cell):
 
 def _workers(*targets):
     """Run each target(k) on its own thread w{k}; fail if any is still running after 20 s."""
-    import threading
     threads = [threading.Thread(target=f, args=(k,), name=f"w{k}", daemon=True)
                for k, f in enumerate(targets)]
     for t in threads:
@@ -295,7 +295,6 @@ def _workers(*targets):
 def test_a_worker_done_first_runs_the_jobs_of_one_still_at_work():
     """_Jobs: worker 1's first job can only finish once its second has started,
     which worker 0, done with its own, must take (otherwise a timeout fails it)."""
-    import threading
     from charlstm.model import _Jobs
     shared, second_started, ran = _Jobs(2), threading.Event(), {}
 
@@ -321,7 +320,6 @@ def test_a_worker_done_first_runs_the_jobs_of_one_still_at_work():
 def test_a_job_is_on_offer_before_its_worker_is_done():
     """A job offered while its worker is still in its backward pass can be run
     by an idle worker at once: here worker 1 is not done until it has been."""
-    import threading
     from charlstm.model import _Jobs
     shared, done, ran = _Jobs(2), threading.Event(), {}
 
@@ -346,7 +344,6 @@ def test_a_job_is_on_offer_before_its_worker_is_done():
 def test_a_worker_that_fails_does_not_leave_the_others_waiting(monkeypatch):
     """A worker that raises in its backward pass is still marked done, so the
     others stop waiting for its jobs, and the error reaches the caller."""
-    import threading
     from charlstm.model import Replicas
     cfg = ModelConfig(cell="lstm", hidden=8, layers=1, vocab_size=5)
     m = Model(cfg, np.float32).init(np.random.default_rng(0))
