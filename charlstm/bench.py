@@ -241,6 +241,11 @@ def _machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores"
 
 
+OVER_PEAK = ("(Over 100% of peak: the GEMMs timed in that row's turns read less than the "
+             "machine gave our steps\n between them; its speed changes within seconds, and "
+             "the GEMM is a sample of it, not a bound.)")
+
+
 def table(res) -> str:
     f = lambda x, s: "-" if x is None else format(x, s)  # noqa: E731
     lines = [f"charlstm bench, {res['date']}, {res['machine']}, {res['workers']} workers; "
@@ -255,6 +260,8 @@ def table(res) -> str:
         lines.append(f"{cfg:<20}{r['ours']:>10,.0f}{r['ours_gflops']:>9.1f}"
                      f"{r['peak_gflops']:>6.0f}{100 * r['ours_share']:>8.0f}%"
                      f"{f(r['torch'], ',.0f'):>10}{f(r['ratio'], '.2f'):>9}")
+    if any(r["ours_share"] > 1 for r in res["train"]):
+        lines.append(OVER_PEAK)
     lines += ["", "Sampling, batch 1 (chars/s, medians). Ours multiplying by int8 weights (the "
               "default of `charlstm sample`), float16 and float32;", "PyTorch (float32) one "
               "character per Python step, with nn.LSTMCell and with the nn.LSTM module; ratios "

@@ -19,6 +19,16 @@ def test_quick_bench_reports_every_row():
     assert "lstm 1x128 B=32" in text and "Start-up" in text and "i8/PT" in text and "f16/PT" in text
 
 
+def test_table_explains_a_share_over_the_peak():
+    def res(share):
+        row = dict(cell="irnn", layers=1, hidden=512, batch=64, ours=1.0, ours_gflops=1.0,
+                   peak_gflops=1.0, ours_share=share, torch=None, ratio=None)
+        return dict(date="d", machine="m", workers=2, torch=None, gemm_peak_gflops=1.0,
+                    train=[row], sample=[], startup_s=1.0)
+    assert bench.OVER_PEAK in bench.table(res(1.09))
+    assert bench.OVER_PEAK not in bench.table(res(0.99))
+
+
 def test_sampling_speeds_pair_each_call_with_its_characters(monkeypatch):
     """Each speed is the characters its own call made over that call's time:
     stand-ins that take a known time per character must read back as that."""
