@@ -360,8 +360,9 @@ class _Jobs:
 
     def run(self, k: int):
         W = len(self.lists)
+        order = [(k + i) % W for i in range(W)]                 # its own first
         with np.errstate(over="ignore", invalid="ignore"):     # as in Model.loss
-            while (job := self._take([(k + i) % W for i in range(W)])) is not None:
+            while (job := self._take(order)) is not None:
                 job()
 
     def _take(self, order):

@@ -221,14 +221,13 @@ class Trainer:
         batches = Batches(ids, B, T)
         h, c = self.model.zero_state(B)
         total = 0.0
-        for k in range(batches.n):          # the weights are packed once, for the first
+        for k in range(batches.n + 1):      # the whole windows, then the rest (< T steps)
             x, y = batches.get(k)
-            loss, h, c = self._val.loss(x, y, h, c, grad=False, repack=k == 0)
+            if len(x) == 0:
+                break
+            val = self._val if len(x) == T else self._val.first(len(x))
+            loss, h, c = val.loss(x, y, h, c, grad=False, repack=k == 0)   # packed once
             total += loss * x.size
-        x, y = batches.get(batches.n)        # the rest of each stream, shorter than T
-        if len(x):
-            rest = self._val.first(len(x))
-            total += rest.loss(x, y, h, c, grad=False, repack=batches.n == 0)[0] * x.size
         return total / (B * (batches.L - 1))
 
     # -- checkpoints --------------------------------------------------------
