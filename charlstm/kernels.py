@@ -307,17 +307,18 @@ def _micro(typingctx, n, A, r, Wp, p, C, rc, cc):
         def block(rows):                    # the kernel for a block of `rows` rows
             # One row has only NV chains of dependent FMAs, too few to hide their
             # latency, so its sum is split into U chains over k (then added up).
-            # It also reads each weight once only, so the panel streams through;
-            # asking for it PREFETCH bytes ahead (hints, which never fault) keeps
-            # the loads from waiting on memory.
+            # Every block asks for the panel PREFETCH bytes ahead (hints, which
+            # never fault), so the loads do not wait on memory: a one-row product
+            # reads each weight once only, and a panel of a weight matrix larger
+            # than L2 (Wh at H=512, 4 MB) comes from L3 (measured at H=512, 32
+            # rows: 10-17% faster than with prefetches for one row only).
             U = 4 if rows == 1 else 1
             accs = [[[cgutils.alloca_once_value(builder, zero) for _ in range(NV)]
                      for _ in range(rows)] for _ in range(U)]   # LLVM keeps these in registers
             a_row = [builder.gep(a.data, [builder.mul(builder.add(r_, ir.Constant(i64, i)), lda)])
                      for i in range(rows)]
             _over_k(builder, K, U, lambda k, u: step(k, a_row, accs[u]),
-                    (lambda k: prefetch(builder.add(k, ir.Constant(i64, ahead))))
-                    if rows == 1 else None)
+                    lambda k: prefetch(builder.add(k, ir.Constant(i64, ahead))))
             for i in range(rows):
                 row = builder.add(builder.mul(builder.add(rc_, ir.Constant(i64, i)), ldc), cc_)
                 for v in range(NV):
