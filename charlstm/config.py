@@ -17,7 +17,7 @@ class ModelConfig:
     cell: str = "lstm"          # one of CELL_NAMES
     hidden: int = 512           # units per layer (H)
     layers: int = 1             # stacked layers
-    dropout: float = 0.25       # between layers and before the output layer (README: quality)
+    dropout: float = 0.5        # between layers and before the output layer (README: quality)
     forget_bias: float = 1.0    # initial forget-gate bias (GRU: update gate z)
     vocab_size: int = 0         # V, set from the training text
 

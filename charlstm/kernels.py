@@ -196,7 +196,7 @@ def _vector_bytes():
 VBYTES = _vector_bytes()
 NV = 2                                    # vectors per row of the C block
 MR = 12 if VBYTES == 64 else 6            # rows of the C block: MR·NV accumulators
-PREFETCH = 4096                           # bytes ahead a one-row product asks for
+PREFETCH = 4096                           # bytes ahead the product asks for its panel
 
 
 def panel_width(dtype) -> int:
