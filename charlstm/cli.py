@@ -11,8 +11,8 @@ import time
 import click
 from click.core import ParameterSource
 
-from .config import (AUTO_EVAL_MIN_STEPS, CELL_LR, CELL_NAMES, DEFAULT_MINUTES, ModelConfig,
-                     SAMPLING_WEIGHTS, TrainConfig, default_lr)
+from .config import (AUTO_EVAL_MIN_STEPS, CELL_LR, CELL_NAMES, COMPARE_HIDDEN, DEFAULT_MINUTES,
+                     ModelConfig, SAMPLING_WEIGHTS, TrainConfig, default_lr)
 from .errors import CharlstmError
 
 M, TR = ModelConfig(), TrainConfig()
@@ -211,7 +211,7 @@ def sample(checkpoint, seed, length, temperature, top_k, greedy, rng_seed, weigh
     click.echo()
 
 
-@main.command()
+@main.command(context_settings={"default_map": {"hidden": COMPARE_HIDDEN}})
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @model_options
 @click.option("--cells", default="rnn,lstm", show_default=True,

@@ -140,11 +140,13 @@ class TorchTrainer:
 
 
 def quality(path: str, minutes: float, H=512, L=1, B=32, T=100, lr=2e-3, schedule="constant",
-            dropout=0.0, forget_bias=0.0, threads=2, log=print) -> dict:
+            dropout=0.0, forget_bias=0.0, state_reset=0.0, threads=2, log=print) -> dict:
     """Train the PyTorch LSTM for `minutes` of wall time on FILE (last 10% held
     out); the clock includes evaluation, which follows charlstm train's
     automatic rule (train.auto_eval_due). schedule="cosine" decays lr over the
-    minutes as charlstm train does (train.lr_at)."""
+    minutes as charlstm train does (train.lr_at); state_reset zeroes each
+    stream's carried state with that chance between batches, as charlstm
+    train's --state-reset does."""
     from .config import TrainConfig
     from .data import Batches, load_corpus
     from .train import auto_eval_due, lr_at
@@ -153,6 +155,7 @@ def quality(path: str, minutes: float, H=512, L=1, B=32, T=100, lr=2e-3, schedul
                       forget_bias=forget_bias)
     sched = TrainConfig(lr=lr, schedule=schedule, minutes=minutes)
     batches = Batches(c.train, B, T)
+    rng = np.random.default_rng(0)
     t0, step, k, hist = time.perf_counter(), 0, 0, []
     last_step, last_t, cost = 0, t0, 0.0
     while time.perf_counter() - t0 < 60 * minutes:
@@ -161,6 +164,10 @@ def quality(path: str, minutes: float, H=512, L=1, B=32, T=100, lr=2e-3, schedul
         step, k = step + 1, (k + 1) % batches.n
         if k == 0:
             tr.state = None
+        elif state_reset > 0:
+            lost = tr.torch.from_numpy(rng.random(B) < state_reset)
+            for s in tr.state:
+                s[:, lost] = 0
         now = time.perf_counter()
         if auto_eval_due(step - last_step, now - last_t, cost):
             v = tr.evaluate(c.val, T, B)
@@ -173,7 +180,7 @@ def quality(path: str, minutes: float, H=512, L=1, B=32, T=100, lr=2e-3, schedul
     best = min(h[2] for h in hist)
     return {"final_val": v, "best_val": best, "steps": step, "history": hist,
             "settings": dict(H=H, L=L, B=B, T=T, lr=lr, schedule=schedule, clip=5.0,
-                             dropout=dropout, forget_bias=forget_bias)}
+                             dropout=dropout, forget_bias=forget_bias, state_reset=state_reset)}
 
 
 if __name__ == "__main__":
@@ -184,7 +191,7 @@ if __name__ == "__main__":
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--ours", action="store_true",
                     help="charlstm train's default model and recipe (size, batch, learning "
-                         "rate and schedule, dropout, forget-gate bias) instead of the "
+                         "rate and schedule, dropout, forget-gate bias, state resets) instead of the "
                          "reference recipe below")
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -194,17 +201,20 @@ if __name__ == "__main__":
     ap.add_argument("--dropout", type=float, default=0.0)
     ap.add_argument("--forget-bias", type=float, default=0.0,
                     help="added to the forget-gate bias at init")
+    ap.add_argument("--state-reset", type=float, default=0.0,
+                    help="chance that a stream's carried state is zeroed between batches")
     ap.add_argument("--json", default=None, help="write the result here")
     a = ap.parse_args()
     if not available():
         sys.exit("PyTorch is not installed: pip install torch==2.13.0")
     kw = dict(H=a.hidden, B=a.batch_size, T=a.seq_len, lr=a.lr, schedule=a.schedule,
-              dropout=a.dropout, forget_bias=a.forget_bias)
+              dropout=a.dropout, forget_bias=a.forget_bias, state_reset=a.state_reset)
     if a.ours:
         from .config import ModelConfig, TrainConfig
         mc, tc = ModelConfig(), TrainConfig()
         kw = dict(H=mc.hidden, L=mc.layers, B=tc.batch_size, T=tc.seq_len, lr=tc.lr,
-                  schedule=tc.schedule, dropout=mc.dropout, forget_bias=mc.forget_bias)
+                  schedule=tc.schedule, dropout=mc.dropout, forget_bias=mc.forget_bias,
+                  state_reset=tc.state_reset)
     r = quality(a.file, a.minutes, **kw)
     print(f"PyTorch LSTM, {r['settings']}: final val {r['final_val']:.4f}, "
           f"best {r['best_val']:.4f} nats/char ({r['best_val'] / math.log(2):.3f} bits) "

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from charlstm.checkpoint import load
 from charlstm.cli import main
-from charlstm.config import TrainConfig, default_lr
+from charlstm.config import COMPARE_HIDDEN, ModelConfig, TrainConfig, default_lr
 
 SMALL = ["--hidden", "16", "--seq-len", "8", "--batch-size", "2", "--steps", "3",
          "--no-progress", "--eval-every", "2"]
@@ -251,3 +251,16 @@ def test_learning_rate_defaults_by_cell(tmp_path, text, args, lr):
     assert r.exit_code == 0, r.output
     assert load(out).train.lr == lr
 
+
+
+def test_compare_has_its_own_default_hidden_size(monkeypatch, text):
+    """compare's budgets are minutes shared by several models, so its models
+    default to COMPARE_HIDDEN units, not train's (README: Quality per CPU minute)."""
+    import charlstm.compare
+    seen = []
+    monkeypatch.setattr(charlstm.compare, "run_compare",
+                        lambda text, cells, mcfg, tcfg, **kw: seen.append(mcfg.hidden))
+    assert run(["compare", text, "--steps", "1"]).exit_code == 0
+    assert run(["compare", text, "--steps", "1", "--hidden", "24"]).exit_code == 0
+    assert seen == [COMPARE_HIDDEN, 24] and COMPARE_HIDDEN != ModelConfig().hidden
+    assert f"[default: {COMPARE_HIDDEN};" in run(["compare", "--help"]).output

@@ -201,3 +201,33 @@ def test_validation_scores_the_whole_held_out_text(tiny_text):
     whole = m.loss(Workspace(m.cfg, L - 1, B, m.dtype), streams[:, :-1].T, streams[:, 1:].T,
                    h0, c0, grad=False)
     assert tr.evaluate(ids) == pytest.approx(whole, rel=1e-5)
+
+
+_BLAS_THREADS = """
+import ctypes, sys
+import numpy
+import charlstm
+paths = sorted({l.split()[-1] for l in open('/proc/self/maps') if 'openblas' in l.lower()})
+names = ('scipy_openblas_get_num_threads64_', 'scipy_openblas_get_num_threads',
+         'openblas_get_num_threads64_', 'openblas_get_num_threads')
+for p in paths:
+    lib = ctypes.CDLL(p)
+    print(*[getattr(lib, n)() for n in names if hasattr(lib, n)][:1])
+"""
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2 or not os.path.exists("/proc/self/maps"),
+                    reason="needs two cores and Linux")
+def test_blas_runs_on_one_thread_when_numpy_was_imported_first():
+    """A script that imports NumPy before charlstm loads OpenBLAS before
+    charlstm can set OPENBLAS_NUM_THREADS; charlstm then tells OpenBLAS
+    directly (otherwise its threads and the training workers oversubscribe
+    the cores: 1×512 steps 255 against 176 ms)."""
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", _BLAS_THREADS], env=env, text=True,
+                         capture_output=True, check=True).stdout.split()
+    if not out:
+        pytest.skip("NumPy here does not use OpenBLAS")
+    assert out == ["1"] * len(out)
