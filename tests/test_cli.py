@@ -252,7 +252,6 @@ def test_learning_rate_defaults_by_cell(tmp_path, text, args, lr):
     assert load(out).train.lr == lr
 
 
-
 def test_compare_has_its_own_default_hidden_size(monkeypatch, text):
     """compare's budgets are minutes shared by several models, so its models
     default to COMPARE_HIDDEN units, not train's (README: Quality per CPU minute)."""

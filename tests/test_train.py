@@ -204,7 +204,7 @@ def test_validation_scores_the_whole_held_out_text(tiny_text):
 
 
 _BLAS_THREADS = """
-import ctypes, sys
+import ctypes
 import numpy
 import charlstm
 paths = sorted({l.split()[-1] for l in open('/proc/self/maps') if 'openblas' in l.lower()})
