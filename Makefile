@@ -34,7 +34,7 @@ $(CORPUS): | $(VENV)/.installed
 		{ rm -f $@.tmp; echo "error: $@ is not the expected text (sha256 differs)" >&2; exit 1; }
 	mv $@.tmp $@
 
-# Train the default model, then print a sample from the best checkpoint.
+# Train a TRAIN_HIDDEN-unit model, then print a sample from the best checkpoint.
 train: install data
 	$(CHARLSTM) train $(CORPUS) --hidden $(TRAIN_HIDDEN)
 	$(CHARLSTM) sample checkpoints/shakespeare-lstm.best.npz --seed "$(SEED)" --length 700 --rng-seed 1 \

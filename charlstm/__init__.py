@@ -1,31 +1,34 @@
 """charlstm: a character-level text generator with a hand-written Numba LSTM."""
+from __future__ import annotations
+
 import os
 import sys
 
 
-def _set_blas_threads(n: int) -> int:
-    """Set the thread count of every OpenBLAS already loaded in this process
-    (NumPy's, under any of its builds' names); returns how many were set.
-    Linux only (it reads /proc/self/maps); elsewhere it sets none."""
+def _blas_threads(set_to: int | None = None) -> list[int]:
+    """The thread count of every OpenBLAS loaded in this process (NumPy's,
+    under any of its builds' names), after setting it to `set_to` if given.
+    Linux only (it reads /proc/self/maps); elsewhere the list is empty."""
     import ctypes
     try:
         with open("/proc/self/maps") as fh:
-            paths = {line.split()[-1] for line in fh if "openblas" in line.lower()}
+            paths = sorted({line.split()[-1] for line in fh if "openblas" in line.lower()})
     except OSError:
-        return 0
-    done = 0
-    for path in sorted(paths):
+        return []
+    counts = []
+    for path in paths:
         try:
             lib = ctypes.CDLL(path)
         except OSError:
             continue
-        for name in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-                     "openblas_set_num_threads64_", "openblas_set_num_threads"):
-            if hasattr(lib, name):
-                getattr(lib, name)(n)
-                done += 1
+        for name in ("scipy_openblas_{}_num_threads64_", "scipy_openblas_{}_num_threads",
+                     "openblas_{}_num_threads64_", "openblas_{}_num_threads"):
+            if hasattr(lib, name.format("get")):
+                if set_to is not None:
+                    getattr(lib, name.format("set"))(set_to)
+                counts.append(getattr(lib, name.format("get"))())
                 break
-    return done
+    return counts
 
 
 # charlstm uses the cores itself (one training worker per core, see
@@ -36,7 +39,7 @@ def _set_blas_threads(n: int) -> int:
 if "OPENBLAS_NUM_THREADS" not in os.environ:
     os.environ["OPENBLAS_NUM_THREADS"] = "1"
     if "numpy" in sys.modules:
-        _set_blas_threads(1)
+        _blas_threads(set_to=1)
 
 from .errors import CharlstmError  # noqa: E402
 

@@ -203,19 +203,6 @@ def test_validation_scores_the_whole_held_out_text(tiny_text):
     assert tr.evaluate(ids) == pytest.approx(whole, rel=1e-5)
 
 
-_BLAS_THREADS = """
-import ctypes
-import numpy
-import charlstm
-paths = sorted({l.split()[-1] for l in open('/proc/self/maps') if 'openblas' in l.lower()})
-names = ('scipy_openblas_get_num_threads64_', 'scipy_openblas_get_num_threads',
-         'openblas_get_num_threads64_', 'openblas_get_num_threads')
-for p in paths:
-    lib = ctypes.CDLL(p)
-    print(*[getattr(lib, n)() for n in names if hasattr(lib, n)][:1])
-"""
-
-
 @pytest.mark.skipif((os.cpu_count() or 1) < 2 or not os.path.exists("/proc/self/maps"),
                     reason="needs two cores and Linux")
 def test_blas_runs_on_one_thread_when_numpy_was_imported_first():
@@ -226,7 +213,8 @@ def test_blas_runs_on_one_thread_when_numpy_was_imported_first():
     import subprocess
     import sys
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
-    out = subprocess.run([sys.executable, "-c", _BLAS_THREADS], env=env, text=True,
+    code = "import numpy, charlstm; print(*charlstm._blas_threads())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, text=True,
                          capture_output=True, check=True).stdout.split()
     if not out:
         pytest.skip("NumPy here does not use OpenBLAS")
