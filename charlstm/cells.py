@@ -39,11 +39,12 @@ class Cell:
 
 CELLS = {
     "lstm": Cell("lstm", K.LSTM, 4, True, 0, False, True, K.lstm_step, K.lstm_backward, 1,
-                 "LSTM: gates i, f, o and candidate c~ (seeds 000-004)"),
+                 "LSTM: gates i, f, o, candidate c~ (Hochreiter & Schmidhuber 1997)"),
     "lstm-peephole": Cell("lstm-peephole", K.PEEPHOLE, 4, True, 3, False, True, K.peephole_step,
-                          K.peephole_backward, 1, "LSTM with peepholes: gates see c (seed 001)"),
+                          K.peephole_backward, 1,
+                          "LSTM with peepholes: gates see c (Gers & Schmidhuber 2000)"),
     "cifg": Cell("cifg", K.CIFG, 3, True, 0, False, True, K.cifg_step, K.cifg_backward, 0,
-                 "coupled input-forget gate: c = f c + (1-f) c~ (seed 001)"),
+                 "coupled input-forget gate: c = f c + (1-f) c~ (Greff et al. 2017)"),
     "gru": Cell("gru", K.GRU, 3, False, 1, True, False, K.gru_step, K.gru_backward, 1,
                 "GRU (Cho et al. 2014), as torch.nn.GRU"),
     "rnn": Cell("rnn", K.RNN, 1, False, 0, False, False, K.rnn_step, K.rnn_backward, -1,

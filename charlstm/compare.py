@@ -1,31 +1,35 @@
-"""`charlstm compare`: the seeds' experiment. Several cells trained on the same
-text with the same seed and budget, then measured side by side: loss, speed,
-samples, the recall demo (seed 003) and how far back gradients reach."""
+"""`charlstm compare`: does the LSTM keep information over longer spans than a
+vanilla RNN? Several cells are trained on the same text with the same seed and
+budget, then measured side by side: loss, speed, samples, the recall of
+training passages, the context curve and how far back gradients reach
+(memory.py holds the measurements). With --probe, every cell is also trained on
+the memory probe at several lags (Hochreiter & Schmidhuber 1997, in small).
+The report goes to the terminal, results.json, compare.png and report.html."""
 from __future__ import annotations
 
 import json
 import math
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, replace
 from itertools import zip_longest
 from multiprocessing import get_context
 
 import numpy as np
 
-from . import kernels as K
 from .config import ModelConfig, TrainConfig, default_lr
 from .data import load_corpus
+from . import memory as M
 from .errors import CharlstmError
-from .model import Model, Workspace, n_params
-from .train import LN2, Trainer
+from .model import n_params
+from .train import Trainer
 
 MARKERS = "*o+x#@%&"
 
 
 # ---------------------------------------------------------------------------
-# Sizing, recall and gradient flow: pure measurements, usable on their own.
+# Sizing and recall: pure measurements, usable on their own.
 
 def match_hidden(cfg: ModelConfig, target: int) -> int:
     """The hidden size whose parameter count is closest to `target`."""
@@ -58,58 +62,31 @@ def recall_passages(ids: np.ndarray, vocab: str, n: int, prime: int, length: int
     return out
 
 
-def recall_score(sampler, passages) -> dict:
-    """Greedy decoding after each prime: the fraction of the next characters that
-    match the text, and the length of the exactly reproduced prefix."""
-    fracs, prefixes = [], []
+def recall_scores(sampler, passages) -> dict:
+    """For each passage: the greedy continuation after its prime, the exact
+    prefix (characters right before the first mistake: what the lecture
+    notes' demo shows) and the teacher-forced accuracy (the share of the
+    continuation's characters that are the likeliest next one given the true
+    history: memorisation, without the cascade after a first miss)."""
+    vocab = sampler.vocab
+    rows = []
     for prime, truth in passages:
         h, c = sampler.model.zero_state(1)
         out = np.empty(len(truth), np.int64)
         sampler.generate(out, prime, np.zeros(len(truth)), h, c, greedy=True)
-        same = out == truth
-        fracs.append(float(same.mean()))
-        prefixes.append(int(len(same) if same.all() else np.argmin(same)))
-    return {"fraction": float(np.mean(fracs)) if fracs else None,
-            "prefix_mean": float(np.mean(prefixes)) if prefixes else None,
-            "per_passage": fracs, "prefixes": prefixes}
+        rows.append({"prime": "".join(vocab[i] for i in prime),
+                     "truth": "".join(vocab[i] for i in truth),
+                     "output": "".join(vocab[i] for i in out),
+                     "prefix": M.exact_prefix(out, truth),
+                     "teacher_forced": M.teacher_forced_accuracy(sampler.model, prime, truth)})
+    mean = lambda key: float(np.mean([r[key] for r in rows])) if rows else None  # noqa: E731
+    return {"prefix_mean": mean("prefix"), "teacher_forced": mean("teacher_forced"),
+            "chars": len(passages[0][1]) if passages else 0, "passages": rows}
 
 
-def gradient_flow(model: Model, ids: np.ndarray, T: int, B: int = 16):
-    """Mean norm, over B streams of held-out text, of dL_t/dh_{t-k} and
-    dL_t/dc_{t-k} for k = 0..T, where L_t is the loss at the last step of a
-    T-step window and h, c are the first layer's states (so every path back
-    through time and through the layers above counts). Each stream first runs
-    T steps to get a realistic state. Runs on a float64 copy of the model, so
-    that the RNN's vanishing gradient is measured rather than underflowing.
-    Returns (gh, gc or None), arrays of T+1."""
-    model = Model(model.cfg, np.float64, model.flat.astype(np.float64))
-    T = min(T, (len(ids) - 1) // (2 * B) - 1)
-    if T < 2:
-        raise CharlstmError("too little held-out text to measure gradient flow")
-    L = len(ids) // B
-    streams = ids[:B * L].reshape(B, L)
-    ws = Workspace(model.cfg, T, B, model.dtype)
-    h, c = model.zero_state(B)
-    model.forward(ws, streams[:, :T].T, h, c)                    # warm-up window
-    h, c = model.final_state(ws)
-    x, y = streams[:, T:2 * T].T, streams[:, T + 1:2 * T + 1].T
-    logits = model.forward(ws, x, h, c)
-    dlogits = np.zeros_like(logits)
-    last = slice((T - 1) * B, T * B)                             # only L at the last step
-    K.softmax_xent(dlogits[last], np.ascontiguousarray(logits[last]),
-                   np.ascontiguousarray(y[-1], dtype=np.intp), 1.0)
-    model.grad[:] = 0
-    model.backward(ws, dlogits)
-    w = ws.layers[0]
-    gh = np.linalg.norm(w["dhs"][T::-1], axis=2).mean(axis=1)   # k = 0 .. T
-    gc = np.linalg.norm(w["dcs"][T::-1], axis=2).mean(axis=1) if model.cell.has_c else None
-    return gh.astype(float), None if gc is None else gc.astype(float)
-
-
-def horizon(g, frac=0.01):
-    """The first k at which g(k) < frac * g(0); None if it never does."""
-    below = np.flatnonzero(np.asarray(g) < frac * g[0])
-    return int(below[0]) if len(below) else None
+def diverged_val(loss, V: int) -> bool:
+    """A loss no better than a uniform guess over the V symbols, or not finite."""
+    return loss is None or not math.isfinite(loss) or loss > math.log(V)
 
 
 # ---------------------------------------------------------------------------
@@ -130,79 +107,311 @@ def train_one(job: dict) -> dict:
     from .sampling import Sampler
     sampler = Sampler(m, corpus.vocab, threads=job["threads"])
     sample = sampler.text(job["seed"], job["length"], temperature=0.8, rng_seed=tcfg.rng_seed)
-    flow_ids = corpus.val if len(corpus.val) > 8 * tcfg.seq_len else corpus.train
-    gh, gc = gradient_flow(m, flow_ids, job["flow_T"])
+    held = corpus.val if len(corpus.val) > job["context_max"] + 100 else corpus.train
+    ks = M.context_ks(job["context_max"])
+    pos = M.context_positions(len(held), ks[-1], job["context_positions"])
+    t1 = time.perf_counter()
+    ctx = M.context_curve(m, held, ks, pos)
+    ctx_s = time.perf_counter() - t1
+    flow_ids = corpus.val if len(corpus.val) > 8 * job["flow_T"] else corpus.train
+    flow = M.gradient_flow(m, flow_ids, job["flow_T"])
     hist = np.array(tr.hist_val).reshape(-1, 3)
     return {
         "cell": mcfg.cell, "hidden": mcfg.hidden, "layers": mcfg.layers, "params": m.size,
         "lr": tcfg.lr,
         "steps": r.steps, "diverged": r.diverged,
         "train_loss": r.train_loss, "val_loss": r.val_loss,
+        "val_overflow": diverged_val(r.val_loss, corpus.V),
         "best_val": r.best_val, "chars_per_s": r.chars_per_s, "wall_s": wall,
-        "sample": sample, "recall": recall_score(sampler, passages),
-        "grad_flow_h": gh.tolist(), "grad_flow_c": None if gc is None else gc.tolist(),
-        "horizon_h": horizon(gh), "horizon_c": None if gc is None else horizon(gc),
+        "sample": sample, "recall": recall_scores(sampler, passages),
+        "context": {"k": ks, "loss": ctx.tolist(), "span": M.context_span(ks, ctx),
+                    "positions": len(pos), "held_out": held is corpus.val, "seconds": ctx_s},
+        "grad_flow": flow, "horizon": flow_horizons(flow),
         "val_curve": hist.tolist(), "checkpoint": r.path,
+        "notes": model_notes(r.val_loss, r.train_loss, ks, ctx, corpus.V),
     }
+
+
+def model_notes(val, train, ks, ctx, V: int) -> list[str]:
+    """What a reader should know to read a model's row: why its validation
+    loss is no better than a uniform guess, and a context curve that rises."""
+    notes, top, k_max = [], math.log(V), ks[-1]
+    short = float(ctx[-1])
+    if diverged_val(val, V):
+        if math.isfinite(short) and short <= top and (val is None or not math.isfinite(val)
+                                                      or val > short + 0.5):
+            notes.append(f"the held-out loss with the state carried through the long streams "
+                         f"({_fmt(val, '.3g')}) is far above the loss from {k_max}-character "
+                         f"contexts ({short:.3f}): the carried state overflows, and val@{k_max} "
+                         "shows what the model learned")
+        elif train is not None and math.isfinite(train) and train < short - 1.0:
+            notes.append(f"it has memorised its training text (training loss {train:.3f}) and "
+                         f"does no better than a uniform guess on unseen text (ln V = "
+                         f"{top:.2f})")
+        else:
+            notes.append(f"its held-out loss is no better than a uniform guess (ln V = {top:.2f})")
+    best = float(np.min(ctx))
+    if np.isfinite(best) and ctx[-1] > best + 0.05:
+        notes.append(f"its context curve rises after its lowest point ({best:.3f} at "
+                     f"k = {ks[int(np.argmin(ctx))]}): more context makes it worse on unseen text, as for a "
+                     "model that has memorised its training text; its context span says little")
+    return notes
+
+
+def flow_horizons(flow: dict) -> dict:
+    """The k at which each statistic of the gradient falls below 1% of its
+    value at k = 0 (None: not within the flow_T steps measured), and the
+    cell's reach: the furthest of the per-unit maxima of the h and c paths."""
+    out = {}
+    for path in ("h", "c"):
+        if flow.get(path):
+            out[path] = {stat: M.horizon(v) for stat, v in flow[path].items()}
+    reach = [out[p]["max"] for p in out]
+    out["reach"] = None if None in reach else max(reach)
+    out["T"] = flow["T"]
+    return out
+
+
+# ---------------------------------------------------------------------------
+# The memory probe: every cell at every lag (compare --probe).
+
+def probe_one(job: dict) -> dict:
+    """Train one cell on the probe at one lag, stopping once it recalls the key
+    in ≥ 99% of held-out lines; report its accuracy on held-out lines."""
+    mcfg, tcfg = ModelConfig(**job["model"]), TrainConfig(**job["train"])
+    corpus = M.probe_corpus(job["lag"], seed=job["seed"])
+    mcfg = replace(mcfg, vocab_size=corpus.V)
+    check = corpus.val[:len(corpus.val) // 4]          # scored as it trains, to stop early
+    curve = []
+
+    def solved(tr):
+        acc = M.probe_accuracy(tr.model, check, corpus.vocab)
+        curve.append([tr.state["step"], tr.state["elapsed"], acc])
+        return acc >= 0.99
+
+    tr = Trainer(f"probe lag {job['lag']}", mcfg, tcfg, job["out"], progress=job["progress"],
+                 log=lambda m: None, corpus=corpus, bar_position=job["position"],
+                 workers=job["threads"], stop_when=solved)
+    tr.bar_desc = f"{mcfg.cell} lag {job['lag']}"
+    r = tr.run()
+    acc = M.probe_accuracy(tr.model, corpus.val[len(check):], corpus.vocab)
+    flow = M.gradient_flow(tr.model, corpus.val, min(job["flow_T"], 2 * (job["lag"] + 4)))
+    return {"cell": mcfg.cell, "lag": job["lag"], "accuracy": acc, "steps": r.steps,
+            "seconds": r.seconds, "budget_s": 60 * tcfg.minutes if tcfg.minutes else None,
+            "solved_early": tr.stopped_early, "seq_len": tcfg.seq_len,
+            "val_loss": r.val_loss, "curve": curve, "diverged": r.diverged,
+            "horizon": flow_horizons(flow)}
+
+
+def run_probe(cells, lags, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=True,
+              out_dir, jobs=None, progress=True, log=print, minutes=None) -> dict:
+    """Every cell trained on the probe text of every lag, `jobs` at a time:
+    each for tcfg's budget, or, with `minutes`, all of them sharing that much
+    wall-clock time (_run_jobs), the shortest lags first, so that the time
+    they leave when they are solved early goes to the longer ones."""
+    os.makedirs(os.path.join(out_dir, "probe"), exist_ok=True)
+    n_jobs, threads = _job_counts(len(cells) * len(lags), jobs)
+    work = []
+    for lag in sorted(lags):
+        T = max(tcfg.seq_len, 2 * (lag + 4))          # truncated BPTT must reach the key
+        for cell in cells:
+            t = replace(tcfg, seq_len=T, lr=default_lr(cell) if cell_lr else tcfg.lr)
+            work.append(dict(model=asdict(replace(mcfg, cell=cell)), train=asdict(t),
+                             lag=lag, seed=tcfg.rng_seed, progress=progress,
+                             position=len(work) % n_jobs, threads=threads, flow_T=400,
+                             out=os.path.join(out_dir, "probe", f"{cell}-lag{lag}.npz")))
+    budget = (f"{minutes:g} minutes shared, the shortest lags first" if minutes
+              else f"{_budget(tcfg)} each")
+    log(f"memory probe: {len(cells)} cells × {len(lags)} lags, {budget}; a model stops once "
+        f"it recalls ≥ 99% of held-out keys; {n_jobs} at a time; --seq-len raised to "
+        "2 × (lag + 4) where shorter")
+    rows = _run_jobs(probe_one, work, n_jobs, minutes)
+    acc = {c: [next(r["accuracy"] for r in rows if r["cell"] == c and r["lag"] == lag)
+               for lag in lags] for c in cells}
+    return {"lags": list(lags), "accuracy": acc, "chance": 1 / len(M.PROBE_KEYS),
+            "span": {c: M.memory_span(lags, acc[c]) for c in cells},
+            "threshold": 0.9, "hidden": mcfg.hidden, "runs": rows,
+            "example": M.probe_text(M.probe_ids(min(lags), 2, np.random.default_rng(0)))}
 
 
 # ---------------------------------------------------------------------------
 # The report.
 
 def run_compare(text, cells, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=False,
-                match_params=False,
-                seed="", length=300, recall_chars=200, out_dir=None, jobs=None,
-                progress=True, echo=print, log=print) -> dict:
-    """Train every cell in `cells` as mcfg/tcfg say, each in its own process when
-    jobs > 1, then print and save the report. cell_lr: each cell at its own
-    default learning rate (config.default_lr) instead of tcfg.lr, as when the
-    user gave no --lr."""
-    corpus = load_corpus(text, tcfg.val_frac)            # checks the file once, up front
-    need = tcfg.batch_size * (tcfg.seq_len + 1)
-    if len(corpus.train) < need:
-        raise CharlstmError(f"{text} is too short for one batch ({len(corpus.train)} training "
-                            f"characters, need {need}); lower --batch-size or --seq-len")
-    if not seed:
-        seed = _default_seed(corpus)
-    from .data import encode_text
-    encode_text(seed, corpus.vocab)                      # unknown characters: fail now
+                match_params=False, seed="", length=300, recall_chars=200, out_dir=None,
+                jobs=None, progress=True, context_max=512, context_positions=2000,
+                probe=None, echo=print, log=print) -> dict:
+    """Train every cell in `cells` on `text` as mcfg/tcfg say, each in its own
+    process when jobs > 1; with `probe` (a dict of lags, model and train
+    settings), also run the memory probe; then print the report and write
+    results.json, compare.png and report.html into out_dir. text may be None
+    when probe is given. cell_lr: each cell at its own default learning rate
+    (config.default_lr) instead of tcfg.lr, as when the user gave no --lr."""
+    report = {"text": text, "cells": cells, "model": asdict(mcfg), "train": asdict(tcfg),
+              "match_params": match_params, "models": [], "probe": None, "context": {}}
+    jobs_list = []
+    if text is not None:
+        corpus = load_corpus(text, tcfg.val_frac)         # checks the file once, up front
+        need = tcfg.batch_size * (tcfg.seq_len + 1)
+        if len(corpus.train) < need:
+            raise CharlstmError(f"{text} is too short for one batch ({len(corpus.train)} "
+                                f"training characters, need {need}); lower --batch-size or "
+                                "--seq-len")
+        context_max = _fit_context(len(corpus.val), context_max, log)
+        if not seed:
+            seed = _default_seed(corpus)
+        from .data import encode_text
+        encode_text(seed, corpus.vocab)                   # unknown characters: fail now
+        target = n_params(replace(mcfg, cell="lstm", vocab_size=corpus.V))
+        report.update(lstm_params=target, vocab_size=corpus.V, seed=seed,
+                      context_max=context_max)
     out_dir = out_dir or os.path.join("checkpoints", "compare-" + time.strftime("%Y%m%d-%H%M%S"))
     os.makedirs(out_dir, exist_ok=True)
-    target = n_params(replace(mcfg, cell="lstm", vocab_size=corpus.V))
-    n_jobs = jobs or (2 if len(cells) > 1 and (os.cpu_count() or 1) >= 2 else 1)
-    threads = max(1, (os.cpu_count() or 1) // n_jobs)      # each model's share of the cores
-    jobs_list = []
-    for k, cell in enumerate(cells):
-        cfg = replace(mcfg, cell=cell, vocab_size=corpus.V)
-        if match_params:
-            cfg = replace(cfg, hidden=match_hidden(cfg, target))
-        jobs_list.append(dict(
-            text=text, model=asdict(cfg), seed=seed, length=length,
-            train=asdict(replace(tcfg, lr=default_lr(cell)) if cell_lr else tcfg),
-            out=os.path.join(out_dir, f"{cell}.npz"), progress=progress, position=k,
-            recall_passages=5, recall_prime=100, recall_chars=recall_chars,
-            flow_T=tcfg.seq_len, threads=threads))
-    budget = (f"{tcfg.steps} steps" if tcfg.steps else f"{tcfg.minutes:g} minutes"
-              if tcfg.minutes else f"{tcfg.epochs:g} epochs")
-    log(f"training {len(cells)} models ({budget} each), {n_jobs} at a time"
-        + (", one core each" if n_jobs > 1 else ""))
     t0 = time.perf_counter()
-    if n_jobs == 1:
-        results = [train_one(j) for j in jobs_list]
-    else:
-        results = _in_processes(jobs_list, n_jobs)
-    total = time.perf_counter() - t0
-    report = {"text": text, "cells": cells, "model": asdict(mcfg), "train": asdict(tcfg),
-              "match_params": match_params, "lstm_params": target, "jobs": n_jobs,
-              "vocab_size": corpus.V,
-              "seed": seed, "wall_s": total, "models": results}
-    report["png"] = _plot(results, os.path.join(out_dir, "compare.png"), log)
+    if text is not None:
+        n_jobs, threads = _job_counts(len(cells), jobs)
+        for k, cell in enumerate(cells):
+            cfg = replace(mcfg, cell=cell, vocab_size=corpus.V)
+            if match_params:
+                cfg = replace(cfg, hidden=match_hidden(cfg, target))
+            jobs_list.append(dict(
+                text=text, model=asdict(cfg), seed=seed, length=length,
+                train=asdict(replace(tcfg, lr=default_lr(cell)) if cell_lr else tcfg),
+                out=os.path.join(out_dir, f"{cell}.npz"), progress=progress, position=k % n_jobs,
+                recall_passages=5, recall_prime=100, recall_chars=recall_chars,
+                flow_T=max(FLOW_STEPS, tcfg.seq_len), threads=threads,
+                context_max=context_max, context_positions=context_positions))
+        log(f"training {len(cells)} models ({_budget(tcfg)} each), {n_jobs} at a time"
+            + (", one core each" if n_jobs > 1 else ""))
+        report["models"] = _run_jobs(train_one, jobs_list, n_jobs)
+        report["context"] = {m["cell"]: {k: m["context"][k] for k in ("k", "loss", "span")}
+                             for m in report["models"]}
+    if probe is not None:
+        report["probe"] = run_probe(cells, probe["lags"], probe["model"], probe["train"],
+                                    cell_lr=cell_lr, out_dir=out_dir, jobs=jobs,
+                                    progress=progress, log=log, minutes=probe.get("minutes"))
+    report["wall_s"] = time.perf_counter() - t0
+    report["jobs"] = jobs
+    report["agreement"] = agreement(report)
+    report["png"] = _plot(report, os.path.join(out_dir, "compare.png"), log)
     path = os.path.join(out_dir, "results.json")
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=1, ensure_ascii=False)
+    from .report import write_report
+    page = write_report(report, os.path.join(out_dir, "report.html"))
     _print(report, echo)
-    echo(f"\nresults: {path}" + (f"\nplot:    {report['png']}" if report["png"] else ""))
+    echo(f"\nresults: {path}" + (f"\nplot:    {report['png']}" if report["png"] else "")
+         + f"\nreport:  {page}")
     return report
+
+
+FLOW_STEPS = 200          # gradient flow is measured this many steps back, at least
+
+
+def _fit_context(n_val: int, k_max: int, log) -> int:
+    """The longest context the held-out text allows (k_max, or the largest
+    power of two that leaves 50 positions), telling the user when it is cut."""
+    if n_val >= k_max + 50:
+        return k_max
+    k = 1
+    while 2 * k + 50 <= n_val:
+        k *= 2
+    if k < 2:
+        raise CharlstmError(f"the held-out text has {n_val} characters, too few for the "
+                            "context curve; raise --val-frac or use a longer text")
+    log(f"the held-out text has {n_val:,} characters: the context curve stops at k = {k} "
+        f"(asked for {k_max})")
+    return k
+
+
+def _budget(tcfg: TrainConfig) -> str:
+    return (f"{tcfg.steps} steps" if tcfg.steps else f"{tcfg.minutes:g} minutes"
+            if tcfg.minutes else f"{tcfg.epochs:g} epochs")
+
+
+def _job_counts(n_models: int, jobs: int | None) -> tuple[int, int]:
+    """(models trained at once, threads each): by default two at a time on a
+    machine of two or more cores, sharing the cores between them."""
+    n_jobs = jobs or (2 if n_models > 1 and (os.cpu_count() or 1) >= 2 else 1)
+    n_jobs = max(1, min(n_jobs, n_models))
+    return n_jobs, max(1, (os.cpu_count() or 1) // n_jobs)
+
+
+def _run_jobs(fn, jobs_list, n_jobs, minutes=None):
+    """fn(job) for every job, n_jobs at a time in worker processes (in this
+    process when n_jobs is 1), results in the jobs' order. With `minutes`, the
+    jobs share that much wall-clock time: each is given, as it starts, its
+    share of the time still free, (time left × n_jobs − time promised to the
+    jobs running) / jobs not started, as its "train" budget; a job that ends
+    early leaves its time to those after it."""
+    deadline = None if minutes is None else time.monotonic() + 60 * minutes
+
+    def budgeted(job, promised, left):
+        if deadline is None:
+            return job, 0.0
+        now = time.monotonic()
+        share = ((deadline - now) * n_jobs - promised) / left
+        share = min(max(share, MIN_JOB_SECONDS), max(deadline - now, MIN_JOB_SECONDS))
+        train = dict(job["train"], minutes=share / 60, steps=0, epochs=0.0)
+        return dict(job, train=train), now + share
+
+    if n_jobs == 1:
+        out = []
+        for k, job in enumerate(jobs_list):
+            out.append(fn(budgeted(job, 0.0, len(jobs_list) - k)[0]))
+        return out
+    return _in_processes(fn, jobs_list, n_jobs, budgeted)
+
+
+MIN_JOB_SECONDS = 10.0
+
+
+def agreement(rep: dict) -> list[str]:
+    """Whether the gradient-flow reach, the context span and the probe's memory
+    span order the cells the same way: one line per measure, then a verdict.
+    A pair of cells disagrees when one measure puts a ahead of b and another
+    puts b ahead of a; ties agree with anything."""
+    measures = {}
+    if rep["models"]:
+        T = max(m["horizon"]["T"] for m in rep["models"])
+        measures["gradient reach (k where the largest unit's |dL/dstate| < 1%)"] = {
+            m["cell"]: T + 1 if m["horizon"]["reach"] is None else m["horizon"]["reach"]
+            for m in rep["models"]}
+        measures["context span (k within 0.01 nats of the longest context)"] = {
+            m["cell"]: m["context"]["span"] for m in rep["models"]
+            if m["context"]["span"] is not None}
+    if rep.get("probe"):
+        measures["probe span (longest lag recalled ≥ 90%)"] = {
+            c: 0 if s is None else s for c, s in rep["probe"]["span"].items()}
+    lines = []
+    for name, vals in measures.items():
+        order = sorted(vals, key=lambda c: -vals[c])
+        lines.append(f"{name}: " + ", ".join(f"{c} {_reach(vals[c], name, rep)}" for c in order))
+    if len(measures) < 2:
+        return lines + ["only one measure of memory was taken, so there is nothing to agree"]
+    clash = []
+    names = list(measures)
+    cells = rep["cells"]
+    for i, a in enumerate(cells):
+        for b in cells[i + 1:]:
+            signs = {np.sign(measures[n][a] - measures[n][b]) for n in names
+                     if a in measures[n] and b in measures[n]} - {0}
+            if len(signs) > 1:
+                clash.append(f"{a} and {b}")
+    if clash:
+        lines.append("the measures disagree on the order of " + "; ".join(clash))
+    else:
+        lines.append("the measures agree on the order of the cells (ties allowed)")
+    return lines
+
+
+def _reach(v, name, rep):
+    if name.startswith("gradient") and rep["models"]:
+        T = max(m["horizon"]["T"] for m in rep["models"])
+        return f">{T}" if v > T else str(v)
+    if name.startswith("probe"):
+        return "none" if v == 0 else str(v)
+    return str(v)
 
 
 def _die_with_parent():
@@ -219,15 +428,30 @@ def _die_with_parent():
         os._exit(1)
 
 
-def _in_processes(jobs_list, n_jobs):
+def _in_processes(fn, jobs_list, n_jobs, budgeted):
     """Each worker is a fresh process with one BLAS thread, so n_jobs models
-    share the cores without oversubscribing them."""
+    share the cores without oversubscribing them. Jobs are handed out in
+    order as workers come free, each through budgeted(job, promised, left)
+    (see _run_jobs)."""
     saved = os.environ.get("OPENBLAS_NUM_THREADS")
     os.environ["OPENBLAS_NUM_THREADS"] = "1"
     try:
         with ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn"),
                                  initializer=_die_with_parent) as pool:
-            return list(pool.map(train_one, jobs_list))
+            results = [None] * len(jobs_list)
+            running = {}                                  # future -> (index, promised end)
+            queue = list(range(len(jobs_list)))
+            while queue or running:
+                while queue and len(running) < n_jobs:
+                    now = time.monotonic()
+                    promised = sum(max(0.0, end - now) for _, end in running.values())
+                    k = queue.pop(0)
+                    job, end = budgeted(jobs_list[k], promised, len(queue) + 1)
+                    running[pool.submit(fn, job)] = (k, end)
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for f in done:
+                    results[running.pop(f)[0]] = f.result()
+            return results
     finally:
         if saved is None:
             os.environ.pop("OPENBLAS_NUM_THREADS")
@@ -250,31 +474,67 @@ def _fmt(x, spec):
     return format(x, spec) if abs(x) < 1e4 else format(x, ".1e")
 
 
+FLOW_KS = (1, 5, 10, 20, 50, 100, 200, 400)
+
+
 def _print(rep, echo):
     ms = rep["models"]
+    if ms:
+        _print_models(rep, echo)
+    if rep.get("probe"):
+        _print_probe(rep["probe"], echo)
+    if rep.get("agreement"):
+        echo("\nDo the measures of memory agree?")
+        for line in rep["agreement"]:
+            echo("  " + line)
+
+
+def _print_models(rep, echo):
+    ms = rep["models"]
+    kmax = rep["context_max"]
     echo("")
-    head = (f"{'cell':<14}{'hidden':>7}{'params':>11}{'lr':>7}{'steps':>7}{'train':>8}{'val':>8}"
-            f"{'val bits':>9}{'chars/s':>9}{'wall s':>8}{'recall':>8}{'grad k1%':>9}")
+    head = (f"{'cell':<14}{'hidden':>7}{'params':>11}{'lr':>7}{'steps':>7}{'train':>8}{'val':>9}"
+            f"{'val@' + str(kmax):>9}{'chars/s':>9}{'wall s':>7}{'prefix':>8}{'forced':>8}"
+            f"{'context':>8}{'reach':>7}")
     echo(head)
     echo("-" * len(head))
     for m in ms:
-        rec = m["recall"]["fraction"]
-        hz = m["horizon_h"]
         steps = f"{m['steps']}" + ("!" if m.get("diverged") else "")
+        val = _fmt(m["val_loss"], ".3f") + ("†" if m.get("val_overflow") else " ")
+        reach = m["horizon"]["reach"]
+        rec = m["recall"]
         echo(f"{m['cell']:<14}{m['hidden']:>7}{m['params']:>11,}{m['lr']:>7g}{steps:>7}"
-             f"{_fmt(m['train_loss'], '.3f'):>8}{_fmt(m['val_loss'], '.3f'):>8}"
-             f"{_fmt(m['val_loss'] and m['val_loss'] / LN2, '.3f'):>9}"
-             f"{m['chars_per_s']:>9,.0f}{m['wall_s']:>8.0f}"
-             f"{_fmt(rec and 100 * rec, '.0f') + '%':>8}"
-             f"{('>' + str(len(m['grad_flow_h']) - 1)) if hz is None else hz:>9}")
-    if any(m.get("diverged") for m in ms):
-        echo("! diverged (loss or gradient overflowed) after this many steps; the row shows "
-             "the last finite model")
+             f"{_fmt(m['train_loss'], '.3f'):>8}{val:>9}{_fmt(m['context']['loss'][-1], '.3f'):>9}"
+             f"{m['chars_per_s']:>9,.0f}{m['wall_s']:>7.0f}"
+             f"{_fmt(rec['prefix_mean'], '.1f'):>8}"
+             f"{_fmt(rec['teacher_forced'] and 100 * rec['teacher_forced'], '.0f') + '%':>8}"
+             f"{_fmt(m['context']['span'], 'd'):>8}"
+             f"{('>' + str(m['horizon']['T'])) if reach is None else reach:>7}")
     ev = rep["train"]
-    echo("losses in nats/char (val: " + (f"first {ev['eval_chars']:,} held-out chars"
-         if ev["eval_chars"] else "all held-out text") + "); recall: greedy continuation of 5 training passages, share of "
-         "characters right;\ngrad k1%: the k at which |dL_t/dh_(t-k)| falls below 1% of "
-         "its value at k = 0")
+    notes = ["losses in nats/char; val: " + (f"the first {ev['eval_chars']:,} held-out chars"
+             if ev["eval_chars"] else "all held-out text") + ", the state carried through "
+             f"it; val@{kmax}: held-out characters each given only the {kmax} before it, "
+             "from a zero state (the context curve's last point)"]
+    if any(m.get("diverged") for m in ms):
+        notes.append("! training diverged (loss or gradient overflowed) after this many "
+                     "steps; the row shows the last finite model")
+    if any(m.get("val_overflow") for m in ms):
+        notes.append(f"† no better than a uniform guess (ln V = {math.log(rep['vocab_size']):.2f})"
+                     " or not finite; see the notes below")
+    rc = ms[0]["recall"]
+    notes.append(f"prefix: characters of a training passage reproduced by greedy decoding "
+                 f"before the first mistake, mean of {len(rc['passages'])} passages "
+                 f"(primed with 100 characters, {rc['chars']} scored); forced: share of "
+                 "those characters predicted right given the true history")
+    notes.append(f"context: the smallest k whose loss is within 0.01 of the loss at k = {kmax}; "
+                 "reach: the k at which the largest unit's |dL_t/dh_(t-k)| (or dc) falls "
+                 "below 1% of its value at k = 0")
+    for n in notes:
+        echo(n)
+    for m in ms:
+        for n in m.get("notes", []):
+            echo(f"note, {m['cell']}: {n}")
+    _print_recall(ms, echo)
     echo(f"\nSamples, each continuing {rep['seed']!r}:")
     width = 38
     for group in range(0, len(ms), 3):
@@ -284,21 +544,72 @@ def _print(rep, echo):
         echo("  ".join(f"[{m['cell']}]".ljust(width) for m in cols))
         for row in zip_longest(*wrapped, fillvalue=""):
             echo("  ".join(r.ljust(width) for r in row).rstrip())
-    echo("\nGradient flow, mean |dL_t/dh_(t-k)| relative to k = 0 (log scale):")
-    series = {m["cell"]: (np.arange(len(m["grad_flow_h"])),
-                          np.array(m["grad_flow_h"]) / m["grad_flow_h"][0]) for m in ms}
-    for line in text_chart(series, logy=True, xlabel="k (steps back)"):
-        echo(line)
-    curves = {m["cell"]: (np.array(m["val_curve"])[:, 0], np.array(m["val_curve"])[:, 2])
-              for m in ms if len(m["val_curve"]) > 1}
-    if curves:
-        top = math.log(rep["vocab_size"])      # a uniform guess; a diverging model goes far above
-        above = any(np.nanmax(y) > top for _, y in curves.values())
-        echo("\nValidation loss (nats/char) against steps"
-             + (f" (losses above ln V = {top:.2f}, a uniform guess, drawn on the top line)"
-                if above else "") + ":")
-        for line in text_chart(curves, xlabel="step", ymax=top):
-            echo(line)
+    pos = ms[0]["context"]["positions"]
+    echo(f"\nContext curve: loss (nats/char) of the next character given only the last k "
+         f"characters ({pos:,} held-out positions, the same for every k):")
+    ks = ms[0]["context"]["k"]
+    echo(f"{'k':<14}" + "".join(f"{k:>7}" for k in ks) + f"{'span':>7}")
+    for m in ms:
+        echo(f"{m['cell']:<14}" + "".join(f"{_fmt(v, '.3f'):>7}" for v in m["context"]["loss"])
+             + f"{_fmt(m['context']['span'], 'd'):>7}")
+    T = max(m["horizon"]["T"] for m in ms)
+    kk = [k for k in FLOW_KS if k <= T]
+    echo(f"\nGradient flow: |dL_t/d state_(t-k)| relative to k = 0, the largest unit / the "
+         f"90th percentile / the median of {ms[0]['hidden']} (over 16 held-out streams):")
+    echo(f"{'k':<18}" + "".join(f"{k:>16}" for k in kk))
+    for m in ms:
+        for path in ("h", "c"):
+            f = m["grad_flow"].get(path)
+            if not f:
+                continue
+            cells = []
+            for k in kk:
+                cells.append("/".join(_sci(f[s][k]) if k < len(f[s]) else "-"
+                                      for s in ("max", "p90", "median")))
+            echo(f"{m['cell'] + ' ' + path:<18}" + "".join(f"{c:>16}" for c in cells))
+
+
+def _sci(v):
+    return "0" if v == 0 else f"{v:.0e}".replace("e-0", "e-").replace("e+0", "e")
+
+
+def _print_recall(ms, echo):
+    """The first recall passage, side by side: the truth and each model's
+    greedy continuation, its first wrong character in brackets."""
+    rows = [m["recall"]["passages"] for m in ms]
+    if not rows[0]:
+        return
+    first = rows[0][0]
+    echo("\nRecall of a training passage, primed with:")
+    for line in _wrap(first["prime"], 100):
+        echo("  | " + line)
+    width = 100
+    echo(f"  {'truth':<12}" + _show(first["truth"], None, width))
+    for m, ps in zip(ms, rows):
+        p = ps[0]
+        echo(f"  {m['cell']:<12}" + _show(p["output"], p["prefix"], width)
+             + f"   ({p['prefix']} right, then [the first miss])")
+
+
+def _show(text, miss, width):
+    """text on one line (newlines as ⏎), the character at `miss` in brackets."""
+    t = text.replace("\n", "⏎")
+    if miss is not None and miss < len(t):
+        t = t[:miss] + "[" + t[miss] + "]" + t[miss + 1:]
+    return t[:width + 2]
+
+
+def _print_probe(pr, echo):
+    echo(f"\nMemory probe: each line is a key ({''.join(M.PROBE_KEYS)}), lag random filler "
+         f"characters, '=', and the key again; accuracy of predicting that last key on "
+         f"held-out lines (chance {100 * pr['chance']:.1f}%), {pr['hidden']} units:")
+    echo(f"{'lag':<14}" + "".join(f"{lag:>7}" for lag in pr["lags"]) + f"{'span':>7}")
+    for cell, acc in pr["accuracy"].items():
+        span = pr["span"][cell]
+        echo(f"{cell:<14}" + "".join(f"{100 * a:>6.0f}%" for a in acc)
+             + f"{'-' if span is None else span:>7}")
+    echo(f"span: the largest lag recalled in at least {100 * pr['threshold']:.0f}% of "
+         "held-out lines")
 
 
 def _wrap(text, width):
@@ -344,38 +655,80 @@ def text_chart(series: dict, width=64, height=12, logy=False, xlabel="",
     return lines
 
 
-def _plot(results, path, log):
+def clip_curve(y, top: float):
+    """A loss curve for plotting: values above `top` (ln V, a uniform guess) or
+    not finite are drawn at `top`, so one diverged model cannot flatten the
+    others' curves. Returns (clipped y, mask of the clipped points)."""
+    y = np.asarray(y, float)
+    over = ~np.isfinite(y) | (y > top)
+    return np.where(over, top, y), over
+
+
+def _figure(rep):
+    """compare.png: validation loss by step (clipped at ln V), the context
+    curve, the gradient flow, and the probe's accuracy by lag, as present."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    ms, pr = rep["models"], rep.get("probe")
+    panels = (["loss", "context", "flow"] if ms else []) + (["probe"] if pr else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.4), squeeze=False)
+    ax = dict(zip(panels, axes[0]))
+    colours = {}
+    for m in ms:
+        top = math.log(rep["vocab_size"])
+        v = np.array(m["val_curve"]).reshape(-1, 3)
+        y, over = clip_curve(v[:, 2], top)
+        lab = f"{m['cell']} (H={m['hidden']}, {m['params'] / 1e3:.0f}k)"
+        if over.any():
+            lab += f", {over.sum()} points above ln V drawn on it"
+        line, = ax["loss"].plot(v[:, 0], y, marker=".", label=lab)
+        colours[m["cell"]] = line.get_color()
+        ax["loss"].plot(v[over, 0], y[over], "x", color="red", ms=9, mew=2)
+        cx = m["context"]
+        ax["context"].semilogx(cx["k"], cx["loss"], marker="o", ms=3, base=2,
+                               color=line.get_color(),
+                               label=f"{m['cell']} (span {cx['span']})")
+        for path, style in (("h", "-"), ("c", "--")):
+            f = m["grad_flow"].get(path)
+            if f:
+                g = np.maximum(np.array(f["max"]), 1e-30)
+                ax["flow"].semilogy(np.arange(len(g)), g, style, color=line.get_color(),
+                                    label=f"{m['cell']}: {path}, largest unit")
+    if ms:
+        top = math.log(rep["vocab_size"])
+        ax["loss"].axhline(top, color="grey", lw=0.8, ls=":")
+        ax["loss"].set(xlabel="training step", ylabel="validation loss (nats/char)",
+                       title="Validation loss (clipped at ln V)")
+        ax["context"].set(xlabel="k, characters of context (log scale)",
+                          ylabel="loss of the next character (nats/char)",
+                          title="Context curve on held-out text")
+        ax["flow"].axhline(0.01, color="grey", lw=0.8, ls=":")
+        ax["flow"].set(xlabel="k (steps back in time)", ylabel="|dL_t / d state_(t-k)|, k=0 → 1",
+                       title="Gradient flow, largest unit")
+    if pr:
+        for cell, acc in pr["accuracy"].items():
+            ax["probe"].semilogx(pr["lags"], 100 * np.array(acc), marker="o", label=cell,
+                                 color=colours.get(cell))
+        ax["probe"].axhline(100 * pr["chance"], color="grey", lw=0.8, ls=":", label="chance")
+        ax["probe"].axhline(90, color="grey", lw=0.8, ls="--")
+        ax["probe"].set(xlabel="lag (characters between key and recall)", ylim=(0, 105),
+                        ylabel="keys recalled, held-out lines (%)", title="Memory probe")
+    for a in ax.values():
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _plot(rep, path, log):
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib  # noqa: F401
     except ImportError:
         log("matplotlib is not installed, so no PNG: pip install matplotlib")
         return None
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
-    for m in results:
-        v = np.array(m["val_curve"]).reshape(-1, 3)
-        lab = f"{m['cell']} (H={m['hidden']}, {m['params'] / 1e3:.0f}k params)"
-        if len(v):
-            axes[0].plot(v[:, 0], v[:, 2], marker=".", label=lab)
-            axes[1].plot(v[:, 1], v[:, 2], marker=".", label=lab)
-        g = np.array(m["grad_flow_h"])
-        line, = axes[2].semilogy(np.arange(len(g)), g / g[0], label=f"{m['cell']}: h")
-        if m["grad_flow_c"] is not None:
-            gc = np.array(m["grad_flow_c"])
-            axes[2].semilogy(np.arange(len(gc)), gc / gc[0], "--", color=line.get_color(),
-                             label=f"{m['cell']}: c")
-    axes[0].set(xlabel="training step", ylabel="validation loss (nats/char)",
-                title="Validation loss by step")
-    axes[1].set(xlabel="wall-clock seconds", ylabel="validation loss (nats/char)",
-                title="Validation loss by time")
-    axes[2].set(xlabel="k (steps back in time)", ylabel="mean |dL_t / d state_(t-k)|, k=0 → 1",
-                title="Gradient flow on held-out text")
-    axes[2].axhline(0.01, color="grey", lw=0.8, ls=":")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+    import matplotlib.pyplot as plt
+    fig = _figure(rep)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

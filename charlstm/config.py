@@ -58,6 +58,8 @@ def default_lr(cell: str) -> float:
 DEFAULT_MINUTES = 12.0          # the budget when none is given
 COMPARE_HIDDEN = 512            # compare's default units: its budgets are minutes, and
                                 # several models share the cores (README: compare)
+PROBE_HIDDEN = 64               # compare --probe: small models, many trainings
+PROBE_MINUTES = 12.0            # ... which share this much wall-clock time (README: compare)
 AUTO_EVAL_MIN_STEPS = 100       # eval_every=0: validate at most this often...
 AUTO_EVAL_SHARE = 0.05          # ...and spend about this share of the time on it
 

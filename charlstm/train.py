@@ -102,8 +102,15 @@ class Trainer:
     def __init__(self, text: str, model_cfg: ModelConfig, cfg: TrainConfig, out: str,
                  resume: str | None = None, progress: bool = True, log=print,
                  corpus: Corpus | None = None, bar_position: int | None = None,
-                 workers: int | None = None):
+                 workers: int | None = None, stop_when=None):
+        """stop_when: None, or a function of the trainer called after every
+        validation pass (and its checkpoint); when it returns True, training
+        ends there as if the budget were spent (compare's memory probe stops a
+        model that has solved its task; a search could prune a poor trial)."""
         self.log, self.progress, self.out = log, progress, out
+        self.stop_when = stop_when
+        self.bar_desc = None            # the progress bar's label (default: the model)
+        self.stopped_early = False
         self.bar_position = bar_position
         self.text_path = text
         if resume:
@@ -257,7 +264,8 @@ class Trainer:
         bar = tqdm(total=None if math.isinf(total) else int(total), initial=s["step"],
                    disable=not self.progress, unit="step", dynamic_ncols=True,
                    position=self.bar_position,
-                   desc=f"{self.model.cfg.cell} {self.model.cfg.layers}x{self.model.cfg.hidden}")
+                   desc=self.bar_desc or
+                   f"{self.model.cfg.cell} {self.model.cfg.layers}x{self.model.cfg.hidden}")
         chars = cfg.seq_len * cfg.batch_size
         val = s.get("last_val")
         ema = None
@@ -281,6 +289,10 @@ class Trainer:
                     t_last = time.perf_counter()
                     s["elapsed"] += t_last - now
                     self._last_eval = (s["step"], s["train_time"], t_last - now)
+                    if self.stop_when is not None and self.stop_when(self):
+                        self.stopped_early = True
+                        bar.update(1)
+                        break
                 bar.update(1)
                 bar.set_postfix(loss=f"{ema:.3f}", val="-" if val is None else f"{val:.3f}",
                                 cps=f"{s['step'] * chars / max(s['train_time'], 1e-9):,.0f}",

@@ -8,7 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from charlstm.cli import main
-from charlstm.compare import gradient_flow, horizon, match_hidden, text_chart
+from charlstm.compare import agreement, clip_curve, match_hidden, text_chart
+from charlstm.memory import gradient_flow, horizon
 from charlstm.config import CELL_NAMES, ModelConfig, TrainConfig, default_lr
 from charlstm.model import Model, Workspace, n_params
 
@@ -31,7 +32,8 @@ def test_gradient_flow_matches_finite_differences(cell):
     m.flat[:] += rng.normal(0, 0.3, m.size)
     T, B = 6, 2
     ids = rng.integers(0, 6, 4000)
-    gh, gc = gradient_flow(m, ids, T, B=B)
+    flow = gradient_flow(m, ids, T, B=B)
+    assert (flow["c"] is None) == (cell != "lstm")
     # rebuild the measured window exactly as gradient_flow does
     L = len(ids) // B
     streams = ids[:B * L].reshape(B, L)
@@ -43,13 +45,21 @@ def test_gradient_flow_matches_finite_differences(cell):
     m.forward(ws, x, h, c)
     hs, cs = ws.layers[0]["hs"].copy(), ws.layers[0]["cs"].copy()
     eps = 1e-6
+    grads = {}
     for k in (0, 1, 3, T - 1):
-        norms = []
-        for b in range(B):
-            g = [(last_loss(m, x, y, hs, cs, k, b, j, eps) -
-                  last_loss(m, x, y, hs, cs, k, b, j, -eps)) / (2 * eps) for j in range(5)]
-            norms.append(np.linalg.norm(g))
-        assert abs(np.mean(norms) - gh[k]) < 1e-6 * max(1.0, gh[k]), (k, np.mean(norms), gh[k])
+        grads[k] = np.array([[(last_loss(m, x, y, hs, cs, k, b, j, eps) -
+                               last_loss(m, x, y, hs, cs, k, b, j, -eps)) / (2 * eps)
+                              for j in range(5)] for b in range(B)])           # (B, H)
+    norm0 = np.linalg.norm(grads[0], axis=1).mean()
+    unit0 = np.abs(grads[0]).mean(axis=0)
+    for k, g in grads.items():                    # every statistic, relative to k = 0
+        want = {"norm": np.linalg.norm(g, axis=1).mean() / norm0,
+                "max": np.abs(g).mean(axis=0).max() / unit0.max(),
+                "median": np.median(np.abs(g).mean(axis=0)) / np.median(unit0),
+                "p90": np.percentile(np.abs(g).mean(axis=0), 90) / np.percentile(unit0, 90)}
+        for stat, v in want.items():
+            got = flow["h"][stat][k]
+            assert abs(got - v) < 1e-5 * max(1.0, v), (k, stat, got, v)
 
 
 def last_loss(m, x, y, hs, cs, k, b, j, d):
@@ -104,16 +114,31 @@ def test_compare_end_to_end(tmp_path):
     assert default_lr("rnn") < default_lr("lstm") == TrainConfig.lr      # no --lr: each its own
     for m in res["models"]:
         assert m["steps"] == 30 and np.isfinite(m["val_loss"])
-        assert 0 <= m["recall"]["fraction"] <= 1
-        assert len(m["grad_flow_h"]) == 21 and m["grad_flow_h"][0] > 0
+        rec = m["recall"]
+        assert 0 <= rec["teacher_forced"] <= 1 and 0 <= rec["prefix_mean"] <= 200
+        for p in rec["passages"]:
+            assert len(p["prime"]) == 100 and len(p["truth"]) == len(p["output"]) == 200
+            assert p["output"][:p["prefix"]] == p["truth"][:p["prefix"]]
+            assert p["prefix"] == 200 or p["output"][p["prefix"]] != p["truth"][p["prefix"]]
+        flow = m["grad_flow"]
+        assert flow["T"] >= 20 and len(flow["h"]["max"]) == flow["T"] + 1
+        assert flow["h"]["max"][0] == 1.0
+        ctx = res["context"][m["cell"]]
+        assert ctx["k"][0] == 1 and ctx["k"][-1] == res["context_max"]
+        assert ctx["span"] in ctx["k"] and len(ctx["loss"]) == len(ctx["k"])
         assert os.path.exists(m["checkpoint"])
-    assert res["models"][1]["grad_flow_c"] is not None and res["models"][0]["grad_flow_c"] is None
+    assert res["models"][1]["grad_flow"]["c"] is not None
+    assert res["models"][0]["grad_flow"]["c"] is None
+    page = (out / "report.html").read_text()
+    assert "<svg" in page and "Context curve" in page and "Passage 1" in page
+    assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
     try:
         import matplotlib  # noqa: F401
         assert os.path.getsize(out / "compare.png") > 10000
     except ImportError:
         assert not (out / "compare.png").exists()
-    for word in ("params", "val bits", "chars/s", "[lstm]", "Gradient flow", "results:"):
+    for word in ("params", "val@", "chars/s", "[lstm]", "Gradient flow", "Context curve",
+                 "Recall of a training passage", "results:", "report:"):
         assert word in r.output
 
 
@@ -171,3 +196,39 @@ def test_killing_compare_ends_its_workers(tmp_path):
     for k in alive:
         os.kill(k, signal.SIGKILL)
     assert not alive, f"workers still running after compare was killed: {alive}"
+
+
+def test_clip_curve_keeps_a_diverged_model_from_flattening_the_rest():
+    y, over = clip_curve([2.0, 3.2e6, float("nan"), 1.5], 4.4)
+    assert y.tolist() == [2.0, 4.4, 4.4, 1.5] and over.tolist() == [False, True, True, False]
+
+
+def test_the_png_stays_readable_with_a_diverged_model():
+    """A model whose validation loss reached 3.2 million must not squash the
+    others' curves: the loss panel's y axis stays near ln V."""
+    pytest.importorskip("matplotlib")
+    from charlstm.compare import _figure
+    V = 65
+
+    def model(cell, vals):
+        return {"cell": cell, "hidden": 8, "params": 1000,
+                "val_curve": [[50 * (k + 1), k, v] for k, v in enumerate(vals)],
+                "context": {"k": [1, 2, 4], "loss": [3.0, 2.5, 2.4], "span": 4},
+                "grad_flow": {"T": 3, "h": {"max": [1, 0.1, 0.01, 0.001]}, "c": None}}
+    rep = {"vocab_size": V, "probe": None,
+           "models": [model("rnn", [3.0, 2.5, 2.2]), model("irnn", [3.1, 3.2e6, 2.9])]}
+    fig = _figure(rep)
+    lo, hi = fig.axes[0].get_ylim()
+    assert hi < 1.2 * np.log(V) and lo > 1.5
+
+
+def test_agreement_names_a_clash_and_an_agreement():
+    def m(cell, reach, span):
+        return {"cell": cell, "horizon": {"T": 200, "reach": reach},
+                "context": {"span": span}}
+    rep = {"cells": ["rnn", "lstm"], "models": [m("rnn", 20, 8), m("lstm", None, 16)],
+           "probe": {"span": {"rnn": 20, "lstm": 100}}}
+    lines = agreement(rep)
+    assert "lstm >200" in lines[0] and lines[-1].startswith("the measures agree")
+    rep["probe"]["span"] = {"rnn": 50, "lstm": 10}
+    assert agreement(rep)[-1] == "the measures disagree on the order of rnn and lstm"

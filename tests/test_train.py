@@ -1,4 +1,4 @@
-"""Training end to end: the seeds' recall demo, exact resume, non-English text."""
+"""Training end to end: the LSTM-versus-RNN recall demo, exact resume, non-English text."""
 import contextlib
 import os
 import signal
@@ -41,7 +41,7 @@ def recall(sampler, text, prime_len):
 
 
 def test_lstm_recites_the_poem(poem, tmp_path):
-    """Seed 003's demo: primed with the first line, the LSTM recites the rest."""
+    """The recall demo: primed with the first line, the LSTM recites the rest."""
     first_line = POEM.index("\n") + 1
     n, out = recall(train_poem(poem, "lstm", tmp=tmp_path), POEM, first_line)
     assert n == len(POEM) - first_line, f"diverged after {n} chars: {out[:n + 20]!r}"
