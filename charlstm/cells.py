@@ -26,6 +26,12 @@ class Cell:
     forget_gate: int     # index of the gate whose bias starts at forget_bias, or -1
     doc: str
 
+    @property
+    def output_gate(self) -> int:
+        """The output gate's index among the gates, for cells whose h = o ⊙ tanh(c);
+        -1 for cells without a c."""
+        return {"lstm": 3, "lstm-peephole": 3, "cifg": 2}.get(self.name, -1)
+
     def extra_grad(self, dex, dxp, dhp, hs, cs):
         """Gradient of the extra parameters, summed over time and streams."""
         H = dex.shape[1]

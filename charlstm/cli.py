@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 import time
 
+import math
+
 import click
 from click.core import ParameterSource
 
@@ -176,6 +178,20 @@ def _same_settings(kw, saved, path):
                             "model")
 
 
+def _clamps(ctx, param, values):
+    out = []
+    for v in values:
+        try:
+            where, value = v.split("=")
+            layer, unit = where.split(":")
+            out.append((int(layer), int(unit), float(value)))
+        except ValueError:
+            raise click.BadParameter(f"{v!r}: write LAYER:UNIT=VALUE, e.g. 0:17=0.9") from None
+        if not math.isfinite(out[-1][2]):
+            raise click.BadParameter(f"{v!r}: the value must be a finite number")
+    return tuple(out)
+
+
 @main.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False), required=False)
 @click.option("--seed", default="", help="Prime text: the output starts with it and continues it.")
@@ -194,13 +210,17 @@ def _same_settings(kw, saved, path):
                    "per output) reads a quarter of float32's bytes per character and is "
                    "about 3.5 times as fast; float16 half, about twice as fast; float32 is "
                    "the checkpoint exactly.")
-def sample(checkpoint, seed, length, temperature, top_k, greedy, rng_seed, weights):
+@click.option("--clamp", "clamps", multiple=True, callback=_clamps, metavar="L:U=VALUE",
+              help="Hold unit U of layer L (0-based) at VALUE after every step: its cell "
+                   "state c, or h for cells without one. Repeatable. Try a unit that "
+                   "charlstm inspect finds.")
+def sample(checkpoint, seed, length, temperature, top_k, greedy, rng_seed, weights, clamps):
     """Continue the --seed text with a model from CHECKPOINT (default: the
     newest in checkpoints/), streaming it to stdout."""
     from . import checkpoint as ckpt
     from .sampling import Sampler
     path = checkpoint or ckpt.newest()
-    s = Sampler.from_checkpoint(path, weights=weights)
+    s = Sampler.from_checkpoint(path, weights=weights, clamp=clamps)
     warm_up([s.model.cfg.cell], echo_err)
     pieces = s.stream(seed, length, temperature=temperature, top_k=top_k, greedy=greedy,
                       rng_seed=rng_seed)

@@ -1194,14 +1194,18 @@ def product_helper(sync, A, Wp, C):
 
 @njit(**JIT)
 def model_step(tok, flat, offsets, A, Wp, kind, state_h, state_c, hs, cs, gh, acts, aux, x,
-               sync, posted=False):
+               sync, clamp_at, clamp_to, o_gate, posted=False):
     """Run one token, tok (1,), through every layer. state_h, state_c: (L, 1, H),
     updated in place; Wp: the packed products (Model.sampling_packs): Wp[2l] is
     layer l's Wh for h Whᵀ, Wp[2l − 1] its Wx for x Wx (l ≥ 1; layer 0's input
     is a row gather, embed); A: the products' input, hs[0] itself or, for int8 weights,
     its quantised copy (_input); hs, cs (2, 1, H), gh, x (1, G), acts (1, 1, G),
     aux (1, 1, H): scratch; sync: see CHUNK; posted: layer 0's
-    product, A = state_h[0] times Wp[0], is already posted."""
+    product, A = state_h[0] times Wp[0], is already posted.
+    clamp_at (K, 2) int64 rows [layer, unit], clamp_to (K,): after each step
+    that unit's state is held at the value (sample --clamp): c_t = value and
+    h_t = o_t ⊙ tanh(value) for cells with a c (o_gate: the output gate's index
+    among the gates), h_t = value for cells without one (o_gate < 0)."""
     L, _, H = state_h.shape
     G = gh.shape[1]
     for l in range(L):
@@ -1224,13 +1228,21 @@ def model_step(tok, flat, offsets, A, Wp, kind, state_h, state_c, hs, cs, gh, ac
             _input(A, hs[0])
             shared_product(2 * l, A, Wp, gh, sync)
         cell_step(kind, 0, gh, hs, cs, acts, aux, x, ex)
+        for k in range(clamp_at.shape[0]):
+            if clamp_at[k, 0] == l:
+                u = clamp_at[k, 1]
+                if o_gate >= 0:
+                    cs[1, 0, u] = clamp_to[k]
+                    hs[1, 0, u] = acts[0, 0, o_gate * H + u] * tanh_(clamp_to[k])
+                else:
+                    hs[1, 0, u] = clamp_to[k]
         state_h[l] = hs[1]
         state_c[l] = cs[1]
 
 
 @njit(**JIT)
 def generate(out, prime, u, flat, offsets, A, Wp, Wyp, kind, state_h, state_c,
-             temperature, top_k, greedy, hs, gh, sync):
+             temperature, top_k, greedy, hs, gh, sync, clamp_at, clamp_to, o_gate):
     """Feed the `prime` tokens (may be empty), then sample len(out) tokens,
     each fed back in. The state (L, 1, H) always reflects every token consumed,
     so a later call continues where this one stopped.
@@ -1242,7 +1254,9 @@ def generate(out, prime, u, flat, offsets, A, Wp, Wyp, kind, state_h, state_c,
     hs (2, 1, H), gh (1, G): scratch shared with the helper thread; sync: see
     CHUNK (sync[4] = 1: no helper).
     u: one uniform number per sampled token (the random state is the caller's).
-        p = softmax(logits / temperature) over the top_k largest logits"""
+        p = softmax(logits / temperature) over the top_k largest logits
+    clamp_at, clamp_to, o_gate: units held at a value (model_step); none when
+    clamp_at has no rows."""
     L, _, H = state_h.shape
     G = offsets[0, 2] - offsets[0, 1]
     G = G // H
@@ -1258,7 +1272,7 @@ def generate(out, prime, u, flat, offsets, A, Wp, Wyp, kind, state_h, state_c,
     by = flat[offsets[L, 1]:offsets[L, 1] + V]
     for n in range(prime.shape[0]):
         model_step(prime[n:n + 1], flat, offsets, A, Wp, kind, state_h, state_c, hs, cs, gh, acts,
-                   aux, x, sync)
+                   aux, x, sync, clamp_at, clamp_to, o_gate)
     for k in range(out.shape[0]):
         hs[0] = state_h[0]
         _input(A, hs[0])
@@ -1292,4 +1306,4 @@ def generate(out, prime, u, flat, offsets, A, Wp, Wyp, kind, state_h, state_c,
                 pick -= 1                             # broken (NaN) model gives 0
         out[k] = pick
         model_step(out[k:k + 1], flat, offsets, A, Wp, kind, state_h, state_c, hs, cs, gh, acts,
-                   aux, x, sync, True)
+                   aux, x, sync, clamp_at, clamp_to, o_gate, True)

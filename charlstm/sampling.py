@@ -11,6 +11,7 @@ import numpy as np
 from . import checkpoint as ckpt
 from . import kernels as K
 from .data import encode_text
+from .errors import CharlstmError
 from .model import Model
 from .train import model_from_checkpoint
 
@@ -22,8 +23,11 @@ class Sampler:
     int32 with int8)."""
 
     def __init__(self, model: Model, vocab: str = "", threads: int | None = None,
-                 weights: str = "float32"):
+                 weights: str = "float32", clamp=()):
+        """clamp: (layer, unit, value) triples, 0-based: that unit's state (c, or
+        h for cells without a c) is held at value after every step."""
         self.model, self.vocab = model, vocab
+        self.clamp_at, self.clamp_to = check_clamp(model, clamp)
         self.chars = np.array(list(vocab))
         self.Wp, self.Wyp = model.sampling_packs(weights)
         H = model.cfg.hidden
@@ -36,9 +40,10 @@ class Sampler:
             K.product_helper(self._sync(stop=True), self.A, self.Wp, self.gh)  # shows now
 
     @classmethod
-    def from_checkpoint(cls, path: str, weights: str = "float32") -> "Sampler":
+    def from_checkpoint(cls, path: str, weights: str = "float32", clamp=()) -> "Sampler":
         ck = ckpt.load(path)
-        return cls(model_from_checkpoint(ck, np.float32), ck.vocab, weights=weights)
+        return cls(model_from_checkpoint(ck, np.float32), ck.vocab, weights=weights,
+                   clamp=clamp)
 
     def generate(self, out, prime, u, h, c, temperature=1.0, top_k=0, greedy=False):
         """kernels.generate: feed `prime` (token ids), then write len(out) sampled
@@ -53,7 +58,7 @@ class Sampler:
         try:
             K.generate(out, prime, u, m.flat, m.offsets, self.A, self.Wp, self.Wyp, m.cell.kind,
                        h, c, float(temperature), int(top_k), bool(greedy), self.hs, self.gh,
-                       sync)
+                       sync, self.clamp_at, self.clamp_to, m.cell.output_gate)
         finally:
             sync[3] = 1                                          # the helper stops
             if helper is not None:
@@ -94,3 +99,20 @@ class Sampler:
         """The whole continuation, made in one piece (as stream makes it)."""
         return "".join(self.stream(seed, length, chunk=max(1, length), first=max(1, length),
                                    **kw))
+
+
+def check_clamp(model: Model, clamp) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel's arrays for (layer, unit, value) triples, each checked
+    against the model: ([layer, unit] rows (K, 2) int64, values (K,))."""
+    L, H = model.cfg.layers, model.cfg.hidden
+    rows, vals = [], []
+    for layer, unit, value in clamp:
+        if not (0 <= layer < L and 0 <= unit < H):
+            raise CharlstmError(f"--clamp {layer}:{unit}: this model has layers 0-{L - 1} "
+                                f"and units 0-{H - 1} in each")
+        if not np.isfinite(value):
+            raise CharlstmError(f"--clamp {layer}:{unit}={value}: the value must be a "
+                                "finite number")
+        rows.append([layer, unit])
+        vals.append(value)
+    return (np.array(rows, np.int64).reshape(-1, 2), np.array(vals, model.dtype))
