@@ -158,3 +158,16 @@ def newest(folder: str = "checkpoints") -> str:
         raise CharlstmError(f"no checkpoint in {folder}/; train one first: "
                             "charlstm train FILE (or give a checkpoint path)")
     return max(names, key=os.path.getmtime)
+
+
+def model_from_checkpoint(ck: Checkpoint, dtype=np.float32):
+    """The model.Model a checkpoint holds, its parameters checked by name and shape."""
+    from .model import Model
+    m = Model(ck.model, dtype)
+    for name, shape in m.layout:
+        arr = ck.params.get(name)
+        if arr is None or arr.shape != shape:
+            raise CharlstmError(f"checkpoint parameter {name} is missing or has the wrong "
+                                "shape; the file is damaged: retrain or pick another file")
+        m.p[name][...] = arr
+    return m

@@ -317,6 +317,81 @@ def compare(file, cells, match_params, seed, length, recall_chars, context_max,
 
 
 @main.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False), required=False)
+@click.option("--text", "text_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Text to run the model over [default: the held-out part of the text it "
+                   "was trained on].")
+@click.option("--chars", type=click.IntRange(2, 1_000_000), default=20_000, show_default=True,
+              help="Characters of the text to run.")
+@click.option("--unit", default=None, metavar="L:U[:STATE]",
+              help="Show this unit (0-based layer and unit; state c, h or a gate) instead of "
+                   "each feature's best.")
+@click.option("--top", type=click.IntRange(1, 50), default=3, show_default=True,
+              help="Best units listed per feature.")
+@click.option("--excerpt", type=click.IntRange(1), default=400, show_default=True,
+              help="Characters of coloured text shown per unit in the terminal.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the page here [default: <checkpoint>.inspect.html].")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead.")
+def inspect(checkpoint, text_path, chars, unit, top, excerpt, html_path, as_json):
+    """See inside the cells of a model: run it over a text and find the units
+    that track features of the text (line position, bracket depth, quotes,
+    ...), the gates' saturation and the cells that count; print the text
+    coloured by each unit and write an HTML page."""
+    import json as _json
+
+    import numpy as np
+
+    from . import checkpoint as ckpt
+    from . import inspect as I
+    from . import inspect_view as view
+    path = checkpoint or ckpt.newest()
+    res, rec, text, model, ck = I.run_inspect(path, text_path, chars, unit, top, log=echo_err)
+    html_path = html_path or (path[:-4] if path.endswith(".npz") else path) + ".inspect.html"
+    ids, p = I.top_next(rec["logits"], ck.vocab)
+    view.write_page(html_path, res, rec, text, ck.vocab, ids, p, path)
+    res["html"] = html_path
+    if as_json:
+        click.echo(_json.dumps({k: res[k] for k in ("features", "gates", "counters", "html",
+                                                    "suggestion", "seconds", "chars")}))
+        return
+    mode = view.colour_mode(sys.stdout)
+    click.echo(res["subtitle"])
+    click.echo(f"recorded in {res['seconds']['record']:.2f} s; score: Spearman's |ρ| between a "
+               "unit's value after each character and the feature")
+    for feat, units in res["features"].items():
+        click.echo(f"\n{feat} ({I.FEATURES[feat][1]}): " + ", ".join(
+            f"{u['layer']}:{u['unit']} {u['state']} {u['score']:.3f}" for u in units))
+    shown = ([I.parse_unit(unit, model, rec)] if unit else
+             [(u[0]["layer"], u[0]["unit"], u[0]["state"], f)
+              for f, u in res["features"].items() if u])
+    st = I.states(rec)
+    for item in shown:
+        l, u, s = item[:3]
+        v = st[s][l, :excerpt, u]
+        v = np.tanh(v) if s == "c" else v
+        label = f" (best for {item[3]})" if len(item) > 3 else ""
+        click.echo(f"\nlayer {l}, unit {u}, {s}{label}" + (", as tanh(c)" if s == "c" else "")
+                   + ":")
+        click.echo(view.coloured(text[:excerpt], v, mode))
+    if mode == "plain":
+        click.echo("\n(digits under each character: the unit's value, 0 for -1 ... 9 for +1)")
+    for g, sat in res["gates"].items():
+        if "always_open" in sat:
+            click.echo(f"\ngate {g}: {len(sat['always_open'])} units above 0.9 for 90% of the "
+                       f"text (long memory), {len(sat['always_shut'])} below 0.1 for 90%")
+    if res["counters"]:
+        click.echo("\ncounters (c moves by a near-constant step while f, i > 0.9): " + ", ".join(
+            f"{c['layer']}:{c['unit']} step {c['step']:+.3f} over {100 * c['coverage']:.0f}% "
+            "of the text" for c in res["counters"][:5]))
+    else:
+        click.echo(f"\ncounters: {res['counters_note']}")
+    click.echo(f"\npage: {html_path}")
+    if res["suggestion"]:
+        click.echo(f"try: {res['suggestion']}")
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--repeats", type=click.IntRange(3, 100), default=9, show_default=True,
               help="Timed repeats per measurement (medians are reported).")

@@ -42,6 +42,8 @@ class TrainConfig:
                                 # 0: automatic, keeping validation to ~5% of the time
     eval_chars: int = 0         # validate on the first this many held-out chars (0: all)
     dtype: str = "float32"
+    text: str = ""              # the training text's absolute path (inspect reads its
+                                # held-out part); "" in checkpoints from before it
 
 
 # The peak learning rate when --lr is not given: TrainConfig.lr, except for the

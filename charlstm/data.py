@@ -114,6 +114,17 @@ def encode_text(text: str, vocab: str) -> np.ndarray:
     return np.array([index[ch] for ch in text], np.int64)
 
 
+def read_text_for(path: str, vocab: str, label: str) -> str:
+    """The whole text of `path`, every character of which must be in vocab."""
+    text = "".join(_chunks(path))
+    bad = sorted(set(text) - set(vocab))
+    if bad:
+        shown = "".join(bad[:20]) + ("…" if len(bad) > 20 else "")
+        raise CharlstmError(f"{label} has {len(bad)} characters the model never saw "
+                            f"({shown!r}); give a text in the model's alphabet")
+    return text
+
+
 def load_corpus(path: str, val_frac: float) -> Corpus:
     vocab = read_vocab(path)
     ids = encode_file(path, vocab)

@@ -13,7 +13,6 @@ from . import kernels as K
 from .data import encode_text
 from .errors import CharlstmError
 from .model import Model
-from .train import model_from_checkpoint
 
 
 class Sampler:
@@ -42,7 +41,7 @@ class Sampler:
     @classmethod
     def from_checkpoint(cls, path: str, weights: str = "float32", clamp=()) -> "Sampler":
         ck = ckpt.load(path)
-        return cls(model_from_checkpoint(ck, np.float32), ck.vocab, weights=weights,
+        return cls(ckpt.model_from_checkpoint(ck, np.float32), ck.vocab, weights=weights,
                    clamp=clamp)
 
     def generate(self, out, prime, u, h, c, temperature=1.0, top_k=0, greedy=False):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import signal
@@ -23,17 +24,6 @@ LN2 = math.log(2)
 
 class Diverged(Exception):
     """The loss or gradient stopped being finite; the update was not applied."""
-
-
-def model_from_checkpoint(ck: ckpt.Checkpoint, dtype=np.float32) -> Model:
-    m = Model(ck.model, dtype)
-    for name, shape in m.layout:
-        arr = ck.params.get(name)
-        if arr is None or arr.shape != shape:
-            raise CharlstmError(f"checkpoint parameter {name} is missing or has the wrong "
-                                "shape; the file is damaged: retrain or pick another file")
-        m.p[name][...] = arr
-    return m
 
 
 @contextlib.contextmanager
@@ -123,6 +113,8 @@ class Trainer:
         else:
             corpus = corpus or load_corpus(text, cfg.val_frac)
             model_cfg = ModelConfig(**{**model_cfg.__dict__, "vocab_size": corpus.V})
+            if os.path.isfile(text):
+                cfg = dataclasses.replace(cfg, text=os.path.abspath(text))
             self.state = dict(step=0, epoch=0, batch=0, elapsed=0.0, train_time=0.0,
                               best_val=None, rng=None)
         self.cfg, self.corpus = cfg, corpus
@@ -137,7 +129,7 @@ class Trainer:
         dtype = np.dtype(cfg.dtype)
         self.rng = np.random.default_rng(cfg.rng_seed)
         if resume:
-            self.model = model_from_checkpoint(ck, dtype)
+            self.model = ckpt.model_from_checkpoint(ck, dtype)
             self.m, self.v = ck.opt_m.astype(dtype), ck.opt_v.astype(dtype)
             self.h, self.c = ck.carry_h.astype(dtype), ck.carry_c.astype(dtype)
             self.rng.bit_generator.state = ck.state["rng"]
