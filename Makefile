@@ -19,7 +19,11 @@ POEM ?= lovers_complaint
 DEMO_HIDDEN ?= 512
 DEMO_MINUTES ?= 6
 
-.PHONY: install data train sample compare demo probe test bench quality clean-cache clean
+# make code-data: a corpus of Python source, every .py file of the click 8.1.7 sdist.
+CODE := data/code.txt
+CODE_SHA256 := 19ad27876fd24a80c2727d0eca52f7aa6fe25429b611350c424f007f85240628
+
+.PHONY: install data code-data train sample compare demo probe test bench quality clean-cache clean
 
 install: $(VENV)/.installed
 
@@ -52,6 +56,17 @@ sample: install
 
 compare: install data
 	$(CHARLSTM) compare $(CORPUS) --minutes $(MINUTES)
+
+code-data: $(CODE)
+
+$(CODE): | $(VENV)/.installed
+	mkdir -p data/.download
+	$(PY) -m pip download -q --no-deps --no-binary :all: --no-build-isolation \
+		-d data/.download click==8.1.7
+	$(PY) -m charlstm.data data/.download/click-8.1.7.tar.gz $@.tmp --code
+	@echo "$(CODE_SHA256)  $@.tmp" | sha256sum -c --quiet - || \
+		{ rm -f $@.tmp; echo "error: $@ is not the expected text (sha256 differs)" >&2; exit 1; }
+	mv $@.tmp $@
 
 data/poems/$(POEM).txt: | $(VENV)/.installed
 	mkdir -p data/.download data/poems
@@ -91,4 +106,4 @@ clean-cache:
 	find charlstm -name '*.nbi' -delete -o -name '*.nbc' -delete
 
 clean: clean-cache
-	rm -rf $(VENV) data/.download $(CORPUS) $(CORPUS).tmp .pytest_cache *.egg-info
+	rm -rf $(VENV) data/.download data/poems $(CORPUS) $(CORPUS).tmp $(CODE) .pytest_cache *.egg-info

