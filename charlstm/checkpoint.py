@@ -95,7 +95,7 @@ def save(ck: Checkpoint, path: str) -> None:
             arrays[key] = val
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", suffix=".npz", dir=folder)
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)
@@ -114,16 +114,34 @@ def save(ck: Checkpoint, path: str) -> None:
 def load(path: str) -> Checkpoint:
     if not os.path.exists(path):
         raise CharlstmError(f"no checkpoint at {path}; train one with: charlstm train FILE")
+    if not os.path.isfile(path):
+        raise CharlstmError(f"{path} is not a regular file; give a .npz written by "
+                            "charlstm train")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
+    except ValueError as e:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+        if "Object arrays" in str(e) or ("pickled" in str(e) and head[:1] == b"\x80"):
+            raise CharlstmError(f"{path} holds pickled Python objects, which charlstm refuses "
+                                "to load for safety (they can run code); give a checkpoint "
+                                "written by charlstm train") from None
+        raise CharlstmError(f"{path} is not a readable checkpoint ({e}); it may be truncated: "
+                            "retrain or pick another file") from None
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as e:
         raise CharlstmError(f"{path} is not a readable checkpoint ({e.__class__.__name__}); "
                             "it may be truncated: retrain or pick another file") from None
     if str(arrays.get("format", "")) != FORMAT:
         raise CharlstmError(f"{path} is not a charlstm checkpoint; "
                             "give a .npz written by charlstm train")
-    version = int(arrays["version"])
+    try:
+        version = int(arrays["version"])
+        if version < 1:
+            raise ValueError
+    except (KeyError, ValueError, TypeError):
+        raise CharlstmError(f"{path} has no valid format version; it is damaged or was not "
+                            "written by charlstm: retrain or pick another file") from None
     if version > VERSION:
         raise CharlstmError(f"{path} is checkpoint version {version}, newer than this "
                             f"charlstm reads ({VERSION}); upgrade charlstm")
@@ -141,17 +159,42 @@ def load(path: str) -> Checkpoint:
             state=json.loads(str(arrays["state"])),
             history_train=arrays["history/train"], history_val=arrays["history/val"],
             history_norm=arrays.get("history/grad_norm", np.zeros((0, 2))))
-    except (KeyError, ValueError, TypeError) as e:
-        raise CharlstmError(f"{path} is a damaged checkpoint (missing {e}); "
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
+        raise CharlstmError(f"{path} is a damaged checkpoint ({e.__class__.__name__}: {e}); "
                             "retrain or pick another file") from None
+    _check_settings(ck, path)
     return ck
+
+
+def _check_settings(ck: Checkpoint, path: str) -> None:
+    """The settings must describe a model this charlstm can build, for this vocabulary."""
+    from .cells import CELLS
+    m = ck.model
+    problems = []
+    if m.cell not in CELLS:
+        problems.append(f"cell {m.cell!r} is not one of {', '.join(CELLS)}")
+    for key, top in (("hidden", 65536), ("layers", 64), ("vocab_size", 1 << 21)):
+        v = getattr(m, key)
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= top:
+            problems.append(f"{key} is {v!r}, not a whole number from 1 to {top}")
+    if isinstance(m.vocab_size, int) and m.vocab_size != len(ck.vocab):
+        problems.append(f"vocab_size is {m.vocab_size} but the vocabulary has "
+                        f"{len(ck.vocab)} symbols")
+    for key in ("dropout", "forget_bias"):
+        v = getattr(m, key)
+        if not isinstance(v, (int, float)) or not np.isfinite(v):
+            problems.append(f"{key} is {v!r}, not a finite number")
+    if problems:
+        raise CharlstmError(f"{path} has settings charlstm cannot use: " + "; ".join(problems)
+                            + "; retrain or pick another file")
 
 
 def newest(folder: str = "checkpoints") -> str:
     """The most recently written checkpoint in `folder`."""
     try:
         names = [os.path.join(folder, n) for n in os.listdir(folder)
-                 if n.endswith(".npz") and not n.startswith(".")]
+                 if n.endswith(".npz") and not n.startswith(".")
+                 and os.path.isfile(os.path.join(folder, n))]
     except FileNotFoundError:
         names = []
     if not names:
@@ -169,5 +212,12 @@ def model_from_checkpoint(ck: Checkpoint, dtype=np.float32):
         if arr is None or arr.shape != shape:
             raise CharlstmError(f"checkpoint parameter {name} is missing or has the wrong "
                                 "shape; the file is damaged: retrain or pick another file")
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise CharlstmError(f"checkpoint parameter {name} holds {arr.dtype} values, not "
+                                "numbers; the file is damaged: retrain or pick another file")
+        if not np.isfinite(arr).all():
+            raise CharlstmError(f"checkpoint parameter {name} holds nan or inf: the model "
+                                "diverged before it was saved; use an earlier checkpoint "
+                                "or retrain with a lower --lr")
         m.p[name][...] = arr
     return m

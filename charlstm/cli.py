@@ -9,6 +9,7 @@ import sys
 import time
 
 import math
+import os
 
 import click
 from click.core import ParameterSource
@@ -19,7 +20,20 @@ from .config import (AUTO_EVAL_MIN_STEPS, CELL_LR, CELL_NAMES, COMPARE_HIDDEN, D
 from .errors import CharlstmError
 
 M, TR = ModelConfig(), TrainConfig()
-FloatRange = click.FloatRange
+
+
+class FloatRange(click.FloatRange):
+    """click.FloatRange that also refuses nan and ±inf: every float option of
+    charlstm wants a finite number (nan would pass every range check)."""
+
+    def convert(self, value, param, ctx):
+        v = super().convert(value, param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return v
+
+
+FINITE = FloatRange()
 
 
 class Group(click.Group):
@@ -29,8 +43,17 @@ class Group(click.Group):
         except CharlstmError as e:
             raise click.ClickException(str(e)) from None
         except MemoryError:
-            raise click.ClickException("out of memory; lower --batch-size, --hidden or "
-                                       "--seq-len") from None
+            hint = ("lower --batch-size, --hidden or --seq-len" if ctx.invoked_subcommand in
+                    ("train", "compare") else "close other programs or use a smaller model")
+            raise click.ClickException(f"out of memory; {hint}") from None
+        except BrokenPipeError:
+            sys.stderr.close()                   # `charlstm sample | head`: not an error
+            sys.exit(0)
+        except OSError as e:
+            if e.errno is None:
+                raise
+            where = f"{e.filename}: " if e.filename else "writing the output: "
+            raise click.ClickException(f"{where}{os.strerror(e.errno).lower()}") from None
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -51,7 +74,7 @@ def model_options(f):
                      help="Stacked recurrent layers."),
         click.option("--dropout", type=FloatRange(0, 1, max_open=True), default=M.dropout,
                      show_default=True, help="Dropout between layers and before the output."),
-        click.option("--forget-bias", type=float, default=M.forget_bias, show_default=True,
+        click.option("--forget-bias", type=FINITE, default=M.forget_bias, show_default=True,
                      help="Initial forget-gate bias (keeps memory at the start)."),
         click.option("--seq-len", type=click.IntRange(1, 100000), default=TR.seq_len,
                      show_default=True, help="Steps of truncated backpropagation through time."),
@@ -72,7 +95,8 @@ def model_options(f):
                      help="Chance that a stream's carried state is zeroed between batches."),
         click.option("--val-frac", type=FloatRange(0, 0.9), default=TR.val_frac,
                      show_default=True, help="Fraction at the end of the text held out."),
-        click.option("--rng-seed", type=int, default=TR.rng_seed, show_default=True,
+        click.option("--rng-seed", type=click.IntRange(0, 2 ** 63 - 1), default=TR.rng_seed,
+                     show_default=True,
                      help="Random seed for initialisation and dropout."),
         click.option("--epochs", type=FloatRange(0, min_open=True), default=None,
                      help="Budget: passes over the training text."),
@@ -91,11 +115,13 @@ def model_options(f):
     return f
 
 
-def configs(kw) -> tuple[ModelConfig, TrainConfig]:
+def configs(kw, default_budget: bool = True) -> tuple[ModelConfig, TrainConfig]:
+    """The settings the options give. default_budget: DEFAULT_MINUTES when no
+    budget is given (a resumed run has none, and finishes its saved one)."""
     budget = {k: kw[k] for k in ("epochs", "steps", "minutes") if kw.get(k) is not None}
     if len(budget) > 1:
         raise click.UsageError(f"give one budget, not {' and '.join('--' + k for k in budget)}")
-    if not budget:
+    if not budget and default_budget:
         budget = {"minutes": DEFAULT_MINUTES}
     mcfg = ModelConfig(cell=kw["cell"], hidden=kw["hidden"], layers=kw["layers"],
                        dropout=kw["dropout"], forget_bias=kw["forget_bias"])
@@ -130,37 +156,74 @@ def echo_err(msg):
               help="Checkpoint path [default: checkpoints/<file>-<cell>.npz, or with "
                    "--resume the checkpoint resumed].")
 @click.option("--resume", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Continue training from this checkpoint (its settings are kept; a budget "
-                   "given here replaces the saved one, counted from the start).")
+              help="Continue training from this checkpoint: its settings are kept, and with "
+                   "no budget given its saved budget is finished. A larger budget, counted "
+                   "from the start, stretches the learning-rate schedule over it: with "
+                   "cosine decay the rate rises again from where it had fallen to (use "
+                   "--schedule constant to avoid this when training from scratch).")
+@click.option("--force", is_flag=True,
+              help="Replace an existing checkpoint at --out (and its best file) with a new "
+                   "run. Only charlstm checkpoints are ever replaced.")
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
-def train(file, out, resume, progress, **kw):
+def train(file, out, resume, force, progress, **kw):
     """Train a model on FILE (any UTF-8 text) and write checkpoints.
 
     The last 10% of FILE is held out for validation. The last checkpoint and the
-    best one (lowest validation loss, *.best.npz) are kept. Ctrl-C saves and stops."""
-    from .train import Trainer, bits, default_out
-    mcfg, tcfg = configs(kw)
+    best one (lowest validation loss, *.best.npz) are kept. Ctrl-C, SIGTERM and
+    SIGHUP save and stop. An existing checkpoint is never replaced unless
+    --force is given or it is the one resumed."""
+    from . import outputs
+    from .train import Trainer, best_path, bits, default_out
+    mcfg, tcfg = configs(kw, default_budget=not resume)
+    if resume and not out and resume.endswith(".best.npz"):
+        raise CharlstmError(f"resuming {resume} would write the run's last model over its "
+                            "best one; give --out NEW.npz for the continued run")
     out = out or resume or default_out(file, mcfg.cell)     # a resumed run goes on in its file
-    tr = Trainer(file, mcfg, tcfg, out, resume=resume, progress=progress, log=echo_err)
-    m, c = tr.model.cfg, tr.cfg
-    if resume:
-        _same_settings(kw, {**m.__dict__, **c.__dict__}, resume)
-    warm_up([m.cell], echo_err)
-    echo_err(f"{file}: {len(tr.corpus.train):,} training and {len(tr.corpus.val):,} validation "
-             f"characters, vocabulary {m.vocab_size}")
-    echo_err(f"model: {m.cell} {m.layers}x{m.hidden}, {tr.model.size:,} parameters; "
-             f"batch {c.batch_size}x{c.seq_len}, {tr.batches.n} batches per epoch")
-    r = tr.run()
-    val = "n/a" if r.val_loss is None else f"{r.val_loss:.4f} nats/char ({bits(r.val_loss):.3f} bits)"
-    click.echo(f"step {r.steps}: train loss {r.train_loss:.4f}, validation loss {val}, "
-               f"{r.seconds / 60:.1f} min, {r.chars_per_s:,.0f} chars/s")
-    click.echo(f"saved {r.path} (best: {r.best_path})")
-    if r.diverged:
-        raise CharlstmError(f"training diverged at step {r.steps + 1} (the loss or gradient "
-                            f"overflowed); the last finite model is saved in {r.path}; "
-                            "lower --lr or --clip")
-    if r.interrupted:
-        sys.exit(130)
+    outputs.check_out(out, file, resume, force)
+    with outputs.locked(out):
+        outputs.clean_stale_temps(os.path.dirname(os.path.abspath(out)))
+        tr = Trainer(file, mcfg, tcfg, out, resume=resume, progress=progress, log=echo_err)
+        m, c = tr.model.cfg, tr.cfg
+        if resume:
+            _same_settings(kw, {**m.__dict__, **c.__dict__}, resume)
+            _say_schedule(tr, kw, echo_err)
+        warm_up([m.cell], echo_err)
+        echo_err(f"{file}: {len(tr.corpus.train):,} training and {len(tr.corpus.val):,} validation "
+                 f"characters, vocabulary {m.vocab_size}")
+        echo_err(f"model: {m.cell} {m.layers}x{m.hidden}, {tr.model.size:,} parameters; "
+                 f"batch {c.batch_size}x{c.seq_len}, {tr.batches.n} batches per epoch")
+        r = tr.run()
+        val = "n/a" if r.val_loss is None else f"{r.val_loss:.4f} nats/char ({bits(r.val_loss):.3f} bits)"
+        if r.written:
+            click.echo(f"step {r.steps}: train loss {r.train_loss:.4f}, validation loss {val}, "
+                       f"{r.seconds / 60:.1f} min, {r.chars_per_s:,.0f} chars/s")
+            best = best_path(out)
+            click.echo(f"saved {out}" + (f" (best: {best})" if best in r.written else
+                                         f" (best so far: {best}, unchanged)"
+                                         if os.path.exists(best) else ""))
+        elif not r.diverged:
+            click.echo(f"nothing to train: {out} has spent its budget already (step {r.steps}); "
+                       "give a larger --steps, --epochs or --minutes to go on")
+        if r.diverged:
+            where = (f"the last finite model is in {out} (step {tr.saved_step})"
+                     if tr.saved_step is not None else "no model was saved")
+            why = ("an update overflowed the parameters" if tr.corrupt
+                   else "the loss or gradient overflowed")
+            raise CharlstmError(f"training diverged at step {r.steps} ({why}); {where}; "
+                                "lower --lr, or --clip")
+        if r.interrupted:
+            sys.exit(128 + r.signum)
+
+
+def _say_schedule(tr, kw, log):
+    """Say plainly when a resumed cosine schedule is stretched over a new budget."""
+    given = any(kw.get(k) is not None for k in ("epochs", "steps", "minutes"))
+    if given and tr.cfg.schedule == "cosine" and tr.state["step"]:
+        from .train import lr_at
+        log(f"note: the new budget stretches the cosine schedule over it, as if the run had "
+            f"been started with this budget: the learning rate goes on at "
+            f"{lr_at(tr.cfg, tr.state['step'], tr.progress_frac()):.3g}, which may be above "
+            "where it had decayed to")
 
 
 def _same_settings(kw, saved, path):
@@ -202,7 +265,7 @@ def _clamps(ctx, param, values):
 @click.option("--top-k", type=click.IntRange(0), default=0, show_default=True,
               help="Sample only among the k likeliest characters (0: all).")
 @click.option("--greedy", is_flag=True, help="Always take the likeliest character.")
-@click.option("--rng-seed", type=int, default=None,
+@click.option("--rng-seed", type=click.IntRange(0, 2 ** 63 - 1), default=None,
               help="Random seed of the sampler; the same value gives the same text.")
 @click.option("--weights", type=click.Choice(SAMPLING_WEIGHTS), default=SAMPLING_WEIGHTS[0],
               show_default=True,
@@ -221,6 +284,8 @@ def sample(checkpoint, seed, length, temperature, top_k, greedy, rng_seed, weigh
     from .sampling import Sampler
     path = checkpoint or ckpt.newest()
     s = Sampler.from_checkpoint(path, weights=weights, clamp=clamps)
+    from .data import encode_text
+    encode_text(seed, s.vocab)                     # unknown characters: refused before output
     warm_up([s.model.cfg.cell], echo_err)
     pieces = s.stream(seed, length, temperature=temperature, top_k=top_k, greedy=greedy,
                       rng_seed=rng_seed)
@@ -309,11 +374,20 @@ def compare(file, cells, match_params, seed, length, recall_chars, context_max,
                      "train": replace(tcfg, steps=0, epochs=0.0, minutes=probe_minutes or 1.0,
                                       eval_every=50, eval_chars=100_000, state_reset=0.0)}
     warm_up(names, echo_err)
-    run_compare(file, names, mcfg, tcfg, cell_lr=kw["lr"] is None, match_params=match_params,
-                seed=seed, length=length, recall_chars=recall_chars, out_dir=out_dir,
-                jobs=jobs, progress=progress, context_max=context_max,
-                context_positions=context_positions, probe=probe_cfg,
-                echo=click.echo, log=echo_err)
+    out_dir = out_dir or os.path.join("checkpoints",
+                                      "compare-" + time.strftime("%Y%m%d-%H%M%S"))
+    try:
+        run_compare(file, names, mcfg, tcfg, cell_lr=kw["lr"] is None,
+                    match_params=match_params, seed=seed, length=length,
+                    recall_chars=recall_chars, out_dir=out_dir, jobs=jobs, progress=progress,
+                    context_max=context_max, context_positions=context_positions,
+                    probe=probe_cfg, echo=click.echo, log=echo_err)
+    except KeyboardInterrupt as e:
+        import signal
+        signum = getattr(e, "signum", signal.SIGINT)
+        echo_err(f"stopped by {signal.Signals(signum).name}: each model's last checkpoint "
+                 f"is in {out_dir}; no report was written")
+        sys.exit(128 + signum)
 
 
 @main.command()

@@ -23,7 +23,7 @@ from .data import load_corpus
 from . import memory as M
 from .errors import CharlstmError
 from .model import n_params
-from .train import Trainer
+from .train import Stop, Trainer, stop_signals
 
 MARKERS = "*o+x#@%&"
 
@@ -100,6 +100,8 @@ def train_one(job: dict) -> dict:
                  workers=job["threads"])
     t0 = time.perf_counter()
     r = tr.run()
+    if r.interrupted:                 # compare is stopping: the checkpoint is saved
+        return {"cell": mcfg.cell, "interrupted": True}
     wall = time.perf_counter() - t0
     m = tr.model
     passages = recall_passages(corpus.train, corpus.vocab, job["recall_passages"],
@@ -194,6 +196,8 @@ def probe_one(job: dict) -> dict:
                  workers=job["threads"], stop_when=solved)
     tr.bar_desc = f"{mcfg.cell} lag {job['lag']}"
     r = tr.run()
+    if r.interrupted:
+        return {"cell": mcfg.cell, "lag": job["lag"], "interrupted": True}
     acc = M.probe_accuracy(tr.model, corpus.val[len(check):], corpus.vocab)
     flow = M.gradient_flow(tr.model, corpus.val, min(job["flow_T"], 2 * (job["lag"] + 4)))
     return {"cell": mcfg.cell, "lag": job["lag"], "accuracy": acc, "steps": r.steps,
@@ -226,6 +230,8 @@ def run_probe(cells, lags, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=True
         f"it recalls ≥ 99% of held-out keys; {n_jobs} at a time; --seq-len raised to "
         "2 × (lag + 4) where shorter")
     rows = _run_jobs(probe_one, work, n_jobs, minutes)
+    if any(r.get("interrupted") for r in rows):
+        raise Stop()
     acc = {c: [next(r["accuracy"] for r in rows if r["cell"] == c and r["lag"] == lag)
                for lag in lags] for c in cells}
     return {"lags": list(lags), "accuracy": acc, "chance": 1 / len(M.PROBE_KEYS),
@@ -283,13 +289,18 @@ def run_compare(text, cells, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=Fa
                 context_max=context_max, context_positions=context_positions))
         log(f"training {len(cells)} models ({_budget(tcfg)} each), {n_jobs} at a time"
             + (", one core each" if n_jobs > 1 else ""))
-        report["models"] = _run_jobs(train_one, jobs_list, n_jobs)
+        with stop_signals():
+            report["models"] = _run_jobs(train_one, jobs_list, n_jobs)
+        if any(m.get("interrupted") for m in report["models"]):
+            raise Stop()
         report["context"] = {m["cell"]: {k: m["context"][k] for k in ("k", "loss", "span")}
                              for m in report["models"]}
     if probe is not None:
-        report["probe"] = run_probe(cells, probe["lags"], probe["model"], probe["train"],
+        with stop_signals():
+            report["probe"] = run_probe(cells, probe["lags"], probe["model"], probe["train"],
                                     cell_lr=cell_lr, out_dir=out_dir, jobs=jobs,
-                                    progress=progress, log=log, minutes=probe.get("minutes"))
+                                        progress=progress, log=log,
+                                        minutes=probe.get("minutes"))
     report["wall_s"] = time.perf_counter() - t0
     report["jobs"] = jobs
     report["agreement"] = agreement(report)
@@ -441,16 +452,25 @@ def _in_processes(fn, jobs_list, n_jobs, budgeted):
             results = [None] * len(jobs_list)
             running = {}                                  # future -> (index, promised end)
             queue = list(range(len(jobs_list)))
-            while queue or running:
-                while queue and len(running) < n_jobs:
-                    now = time.monotonic()
-                    promised = sum(max(0.0, end - now) for _, end in running.values())
-                    k = queue.pop(0)
-                    job, end = budgeted(jobs_list[k], promised, len(queue) + 1)
-                    running[pool.submit(fn, job)] = (k, end)
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for f in done:
-                    results[running.pop(f)[0]] = f.result()
+            try:
+                while queue or running:
+                    while queue and len(running) < n_jobs:
+                        now = time.monotonic()
+                        promised = sum(max(0.0, end - now) for _, end in running.values())
+                        k = queue.pop(0)
+                        job, end = budgeted(jobs_list[k], promised, len(queue) + 1)
+                        running[pool.submit(fn, job)] = (k, end)
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for f in done:
+                        results[running.pop(f)[0]] = f.result()
+            except KeyboardInterrupt:         # Ctrl-C, SIGTERM, SIGHUP: each worker saves
+                for f in running:             # its model and stops (Trainer's stop signals)
+                    f.cancel()
+                for proc in list(getattr(pool, "_processes", {}).values()):
+                    if proc.is_alive():
+                        proc.terminate()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
             return results
     finally:
         if saved is None:
@@ -556,7 +576,7 @@ def _print_models(rep, echo):
     kk = [k for k in FLOW_KS if k <= T]
     echo(f"\nGradient flow: |dL_t/d state_(t-k)| relative to k = 0, the largest unit / the "
          f"90th percentile / the median of {ms[0]['hidden']} (over 16 held-out streams):")
-    echo(f"{'k':<18}" + "".join(f"{k:>16}" for k in kk))
+    echo(f"{'k':<18}" + "".join(f"{k:>17}" for k in kk))
     for m in ms:
         for path in ("h", "c"):
             f = m["grad_flow"].get(path)
@@ -566,7 +586,7 @@ def _print_models(rep, echo):
             for k in kk:
                 cells.append("/".join(_sci(f[s][k]) if k < len(f[s]) else "-"
                                       for s in ("max", "p90", "median")))
-            echo(f"{m['cell'] + ' ' + path:<18}" + "".join(f"{c:>16}" for c in cells))
+            echo(f"{m['cell'] + ' ' + path:<18}" + "".join(f"{c:>17}" for c in cells))
 
 
 def _sci(v):
@@ -583,11 +603,11 @@ def _print_recall(ms, echo):
     echo("\nRecall of a training passage, primed with:")
     for line in _wrap(first["prime"], 100):
         echo("  | " + line)
-    width = 100
-    echo(f"  {'truth':<12}" + _show(first["truth"], None, width))
+    width, w = 100, max(len(m["cell"]) for m in ms) + 2
+    echo(f"  {'truth':<{w}}" + _show(first["truth"], None, width))
     for m, ps in zip(ms, rows):
         p = ps[0]
-        echo(f"  {m['cell']:<12}" + _show(p["output"], p["prefix"], width)
+        echo(f"  {m['cell']:<{w}}" + _show(p["output"], p["prefix"], width)
              + f"   ({p['prefix']} right, then [the first miss])")
 
 
@@ -689,10 +709,11 @@ def _figure(rep):
         ax["context"].semilogx(cx["k"], cx["loss"], marker="o", ms=3, base=2,
                                color=line.get_color(),
                                label=f"{m['cell']} (span {cx['span']})")
+        ax["context"].set_xticks(cx["k"], [str(k) for k in cx["k"]])
         for path, style in (("h", "-"), ("c", "--")):
             f = m["grad_flow"].get(path)
             if f:
-                g = np.maximum(np.array(f["max"]), 1e-30)
+                g = np.maximum(np.array(f["max"]), 1e-12)
                 ax["flow"].semilogy(np.arange(len(g)), g, style, color=line.get_color(),
                                     label=f"{m['cell']}: {path}, largest unit")
     if ms:
@@ -705,7 +726,7 @@ def _figure(rep):
                           title="Context curve on held-out text")
         ax["flow"].axhline(0.01, color="grey", lw=0.8, ls=":")
         ax["flow"].set(xlabel="k (steps back in time)", ylabel="|dL_t / d state_(t-k)|, k=0 → 1",
-                       title="Gradient flow, largest unit")
+                       title="Gradient flow, largest unit (floor 1e-12)", ylim=(5e-13, None))
     if pr:
         for cell, acc in pr["accuracy"].items():
             ax["probe"].semilogx(pr["lags"], 100 * np.array(acc), marker="o", label=cell,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import stat
 import re
 import sys
 import tarfile
@@ -45,8 +46,13 @@ def _chunks(path: str):
         raise CharlstmError(f"{path}: no such file; check the path")
     if os.path.isdir(path):
         raise CharlstmError(f"{path} is a folder; give a UTF-8 text file")
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise CharlstmError(f"{path} is not a regular file (a pipe, a device or standard "
+                            "input); charlstm reads its text more than once: save it to a "
+                            "file first, e.g. cat ... > text.txt")
     dec = codecs.getincrementaldecoder("utf-8")()
     done = 0
+    first = True
     try:
         with open(path, "rb") as fh:
             while True:
@@ -58,6 +64,9 @@ def _chunks(path: str):
                         f"{path} is not UTF-8 text (bad byte at offset {done + e.start}); "
                         "convert it first, e.g. iconv -f latin1 -t utf-8") from None
                 done += len(raw)
+                if first and text:
+                    text = text.removeprefix("\ufeff")     # a byte-order mark is not text
+                    first = False
                 if text:
                     yield text
                 if not raw:
@@ -94,6 +103,9 @@ def encode_file(path: str, vocab: str) -> np.ndarray:
         out = np.empty(size, dtype)                # at most one char per byte
     n = 0
     for text in _chunks(path):
+        if n + len(text) > len(out):
+            raise CharlstmError(f"{path} grew while it was being read; train on a copy "
+                                "that stays put")
         cps = np.frombuffer(text.encode("utf-32-le"), "<u4")
         ids = table[np.minimum(cps, len(table) - 1)]
         if (ids < 0).any() or cps.max() >= len(table):
@@ -127,8 +139,13 @@ def read_text_for(path: str, vocab: str, label: str) -> str:
 
 
 def load_corpus(path: str, val_frac: float) -> Corpus:
+    before = os.stat(path)
     vocab = read_vocab(path)
     ids = encode_file(path, vocab)
+    after = os.stat(path)
+    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+        raise CharlstmError(f"{path} changed while it was being read; train on a copy "
+                            "that stays put")
     n_val = int(len(ids) * val_frac)
     return Corpus(vocab, ids[:len(ids) - n_val], ids[len(ids) - n_val:])
 

@@ -239,6 +239,8 @@ def _models_html(rep):
                            "colour": COLOURS[k % len(COLOURS)]} if path == "h" else None)
     fl = [s for s in fl if s is not None]
     ymin = max(1e-12, min(float(np.min(s["y"])) for s in fl))
+    for s in fl:
+        s["y"] = np.maximum(s["y"], ymin)
     charts.append(svg_chart(fl, title="Gradient flow on held-out text", logy=True, ymin=ymin,
                             xlabel="k, steps back", ylabel="|∂L/∂state|, k=0 → 1",
                             hlines=[(0.01, "1%")], height=340))

@@ -26,25 +26,65 @@ class Diverged(Exception):
     """The loss or gradient stopped being finite; the update was not applied."""
 
 
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP")
+                     if hasattr(signal, n))
+
+
+class Stop(KeyboardInterrupt):
+    """A stop signal (SIGINT, SIGTERM, SIGHUP) taken as Ctrl-C: save and stop."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stop(signum, frame):
+    raise Stop(signum)
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """SIGTERM and SIGHUP (sent by schedulers, timeout, systemd, a closed
+    terminal) stop training as Ctrl-C does, for the duration of the block.
+    Main thread only; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS if sig != signal.SIGINT}
+    for sig in saved:
+        signal.signal(sig, _raise_stop)
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
 @contextlib.contextmanager
 def ctrl_c_after():
-    """A Ctrl-C (SIGINT) that arrives inside the block is raised as
-    KeyboardInterrupt when the block is done, so that a training step is either
-    whole, recorded and in the checkpoint that Ctrl-C saves, or not begun. Only
-    the main thread can take signals; elsewhere, or where SIGINT has another
-    handler than Python's, the block changes nothing."""
+    """A stop signal (Ctrl-C's SIGINT, or SIGTERM and SIGHUP inside
+    stop_signals) that arrives inside the block is raised as Stop when the
+    block is done, so that a training step is either whole, recorded and in
+    the checkpoint that the stop saves, or not begun. Only the main thread
+    can take signals; elsewhere, or where SIGINT has another handler than
+    Python's, the block changes nothing."""
     if (threading.current_thread() is not threading.main_thread()
             or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
         yield
         return
     caught = []
-    signal.signal(signal.SIGINT, lambda sig, frame: caught.append(sig))
+    deferred = [sig for sig in STOP_SIGNALS
+                if sig == signal.SIGINT or signal.getsignal(sig) is _raise_stop]
+    for sig in deferred:
+        signal.signal(sig, lambda sig, frame: caught.append(sig))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for sig in deferred:
+            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT
+                          else _raise_stop)
     if caught:
-        raise KeyboardInterrupt
+        raise Stop(caught[0])
 
 
 def best_path(out: str) -> str:
@@ -83,6 +123,8 @@ class Result:
     grad_norm: float
     interrupted: bool = False
     diverged: bool = False
+    signum: int = 0                 # the stop signal, when interrupted
+    written: tuple = ()             # the files this run wrote
 
 
 class Trainer:
@@ -126,9 +168,24 @@ class Trainer:
                 f"{len(corpus.train)} characters and one batch needs batch-size × "
                 f"(seq-len + 1) = {need}; lower --batch-size or --seq-len, or use a longer text")
         self.batches = Batches(corpus.train, B, T)
+        if resume and self.state["batch"] > self.batches.n:
+            raise CharlstmError(
+                f"{text} is shorter than the text {resume} was trained on (it stopped at "
+                f"batch {self.state['batch']} of an epoch; this text has {self.batches.n}); "
+                "resume on the same text")
         dtype = np.dtype(cfg.dtype)
         self.rng = np.random.default_rng(cfg.rng_seed)
         if resume:
+            missing = [name for name, v in (("optimizer moments", ck.opt_m),
+                                            ("optimizer moments", ck.opt_v),
+                                            ("carried state", ck.carry_h),
+                                            ("carried state", ck.carry_c)) if v is None]
+            if "rng" not in ck.state or not isinstance(ck.state.get("rng"), dict):
+                missing.append("random-number state")
+            if missing:
+                raise CharlstmError(f"{resume} lacks the {', '.join(sorted(set(missing)))} "
+                                    "needed to resume it; it can still be sampled from: "
+                                    "train a new model to go on")
             self.model = ckpt.model_from_checkpoint(ck, dtype)
             self.m, self.v = ck.opt_m.astype(dtype), ck.opt_v.astype(dtype)
             self.h, self.c = ck.carry_h.astype(dtype), ck.carry_c.astype(dtype)
@@ -143,6 +200,9 @@ class Trainer:
             self.h, self.c = self.model.zero_state(B)
             self.hist_train, self.hist_val, self.hist_norm = [], [], []
         self.replicas = Replicas(self.model, T, B, workers)
+        self.written: list[str] = []
+        self.corrupt = False            # an update made the parameters non-finite
+        self.saved_step = None          # the step of the last checkpoint written
         self._val = None
         self.grad_norm = 0.0
         self._last_eval = (self.state["step"], 0.0, 0.0)   # step, train time, its cost (s)
@@ -184,6 +244,13 @@ class Trainer:
             K.adagrad_update(model.flat, g, self.m, lr, 1e-8)
         else:
             K.adam_update(model.flat, g, self.m, self.v, lr, 0.9, 0.999, 1e-8, s["step"])
+        # An update too large for float32 (a huge --lr) leaves inf or nan in the
+        # parameters; a float64 sum sees either (0.3 ms at 1x512, not a copy a step).
+        with np.errstate(invalid="ignore", over="ignore"):
+            total = float(np.sum(model.flat, dtype=np.float64))
+        if not math.isfinite(total):
+            self.corrupt = True
+            raise Diverged(s["step"])
         if cfg.state_reset > 0:       # forget now and then, so that the state cannot
             lost = self.rng.random(cfg.batch_size) < cfg.state_reset   # become a clock
             h[:, lost] = 0                                    # (see README: training)
@@ -242,10 +309,19 @@ class Trainer:
             history_norm=np.array(self.hist_norm).reshape(-1, 2))
 
     def save(self, best: bool = False):
+        """Write the checkpoint (and the best one); an OSError is one line."""
+        if not np.isfinite(self.model.flat).all():
+            raise Diverged(self.state["step"])       # never saved as a model
         ck = self.checkpoint()
-        if best:
-            ckpt.save(ck, best_path(self.out))
-        ckpt.save(ck, self.out)
+        for path in ([best_path(self.out)] if best else []) + [self.out]:
+            try:
+                ckpt.save(ck, path)
+            except OSError as e:
+                from .outputs import oserror_line
+                raise oserror_line(e, path) from None
+            if path not in self.written:
+                self.written.append(path)
+        self.saved_step = self.state["step"]
 
     # -- the loop -----------------------------------------------------------
 
@@ -262,46 +338,53 @@ class Trainer:
         val = s.get("last_val")
         ema = None
         interrupted = diverged = False
+        signum = 0
         t_last = time.perf_counter()
         try:
-            while not self._budget_spent():
-                with ctrl_c_after():        # Ctrl-C saves whole steps only
-                    t0 = time.perf_counter()
-                    loss = self.step()
-                    dt = time.perf_counter() - t0
-                    s["train_time"] += dt
-                    now = time.perf_counter()
-                    s["elapsed"] += now - t_last
-                    t_last = now
-                    self.hist_train.append([s["step"], s["elapsed"], loss])
-                    self.hist_norm.append([s["step"], self.grad_norm])
-                ema = loss if ema is None else 0.95 * ema + 0.05 * loss
-                if self._eval_due() or self._budget_spent():
-                    val = self._eval_and_save()
-                    t_last = time.perf_counter()
-                    s["elapsed"] += t_last - now
-                    self._last_eval = (s["step"], s["train_time"], t_last - now)
-                    if self.stop_when is not None and self.stop_when(self):
-                        self.stopped_early = True
-                        bar.update(1)
-                        break
-                bar.update(1)
-                bar.set_postfix(loss=f"{ema:.3f}", val="-" if val is None else f"{val:.3f}",
-                                cps=f"{s['step'] * chars / max(s['train_time'], 1e-9):,.0f}",
-                                refresh=False)
-        except KeyboardInterrupt:
+            with stop_signals():
+                while not self._budget_spent():
+                    with ctrl_c_after():        # Ctrl-C saves whole steps only
+                        t0 = time.perf_counter()
+                        loss = self.step()
+                        dt = time.perf_counter() - t0
+                        s["train_time"] += dt
+                        now = time.perf_counter()
+                        s["elapsed"] += now - t_last
+                        t_last = now
+                        self.hist_train.append([s["step"], s["elapsed"], loss])
+                        self.hist_norm.append([s["step"], self.grad_norm])
+                    ema = loss if ema is None else 0.95 * ema + 0.05 * loss
+                    if self._eval_due() or self._budget_spent():
+                        val = self._eval_and_save()
+                        t_last = time.perf_counter()
+                        s["elapsed"] += t_last - now
+                        self._last_eval = (s["step"], s["train_time"], t_last - now)
+                        if self.stop_when is not None and self.stop_when(self):
+                            self.stopped_early = True
+                            bar.update(1)
+                            break
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{ema:.3f}", val="-" if val is None else f"{val:.3f}",
+                                    cps=f"{s['step'] * chars / max(s['train_time'], 1e-9):,.0f}",
+                                    refresh=False)
+        except KeyboardInterrupt as e:
             interrupted = True
-            self.save()
+            signum = getattr(e, "signum", signal.SIGINT)
+            with ctrl_c_after():     # a second Ctrl-C waits until this checkpoint is written
+                self.save()
         except Diverged:
             diverged = True        # the update was refused: the model is the last finite one
         bar.close()
         if interrupted:
-            self.log(f"interrupted at step {s['step']}: saved {self.out}")
-        if not interrupted and (not self.hist_val or self.hist_val[-1][0] != s["step"]):
+            name = signal.Signals(signum).name if signum else "SIGINT"
+            self.log(f"stopped by {name} at step {s['step']}: saved {self.out}")
+        if (not interrupted and not self.corrupt
+                and (not self.hist_val or self.hist_val[-1][0] != s["step"])):
             val = self._eval_and_save()
-        return Result(self.out, best_path(self.out), s["step"], self._recent_train_loss(), val, s["best_val"], s["elapsed"],
+        return Result(self.out, best_path(self.out), s["step"], self._recent_train_loss(), val,
+                      s["best_val"], s["elapsed"],
                       s["step"] * chars / max(s["train_time"], 1e-9), self.grad_norm, interrupted,
-                      diverged)
+                      diverged, signum, tuple(self.written))
 
     def _eval_due(self) -> bool:
         """Every eval_every steps; or, with 0, by auto_eval_due on the training
@@ -329,7 +412,9 @@ class Trainer:
             score = val if val is not None else self._recent_train_loss()
             if val is not None:
                 self.hist_val.append([s["step"], s["elapsed"], val])
-            best = s["best_val"] is None or score < s["best_val"]
+            best = math.isfinite(score) and (s["best_val"] is None
+                                             or not math.isfinite(s["best_val"])
+                                             or score < s["best_val"])
             if best:
                 s["best_val"] = score
             self.save(best=best)
