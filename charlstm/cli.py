@@ -432,7 +432,8 @@ def inspect(checkpoint, text_path, chars, unit, top, excerpt, html_path, as_json
     mode = view.colour_mode(sys.stdout)
     click.echo(res["subtitle"])
     click.echo(f"recorded in {res['seconds']['record']:.2f} s; score: Spearman's |ρ| between a "
-               "unit's value after each character and the feature")
+               "unit's value after each character and a count, 2·|AUC − ½| for a yes-or-no "
+               "feature (1: perfect, 0: none)")
     for feat, units in res["features"].items():
         click.echo(f"\n{feat} ({I.FEATURES[feat][1]}): " + ", ".join(
             f"{u['layer']}:{u['unit']} {u['state']} {u['score']:.3f}" for u in units))

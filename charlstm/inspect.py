@@ -236,23 +236,28 @@ def rank_average(x: np.ndarray) -> np.ndarray:
 
 
 def rank_columns(values: np.ndarray) -> np.ndarray:
-    """rank_average of every column of values (N, U) at once: sort each
-    column, give each run of equal values the mean of its positions, and put
-    the ranks back in the columns' order. Works on rows of the transpose, so
-    that every sort runs over contiguous memory."""
+    """rank_average of every column of values (N, U) at once, counting from 0:
+    sort each column, give each run of equal values the mean of its
+    positions, and put the ranks back in the columns' order. Works on rows of
+    the transpose, so that every sort runs over contiguous memory; ranks are
+    float32, exact for halves below 2²³."""
     v = np.ascontiguousarray(values.T)                     # (U, N)
     U, N = v.shape
-    order = np.argsort(v, axis=1)
+    order = np.argsort(v, axis=1).astype(np.int32)
     srt = np.take_along_axis(v, order, 1)
-    idx = np.arange(N)[None, :]
+    pos = np.broadcast_to(np.arange(N, dtype=np.int32), (U, N))
     new = np.ones((U, N), bool)
-    new[:, 1:] = srt[:, 1:] != srt[:, :-1]                 # a run of ties starts here
-    start = np.maximum.accumulate(np.where(new, idx, 0), axis=1)
-    last = np.ones((U, N), bool)
-    last[:, :-1] = new[:, 1:]                              # ... and ends here
-    end = np.minimum.accumulate(np.where(last, idx, N)[:, ::-1], axis=1)[:, ::-1]
-    out = np.empty((U, N), np.float64)
-    np.put_along_axis(out, order, (start + end) / 2.0, 1)
+    np.not_equal(srt[:, 1:], srt[:, :-1], out=new[:, 1:])   # a run of ties starts here
+    if new.all():                                          # no ties: ranks are positions
+        ranks = pos.astype(np.float32)
+    else:
+        start = np.maximum.accumulate(np.where(new, pos, 0), axis=1)
+        last = np.ones((U, N), bool)
+        last[:, :-1] = new[:, 1:]                          # ... and ends here
+        end = np.minimum.accumulate(np.where(last, pos, N)[:, ::-1], axis=1)[:, ::-1]
+        ranks = (start + end).astype(np.float32) * np.float32(0.5)
+    out = np.empty((U, N), np.float32)
+    np.put_along_axis(out, order, ranks, 1)
     return out.T
 
 
@@ -260,7 +265,7 @@ def centred_ranks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each column of values (N, U) as average ranks minus their mean, and each
     column's norm: Spearman's ρ of two columns is then a dot product of unit
     vectors."""
-    r = rank_columns(values)
+    r = rank_columns(values).astype(np.float64)
     r -= r.mean(axis=0)
     return r, np.sqrt((r * r).sum(axis=0))
 
@@ -290,9 +295,10 @@ def unit_scores(ranks: np.ndarray, feature: np.ndarray) -> np.ndarray:
         auc = (ranks[pos].sum(axis=0) + n1 - n1 * (n1 + 1) / 2) / (n1 * n0)   # ranks from 0
         return 2 * auc - 1
     f, fn = centred_ranks(feature[:, None])
-    r = ranks - ranks.mean(axis=0)
-    den = np.sqrt((r * r).sum(axis=0)) * fn[0]
-    return np.where(den > 0, (f[:, 0] @ r) / np.where(den > 0, den, 1), 0.0)
+    r = ranks - ranks.mean(axis=0, dtype=np.float64).astype(np.float32)
+    den = np.sqrt(np.einsum("nu,nu->u", r, r, dtype=np.float64)) * fn[0]
+    num = f[:, 0].astype(np.float32) @ r
+    return np.where(den > 0, num / np.where(den > 0, den, 1), 0.0)
 
 
 def rank_units(rec: dict, feats: dict[str, np.ndarray], top: int = 5) -> dict:
@@ -410,16 +416,16 @@ def parse_unit(spec: str, model: Model, rec: dict) -> tuple[int, int, str]:
 # ---------------------------------------------------------------------------
 # The command.
 
-def held_out_text(ck, chars: int) -> str:
-    """The first `chars` characters of the held-out part of the text the
-    checkpoint was trained on (its path is in the checkpoint's settings)."""
+def held_out_text(ck) -> tuple[str, int]:
+    """The text the checkpoint was trained on (its path is in the checkpoint's
+    settings) and where its held-out part starts."""
     from .data import read_text_for
     path = ck.train.text
     if not path:
         raise CharlstmError("this checkpoint does not record the text it was trained on "
                             "(it predates charlstm inspect); give --text FILE")
     text = read_text_for(path, ck.vocab, "the checkpoint's training text")
-    return text[len(text) - int(len(text) * ck.train.val_frac):][:chars]
+    return text, len(text) - int(len(text) * ck.train.val_frac)
 
 
 def run_inspect(path: str, text_path: str | None, chars: int, unit: str | None, top: int,
@@ -433,18 +439,22 @@ def run_inspect(path: str, text_path: str | None, chars: int, unit: str | None, 
     ck = ckpt.load(path)
     model = ckpt.model_from_checkpoint(ck, np.float32)
     if text_path:
-        text = read_text_for(text_path, ck.vocab, text_path)[:chars]
+        whole, start = read_text_for(text_path, ck.vocab, text_path), 0
         source = text_path
     else:
-        text = held_out_text(ck, chars)
+        whole, start = held_out_text(ck)
         source = f"the held-out part of {ck.train.text}"
+    text = whole[start:start + chars]
     if len(text) < 2:
         raise CharlstmError(f"{source} has fewer than 2 characters to inspect")
     ids = np.array([ck.vocab.index(ch) for ch in text], np.intp)
     t0 = time.perf_counter()
     rec = record(model, ids)
     t_rec = time.perf_counter() - t0
-    feats = features(text)
+    # The features are computed from the start of the file, so that a text
+    # that starts inside a string, a bracket or a comment is read right.
+    feats = {k: v[start:start + len(text)] for k, v in features(whole[:start + len(text)]).items()}
+    feats = {k: v for k, v in feats.items() if v.min() != v.max()}
     t0 = time.perf_counter()
     ranked = rank_units(rec, feats, top)
     t_rank = time.perf_counter() - t0
@@ -467,8 +477,9 @@ def run_inspect(path: str, text_path: str | None, chars: int, unit: str | None, 
 
 def clamp_suggestion(res: dict, rec: dict, path: str) -> str | None:
     """A sample --clamp command that holds the best unit found (of in_quotes
-    when one scores 0.5 or more, else of the best-scored feature) at the value
-    it takes where the feature is high."""
+    when one scores 0.5 or more, else of the best-scored feature) at twice the
+    furthest value it reaches, on the side where the feature is high: a push
+    well past what the text ever made it do, so that its effect shows."""
     cands = [(f, u[0]) for f, u in res["features"].items() if u]
     if not cands:
         return None
@@ -476,6 +487,6 @@ def clamp_suggestion(res: dict, rec: dict, path: str) -> str | None:
     feat, best = quotes[0] if quotes else max(cands, key=lambda c: c[1]["score"])
     state = "c" if rec["c"] is not None else "h"
     arr = states(rec)[state][best["layer"], :, best["unit"]]
-    value = float(np.percentile(arr, 98 if best["sign"] > 0 else 2))
+    value = 2 * float(arr.max() if best["sign"] > 0 else arr.min())
     return (f"charlstm sample {path} --clamp {best['layer']}:{best['unit']}={value:.2f} "
-            f"--seed \"\" --length 400   # holds the {feat} unit's {state} at its high end")
+            f"--length 400   # holds the {feat} unit's {state} at twice its furthest value")

@@ -99,8 +99,10 @@ svg text{font-size:10.5px;fill:#333} .dot{cursor:pointer}
 <span style="background:#ff0000"></span> +1 · hover over a character for the value and the model's
 five likeliest next characters</p>
 <h2>Cells that track features of the text</h2>
-<p class="note">score: Spearman's |ρ| between the unit's value and the feature over the %(n)s
-characters (1: it rises and falls with the feature, whatever its scale; 0: no relation).</p>
+<p class="note">score, over the %(n)s characters: for a count (line position, depth), Spearman's
+|ρ| between the unit's value and the feature; for a yes-or-no feature (in quotes), 2·|AUC − ½|,
+how well the unit's value tells the two apart. 1: a perfect relation, whatever the unit's scale;
+0: none.</p>
 <div id="panels"></div>
 <h2>Any unit</h2>
 <p class="note">h and c of every unit, for the first %(npick)s characters.
@@ -173,6 +175,13 @@ for (const c of document.querySelectorAll('.dot'))
   c.addEventListener('click', () => { pl.value = c.dataset.l; pu.value = c.dataset.u;
     show(+c.dataset.l, +c.dataset.u, pick.states[0]); document.getElementById('picked').scrollIntoView(); });
 show(D.panels.length ? D.panels[0].layer : 0, D.panels.length ? D.panels[0].unit : 0, pick.states[0]);
+if (location.hash === '#selftest') {          // for the browser test: hover the 5th character
+  const s = document.querySelector('.txt span:nth-child(5)');
+  const r = s.getBoundingClientRect();
+  s.dispatchEvent(new MouseEvent('mousemove', {bubbles: true, clientX: r.left + 1, clientY: r.top + 1}));
+  const out = document.createElement('pre'); out.id = 'selftest'; out.textContent = tip.textContent;
+  document.body.appendChild(out);
+}
 })();
 </script></body></html>
 """
@@ -243,7 +252,8 @@ def write_page(path: str, res: dict, rec: dict, text: str, vocab: str, top_ids, 
             "pick": {"n": M, "layers": rec["h"].shape[0], "hidden": rec["h"].shape[2],
                      "states": pick_states, "scale": scales,
                      "b64": base64.b64encode(b"".join(blocks)).decode()}}
-    css = "".join(f".v{k}{{background:rgb{rgb((k - 10) / 10)}}}" for k in range(21))
+    css = "".join(f".v{k}{{background:rgb{rgb((k - 10) / 10)}"
+                  + (";color:#fff" if abs(k - 10) >= 7 else "") + "}" for k in range(21))
     tables = _tables_html(res)
     page = PAGE % {
         "title": html.escape(title), "subtitle": html.escape(res["subtitle"]), "n": f"{len(text):,}",

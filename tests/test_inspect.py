@@ -283,7 +283,7 @@ def test_inspect_page_renders_in_chromium(tmp_path):
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
          "--no-first-run", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-         "--proxy-server=127.0.0.1:9", "--dump-dom", "file://" + str(page)],
+         "--proxy-server=127.0.0.1:9", "--dump-dom", "file://" + str(page) + "#selftest"],
         capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
     html = dom.stdout
@@ -292,3 +292,5 @@ def test_inspect_page_renders_in_chromium(tmp_path):
     first_line = text.split("\n")[0]
     assert first_line[2] in html and html.count('<span class="v') >= 3 * len(text)
     assert html.count('class="dot"') >= 14 * 3                  # a dot per unit, i f o
+    hovered = html.split('<pre id="selftest">')[1].split("</pre>")[0]   # the tooltip, hovered
+    assert "value" in hovered and "next:" in hovered and hovered.count("%") == 5
