@@ -572,6 +572,16 @@ def _print_models(rep, echo):
     for m in ms:
         echo(f"{m['cell']:<14}" + "".join(f"{_fmt(v, '.3f'):>7}" for v in m["context"]["loss"])
              + f"{_fmt(m['context']['span'], 'd'):>7}")
+    curves = {m["cell"]: (np.array(m["val_curve"])[:, 0], np.array(m["val_curve"])[:, 2])
+              for m in ms if len(m["val_curve"]) > 1}
+    if curves:
+        top = math.log(rep["vocab_size"])      # a uniform guess; a diverging model goes far above
+        above = any(np.nanmax(y) > top for _, y in curves.values())
+        echo("\nValidation loss (nats/char) against steps"
+             + (f" (losses above ln V = {top:.2f}, a uniform guess, drawn on the top line)"
+                if above else "") + ":")
+        for line in text_chart(curves, xlabel="step", ymax=top):
+            echo(line)
     T = max(m["horizon"]["T"] for m in ms)
     kk = [k for k in FLOW_KS if k <= T]
     echo(f"\nGradient flow: |dL_t/d state_(t-k)| relative to k = 0, the largest unit / the "

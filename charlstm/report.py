@@ -42,8 +42,11 @@ def svg_chart(series, *, title="", xlabel="", ylabel="", logx=False, logy=False,
     and optionally colour, dash (bool) and marks (a bool per point, drawn as a
     red ×: a point clipped to the chart's top). hlines: (y, label) pairs;
     xticks: where to label the x axis (default: round numbers, or powers of
-    two on a log axis); legend: "top right" or "bottom left"."""
+    two on a log axis); legend: "top right", "bottom left" or "right" (beside
+    the plot, which the chart's width then leaves room for)."""
     L, R, T, B = 58, 12, 26, 44
+    if legend == "right":                 # the legend beside the plot, for many series
+        R = 12 + 8 + 6 * max((len(s["name"]) for s in series), default=0) + 26
     pts = [(np.asarray(s["x"], float), np.asarray(s["y"], float)) for s in series]
     ok = lambda v, log: np.isfinite(v) & ((v > 0) if log else True)  # noqa: E731
     xs = np.concatenate([x[ok(x, logx)] for x, _ in pts] or [np.array([0.0, 1.0])])
@@ -98,7 +101,9 @@ def svg_chart(series, *, title="", xlabel="", ylabel="", logx=False, logy=False,
                 cx, cy = px(a), py(y1)
                 out.append(f'<path d="M{cx - 4:.1f},{cy - 4:.1f}l8,8m0,-8l-8,8" class="x"/>')
     longest = max((len(s["name"]) for s in series), default=0)
-    if legend == "bottom left":
+    if legend == "right":
+        lx, ly = width - R + 8, T
+    elif legend == "bottom left":
         lx, ly = L + 8, height - B - 0.3 * (height - T - B) - 13 * len(series)
     else:
         lx, ly = width - R - 34 - 5.6 * longest, T + 4
@@ -210,11 +215,11 @@ def _models_html(rep):
     notes = [m["cell"] + ": " + n for m in ms for n in m.get("notes", [])]
     if notes:
         out.append("<ul class=note>" + "".join(f"<li>{_esc(n)}</li>" for n in notes) + "</ul>")
+    from .compare import clip_curve
     charts = []
     series = []
-    for k, m in enumerate(ms):
+    for m in ms:
         v = np.array(m["val_curve"]).reshape(-1, 3)
-        from .compare import clip_curve
         y, over = clip_curve(v[:, 2], top)
         series.append({"x": v[:, 0], "y": y, "marks": over,
                        "name": m["cell"] + (f" ({int(over.sum())} points above ln V, ×)"
@@ -236,14 +241,15 @@ def _models_html(rep):
                            "colour": COLOURS[k % len(COLOURS)]})
                 fl.append({"x": np.arange(len(f["median"])), "y": np.maximum(f["median"], 1e-30),
                            "name": f'{m["cell"]} {path}, median unit', "dash": True,
-                           "colour": COLOURS[k % len(COLOURS)]} if path == "h" else None)
+                           "colour": COLOURS[k % len(COLOURS)]}
+                          if path == "h" and len(ms) <= 2 else None)
     fl = [s for s in fl if s is not None]
     ymin = max(1e-12, min(float(np.min(s["y"])) for s in fl))
     for s in fl:
         s["y"] = np.maximum(s["y"], ymin)
     charts.append(svg_chart(fl, title="Gradient flow on held-out text", logy=True, ymin=ymin,
                             xlabel="k, steps back", ylabel="|∂L/∂state|, k=0 → 1",
-                            hlines=[(0.01, "1%")], height=340))
+                            hlines=[(0.01, "1%")], height=340, width=700, legend="right"))
     out.append('<h2>Curves</h2><div class="charts">' + "".join(charts) + "</div>")
     out.append(f"<h2>Samples, each continuing {_esc(repr(rep['seed']))}</h2><div class=samples>"
                + "".join(f'<div class=sample><b>{_esc(m["cell"])}</b><pre>'

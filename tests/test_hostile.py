@@ -16,14 +16,10 @@ from click.testing import CliRunner
 from charlstm import checkpoint as ckpt
 from charlstm.cli import main
 
+from .test_cli import run          # the CLI through CliRunner, never a traceback
+
 TINY = ["--hidden", "16", "--batch-size", "2", "--seq-len", "16", "--steps", "20",
         "--no-progress"]
-
-
-def run(args, **kw):
-    r = CliRunner().invoke(main, args, catch_exceptions=False, **kw)
-    assert "Traceback" not in r.output
-    return r
 
 
 @pytest.fixture
