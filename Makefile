@@ -101,9 +101,10 @@ quality: install
 	$(PY) -m charlstm.rival quality $(QUALITY_TEXT) --minutes 10 \
 		--json checkpoints/quality/pytorch-reference.json
 
-# Numba's cache of compiled kernels (rebuilt on the next run).
+# Numba's cache of compiled kernels, every version of them (rebuilt on the next run).
 clean-cache:
-	find charlstm -name '*.nbi' -delete -o -name '*.nbc' -delete
+	$(PY) -c "import shutil, charlstm.kernels as K; shutil.rmtree(K.cache_root(), ignore_errors=True)"
+	find charlstm tests -name '*.nbi' -delete -o -name '*.nbc' -delete
 
 clean: clean-cache
 	rm -rf $(VENV) data/.download data/poems $(CORPUS) $(CORPUS).tmp $(CODE) .pytest_cache *.egg-info

@@ -1,7 +1,7 @@
-"""The recurrent cells. Each is a step/backward kernel pair in kernels.py plus
-the few facts the model needs about it. Adding a cell means adding its kernels,
-its number in kernels.cell_step, and one entry here; the training loop does not
-change."""
+"""The recurrent cells. Each is a step/backward kernel pair in charlstm/kernels/
+(one module a cell family) plus the few facts the model needs about it. Adding
+a cell means adding its kernels, its number in kernels/recurrence.py's
+cell_step, and one entry here; the training loop does not change."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -2,7 +2,7 @@
 
 Parameters live in one flat buffer with a named view per tensor (gradients and
 Adam's moments share that layout, so the optimizer and global-norm clipping are
-one flat loop each). Python orchestrates; the arithmetic is in kernels.py.
+one flat loop each). Python orchestrates; the arithmetic is in charlstm/kernels/.
 
 Per layer l (gate order as torch.nn.LSTM / nn.GRU, so weight_ih_l{l} = Wx.T,
 weight_hh_l{l} = Wh, bias_ih_l{l} = b, bias_hh_l{l} = 0):

@@ -1,7 +1,7 @@
 """Every cell, forward and backward, in plain NumPy: the file to read first.
 
 Straight from the equations, one time step at a time over a batch, with no
-speed tricks: kernels.py computes the same numbers fast, and the tests hold
+speed tricks: charlstm/kernels/ computes the same numbers fast, and the tests hold
 it to these (tests/test_reference.py), forward and gradients, for every cell.
 The gradient checks cover these functions too.
 

@@ -1,33 +1,14 @@
 """Compile the kernels ahead of real work, on a tiny model with the same types."""
 from __future__ import annotations
 
-import glob
-import hashlib
-import os
-import pickle
-from importlib import metadata
-
 import numpy as np
 
 
-def is_cached(here: str | None = None) -> bool:
-    """True when Numba's on-disk cache holds the kernels compiled from this
-    kernels.py by the installed Numba. Each kernel's index file records the
-    Numba version and the source file's sha256 (numba.core.caching); after an
-    edit or an upgrade the old files stay but no longer count."""
-    here = here or os.path.dirname(__file__)
-    with open(os.path.join(here, "kernels.py"), "rb") as f:
-        stamp = hashlib.sha256(f.read()).digest()
-    numba_version = metadata.version("numba")
-    fresh = 0
-    for path in glob.glob(os.path.join(here, "__pycache__", "kernels.*.nbi")):
-        try:
-            with open(path, "rb") as f:
-                if pickle.load(f) == numba_version and pickle.loads(f.read())[0] == stamp:
-                    fresh += 1
-        except Exception:       # unreadable or another format: not ours to judge
-            continue
-    return fresh >= 10
+def is_cached() -> bool:
+    """True when Numba's cache holds this version of the kernels (see
+    charlstm.kernels: the cache folder is keyed on their sources)."""
+    from . import kernels
+    return kernels.is_cached()
 
 
 def run(cells) -> None:

@@ -221,25 +221,37 @@ def test_divergence_is_reported_and_the_last_finite_model_kept(tmp_path, text):
     assert all(np.isfinite(v).all() for v in ck.params.values())
 
 
-def test_compile_notice_follows_the_kernels_source(tmp_path):
-    """The 'compiling' notice is shown unless Numba's cache holds kernels built
-    from this very kernels.py (after an edit or upgrade the old index files
-    remain, and Numba recompiles)."""
-    import hashlib
-    import pickle
-    from importlib import metadata
+def test_the_cache_key_follows_every_kernel_module(tmp_path):
+    """An edit to any one module of charlstm/kernels gives a new cache key
+    (Numba alone would miss an edit to a module a kernel calls into)."""
+    import shutil
 
-    from charlstm.warmup import is_cached
-    (tmp_path / "kernels.py").write_text("x = 1\n")
-    cache = tmp_path / "__pycache__"
-    cache.mkdir()
-    for i in range(10):
-        with open(cache / f"kernels.f-{i}.py311.nbi", "wb") as f:
-            pickle.dump(metadata.version("numba"), f)
-            f.write(pickle.dumps((hashlib.sha256(b"x = 1\n").digest(), {})))
-    assert is_cached(str(tmp_path))
-    (tmp_path / "kernels.py").write_text("x = 2\n")
-    assert not is_cached(str(tmp_path))
+    from charlstm import kernels
+    copy = tmp_path / "kernels"
+    shutil.copytree(kernels.HERE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    key = kernels.cache_key(str(copy))
+    assert key == kernels.cache_key(kernels.HERE) == kernels.cache_key(str(copy))
+    for name in sorted(p.name for p in copy.glob("*.py")):
+        text = (copy / name).read_text()
+        (copy / name).write_text(text + "\n# an edit\n")
+        assert kernels.cache_key(str(copy)) != key, name
+        (copy / name).write_text(text)
+    assert kernels.cache_key(str(copy)) == key
+    assert kernels.CACHE_DIR.endswith(key) and not kernels.is_cached(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_the_compile_notice_after_a_real_compile(tmp_path, trained):
+    """In a fresh cache folder the first command compiles and says so; the
+    second finds the cache and is silent."""
+    import subprocess
+    import sys
+    env = dict(os.environ, CHARLSTM_CACHE_DIR=str(tmp_path / "cache"))
+    cmd = [sys.executable, "-m", "charlstm", "sample", trained, "--length", "5"]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0 and "Compiling the Numba kernels" in first.stderr
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0 and "Compiling" not in second.stderr, second.stderr
 
 
 @pytest.mark.parametrize("args, lr", [(["--cell", "rnn"], default_lr("rnn")),

@@ -99,18 +99,24 @@ def test_a_checkpoint_being_written_by_a_live_run_is_refused(tmp_path, corpus):
 
 
 def test_two_concurrent_runs_do_not_both_claim_one_file(tmp_path, corpus):
+    """While one run trains into a file, a second run on it is refused (both
+    with --force, so only the lock stands between them); the first then stops
+    on SIGTERM with its model saved."""
     out = tmp_path / "both.npz"
     cmd = [sys.executable, "-m", "charlstm", "train", str(corpus), "--out", str(out),
-           "--hidden", "16", "--batch-size", "2", "--seq-len", "16", "--steps", "400",
-           "--no-progress", "--force"]                  # --force: only the lock stands between
-    a = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 60
+           "--hidden", "16", "--batch-size", "2", "--seq-len", "16", "--steps", "100000000",
+           "--no-progress", "--force"]
+    a = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
     while not (tmp_path / "both.npz.lock").exists() and time.time() < deadline:
         time.sleep(0.05)
+    time.sleep(3)                                    # the first run is training by now
     b = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    out_a = a.communicate(timeout=300)[0]
-    assert a.returncode == 0 and "saved" in out_a
     assert b.returncode == 1 and "another charlstm run" in b.stderr and "saved" not in b.stdout
+    a.send_signal(signal.SIGTERM)
+    out_a, err_a = a.communicate(timeout=120)
+    assert a.returncode == 128 + signal.SIGTERM and "saved" in err_a
+    assert ckpt.load(str(out)).state["step"] > 0
 
 
 # -- 2. best never gets worse; no message claims a file that was not written ----------
