@@ -32,7 +32,7 @@ def _blas_threads(set_to: int | None = None) -> list[int]:
 
 
 # charlstm uses the cores itself (one training worker per core, see
-# model.Replicas); a multi-threaded BLAS underneath would oversubscribe them
+# replicas.Replicas); a multi-threaded BLAS underneath would oversubscribe them
 # (1×512 training steps 45% slower). The variable works if it is set before
 # NumPy loads OpenBLAS; if NumPy came first (a script that imports it before
 # charlstm), OpenBLAS is told directly. Set the variable yourself to override.

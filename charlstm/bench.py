@@ -25,7 +25,7 @@ import numpy as np
 from .cells import CELLS
 from .config import SAMPLING_WEIGHTS, ModelConfig, TrainConfig
 from .data import Corpus
-from .model import default_workers
+from .replicas import default_workers
 
 V, T = 65, 100
 TRAIN_CONFIGS = [("lstm", 1, 128, 32), ("lstm", 1, 256, 64), ("lstm", 1, 512, 64),

@@ -10,6 +10,7 @@ from typing import Callable
 import numpy as np
 
 from . import kernels as K
+from .config import CELL_NAMES
 
 
 @dataclass(frozen=True)
@@ -43,18 +44,29 @@ class Cell:
             dex[0] += dhp[:, :, 2 * H:].sum(axis=(0, 1))
 
 
-CELLS = {
-    "lstm": Cell("lstm", K.LSTM, 4, True, 0, False, True, K.lstm_step, K.lstm_backward, 1,
-                 "LSTM: gates i, f, o, candidate c~ (Hochreiter & Schmidhuber 1997)"),
-    "lstm-peephole": Cell("lstm-peephole", K.PEEPHOLE, 4, True, 3, False, True, K.peephole_step,
-                          K.peephole_backward, 1,
-                          "LSTM with peepholes: gates see c (Gers & Schmidhuber 2000)"),
-    "cifg": Cell("cifg", K.CIFG, 3, True, 0, False, True, K.cifg_step, K.cifg_backward, 0,
-                 "coupled input-forget gate: c = f c + (1-f) c~ (Greff et al. 2017)"),
-    "gru": Cell("gru", K.GRU, 3, False, 1, True, False, K.gru_step, K.gru_backward, 1,
-                "GRU (Cho et al. 2014), as torch.nn.GRU"),
-    "rnn": Cell("rnn", K.RNN, 1, False, 0, False, False, K.rnn_step, K.rnn_backward, -1,
-                "vanilla RNN: h = tanh(x Wx + h Wh + b)"),
-    "irnn": Cell("irnn", K.IRNN, 1, False, 0, False, False, K.irnn_step, K.irnn_backward, -1,
-                 "ReLU RNN, identity-initialised Wh (Le, Jaitly & Hinton 2015)"),
-}
+def _cells(*cells: Cell) -> dict[str, Cell]:
+    return {c.name: c for c in cells}
+
+
+CELLS = _cells(
+    Cell(name="lstm", kind=K.LSTM, gates=4, has_c=True, n_extra=0, separate_dhp=False,
+         dxp_in_acts=True, step=K.lstm_step, backward=K.lstm_backward, forget_gate=1,
+         doc="LSTM: gates i, f, o, candidate c~ (Hochreiter & Schmidhuber 1997)"),
+    Cell(name="lstm-peephole", kind=K.PEEPHOLE, gates=4, has_c=True, n_extra=3,
+         separate_dhp=False, dxp_in_acts=True, step=K.peephole_step,
+         backward=K.peephole_backward, forget_gate=1,
+         doc="LSTM with peepholes: gates see c (Gers & Schmidhuber 2000)"),
+    Cell(name="cifg", kind=K.CIFG, gates=3, has_c=True, n_extra=0, separate_dhp=False,
+         dxp_in_acts=True, step=K.cifg_step, backward=K.cifg_backward, forget_gate=0,
+         doc="coupled input-forget gate: c = f c + (1-f) c~ (Greff et al. 2017)"),
+    Cell(name="gru", kind=K.GRU, gates=3, has_c=False, n_extra=1, separate_dhp=True,
+         dxp_in_acts=False, step=K.gru_step, backward=K.gru_backward, forget_gate=1,
+         doc="GRU (Cho et al. 2014), as torch.nn.GRU"),
+    Cell(name="rnn", kind=K.RNN, gates=1, has_c=False, n_extra=0, separate_dhp=False,
+         dxp_in_acts=False, step=K.rnn_step, backward=K.rnn_backward, forget_gate=-1,
+         doc="vanilla RNN: h = tanh(x Wx + h Wh + b)"),
+    Cell(name="irnn", kind=K.IRNN, gates=1, has_c=False, n_extra=0, separate_dhp=False,
+         dxp_in_acts=False, step=K.irnn_step, backward=K.irnn_backward, forget_gate=-1,
+         doc="ReLU RNN, identity-initialised Wh (Le, Jaitly & Hinton 2015)"),
+)
+assert tuple(sorted(CELLS)) == tuple(sorted(CELL_NAMES)), "config.CELL_NAMES names every cell"

@@ -5,18 +5,18 @@ instant. Problems the user can fix are raised as CharlstmError and printed as
 one line (exit 1); bad options are usage errors (exit 2)."""
 from __future__ import annotations
 
-import sys
-import time
-
 import math
 import os
+import sys
+import time
+from dataclasses import replace
 
 import click
 from click.core import ParameterSource
 
 from .config import (AUTO_EVAL_MIN_STEPS, CELL_LR, CELL_NAMES, COMPARE_HIDDEN, DEFAULT_MINUTES,
                      PROBE_HIDDEN, PROBE_MINUTES, SAMPLING_WEIGHTS, ModelConfig, TrainConfig,
-                     default_lr, replace)
+                     default_lr)
 from .errors import CharlstmError
 
 M, TR = ModelConfig(), TrainConfig()

@@ -4,11 +4,12 @@ The CLI reads its defaults from here, and the checkpoint stores both as JSON.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, fields
 
 from .errors import CharlstmError
 
+# The cells' names, for the CLI (which must not import the kernels to show
+# --help); cells.CELLS holds the cells themselves and checks it has these.
 CELL_NAMES = ("lstm", "rnn", "irnn", "lstm-peephole", "cifg", "gru")
 
 
@@ -75,10 +76,6 @@ def from_dict(cls, d: dict):
             f"unknown {cls.__name__} settings {sorted(unknown)}: this checkpoint was "
             "written by a different charlstm version; retrain or upgrade charlstm")
     return cls(**d)
-
-
-def replace(cfg, **changes):
-    return dataclasses.replace(cfg, **changes)
 
 # The precisions sampling can multiply by (model.Model.sampling_packs), the default first.
 SAMPLING_WEIGHTS = ("int8", "float16", "float32")

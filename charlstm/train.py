@@ -17,7 +17,8 @@ from . import kernels as K
 from .config import AUTO_EVAL_MIN_STEPS, AUTO_EVAL_SHARE, ModelConfig, TrainConfig
 from .data import Batches, Corpus, encode_file, load_corpus
 from .errors import CharlstmError
-from .model import Model, Replicas
+from .model import Model
+from .replicas import Replicas
 
 LN2 = math.log(2)
 
@@ -154,7 +155,7 @@ class Trainer:
             cfg = _resume_cfg(ck.train, cfg)
         else:
             corpus = corpus or load_corpus(text, cfg.val_frac)
-            model_cfg = ModelConfig(**{**model_cfg.__dict__, "vocab_size": corpus.V})
+            model_cfg = dataclasses.replace(model_cfg, vocab_size=corpus.V)
             if os.path.isfile(text):
                 cfg = dataclasses.replace(cfg, text=os.path.abspath(text))
             self.state = dict(step=0, epoch=0, batch=0, elapsed=0.0, train_time=0.0,
@@ -435,7 +436,7 @@ def _resume_cfg(saved: TrainConfig, given: TrainConfig) -> TrainConfig:
     for key in ("epochs", "steps", "minutes"):
         if getattr(given, key):
             changes = {"epochs": 0.0, "steps": 0, "minutes": 0.0, key: getattr(given, key)}
-    return TrainConfig(**{**saved.__dict__, **changes})
+    return dataclasses.replace(saved, **changes)
 
 
 def bits(nats: float | None) -> float | None:

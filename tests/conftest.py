@@ -1,8 +1,5 @@
-import os
-
+"""Fixtures shared by the tests."""
 import pytest
-
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "tinyshakespeare.txt")
 
 POEM = """Shall I compare thee to a summer's day?
 Thou art more lovely and more temperate:
@@ -19,10 +16,3 @@ def poem(tmp_path):
     p = tmp_path / "poem.txt"
     p.write_text(POEM, encoding="utf-8")
     return str(p)
-
-
-@pytest.fixture
-def tiny_shakespeare():
-    if not os.path.exists(SHARED):
-        pytest.skip("tinyshakespeare.txt is not available here")
-    return SHARED

@@ -1,7 +1,10 @@
 """`charlstm bench` runs end to end (the quick subset) and reports what it measured."""
+import pytest
+
 from charlstm import bench, rival
 
 
+@pytest.mark.slow
 def test_quick_bench_reports_every_row():
     res = bench.run(repeats=3, quick=True, memory=False, log=lambda m: None)
     assert len(res["train"]) == 2 and len(res["sample"]) == 1

@@ -149,6 +149,7 @@ def test_compare_rejects_unknown_cells(tmp_path):
     assert r.exit_code == 2 and "tree" in r.output
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc")
 def test_killing_compare_ends_its_workers(tmp_path):
     """SIGTERM to compare leaves no worker training on, orphaned."""

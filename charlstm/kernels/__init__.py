@@ -57,7 +57,7 @@ need to know which cell they run:
                          caller passes the same array for both.
 
 Kernels are serial; in training the cores are used by splitting the B streams
-among workers (model.Replicas), each calling these kernels on its own rows, and
+among workers (replicas.Replicas), each calling these kernels on its own rows, and
 in sampling (batch 1) by a helper thread that shares every product
 (post_product, finish_product, product_helper).
 """

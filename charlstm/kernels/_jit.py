@@ -6,4 +6,4 @@ FASTMATH = {"contract", "arcp", "reassoc", "nsz", "afn"}
 JIT = dict(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
 # No parallel=True: measured 2.7x slower here, as Numba's worker threads and
 # OpenBLAS's fight over the cores. The cores are used one training worker each
-# instead (model.Replicas), so every kernel is serial and deterministic.
+# instead (replicas.Replicas), so every kernel is serial and deterministic.
