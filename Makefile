@@ -96,9 +96,9 @@ quality: install
 		"install it with: $(PY) -m pip install torch==2.13.0" >&2; exit 1; }
 	mkdir -p checkpoints/quality
 	$(CHARLSTM) train $(QUALITY_TEXT) --minutes 10 --out checkpoints/quality/charlstm.npz
-	$(PY) -m charlstm.rival quality $(QUALITY_TEXT) --minutes 10 --ours \
+	$(PY) -m charlstm.tools.rival quality $(QUALITY_TEXT) --minutes 10 --ours \
 		--json checkpoints/quality/pytorch-same-recipe.json
-	$(PY) -m charlstm.rival quality $(QUALITY_TEXT) --minutes 10 \
+	$(PY) -m charlstm.tools.rival quality $(QUALITY_TEXT) --minutes 10 \
 		--json checkpoints/quality/pytorch-reference.json
 
 # Numba's cache of compiled kernels, every version of them (rebuilt on the next run).

@@ -475,7 +475,7 @@ def inspect(checkpoint, text_path, chars, unit, top, excerpt, html_path, as_json
 def bench(as_json, repeats, quick, no_memory):
     """Measure training and sampling speed, start-up and memory on this machine,
     against PyTorch when it is installed (pip install torch==2.13.0)."""
-    from . import bench as B
+    from .tools import bench as B
     warm_up(["lstm", "rnn", "gru", "irnn"], echo_err)
     res = B.run(repeats=repeats, quick=quick, memory=not no_memory, log=echo_err)
     click.echo(B.dumps(res) if as_json else B.table(res))

@@ -77,7 +77,7 @@ class Sampler:
         yielded): `first` characters, then twice as many each time, up to
         `chunk`. An empty seed starts from a newline, or the first symbol.
         Each piece is one call of generate, which starts and stops the helper
-        thread (0.1–0.2 ms), so the pieces should not be small."""
+        thread, so the pieces should not be small."""
         prime = encode_text(seed, self.vocab)
         if len(prime) == 0:
             start = "\n" if "\n" in self.vocab else self.vocab[0]

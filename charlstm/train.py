@@ -246,7 +246,7 @@ class Trainer:
         else:
             K.adam_update(model.flat, g, self.m, self.v, lr, 0.9, 0.999, 1e-8, s["step"])
         # An update too large for float32 (a huge --lr) leaves inf or nan in the
-        # parameters; a float64 sum sees either (0.3 ms at 1x512, not a copy a step).
+        # parameters; a float64 sum sees either (cheaper than a copy a step).
         with np.errstate(invalid="ignore", over="ignore"):
             total = float(np.sum(model.flat, dtype=np.float64))
         if not math.isfinite(total):

@@ -1,7 +1,7 @@
 """`charlstm bench` runs end to end (the quick subset) and reports what it measured."""
 import pytest
 
-from charlstm import bench, rival
+from charlstm.tools import bench, rival
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 def pair(cell, V, H, B, T, steps):
     """Ours and PyTorch's trainer, from the same weights."""
-    from charlstm.rival import TorchTrainer
+    from charlstm.tools.rival import TorchTrainer
     rng = np.random.default_rng(0)
     ids = rng.integers(0, V, B * (T * 10 + 1)).astype(np.uint8)
     corpus = Corpus("".join(chr(65 + k) for k in range(V)), ids, ids[:200])
@@ -74,7 +74,7 @@ def test_validation_loss_matches_pytorch(cell):
 def test_pytorch_sampling_loops_agree(cell):
     """The bench's two PyTorch sampling loops (nn.LSTMCell copies of the layers,
     and the module called per character) compute the same states."""
-    from charlstm.rival import TorchTrainer
+    from charlstm.tools.rival import TorchTrainer
     tr = TorchTrainer(cell, 11, 16, 2, 1, 1, threads=1)
     cells, s1, s2 = tr._make_cell_step(), None, None
     with torch.no_grad():

@@ -4,6 +4,6 @@
 # fastmath leaves out nnan/ninf so that inf and nan still behave.
 FASTMATH = {"contract", "arcp", "reassoc", "nsz", "afn"}
 JIT = dict(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
-# No parallel=True: measured 2.7x slower here, as Numba's worker threads and
+# No parallel=True: slower (docs/performance.md), as Numba's worker threads and
 # OpenBLAS's fight over the cores. The cores are used one training worker each
 # instead (replicas.Replicas), so every kernel is serial and deterministic.

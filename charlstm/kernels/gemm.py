@@ -156,8 +156,7 @@ def _micro(typingctx, n, A, r, Wp, p, C, rc, cc):
             # Every block asks for the panel PREFETCH bytes ahead (hints, which
             # never fault), so the loads do not wait on memory: a one-row product
             # reads each weight once only, and a panel of a weight matrix larger
-            # than L2 (Wh at H=512, 4 MB) comes from L3 (measured at H=512, 32
-            # rows: 10-17% faster than with prefetches for one row only).
+            # than L2 (Wh at H=512, 4 MB) comes from L3 (docs/performance.md).
             U = 4 if rows == 1 else 1
             accs = [[[cgutils.alloca_once_value(builder, zero) for _ in range(NV)]
                      for _ in range(rows)] for _ in range(U)]   # LLVM keeps these in registers

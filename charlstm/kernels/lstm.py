@@ -29,7 +29,7 @@ def lstm_step(t, gh, hs, cs, acts, aux, x, ex):
     c_t = f ⊙ c_{t-1} + i ⊙ c~
     h_t = o ⊙ tanh(c_t)
     Each pass below touches few arrays, so LLVM vectorises it; i and f, side
-    by side, take one pass (fewer, longer passes measured 15-35% faster)."""
+    by side, take one pass (why: docs/performance.md, "Why the kernels look so")."""
     B, G = x.shape
     H = G // 4
     for b in range(B):
@@ -50,10 +50,10 @@ def _same(a, b):
     """Whether a and b are one array. model.Workspace gives the LSTM, peephole
     and CIFG cells one array for acts and dxp (Cell.dxp_in_acts): their
     backward passes read each gate's activation before writing its gradient in
-    the same place, and a (T, B, G) array less to stream through the caches
-    measured 1-3% faster at 1×128. LLVM vectorises a loop over two arrays only
+    the same place: a (T, B, G) array less to stream through the caches.
+    LLVM vectorises a loop over two arrays only
     after checking at run time that they do not overlap, and runs its scalar
-    loop when they do (1.2 times slower), so those kernels pass acts for both
+    loop when they do (slower), so those kernels pass acts for both
     to an inlined body: that copy is compiled knowing they are one array."""
     return a.ctypes.data == b.ctypes.data
 
@@ -64,7 +64,7 @@ def _output_backward(t, b, H, O, dxp, dhs, dcs, dy, dh_next, dc_next, cs, acts):
     time t (o in columns O … O+H−1 of acts):
     dh = dy_t + dh_{t+1 → t},  do = dh ⊙ tanh c_t ⊙ o(1 − o),
     dc = dc_{t+1 → t} + dh ⊙ o ⊙ (1 − tanh²c_t).
-    Inlined into its callers (a call per stream measured 1.5 times slower)."""
+    Inlined into its callers (a call per stream is slower)."""
     one = _as(1.0, dxp)
     for j in range(H):
         dhs[t + 1, b, j] = dy[t, b, j] + dh_next[b, j]
@@ -90,8 +90,7 @@ def _lstm_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, Wh_nn, ex):
     do = dh ⊙ tanh c_t,  df = dc ⊙ c_{t−1},  di = dc ⊙ c~,  dc~ = dc ⊙ i
     each times its nonlinearity's slope gives dxp_t;  dh_{t−1} = dxp_t Wh
     Four passes per stream, each over a few arrays, which LLVM vectorises (one
-    loop over all of them per unit measured 2.5 times slower; so too the other
-    cells' kernels below: one loop per unit was 1.3-1.9 times slower). Gate g
+    loop over all of them per unit is slower; so too in the other cells). Gate g
     of unit j is column g·H + j: indexing the whole arrays, rather than taking
     a view per gate and stream, saves the views' reference counting, and
     `one` keeps the arithmetic in float32 (an integer 1 would make it float64)."""

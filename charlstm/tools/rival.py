@@ -4,8 +4,8 @@ Written as PyTorch users write it: nn.LSTM / nn.GRU / nn.RNN + Linear +
 cross-entropy + Adam + clip_grad_norm_, one-hot input, hidden state carried
 (detached) across batches, and sampling one character per Python step.
 
-    python -m charlstm.rival quality FILE --minutes 10          # the reference recipe
-    python -m charlstm.rival quality FILE --minutes 10 --ours   # charlstm train's defaults
+    python -m charlstm.tools.rival quality FILE --minutes 10          # the reference recipe
+    python -m charlstm.tools.rival quality FILE --minutes 10 --ours   # charlstm train's defaults
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from .data import Batches
+from ..data import Batches
 
 
 def available() -> bool:
@@ -147,9 +147,9 @@ def quality(path: str, minutes: float, H=512, L=1, B=32, T=100, lr=2e-3, schedul
     minutes as charlstm train does (train.lr_at); state_reset zeroes each
     stream's carried state with that chance between batches, as charlstm
     train's --state-reset does."""
-    from .config import TrainConfig
-    from .data import Batches, load_corpus
-    from .train import auto_eval_due, lr_at
+    from ..config import TrainConfig
+    from ..data import Batches, load_corpus
+    from ..train import auto_eval_due, lr_at
     c = load_corpus(path, 0.1)
     tr = TorchTrainer("lstm", c.V, H, L, B, T, lr=lr, threads=threads, dropout=dropout,
                       forget_bias=forget_bias)
@@ -210,7 +210,7 @@ if __name__ == "__main__":
     kw = dict(H=a.hidden, B=a.batch_size, T=a.seq_len, lr=a.lr, schedule=a.schedule,
               dropout=a.dropout, forget_bias=a.forget_bias, state_reset=a.state_reset)
     if a.ours:
-        from .config import ModelConfig, TrainConfig
+        from ..config import ModelConfig, TrainConfig
         mc, tc = ModelConfig(), TrainConfig()
         kw = dict(H=mc.hidden, L=mc.layers, B=tc.batch_size, T=tc.seq_len, lr=tc.lr,
                   schedule=tc.schedule, dropout=mc.dropout, forget_bias=mc.forget_bias,

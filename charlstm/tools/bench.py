@@ -22,10 +22,10 @@ import time
 
 import numpy as np
 
-from .cells import CELLS
-from .config import SAMPLING_WEIGHTS, ModelConfig, TrainConfig
-from .data import Corpus
-from .replicas import default_workers
+from ..cells import CELLS
+from ..config import SAMPLING_WEIGHTS, ModelConfig, TrainConfig
+from ..data import Corpus
+from ..replicas import default_workers
 
 V, T = 65, 100
 TRAIN_CONFIGS = [("lstm", 1, 128, 32), ("lstm", 1, 256, 64), ("lstm", 1, 512, 64),
@@ -89,7 +89,7 @@ def _median_times(fns, repeats: int, warmup: int = 2) -> list[float]:
 
 def ours_train_step(cell, L, H, B, workers):
     """One training step of ours on random text, as a function."""
-    from .train import Trainer
+    from ..train import Trainer
     rng = np.random.default_rng(0)
     ids = rng.integers(0, V, 2 * B * (T + 1) * 8).astype(np.uint8)
     corpus = Corpus("".join(chr(48 + k) for k in range(V)), ids, ids[:1000])
@@ -110,8 +110,8 @@ def torch_train_step(cell, L, H, B, threads):
 def ours_sampler(L, H, n, weights):
     """Sampling n characters with ours, as a function, multiplying by `weights`
     (config.SAMPLING_WEIGHTS; int8 is the default of `charlstm sample`)."""
-    from .model import Model
-    from .sampling import Sampler
+    from ..model import Model
+    from ..sampling import Sampler
     m = Model(ModelConfig(hidden=H, layers=L, vocab_size=V)).init(np.random.default_rng(0))
     s = Sampler(m, "".join(chr(48 + k) for k in range(V)), weights=weights)
     return lambda: s.text("0", n, rng_seed=0)
@@ -126,8 +126,8 @@ def torch_sampler(L, H, n, threads, loop):
 
 def startup_seconds(repeats=5) -> float | None:
     """Wall time of a cached `charlstm sample --length 1` (to its first character)."""
-    from .checkpoint import Checkpoint, save
-    from .model import Model
+    from ..checkpoint import Checkpoint, save
+    from ..model import Model
     with tempfile.TemporaryDirectory() as d:
         m = Model(ModelConfig(hidden=512, vocab_size=V)).init(np.random.default_rng(0))
         path = os.path.join(d, "m.npz")
