@@ -46,8 +46,12 @@ $(CORPUS): | $(VENV)/.installed
 	mv $@.tmp $@
 
 # Train a TRAIN_HIDDEN-unit model, then print a sample from the best checkpoint.
+# A second make train finds the model trained and goes straight to the sample
+# (train never replaces a checkpoint unasked: rm it, or run train --force, to start over).
 train: install data
-	$(CHARLSTM) train $(CORPUS) --hidden $(TRAIN_HIDDEN)
+	if [ -f checkpoints/shakespeare-lstm.npz ]; then \
+		$(CHARLSTM) train $(CORPUS) --resume checkpoints/shakespeare-lstm.npz; \
+	else $(CHARLSTM) train $(CORPUS) --hidden $(TRAIN_HIDDEN); fi
 	$(CHARLSTM) sample checkpoints/shakespeare-lstm.best.npz --seed "$(SEED)" --length 700 --rng-seed 1 \
 		--temperature 0.7
 
@@ -95,7 +99,7 @@ quality: install
 	@$(PY) -c "import torch" 2>/dev/null || { echo "error: make quality needs PyTorch;" \
 		"install it with: $(PY) -m pip install torch==2.13.0" >&2; exit 1; }
 	mkdir -p checkpoints/quality
-	$(CHARLSTM) train $(QUALITY_TEXT) --minutes 10 --out checkpoints/quality/charlstm.npz
+	$(CHARLSTM) train $(QUALITY_TEXT) --minutes 10 --out checkpoints/quality/charlstm.npz --force
 	$(PY) -m charlstm.tools.rival quality $(QUALITY_TEXT) --minutes 10 --ours \
 		--json checkpoints/quality/pytorch-same-recipe.json
 	$(PY) -m charlstm.tools.rival quality $(QUALITY_TEXT) --minutes 10 \
