@@ -467,6 +467,22 @@ def inspect(checkpoint, text_path, chars, unit, top, excerpt, html_path, as_json
 
 
 @main.command()
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["safetensors", "onnx"]), required=True,
+              help="safetensors: torch.nn names (nn.LSTM, nn.GRU, nn.RNN + nn.Linear); onnx: "
+                   "the whole model as one graph, the state as inputs and outputs.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Output file [default: the checkpoint's name with .safetensors or .onnx].")
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+def export(checkpoint, fmt, out, force):
+    """Export a model for other tools: safetensors that load into PyTorch, or an
+    ONNX graph that onnxruntime runs (needs: pip install -e '.[export]')."""
+    from .export import export as run_export
+    path = run_export(checkpoint, fmt, out, force)
+    click.echo(f"wrote {path}")
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--repeats", type=click.IntRange(3, 100), default=9, show_default=True,
               help="Timed repeats per measurement (medians are reported).")

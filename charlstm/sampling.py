@@ -40,6 +40,11 @@ class Sampler:
 
     @classmethod
     def from_checkpoint(cls, path: str, weights: str = "float32", clamp=()) -> "Sampler":
+        """From a checkpoint, or a safetensors file that charlstm export wrote."""
+        if path.endswith(".safetensors"):
+            from .export import model_from_safetensors
+            model, vocab = model_from_safetensors(path)
+            return cls(model, vocab, weights=weights, clamp=clamp)
         ck = ckpt.load(path)
         return cls(ckpt.model_from_checkpoint(ck, np.float32), ck.vocab, weights=weights,
                    clamp=clamp)
