@@ -272,6 +272,7 @@ def run_compare(text, cells, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=Fa
         report.update(lstm_params=target, vocab_size=corpus.V, seed=seed,
                       context_max=context_max)
     out_dir = out_dir or os.path.join("checkpoints", "compare-" + time.strftime("%Y%m%d-%H%M%S"))
+    check_run_folder(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     t0 = time.perf_counter()
     if text is not None:
@@ -317,6 +318,27 @@ def run_compare(text, cells, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=Fa
 
 
 FLOW_STEPS = 200          # gradient flow is measured this many steps back, at least
+
+
+def check_run_folder(out_dir: str) -> None:
+    """compare writes checkpoints, results.json, compare.png and report.html
+    into its run folder: a new or empty folder, or an earlier compare run's
+    (which it replaces, as when make demo is run again), never another one."""
+    if not os.path.exists(out_dir):
+        return
+    if not os.path.isdir(out_dir):
+        raise CharlstmError(f"--out-dir {out_dir} is a file; give a folder")
+    names = [n for n in os.listdir(out_dir) if not n.startswith(".")]
+    if not names:
+        return
+    try:
+        with open(os.path.join(out_dir, "results.json"), encoding="utf-8") as fh:
+            ours = {"models", "cells", "probe"} <= set(json.load(fh))
+    except (OSError, ValueError, TypeError):
+        ours = False
+    if not ours:
+        raise CharlstmError(f"--out-dir {out_dir} holds files that are not an earlier compare "
+                            "run's; give a new or empty folder")
 
 
 def _fit_context(n_val: int, k_max: int, log) -> int:

@@ -366,6 +366,17 @@ def test_compare_on_a_text_too_short_fails_before_training(tmp_path):
     assert not (tmp_path / "run" / "rnn.npz").exists()
 
 
+def test_compare_never_writes_into_a_folder_of_other_files(tmp_path, corpus):
+    (tmp_path / "mine").mkdir()
+    keep = tmp_path / "mine" / "results.json"
+    keep.write_text("my own results")
+    r = run(["compare", str(corpus), "--steps", "2", "--hidden", "8", "--no-progress",
+             "--jobs", "1", "--batch-size", "4", "--seq-len", "16",
+             "--out-dir", str(tmp_path / "mine")])
+    assert r.exit_code == 1 and "not an earlier compare run" in r.output
+    assert keep.read_text() == "my own results"
+
+
 # -- 10. kill -9, twenty times -------------------------------------------------------------
 
 @pytest.mark.slow
