@@ -41,6 +41,11 @@ def need(module: str):
                             "pip install -e '.[export]'") from None
 
 
+def _charlstm_names(l: int, src: dict) -> dict[str, np.ndarray]:
+    """Layer l's parameters under charlstm's own names (cells PyTorch lacks)."""
+    return {f"l{l}.{n}": src[f"l{l}.{n}"] for n in ("Wx", "Wh", "b", "ex") if f"l{l}.{n}" in src}
+
+
 def torch_tensors(cfg: ModelConfig, p: dict) -> dict[str, np.ndarray]:
     """The parameters under torch.nn's names (or charlstm's, for the cells
     PyTorch has no module for), as float32 arrays."""
@@ -49,9 +54,7 @@ def torch_tensors(cfg: ModelConfig, p: dict) -> dict[str, np.ndarray]:
     H = cfg.hidden
     for l in range(cfg.layers):
         if mod is None:
-            for name in ("Wx", "Wh", "b", "ex"):
-                if f"l{l}.{name}" in p:
-                    out[f"l{l}.{name}"] = p[f"l{l}.{name}"]
+            out.update(_charlstm_names(l, p))
             continue
         out[f"{mod}.weight_ih_l{l}"] = p[f"l{l}.Wx"].T
         out[f"{mod}.weight_hh_l{l}"] = p[f"l{l}.Wh"]
@@ -72,18 +75,14 @@ def params_from_torch(cfg: ModelConfig, t: dict) -> dict[str, np.ndarray]:
     p = {}
     for l in range(cfg.layers):
         if mod is None:
-            for name in ("Wx", "Wh", "b", "ex"):
-                if f"l{l}.{name}" in t:
-                    p[f"l{l}.{name}"] = t[f"l{l}.{name}"]
+            p.update(_charlstm_names(l, t))
             continue
         p[f"l{l}.Wx"] = t[f"{mod}.weight_ih_l{l}"].T
         p[f"l{l}.Wh"] = t[f"{mod}.weight_hh_l{l}"]
-        p[f"l{l}.b"] = t[f"{mod}.bias_ih_l{l}"] + (0 if cfg.cell == "gru"
-                                                    else t[f"{mod}.bias_hh_l{l}"])
-        if cfg.cell == "gru":
-            bhh = t[f"{mod}.bias_hh_l{l}"]
-            p[f"l{l}.b"] = p[f"l{l}.b"].copy()
-            p[f"l{l}.b"][:2 * H] += bhh[:2 * H]               # b_hr, b_hz add to b_ir, b_iz
+        bhh = t[f"{mod}.bias_hh_l{l}"]
+        p[f"l{l}.b"] = t[f"{mod}.bias_ih_l{l}"] + bhh     # the two biases add up ...
+        if cfg.cell == "gru":                             # ... but the GRU's b_hn sits
+            p[f"l{l}.b"][2 * H:] -= bhh[2 * H:]           # inside r ⊙ (h W_hnᵀ + b_hn)
             p[f"l{l}.ex"] = bhh[None, 2 * H:]
     p["Wy"] = t["decoder.weight"].T
     p["by"] = t["decoder.bias"]

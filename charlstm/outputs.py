@@ -15,7 +15,6 @@ The rules, for `--out X` (and its best file, X.best.npz):
 """
 from __future__ import annotations
 
-import atexit
 import contextlib
 import errno
 import os
@@ -63,7 +62,7 @@ def check_out(out: str, text: str, resume: str | None, force: bool) -> None:
         if _same(path, text):
             raise CharlstmError(f"--out {out} would replace the training text {text}; give "
                                 "another file name, e.g. model.npz")
-        if not os.path.isfile(path) or os.path.islink(path) and not os.path.isfile(path):
+        if not os.path.isfile(path):
             raise CharlstmError(f"{path} exists and is not a regular file; charlstm never "
                                 "replaces it: give another --out")
         if not is_checkpoint(path):
@@ -105,7 +104,8 @@ def _alive(pid: int) -> bool:
 
 def lock(out: str) -> str:
     """Take out + '.lock' for this process (refused while another live charlstm
-    holds it; a dead one's is taken over); released when the process exits."""
+    holds it; a dead one's is taken over). locked() releases it; a lock left
+    by a killed process is taken over by the next run."""
     path = out + ".lock"
     for _ in range(2):
         try:
@@ -128,7 +128,6 @@ def lock(out: str) -> str:
             raise CharlstmError(f"cannot write {path}: {os.strerror(e.errno).lower()}") from None
         with os.fdopen(fd, "w") as fh:
             fh.write(str(os.getpid()))
-        atexit.register(_unlock, path)
         return path
     raise CharlstmError(f"could not take {path}; remove it if no charlstm run is writing {out}")
 

@@ -239,11 +239,11 @@ def _models_html(rep):
                 fl.append({"x": np.arange(len(f["max"])), "y": np.maximum(f["max"], 1e-30),
                            "name": f'{m["cell"]} {path}, largest unit', "dash": path == "c",
                            "colour": COLOURS[k % len(COLOURS)]})
-                fl.append({"x": np.arange(len(f["median"])), "y": np.maximum(f["median"], 1e-30),
-                           "name": f'{m["cell"]} {path}, median unit', "dash": True,
-                           "colour": COLOURS[k % len(COLOURS)]}
-                          if path == "h" and len(ms) <= 2 else None)
-    fl = [s for s in fl if s is not None]
+                if path == "h" and len(ms) <= 2:        # few models: the median too
+                    fl.append({"x": np.arange(len(f["median"])),
+                               "y": np.maximum(f["median"], 1e-30),
+                               "name": f'{m["cell"]} {path}, median unit', "dash": True,
+                               "colour": COLOURS[k % len(COLOURS)]})
     ymin = max(1e-12, min(float(np.min(s["y"])) for s in fl))
     for s in fl:
         s["y"] = np.maximum(s["y"], ymin)
