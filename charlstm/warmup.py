@@ -4,11 +4,12 @@ from __future__ import annotations
 import numpy as np
 
 
-def is_cached() -> bool:
-    """True when Numba's cache holds this version of the kernels (see
-    charlstm.kernels: the cache folder is keyed on their sources)."""
+def is_cached(cells=()) -> bool:
+    """True when Numba's cache holds this version of the kernels, for each
+    of `cells` (see charlstm.kernels: the cache folder is keyed on their
+    sources)."""
     from . import kernels
-    return kernels.is_cached()
+    return kernels.is_cached(cells=cells)
 
 
 def run(cells) -> None:

@@ -97,10 +97,27 @@ def cache_root() -> str:
 CACHE_DIR = os.path.join(cache_root(), "kernels-" + cache_key())
 
 
-def is_cached(folder: str = CACHE_DIR) -> bool:
-    """Whether this version of the kernels has been compiled and cached: its
-    cache folder holds the index files Numba writes (not read, only counted)."""
-    return len(glob.glob(os.path.join(folder, "**", "*.nbi"), recursive=True)) >= 10
+# Each cell's own kernels, as Numba names their cache index files (module.function).
+CELL_KERNELS = {"lstm": ("lstm.lstm_step", "lstm.lstm_backward"),
+                "lstm-peephole": ("peephole.peephole_step", "peephole.peephole_backward"),
+                "cifg": ("cifg.cifg_step", "cifg.cifg_backward"),
+                "gru": ("gru.gru_step", "gru.gru_backward"),
+                "rnn": ("rnn.rnn_step", "rnn.rnn_backward"),
+                "irnn": ("rnn.irnn_step", "rnn.irnn_backward")}
+
+
+def is_cached(folder: str = CACHE_DIR, cells=()) -> bool:
+    """Whether this version of the kernels has been compiled and cached for
+    this copy of charlstm (and for each of `cells`): the index files Numba
+    writes are in its folder for this package's path (another clone's do not
+    count; they are only counted, not read)."""
+    import hashlib
+    here = os.path.dirname(os.path.abspath(__file__))
+    sub = os.path.join(folder, "_".join([os.path.basename(here),
+                                         hashlib.sha1(here.encode()).hexdigest()]))
+    names = {os.path.basename(p).split("-")[0]
+             for p in glob.glob(os.path.join(sub, "*.nbi"))}
+    return len(names) >= 10 and all(k in names for c in cells for k in CELL_KERNELS[c])
 
 
 def _use_cache_dir() -> None:

@@ -1,0 +1,955 @@
+"""charlstm tune: a search for the training settings that suit one text and
+one time budget, run on Optuna (Akiba et al. 2019).
+
+Each trial trains a model with `charlstm train`'s Trainer for the same number
+of minutes (--trial-minutes, the budget the user means to train for) and is
+scored by its best validation loss. The pieces:
+
+- the search space (`Space`): the settings, their ranges, and the model sizes
+  dropped up front because they cannot make enough steps in the budget;
+- the study: Optuna's journal file in the run folder by default, or any
+  database Optuna's RDBStorage takes (--storage), where every worker on every
+  machine adds its trials and reads everyone else's;
+- the workers (`worker_main`): processes of their own, each with its share of
+  the cores, each asking the study for a trial, training it, and telling the
+  study the result. Optuna's TPE sampler proposes the settings and its median
+  pruner stops a trial whose loss is worse than the median of the finished
+  trials at the same point of their budget (Trainer.stop_when is the hook);
+- the parent (`run_tune`): starts the workers, shows a bar over the trials,
+  and stops the workers cleanly on Ctrl-C. Nothing is lost but the trials
+  that were running; the next run of the same command trains those again.
+
+tune_report.py turns the study into the table, the command, the JSON and the
+PNG.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+from .config import CELL_NAMES, ModelConfig, TrainConfig
+from .errors import CharlstmError
+
+# -- the search space -------------------------------------------------------
+
+# The settings a space may name, and where each one goes.
+MODEL_KEYS = ("cell", "hidden", "layers", "dropout", "forget_bias")
+TRAIN_KEYS = ("lr", "seq_len", "batch_size", "clip", "state_reset", "optimizer", "schedule")
+INT_KEYS = ("hidden", "layers", "seq_len", "batch_size")
+STR_KEYS = {"cell": CELL_NAMES, "optimizer": ("adam", "adagrad"),
+            "schedule": ("cosine", "constant")}
+
+# The default space. Ranges: the sizes and rates the team tried by hand on
+# tinyshakespeare (docs/quality.md), widened on both sides. The plain RNNs
+# are left out (they lose to every gated cell there: docs/compare.md); name
+# them with --cell or in a space file.
+DEFAULT_SPACE = {
+    "cell": ["lstm", "gru", "cifg"],
+    "hidden": [128, 256, 384, 512, 768, 1024],
+    "layers": [1, 2, 3],
+    "dropout": {"low": 0.0, "high": 0.6, "step": 0.05},
+    "lr": {"low": 5e-4, "high": 3e-2, "log": True},
+    "seq_len": [25, 50, 100, 200],
+    "batch_size": [16, 32, 64, 128],
+}
+
+# A model size fits the budget when it can take at least this many steps of
+# charlstm train's default batch (32 x 50) in one trial, at the measured speed.
+MIN_TRIAL_STEPS = 200
+
+
+def _entry(name: str, v, where: str) -> dict:
+    """One setting of a space, normalised to {"value": x} (fixed),
+    {"choices": [...]}, or {"low", "high", "log", "step"} (a range)."""
+    def bad(why):
+        return CharlstmError(f"{where}: {name}: {why}")
+
+    def check(x):
+        if name in STR_KEYS:
+            if x not in STR_KEYS[name]:
+                raise bad(f"{x!r} is not one of {', '.join(STR_KEYS[name])}")
+            return x
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+            raise bad(f"{x!r} is not a number")
+        if name in INT_KEYS:
+            if x != int(x) or x < 1:
+                raise bad(f"{x!r} is not a whole number of at least 1")
+            return int(x)
+        if name == "dropout" and not 0 <= x < 1:
+            raise bad(f"{x!r} is outside [0, 1)")
+        if name in ("lr", "clip") and x <= 0:
+            raise bad(f"{x!r} is not above 0")
+        if name == "state_reset" and not 0 <= x <= 1:
+            raise bad(f"{x!r} is outside [0, 1]")
+        return float(x)
+
+    if isinstance(v, list):
+        if not v:
+            raise bad("an empty list; give at least one value")
+        choices = [check(x) for x in v]
+        if len(set(choices)) != len(choices):
+            raise bad("a value is listed twice")
+        return {"choices": choices} if len(choices) > 1 else {"value": choices[0]}
+    if isinstance(v, dict):
+        if name in STR_KEYS or name in ("hidden", "layers"):
+            raise bad("give a list of values (a range is for numbers such as lr or seq_len)")
+        extra = set(v) - {"low", "high", "log", "step"}
+        if extra or not {"low", "high"} <= set(v):
+            raise bad('a range is {"low": a, "high": b}, with "log": true or "step": s '
+                      "if wanted")
+        low, high = check(v["low"]), check(v["high"])
+        if not low < high:
+            raise bad(f"low {low} is not below high {high}")
+        log = bool(v.get("log", False))
+        step = v.get("step")
+        if step is not None:
+            if log:
+                raise bad('"log" and "step" cannot be combined')
+            if isinstance(step, bool) or not isinstance(step, (int, float)) or not step > 0:
+                raise bad(f'"step" {step!r} is not a number above 0')
+        e = {"low": low, "high": high, "log": log}
+        if step is not None:
+            e["step"] = int(step) if name in INT_KEYS else float(step)
+        return e
+    return {"value": check(v)}
+
+
+def load_space_file(path: str) -> dict:
+    """A space of the user's own: JSON, or TOML (.toml), mapping setting names
+    (as the options spell them, seq-len or seq_len) to a value, a list of
+    values or a range {"low": a, "high": b, "log": true}."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as e:
+        raise CharlstmError(f"--space {path}: {os.strerror(e.errno).lower()}") from None
+    try:
+        if path.endswith(".toml"):
+            try:
+                import tomllib
+            except ImportError:
+                raise CharlstmError(f"--space {path}: reading TOML needs Python 3.11 or later; "
+                                    "write the space as JSON instead") from None
+            d = tomllib.loads(raw.decode("utf-8"))
+        else:
+            d = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        kind = "TOML" if path.endswith(".toml") else "JSON"
+        raise CharlstmError(f"--space {path} is not valid {kind}: {e}") from None
+    if not isinstance(d, dict):
+        raise CharlstmError(f"--space {path}: expected a table of settings, e.g. "
+                            '{"cell": ["lstm", "gru"], "lr": {"low": 0.001, "high": 0.02}}')
+    return d
+
+
+def requested_space(user: dict | None, fixed: dict, where: str = "--space") -> dict:
+    """The default space, with a space file's entries over it and the fixing
+    options (--cell lstm, ...) over both; every entry normalised."""
+    space = {k: _entry(k, v, "default space") for k, v in DEFAULT_SPACE.items()}
+    for k, v in (user or {}).items():
+        key = k.replace("-", "_")
+        if key not in MODEL_KEYS + TRAIN_KEYS:
+            raise CharlstmError(f"{where}: unknown setting {k!r}; a space may name "
+                                f"{', '.join(MODEL_KEYS + TRAIN_KEYS)}")
+        space[key] = _entry(key, v, where)
+    for k, v in fixed.items():
+        space[k] = _entry(k, v, f"--{k.replace('_', '-')}")
+    return space
+
+
+def _gates(cell: str) -> int:
+    return {"lstm": 4, "lstm-peephole": 4, "cifg": 3, "gru": 3, "rnn": 1, "irnn": 1}[cell]
+
+
+def flops_per_char(cell: str, hidden: int, layers: int, V: int) -> float:
+    """Multiply-adds ×2 per character of one training step, forward and back
+    (×3): the recurrent weights G·H×H of every layer, the input weights
+    G·H×H of the layers above the first (the first's input is one-hot, a
+    lookup), and the output layer V×H."""
+    G, H = _gates(cell), hidden
+    weights = layers * G * H * H + (layers - 1) * G * H * H + V * H
+    return 6.0 * weights
+
+
+@dataclass(frozen=True)
+class Speed:
+    """A measured training speed, from which other sizes' are estimated: the
+    kernels run near a fixed rate of floating-point work once a model is big
+    enough to matter (docs/performance.md), so the chars/s of a size is
+    flops_rate / flops_per_char."""
+    flops_rate: float           # FLOP/s of one trial, measured at 1x512
+    threads: int
+
+    def chars_per_s(self, cell: str, hidden: int, layers: int, V: int) -> float:
+        return self.flops_rate / flops_per_char(cell, hidden, layers, V)
+
+
+def measure_speed(text: str, corpus, threads: int, seconds: float = 1.5) -> Speed:
+    """Time training steps of an LSTM 1x512 at charlstm train's default batch
+    on `threads` threads (the kernels are compiled already)."""
+    from .train import Trainer
+    mcfg = ModelConfig(cell="lstm", hidden=512, layers=1)
+    tcfg = TrainConfig(steps=10 ** 6, eval_every=10 ** 9)
+    tr = Trainer(text, mcfg, tcfg, os.devnull, progress=False, log=lambda m: None,
+                 corpus=corpus, workers=threads)
+    tr.step()
+    n, t0 = 0, time.perf_counter()
+    while n < 3 or time.perf_counter() - t0 < seconds:
+        tr.step()
+        n += 1
+    cps = n * tcfg.seq_len * tcfg.batch_size / (time.perf_counter() - t0)
+    return Speed(cps * flops_per_char("lstm", 512, 1, corpus.V), threads)
+
+
+def resolve_space(space: dict, speed: Speed | None, minutes: float, V: int, n_train: int,
+                  log=lambda m: None) -> dict:
+    """The space the study searches: hidden and layers become one setting,
+    `size` ("LxH"), whose choices are the sizes that fit the budget (at least
+    MIN_TRIAL_STEPS steps of 32 x 50 at the measured speed, for the slowest
+    cell in the space); batch sizes and seq-lens that cannot make one batch
+    of the training text are dropped."""
+    space = dict(space)
+    hid, lay = space.pop("hidden"), space.pop("layers")
+    hiddens = hid.get("choices") or [hid["value"]]
+    layerss = lay.get("choices") or [lay["value"]]
+    cells = space["cell"].get("choices") or [space["cell"]["value"]]
+    slowest = max(cells, key=_gates)
+    sizes, dropped = [], []
+    for L in sorted(layerss):
+        for H in sorted(hiddens):
+            if speed is None:
+                sizes.append(f"{L}x{H}")
+                continue
+            steps = 60 * minutes * speed.chars_per_s(slowest, H, L, V) / (32 * 50)
+            (sizes if steps >= MIN_TRIAL_STEPS else dropped).append((f"{L}x{H}", steps))
+    if speed is not None:
+        sizes = [s for s, _ in sizes]
+        if dropped:
+            log("left out, too slow for " + f"{minutes:g}-minute trials (estimated steps of "
+                f"32x50 for {slowest}; at least {MIN_TRIAL_STEPS} wanted): "
+                + ", ".join(f"{s} ({n:.0f})" for s, n in dropped))
+        if not sizes:
+            raise CharlstmError(
+                f"no model size in the space fits {minutes:g}-minute trials (the smallest, "
+                f"{dropped[0][0]}, makes about {dropped[0][1]:.0f} steps); give a longer "
+                "--trial-minutes or smaller --hidden / --layers")
+    space["size"] = {"choices": sizes} if len(sizes) > 1 else {"value": sizes[0]}
+    for key, other in (("batch_size", "seq_len"), ("seq_len", "batch_size")):
+        e = space[key]
+        if "choices" not in e:
+            continue
+        o = space[other]
+        least = min(o["choices"]) if "choices" in o else o.get("value", o.get("low"))
+        fit = [v for v in e["choices"] if (v + 1 if key == "seq_len" else v)
+               * (least + 1 if key == "batch_size" else least) <= n_train]
+        if len(fit) < len(e["choices"]):
+            log(f"left out, too large for the training text ({n_train:,} characters): "
+                f"{key.replace('_', '-')} " + ", ".join(str(v) for v in e["choices"]
+                                                        if v not in fit))
+        if not fit:
+            raise CharlstmError(f"the training text ({n_train:,} characters) is too short "
+                                "for any batch of the space; use a longer text")
+        space[key] = {"choices": fit} if len(fit) > 1 else {"value": fit[0]}
+    return dict(sorted(space.items()))
+
+
+def round_lr(lr: float) -> float:
+    """Learning rates are tried at two significant digits, so that the printed
+    command gives exactly the rate the trial used."""
+    return float(f"{lr:.2g}")
+
+
+def suggest(trial, space: dict) -> dict:
+    """The trial's settings: Optuna suggests every entry that is not fixed."""
+    s = {}
+    for name, e in space.items():
+        if "value" in e:
+            v = e["value"]
+        elif "choices" in e:
+            v = trial.suggest_categorical(name, e["choices"])
+        elif name in INT_KEYS:
+            v = trial.suggest_int(name, e["low"], e["high"], log=e["log"], step=e.get("step", 1))
+        else:
+            v = trial.suggest_float(name, e["low"], e["high"], log=e["log"], step=e.get("step"))
+        if name == "lr":
+            v = round_lr(v)
+        elif name == "dropout":
+            v = round(v, 6)
+        s[name] = v
+    layers, hidden = (int(x) for x in s.pop("size").split("x"))
+    return dict(s, layers=layers, hidden=hidden)
+
+
+def configs(settings: dict, minutes: float) -> tuple[ModelConfig, TrainConfig]:
+    """charlstm train's settings for a trial: its own, the rest train's defaults."""
+    m = {k: settings[k] for k in MODEL_KEYS if k in settings}
+    t = {k: settings[k] for k in TRAIN_KEYS if k in settings}
+    if "lr" not in t:
+        from .config import default_lr
+        t["lr"] = default_lr(m.get("cell", ModelConfig.cell))
+    return ModelConfig(**m), TrainConfig(**t, minutes=minutes)
+
+
+def defaults_params(space: dict) -> dict | None:
+    """The Optuna params that make charlstm train's defaults, or None when the
+    defaults are outside the space (a fixed setting differs, a size is left out)."""
+    M, T = ModelConfig(), TrainConfig()
+    want = {k: getattr(M, k) for k in MODEL_KEYS} | {k: getattr(T, k) for k in TRAIN_KEYS}
+    want["size"] = f"{want.pop('layers')}x{want.pop('hidden')}"
+    params = {}
+    for name, e in space.items():
+        v = want[name]
+        if "value" in e:
+            if e["value"] != v:
+                return None
+        elif "choices" in e:
+            if v not in e["choices"]:
+                return None
+            params[name] = v
+        else:
+            if not e["low"] <= v <= e["high"]:
+                return None
+            params[name] = v
+    return params
+
+
+# -- the study --------------------------------------------------------------
+
+HOST = socket.gethostname()
+HEARTBEAT_S = 20.0          # a running trial's worker says it is alive this often
+LOST_AFTER_S = 300.0        # ... and a trial not heard of for this long is lost
+PRUNE_FROM_PCT = 30         # no trial is pruned before 30% of its budget
+STATES_DONE = ("COMPLETE", "PRUNED")
+
+
+def need_optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise CharlstmError("charlstm tune needs Optuna, an optional extra: install it with "
+                            "pip install -e '.[tune]' (make install does)") from None
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    import warnings
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return optuna
+
+
+def redact(url: str) -> str:
+    """A storage URL without its password, for messages."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    cred, host = rest.rsplit("@", 1)
+    user = cred.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in cred else url
+
+
+def _with_driver(url: str) -> str:
+    """postgresql://… goes through psycopg (version 3, in the tune extra)
+    unless psycopg2 is installed, which SQLAlchemy would pick by default."""
+    if url.startswith(("postgresql://", "postgres://")):
+        import importlib.util
+        if importlib.util.find_spec("psycopg2") is None:
+            return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def open_storage(url: str | None, run_dir: str):
+    """Optuna's storage: a journal file in the run folder (no server needed;
+    processes on this machine share it through a lock file), another journal
+    file named by a path, or a database URL (postgresql://, mysql://,
+    sqlite:///) through SQLAlchemy."""
+    optuna = need_optuna()
+    if url is None or "://" not in url:
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+        path = url or os.path.join(run_dir, "study.log")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        try:
+            return JournalStorage(JournalFileBackend(path))
+        except OSError as e:
+            raise CharlstmError(f"cannot open the study's journal {path}: "
+                                f"{os.strerror(e.errno).lower() if e.errno else e}") from None
+    try:
+        for attempt in range(5):
+            try:
+                return optuna.storages.RDBStorage(_with_driver(url),
+                                                  engine_kwargs={"pool_pre_ping": True})
+            except Exception as e:
+                # Two workers meeting a new database both create Optuna's tables;
+                # the second one's CREATE fails (duplicate key, already exists).
+                # Once the first has made them, they are there to use.
+                racing = "IntegrityError" in type(e).__name__ or "already exists" in str(e) \
+                    or "UniqueViolation" in str(e)
+                if not racing or attempt == 4:
+                    raise
+                time.sleep(0.5 + attempt)
+    except ImportError as e:
+        raise CharlstmError(f"--storage {redact(url)}: the database driver is missing ({e}); "
+                            "for PostgreSQL, pip install -e '.[tune]' installs psycopg; for "
+                            "MySQL, pip install pymysql and give mysql+pymysql://") from None
+    except Exception as e:                       # sqlalchemy's errors, bad URLs
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CharlstmError(f"cannot open the study at --storage {redact(url)}: {first}") from None
+
+
+def file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _sampler(seed: int | None = None):
+    optuna = need_optuna()
+    # constant_liar: a trial still running counts as a poor result, so that
+    # parallel workers do not all try the same corner of the space.
+    return optuna.samplers.TPESampler(n_startup_trials=8, multivariate=True,
+                                      constant_liar=True, seed=seed)
+
+
+def _pruner():
+    optuna = need_optuna()
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=PRUNE_FROM_PCT)
+
+
+def open_study(storage, name: str, settings: dict | None = None, log=lambda m: None):
+    """Load or create the study. `settings` (the text's digest, the trial
+    budget, the space asked for and the space resolved) is stored with a new
+    study; an existing one must have been asked for with the same, or the
+    trials would not be comparable. Returns (study, its stored settings)."""
+    optuna = need_optuna()
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, direction="minimize",
+                                    sampler=_sampler(), pruner=_pruner(), load_if_exists=True)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CharlstmError(f"cannot open study {name!r}: {first}") from None
+    saved = study.user_attrs.get("charlstm")
+    for _ in range(50):                    # another worker is creating it: its settings
+        if saved is not None or settings is not None:   # follow in a moment
+            break
+        time.sleep(0.1)
+        saved = optuna.load_study(study_name=name, storage=storage).user_attrs.get("charlstm")
+    if saved is None and settings is not None:
+        study.set_user_attr("charlstm", settings)
+        time.sleep(0.2)                    # two workers creating it at once: the last wins,
+        saved = optuna.load_study(study_name=name, storage=storage).user_attrs["charlstm"]
+    if saved is None:
+        raise CharlstmError(f"study {name!r} was not made by charlstm tune")
+    if settings is not None:
+        check_same(saved, settings, name)
+    return study, saved
+
+
+def check_same(saved: dict, asked: dict, name: str) -> None:
+    why = []
+    if saved["text_sha256"] != asked["text_sha256"]:
+        why.append(f"it searches another text ({saved['text_chars']:,} characters, sha256 "
+                   f"{saved['text_sha256'][:12]}…)")
+    if saved["trial_minutes"] != asked["trial_minutes"]:
+        why.append(f"its trials have {saved['trial_minutes']:g} minutes, not "
+                   f"{asked['trial_minutes']:g}")
+    if saved["val_frac"] != asked["val_frac"]:
+        why.append(f"it holds out {saved['val_frac']:g} of the text, not {asked['val_frac']:g}")
+    if saved["requested"] != asked["requested"]:
+        diff = sorted(k for k in set(saved["requested"]) | set(asked["requested"])
+                      if saved["requested"].get(k) != asked["requested"].get(k))
+        why.append("its space differs in " + ", ".join(diff))
+    if why:
+        raise CharlstmError(f"study {name!r} was begun with other settings: " + "; ".join(why)
+                            + ". Run the command it was begun with to go on, or give a new "
+                            "--study name (or --out-dir, for the local study)")
+
+
+def trial_kind(t) -> str:
+    """'complete', 'pruned', 'running', 'waiting', or why a failed trial failed:
+    'interrupted', 'lost', 'diverged', 'withdrawn', 'failed'."""
+    state = t.state.name
+    if state == "FAIL":
+        for why in ("withdrawn", "interrupted", "lost", "diverged"):
+            if t.user_attrs.get(why):
+                return why
+        return "failed"
+    return state.lower()
+
+
+def retry_missing(study, log=lambda m: None) -> list[int]:
+    """Queue again, with the same settings, every trial that was interrupted or
+    lost and has not been queued again already. Returns their numbers."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    again = [t for t in trials if trial_kind(t) in ("interrupted", "lost")
+             and t.number not in retried and t.params]
+    for t in again:
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number,
+                                                   "queued_as": f"retry:{t.number}"})
+    if again:
+        log("trained again, as they were cut short: trial "
+            + ", ".join(str(t.number) for t in again))
+    return [t.number for t in again]
+
+
+def fail_lost(study, now: float | None = None) -> list[int]:
+    """Mark failed (as 'lost') every running trial whose worker is gone: a
+    process of this machine that no longer runs, or any worker not heard
+    from for LOST_AFTER_S (killed with -9, or its machine went down)."""
+    from .outputs import _alive
+    now = time.time() if now is None else now
+    storage = study._storage
+    lost = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state.name != "RUNNING":
+            continue
+        w = t.system_attrs.get("charlstm:worker")
+        if w is None:
+            start = t.datetime_start.timestamp() if t.datetime_start else now
+            gone = now - start > LOST_AFTER_S
+        else:
+            gone = ((w["host"] == HOST and not _alive(w["pid"]))
+                    or now - w["alive"] > LOST_AFTER_S)
+        if gone:
+            try:
+                storage.set_trial_user_attr(t._trial_id, "lost", True)
+                storage.set_trial_state_values(t._trial_id, need_optuna().trial.TrialState.FAIL)
+                lost.append(t.number)
+            except Exception:          # finished in the meantime, or another worker did it
+                pass
+    return lost
+
+
+def claim(study, trial, target: int | None) -> str | None:
+    """Whether a trial just asked for may run; else why not. Optuna numbers
+    trials in the order they were asked for, whoever asked, so the trials that
+    count are the finished ones and the running ones asked for before this
+    one: once `target` of them exist, this one is surplus. A queued trial
+    (the defaults, a retry) popped twice by two workers runs once: the one
+    asked for first."""
+    trials = study.get_trials(deepcopy=False)
+    me = trial.number
+    key = trial.user_attrs.get("queued_as")
+    if key and any(t.number < me and t.user_attrs.get("queued_as") == key
+                   and trial_kind(t) != "withdrawn" for t in trials):
+        return "duplicate"
+    if target is not None:
+        ahead = sum(1 for t in trials if t.number != me and (
+            t.state.name in STATES_DONE or (t.state.name == "RUNNING" and t.number < me)))
+        if ahead >= target:
+            return "surplus"
+    return None
+
+
+def count_done(study) -> int:
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.state.name in STATES_DONE)
+
+
+# -- one trial --------------------------------------------------------------
+
+class Reporter:
+    """Trainer.stop_when for a trial: after every validation pass, its loss is
+    reported to Optuna at each tenth of the budget passed since the last pass
+    (Optuna's step = percent of the budget, so that trials of any speed are
+    compared at the same point: a tenth's value is that of the first pass
+    at or after it, for every trial alike); True when the pruner says stop."""
+
+    def __init__(self, trial, minutes: float):
+        self.trial, self.budget_s = trial, 60 * minutes
+        self.last_pct = 0
+        self.last = None                  # (pct, loss) last reported
+
+    def __call__(self, tr) -> bool:
+        val = tr.state.get("last_val")
+        if val is None or not math.isfinite(val):
+            return False
+        pct = min(100, int(10 * tr.state["elapsed"] / self.budget_s) * 10)
+        if pct <= self.last_pct or pct >= 100:
+            return False
+        for p in range(self.last_pct + 10, pct + 1, 10):
+            self.trial.report(val, p)
+        self.last_pct, self.last = pct, (pct, val)
+        return self.trial.should_prune()
+
+
+class Heartbeat:
+    """A thread that tells the study, every HEARTBEAT_S, that this worker is
+    still at its trial (fail_lost reads it)."""
+
+    def __init__(self, storage, trial_id: int):
+        self.storage, self.trial_id = storage, trial_id
+        self.stop = threading.Event()
+        self.beat()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def beat(self):
+        self.storage.set_trial_system_attr(self.trial_id, "charlstm:worker",
+                                           {"host": HOST, "pid": os.getpid(),
+                                            "alive": time.time()})
+
+    def _run(self):
+        while not self.stop.wait(HEARTBEAT_S):
+            try:
+                self.beat()
+            except Exception:
+                pass
+
+    def close(self):
+        self.stop.set()
+        self.thread.join()
+
+
+class Interrupted(Exception):
+    pass
+
+
+def trial_path(run_dir: str, number: int) -> str:
+    return os.path.join(run_dir, "trials", f"trial-{number:04d}.npz")
+
+
+def run_trial(trial, spec: dict, corpus) -> float:
+    """Train the trial's settings for the trial budget; its best validation
+    loss. Raises optuna.TrialPruned when pruned, Interrupted when stopped."""
+    optuna = need_optuna()
+    from .train import Diverged, Trainer
+    settings = suggest(trial, spec["space"])
+    trial.set_user_attr("settings", settings)
+    trial.set_user_attr("host", HOST)
+    trial.set_user_attr("worker", f"{HOST}:{os.getpid()}")
+    mcfg, tcfg = configs(settings, spec["trial_minutes"])
+    tcfg = dataclasses.replace(tcfg, val_frac=spec["val_frac"])
+    if tcfg.batch_size * (tcfg.seq_len + 1) > len(corpus.train):
+        trial.set_user_attr("reason", "batch x seq-len longer than the training text")
+        raise optuna.TrialPruned()
+    out = trial_path(spec["run_dir"], trial.number)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    reporter = Reporter(trial, spec["trial_minutes"])
+    tr = Trainer(spec["text"], mcfg, tcfg, out, progress=False, log=lambda m: None,
+                 corpus=corpus, workers=spec["threads"], stop_when=reporter)
+    trial.set_user_attr("params", tr.model.size)
+    try:
+        r = tr.run()
+    except Diverged:
+        r = None
+    if r is not None:
+        trial.set_user_attr("steps", r.steps)
+        trial.set_user_attr("seconds", round(r.seconds, 1))
+        trial.set_user_attr("chars_per_s", round(r.chars_per_s))
+        if r.val_loss is not None:
+            trial.set_user_attr("last_val", r.val_loss)
+    if r is None or r.interrupted:
+        if r is not None and r.interrupted:
+            raise Interrupted()
+    if r is None or r.diverged:
+        trial.set_user_attr("diverged", True)
+        if r is None or r.best_val is None:
+            raise Diverged(0)
+    if tr.stopped_early:
+        trial.set_user_attr("pruned_at", reporter.last[0])
+        trial.set_user_attr("last_val", reporter.last[1])
+        raise optuna.TrialPruned()
+    return float(r.best_val)
+
+
+def keep_if_best(run_dir: str, number: int, value: float) -> bool:
+    """Move the trial's best checkpoint to run_dir/best.npz when it beats the
+    one there (best.json says whose it is); remove the trial's files either
+    way. A lock file orders the workers of this machine."""
+    import fcntl
+    from .train import best_path
+    out = trial_path(run_dir, number)
+    kept = False
+    with open(os.path.join(run_dir, ".best.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        record = os.path.join(run_dir, "best.json")
+        try:
+            with open(record, encoding="utf-8") as fh:
+                held = json.load(fh)
+        except (OSError, ValueError):
+            held = None
+        src = best_path(out)
+        if (math.isfinite(value) and os.path.exists(src)
+                and (held is None or value < held["value"]
+                     or not os.path.exists(os.path.join(run_dir, "best.npz")))):
+            os.replace(src, os.path.join(run_dir, "best.npz"))
+            tmp = record + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump({"trial": number, "value": value}, fh)
+            os.replace(tmp, record)
+            kept = True
+    remove_trial_files(run_dir, number)
+    return kept
+
+
+def remove_trial_files(run_dir: str, number: int) -> None:
+    from .train import best_path
+    out = trial_path(run_dir, number)
+    for p in (out, best_path(out), out + ".lock"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(p)
+
+
+# -- the workers ------------------------------------------------------------
+
+def worker_main(spec: dict, messages) -> None:
+    """One worker process: trials, one after another, until the study has
+    `target` trials, or the next would overrun the deadline, or a stop signal."""
+    os.setpgrp()                    # Ctrl-C reaches the parent only, which tells us
+    from .compare import _die_with_parent
+    _die_with_parent()
+    from .train import Diverged, Stop, stop_signals
+    optuna = need_optuna()
+    try:
+        with stop_signals():
+            storage = open_storage(spec["storage"], spec["run_dir"])
+            study = optuna.load_study(study_name=spec["study"], storage=storage,
+                                      sampler=_sampler(), pruner=_pruner())
+            from .data import load_corpus
+            corpus = load_corpus(spec["text"], spec["val_frac"])
+            from . import warmup
+            space = spec["space"]
+            warmup.run(space["cell"].get("choices") or [space["cell"]["value"]])
+            while True:                 # (loading the kernels is not charged to a trial)
+                if spec["deadline"] is not None and (
+                        time.time() + 60 * spec["trial_minutes"] * 1.02 + 5 > spec["deadline"]):
+                    return
+                if spec["target"] is not None and count_done(study) >= spec["target"]:
+                    return
+                fail_lost(study)
+                trial = study.ask()
+                why = claim(study, trial, spec["target"])
+                if why is not None:
+                    trial.set_user_attr("withdrawn", why)
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    if why == "surplus":
+                        return
+                    continue
+                beat = Heartbeat(storage, trial._trial_id)
+                try:
+                    value = run_trial(trial, spec, corpus)
+                except optuna.TrialPruned:
+                    beat.close()
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                    remove_trial_files(spec["run_dir"], trial.number)
+                except (Interrupted, KeyboardInterrupt):
+                    beat.close()
+                    trial.set_user_attr("interrupted", True)
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    remove_trial_files(spec["run_dir"], trial.number)
+                    return
+                except Diverged:
+                    beat.close()
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    remove_trial_files(spec["run_dir"], trial.number)
+                else:
+                    beat.close()
+                    study.tell(trial, value)
+                    keep_if_best(spec["run_dir"], trial.number, value)
+    except Stop:
+        return
+    except CharlstmError as e:
+        messages.put(str(e))
+    except Exception as e:                  # the study's database went away, a bug, ...
+        import traceback
+        messages.put(f"a worker stopped: {type(e).__name__}: {e}\n{traceback.format_exc()}")
+
+
+# -- the parent -------------------------------------------------------------
+
+def job_counts(jobs: int | None, trials_left: int | None) -> tuple[int, int]:
+    """(worker processes, threads each). Default: one trial at a time on all
+    the cores (docs/tune.md: on 2 cores, two trials at once on one thread each
+    made only 1.08 times the steps of one on both, and each ran at 54% of the
+    speed its settings will train at later)."""
+    cores = os.cpu_count() or 1
+    n = jobs or 1
+    if trials_left is not None:
+        n = max(1, min(n, trials_left))
+    return n, max(1, cores // n)
+
+
+def run_tune(spec: dict, jobs: int | None, progress: bool, log) -> dict:
+    """Start the workers and watch the study until they end; on Ctrl-C (or
+    SIGTERM, SIGHUP) tell them to stop, wait for them, and re-raise."""
+    from multiprocessing import get_context
+    from tqdm import tqdm
+    from .train import Stop, stop_signals
+    optuna = need_optuna()
+    storage = open_storage(spec["storage"], spec["run_dir"])
+    study = optuna.load_study(study_name=spec["study"], storage=storage)
+    done0 = count_done(study)
+    left = None if spec["target"] is None else max(0, spec["target"] - done0)
+    n_jobs, threads = job_counts(jobs, left)
+    spec = dict(spec, threads=threads)
+    if left == 0:
+        log(f"the study has its {spec['target']} trials already; give a larger --trials "
+            "to search on")
+        return {"jobs": 0, "threads": threads, "interrupted": False}
+    ctx = get_context("spawn")
+    messages = ctx.SimpleQueue()
+    saved = os.environ.get("OPENBLAS_NUM_THREADS")
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    try:
+        procs = [ctx.Process(target=worker_main, args=(spec, messages), daemon=False)
+                 for _ in range(n_jobs)]
+        for p in procs:
+            p.start()
+    finally:
+        if saved is None:
+            os.environ.pop("OPENBLAS_NUM_THREADS")
+        else:
+            os.environ["OPENBLAS_NUM_THREADS"] = saved
+    log(f"{n_jobs} trial{'s' if n_jobs > 1 else ''} at a time, {threads} thread"
+        f"{'s' if threads > 1 else ''} each; {spec['trial_minutes']:g} minutes a trial")
+    bar = tqdm(total=spec["target"], initial=done0, unit="trial", desc="tune",
+               disable=not progress, dynamic_ncols=True)
+    seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+    interrupted = None
+    from .tune_report import trial_line
+    try:
+        with stop_signals():
+            while True:
+                alive = any(p.is_alive() for p in procs)
+                trials = study.get_trials(deepcopy=False)
+                for t in trials:
+                    if t.state.is_finished() and t.number not in seen:
+                        seen.add(t.number)
+                        if trial_kind(t) != "withdrawn":
+                            log(trial_line(t))
+                done = [t for t in trials if t.state.name == "COMPLETE"]
+                bar.n = sum(1 for t in trials if t.state.name in STATES_DONE)
+                if done:
+                    b = min(done, key=lambda t: t.value)
+                    bar.set_postfix(best=f"{b.value:.4f} (#{b.number})",
+                                    running=sum(t.state.name == "RUNNING" for t in trials),
+                                    refresh=False)
+                bar.refresh()
+                if not alive:
+                    break
+                time.sleep(1.0)
+    except KeyboardInterrupt as e:
+        interrupted = e if isinstance(e, Stop) else Stop(signal.SIGINT)
+        log("stopping: the running trials end and the study is kept; run the same command "
+            "to resume")
+        for p in procs:
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGTERM)
+        for p in procs:
+            with contextlib.suppress(KeyboardInterrupt):   # a second Ctrl-C: wait all the same
+                p.join(120)
+    finally:
+        bar.close()
+    errors = []
+    while not messages.empty():
+        errors.append(messages.get())
+    for p in procs:
+        p.join()
+    if errors:
+        raise CharlstmError(errors[0])
+    return {"jobs": n_jobs, "threads": threads, "interrupted": interrupted}
+
+
+# -- the whole command ------------------------------------------------------
+
+def default_run_dir(text: str) -> str:
+    stem = os.path.splitext(os.path.basename(text))[0] or "text"
+    return os.path.join("checkpoints", f"tune-{stem}")
+
+
+def check_run_dir(run_dir: str) -> None:
+    """tune writes into a new or empty folder, or an earlier tune run's."""
+    if not os.path.exists(run_dir):
+        return
+    if not os.path.isdir(run_dir):
+        raise CharlstmError(f"--out-dir {run_dir} is a file; give a folder")
+    ours = {"study.log", "trials", "best.npz", "best.json", "tune.json", "tune.png",
+            "study.log.lock"}
+    other = [n for n in os.listdir(run_dir) if not n.startswith(".") and n not in ours]
+    if other:
+        raise CharlstmError(f"--out-dir {run_dir} holds files that are not a tune run's "
+                            f"({', '.join(sorted(other)[:3])}); give a new or empty folder")
+
+
+def search(text: str, *, space_file: str | None, fixed: dict, trial_minutes: float,
+           trials: int | None, minutes: float | None, storage_url: str | None,
+           study_name: str | None, run_dir: str | None, jobs: int | None,
+           progress: bool, log, warm_up) -> dict:
+    """charlstm tune, start to end: the study opened (or created and its space
+    resolved), the interrupted trials queued again, the workers run, and the
+    report built. The report's "interrupted" is the stop signal, if any."""
+    from .data import load_corpus
+    from .outputs import check_writable
+    optuna = need_optuna()
+    run_dir = run_dir or default_run_dir(text)
+    check_run_dir(run_dir)
+    check_writable(run_dir)
+    val_frac = TrainConfig.val_frac
+    corpus = load_corpus(text, val_frac)
+    if len(corpus.val) < 2:
+        raise CharlstmError(f"{text} is too short to hold out a validation part; use a "
+                            "longer text")
+    asked = {"text_sha256": file_digest(text), "text_chars": int(len(corpus.train)
+                                                                  + len(corpus.val)),
+             "trial_minutes": trial_minutes, "val_frac": val_frac,
+             "requested": requested_space(load_space_file(space_file) if space_file else None,
+                                          fixed)}
+    name = study_name or f"charlstm-{os.path.splitext(os.path.basename(text))[0]}"
+    storage = open_storage(storage_url, run_dir)
+    cells = asked["requested"]["cell"].get("choices") or [asked["requested"]["cell"]["value"]]
+    warm_up(cells, log)
+    if name in optuna.get_all_study_names(storage):
+        study, saved = open_study(storage, name, None)
+        check_same(saved, asked, name)
+    else:
+        n_jobs, threads = job_counts(jobs, trials)
+        speed = measure_speed(text, corpus, threads)
+        log(f"speed: {speed.flops_rate / 1e9:.0f} GFLOP/s a trial on {threads} thread"
+            f"{'s' if threads > 1 else ''} (LSTM 1x512, 32x50)")
+        asked["space"] = resolve_space(asked["requested"], speed, trial_minutes, corpus.V,
+                                       len(corpus.train), log)
+        study, saved = open_study(storage, name, asked)
+        if not study.get_trials(deepcopy=False):
+            d = defaults_params(saved["space"])
+            if d is not None:
+                study.enqueue_trial(d, user_attrs={"queued_as": "defaults"})
+                log("trial 0 is charlstm train's defaults, to compare against")
+    fail_lost(study)
+    retry_missing(study, log)
+    deadline = None if minutes is None else time.time() + 60 * minutes
+    if deadline is not None and 60 * trial_minutes * 1.02 + 5 > 60 * minutes:
+        raise CharlstmError(f"--minutes {minutes:g} is shorter than one trial "
+                            f"(--trial-minutes {trial_minutes:g}); give more minutes")
+    spec = {"text": os.path.abspath(text), "storage": storage_url, "study": name,
+            "run_dir": os.path.abspath(run_dir), "space": saved["space"],
+            "trial_minutes": trial_minutes, "val_frac": val_frac, "target": trials,
+            "deadline": deadline}
+    ran = run_tune(spec, jobs, progress, log)
+    study = optuna.load_study(study_name=name, storage=storage)
+    held = None
+    try:
+        with open(os.path.join(run_dir, "best.json"), encoding="utf-8") as fh:
+            held = json.load(fh)
+    except (OSError, ValueError):
+        pass
+    checkpoint = ({"path": os.path.join(run_dir, "best.npz"), "trial": held["trial"]}
+                  if held and os.path.exists(os.path.join(run_dir, "best.npz")) else None)
+    from . import tune_report as R
+    rep = R.report(study, saved, text, run_dir, redact(storage_url) if storage_url else
+                   os.path.join(run_dir, "study.log"), checkpoint)
+    rep.update(jobs=ran["jobs"], threads=ran["threads"])
+    path = os.path.join(run_dir, "tune.json")
+    with open(path + ".tmp", "w", encoding="utf-8") as fh:
+        fh.write(R.dumps(rep))
+    os.replace(path + ".tmp", path)
+    png = os.path.join(run_dir, "tune.png")
+    rep["png"] = png if R.plot(rep, png) else None
+    rep["interrupted"] = ran["interrupted"]
+    return rep
