@@ -413,7 +413,7 @@ def _sampler(seed: int | None = None):
     optuna = need_optuna()
     # constant_liar: a trial still running counts as a poor result, so that
     # parallel workers do not all try the same corner of the space.
-    return optuna.samplers.TPESampler(n_startup_trials=8, multivariate=True,
+    return optuna.samplers.TPESampler(n_startup_trials=5, multivariate=True,
                                       constant_liar=True, seed=seed)
 
 
