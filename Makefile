@@ -23,7 +23,7 @@ DEMO_MINUTES ?= 6
 CODE := data/code.txt
 CODE_SHA256 := 19ad27876fd24a80c2727d0eca52f7aa6fe25429b611350c424f007f85240628
 
-.PHONY: install data code-data train sample compare demo probe test bench quality clean-cache clean
+.PHONY: install data code-data train sample compare demo probe tune test bench quality clean-cache clean
 
 install: $(VENV)/.installed
 
@@ -86,6 +86,13 @@ demo: install data/poems/$(POEM).txt
 # The memory probe alone: rnn and lstm at lags 5 to 200 (at most about 15 minutes).
 probe: install
 	$(CHARLSTM) compare --probe --cells rnn,lstm --out-dir checkpoints/probe --no-progress
+
+# A search for the settings that suit the corpus and TRIAL_MINUTES of training, for
+# TUNE_MINUTES in all (resumed when run again; docs/tune.md).
+TRIAL_MINUTES ?= 3
+TUNE_MINUTES ?= 30
+tune: install data
+	$(CHARLSTM) tune $(CORPUS) --trial-minutes $(TRIAL_MINUTES) --minutes $(TUNE_MINUTES)
 
 test: install
 	$(PY) -m pytest -q

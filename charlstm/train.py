@@ -101,6 +101,21 @@ def auto_eval_due(steps_since: int, seconds_since: float, last_cost: float) -> b
             and seconds_since >= last_cost * (1 / AUTO_EVAL_SHARE - 1))
 
 
+def grad_norm(g: np.ndarray) -> float:
+    """||g||, inf only when g itself is not finite. A finite gradient can be
+    too large to square in float32 (entries above ~1.8e19: Adam's first steps
+    at a high rate on a wide layer can make one over 200 steps of BPTT); it
+    is measured scaled by its largest entry, so that clipping can rein it in
+    instead of the run being declared diverged."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        norm = float(np.sqrt(np.dot(g, g)))
+        if math.isfinite(norm) or not np.isfinite(g).all():
+            return norm
+        big = float(np.abs(g).max())
+        u = g / np.float32(big)
+        return big * float(np.sqrt(np.dot(u, u)))
+
+
 def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
     """Linear warm-up, then constant or cosine decay to lr·min_lr_frac at the
     end of the budget (progress in [0, 1])."""
@@ -232,8 +247,7 @@ class Trainer:
         loss, h, c = self.replicas.loss(x, y, self.h, self.c,     # zeroes, then fills grad
                                         self._dropout_key())
         g = model.grad
-        with np.errstate(over="ignore", invalid="ignore"):
-            norm = float(np.sqrt(np.dot(g, g)))             # recorded before clipping
+        norm = grad_norm(g)                                  # recorded before clipping
         self.grad_norm = norm
         if not math.isfinite(norm) or not math.isfinite(loss):
             raise Diverged(s["step"])

@@ -262,6 +262,16 @@ def resolve_space(space: dict, speed: Speed | None, minutes: float, V: int, n_tr
     return dict(sorted(space.items()))
 
 
+def expected_steps(spec: dict, settings: dict, V: int) -> float | None:
+    """The steps a trial of these settings should make in its budget, at the
+    speed measured when the study began (None for a study without one)."""
+    if not spec.get("flops_rate"):
+        return None
+    cps = Speed(spec["flops_rate"], 0).chars_per_s(settings["cell"], settings["hidden"],
+                                                    settings["layers"], V)
+    return 60 * spec["trial_minutes"] * cps / (settings["batch_size"] * settings["seq_len"])
+
+
 def round_lr(lr: float) -> float:
     """Learning rates are tried at two significant digits, so that the printed
     command gives exactly the rate the trial used."""
@@ -327,7 +337,10 @@ def defaults_params(space: dict) -> dict | None:
 HOST = socket.gethostname()
 HEARTBEAT_S = 20.0          # a running trial's worker says it is alive this often
 LOST_AFTER_S = 300.0        # ... and a trial not heard of for this long is lost
-PRUNE_FROM_PCT = 30         # no trial is pruned before 30% of its budget
+PRUNE_FROM_PCT = 30         # trials are pruned from 30% of their budget...
+PRUNE_UNTIL_PCT = 70        # ...to 70%: later there is little time to save, and a trial
+                            # near the best was seen pruned at 90% against two others
+PRUNE_MIN_TRIALS = 3        # the median of at least three finished trials at that point
 STATES_DONE = ("COMPLETE", "PRUNED")
 
 
@@ -419,7 +432,8 @@ def _sampler(seed: int | None = None):
 
 def _pruner():
     optuna = need_optuna()
-    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=PRUNE_FROM_PCT)
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=PRUNE_FROM_PCT,
+                                       n_min_trials=PRUNE_MIN_TRIALS)
 
 
 def open_study(storage, name: str, settings: dict | None = None, log=lambda m: None):
@@ -472,9 +486,12 @@ def check_same(saved: dict, asked: dict, name: str) -> None:
 
 
 def trial_kind(t) -> str:
-    """'complete', 'pruned', 'running', 'waiting', or why a failed trial failed:
-    'interrupted', 'lost', 'diverged', 'withdrawn', 'failed'."""
+    """'complete', 'pruned', 'running', 'waiting', 'diverged' (complete, with
+    the loss of its last finite model, so that the sampler learns from it), or
+    why a failed trial failed: 'interrupted', 'lost', 'withdrawn', 'failed'."""
     state = t.state.name
+    if state == "COMPLETE" and t.user_attrs.get("diverged"):
+        return "diverged"
     if state == "FAIL":
         for why in ("withdrawn", "interrupted", "lost", "diverged"):
             if t.user_attrs.get(why):
@@ -576,7 +593,7 @@ class Reporter:
         for p in range(self.last_pct + 10, pct + 1, 10):
             self.trial.report(val, p)
         self.last_pct, self.last = pct, (pct, val)
-        return self.trial.should_prune()
+        return pct <= PRUNE_UNTIL_PCT and self.trial.should_prune()
 
 
 class Heartbeat:
@@ -628,6 +645,10 @@ def run_trial(trial, spec: dict, corpus) -> float:
     tcfg = dataclasses.replace(tcfg, val_frac=spec["val_frac"])
     if tcfg.batch_size * (tcfg.seq_len + 1) > len(corpus.train):
         trial.set_user_attr("reason", "batch x seq-len longer than the training text")
+        raise optuna.TrialPruned()
+    steps = expected_steps(spec, settings, corpus.V)
+    if steps is not None and steps < MIN_TRIAL_STEPS:
+        trial.set_user_attr("reason", f"too slow: ~{steps:.0f} steps")
         raise optuna.TrialPruned()
     out = trial_path(spec["run_dir"], trial.number)
     os.makedirs(os.path.dirname(out), exist_ok=True)
@@ -701,12 +722,34 @@ def remove_trial_files(run_dir: str, number: int) -> None:
 
 def worker_main(spec: dict, messages) -> None:
     """One worker process: trials, one after another, until the study has
-    `target` trials, or the next would overrun the deadline, or a stop signal."""
+    `target` trials, or the next would overrun the deadline, or a stop signal.
+    However it ends, the trial it was at is told to the study (a stopped one
+    as interrupted, to be run again), and a problem goes to `messages`."""
     os.setpgrp()                    # Ctrl-C reaches the parent only, which tells us
     from .compare import _die_with_parent
     _die_with_parent()
     from .train import Diverged, Stop, stop_signals
     optuna = need_optuna()
+    FAIL, PRUNED = optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED
+    study = trial = None
+
+    def end(state, value=None, **attrs):
+        """Tell the study how the current trial ended; its files go."""
+        nonlocal trial
+        if trial is None:
+            return
+        t, trial = trial, None
+        try:
+            for k, v in attrs.items():
+                t.set_user_attr(k, v)
+            study.tell(t, value, state=None if value is not None else state)
+        except Exception:               # the study is unreachable: fail_lost will find it
+            pass
+        if value is not None:
+            keep_if_best(spec["run_dir"], t.number, value)
+        else:
+            remove_trial_files(spec["run_dir"], t.number)
+
     try:
         with stop_signals():
             storage = open_storage(spec["storage"], spec["run_dir"])
@@ -727,8 +770,7 @@ def worker_main(spec: dict, messages) -> None:
                 trial = study.ask()
                 why = claim(study, trial, spec["target"])
                 if why is not None:
-                    trial.set_user_attr("withdrawn", why)
-                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    end(FAIL, withdrawn=why)
                     if why == "surplus":
                         return
                     continue
@@ -736,29 +778,21 @@ def worker_main(spec: dict, messages) -> None:
                 try:
                     value = run_trial(trial, spec, corpus)
                 except optuna.TrialPruned:
-                    beat.close()
-                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                    remove_trial_files(spec["run_dir"], trial.number)
-                except (Interrupted, KeyboardInterrupt):
-                    beat.close()
-                    trial.set_user_attr("interrupted", True)
-                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                    remove_trial_files(spec["run_dir"], trial.number)
-                    return
+                    end(PRUNED)
                 except Diverged:
-                    beat.close()
-                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                    remove_trial_files(spec["run_dir"], trial.number)
+                    end(FAIL, diverged=True)
                 else:
+                    end(None, value)
+                finally:
                     beat.close()
-                    study.tell(trial, value)
-                    keep_if_best(spec["run_dir"], trial.number, value)
-    except Stop:
-        return
+    except (Stop, KeyboardInterrupt, Interrupted):
+        end(FAIL, interrupted=True)
     except CharlstmError as e:
+        end(FAIL, reason=str(e))
         messages.put(str(e))
     except Exception as e:                  # the study's database went away, a bug, ...
         import traceback
+        end(FAIL, reason=f"{type(e).__name__}: {e}")
         messages.put(f"a worker stopped: {type(e).__name__}: {e}\n{traceback.format_exc()}")
 
 
@@ -767,8 +801,8 @@ def worker_main(spec: dict, messages) -> None:
 def job_counts(jobs: int | None, trials_left: int | None) -> tuple[int, int]:
     """(worker processes, threads each). Default: one trial at a time on all
     the cores (docs/tune.md: on 2 cores, two trials at once on one thread each
-    made only 1.08 times the steps of one on both, and each ran at 54% of the
-    speed its settings will train at later)."""
+    made 0.98-1.23 times the steps of one on both, and each ran at 48-61% of
+    the speed its settings will train at later)."""
     cores = os.cpu_count() or 1
     n = jobs or 1
     if trials_left is not None:
@@ -915,6 +949,7 @@ def search(text: str, *, space_file: str | None, fixed: dict, trial_minutes: flo
             f"{'s' if threads > 1 else ''} (LSTM 1x512, 32x50)")
         asked["space"] = resolve_space(asked["requested"], speed, trial_minutes, corpus.V,
                                        len(corpus.train), log)
+        asked["flops_rate"] = speed.flops_rate
         study, saved = open_study(storage, name, asked)
         if not study.get_trials(deepcopy=False):
             d = defaults_params(saved["space"])
@@ -930,7 +965,7 @@ def search(text: str, *, space_file: str | None, fixed: dict, trial_minutes: flo
     spec = {"text": os.path.abspath(text), "storage": storage_url, "study": name,
             "run_dir": os.path.abspath(run_dir), "space": saved["space"],
             "trial_minutes": trial_minutes, "val_frac": val_frac, "target": trials,
-            "deadline": deadline}
+            "deadline": deadline, "flops_rate": saved.get("flops_rate")}
     ran = run_tune(spec, jobs, progress, log)
     study = optuna.load_study(study_name=name, storage=storage)
     held = None

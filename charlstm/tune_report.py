@@ -18,7 +18,7 @@ def trial_row(t) -> dict:
     """A trial as plain data (for the table, the JSON and the PNG)."""
     kind = trial_kind(t)
     a = t.user_attrs
-    value = t.value if kind == "complete" else None
+    value = t.value if kind in ("complete", "diverged") else None
     return {"number": t.number, "state": kind, "settings": a.get("settings"),
             "value": value, "last_val": a.get("last_val"), "pruned_at": a.get("pruned_at"),
             "steps": a.get("steps"), "seconds": a.get("seconds"),
@@ -48,6 +48,9 @@ def trial_line(t) -> str:
               if r["pruned_at"] is not None else "")
         why = f": {r['reason']}" if r["reason"] else ""
         return f"trial {t.number}: pruned{at}{why} ({what})"
+    if r["state"] == "diverged":
+        return (f"trial {t.number}: diverged after {r['steps']} steps; its last finite model "
+                f"scored {r['value']:.4f} ({what})")
     return f"trial {t.number}: {r['state']} ({what})"
 
 
@@ -100,6 +103,8 @@ def table(rep: dict) -> str:
         elif r["state"] == "pruned" and r["last_val"] is not None:
             val = f"({r['last_val']:.3f} @{r['pruned_at']}%)" if r["pruned_at"] else \
                 f"({r['last_val']:.3f})"
+        elif r["state"] == "diverged":
+            val = f"({r['value']:.3f})"
         elif r["state"] in ("interrupted", "lost") and r["number"] in retried:
             val = f"again as #{retried[r['number']]}"
         else:
@@ -111,13 +116,15 @@ def table(rep: dict) -> str:
     lines = ["  ".join(str(x).rjust(w) for x, w in zip(head, widths))]
     lines += ["  ".join(str(x).rjust(w) for x, w in zip(row, widths)) for row in out]
     lines.append("* best   d charlstm train's defaults   val: best validation loss, nats/char "
-                 "(pruned: the loss when stopped, @ share of the budget)")
+                 "(pruned: the loss when stopped, @ share of the budget; diverged: the last "
+                 "finite model's)")
     return "\n".join(lines)
 
 
 def summary(rep: dict) -> str:
     c = rep["counts"]
     lines = [f"study {rep['study']}: {c['complete']} complete, {c['pruned']} pruned"
+             + (f", {c['diverged']} diverged" if c["diverged"] else "")
              + (f", {c['failed']} failed or cut short" if c["failed"] else "")
              + (f", {c['running']} running elsewhere" if c["running"] else "")]
     b, d = rep.get("best"), rep.get("defaults")
@@ -140,7 +147,8 @@ def summary(rep: dict) -> str:
 def report(study, saved: dict, text: str, run_dir: str, storage: str, checkpoint=None) -> dict:
     """Everything tune shows, as plain data (the JSON is this)."""
     rows = [trial_row(t) for t in study.get_trials(deepcopy=False)]
-    counts = {"complete": 0, "pruned": 0, "failed": 0, "running": 0, "waiting": 0}
+    counts = {"complete": 0, "pruned": 0, "diverged": 0, "failed": 0, "running": 0,
+              "waiting": 0}
     for r in rows:
         k = r["state"]
         if k in counts:
@@ -169,57 +177,77 @@ def dumps(rep: dict) -> str:
 
 def plot(rep: dict, path: str) -> bool:
     """The search in one figure: each trial's loss in the order run, with the
-    best so far, and below it the loss against each tuned setting. False
-    when matplotlib is missing."""
+    best so far, and below it the loss against each tuned setting. Losses
+    above the chart (a trial no better than a guess) are drawn on its top
+    edge as triangles. False when matplotlib is missing."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         return False
-    rows = [r for r in rep["trials"] if r["state"] in ("complete", "pruned")
+    rows = [r for r in rep["trials"] if r["state"] in ("complete", "pruned", "diverged")
             and r["settings"]]
     space = rep["space"]
     tuned = [k for k in ORDER if k in space and "value" not in space[k]]
     if "size" in space and "value" not in space["size"]:
         tuned = ["size"] + [k for k in tuned if k not in ("hidden", "layers")]
-    ncol = min(4, max(1, len(tuned)))
-    nrow = 1 + math.ceil(len(tuned) / ncol)
-    fig = plt.figure(figsize=(3.4 * ncol + 0.6, 3.1 * nrow), dpi=110)
-    gs = fig.add_gridspec(nrow, ncol, hspace=0.55, wspace=0.3)
+    ncol = 4
+    slots, row, col = [], 1, 0          # (key, row, col, span): a wide panel for many sizes
+    for key in tuned:
+        span = 2 if len(space[key].get("choices", ())) > 8 else 1
+        if col + span > ncol:
+            row, col = row + 1, 0
+        slots.append((key, row, col, span))
+        col += span
+    nrow = 1 + (slots[-1][1] if slots else 0)
+    fig = plt.figure(figsize=(13.6, 3.1 * nrow + 0.4), dpi=110)
+    gs = fig.add_gridspec(nrow, ncol, hspace=0.6, wspace=0.3)
     ax = fig.add_subplot(gs[0, :])
     done = [r for r in rows if r["state"] == "complete"]
-    pruned = [r for r in rows if r["state"] == "pruned" and r["last_val"] is not None]
-    ax.scatter([r["number"] for r in done], [r["value"] for r in done], color="#1f77b4",
-               zorder=3, label="complete (best validation loss)")
-    ax.scatter([r["number"] for r in pruned], [r["last_val"] for r in pruned], marker="x",
-               color="#999999", zorder=3, label="pruned (loss when stopped)")
+    others = [r for r in rows if r["state"] != "complete"
+              and (r["last_val"] if r["state"] == "pruned" else r["value"]) is not None]
+    top = None
+    if done:
+        vals = sorted(r["value"] for r in done)
+        lo, hi = vals[0], vals[min(len(vals) - 1, max(2, len(vals) * 3 // 4))]
+        d = rep.get("defaults")
+        hi = max(hi, d["value"] if d else hi)
+        pad = max(hi - lo, 0.02)
+        top = hi + 0.35 * pad
+        ax.set_ylim(lo - 0.08 * pad, top)
+    _points(ax, [r["number"] for r in done], [r["value"] for r in done], top,
+            color="#1f77b4", label="complete (best validation loss)")
+    _points(ax, [r["number"] for r in others], [_loss(r) for r in others], top,
+            color="#999999", marker="x", label="pruned or diverged (loss when stopped)")
     if done:
         xs, ys, best = [], [], math.inf
         for r in sorted(done, key=lambda r: r["number"]):
             best = min(best, r["value"])
             xs.append(r["number"])
             ys.append(best)
-        ax.step(xs, ys, where="post", color="#d62728", label="best so far")
+        ax.step(xs + [max(r["number"] for r in rows)], ys + ys[-1:], where="post",
+                color="#d62728", label="best so far")
         d = rep.get("defaults")
         if d:
             ax.axhline(d["value"], color="#2ca02c", ls="--", lw=1,
                        label=f"charlstm train's defaults ({d['value']:.3f})")
-        lo = min(r["value"] for r in done)
-        hi = sorted(r["value"] for r in done)[min(len(done) - 1, max(2, len(done) * 3 // 4))]
-        ax.set_ylim(lo - 0.05 * max(hi - lo, 0.02), hi + 0.35 * max(hi - lo, 0.02))
-    from matplotlib.ticker import MaxNLocator
+    if top is not None and any(_loss(r) > top for r in rows):
+        ax.scatter([], [], marker="^", color="#999999", label="above the chart")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel("validation loss (nats/char)")
-    ax.set_title(f"charlstm tune: {rep['counts']['complete']} complete, "
-                 f"{rep['counts']['pruned']} pruned, {rep['trial_minutes']:g} minutes each",
-                 fontsize=10)
-    ax.legend(fontsize=8, loc="upper right")
+    c = rep["counts"]
+    fig.suptitle(f"charlstm tune: {c['complete']} complete, {c['pruned']} pruned"
+                 + (f", {c['diverged']} diverged" if c.get("diverged") else "")
+                 + f"; {rep['trial_minutes']:g} minutes a trial", fontsize=11, y=0.995)
+    ax.legend(fontsize=8, ncol=5, loc="lower center", bbox_to_anchor=(0.5, 1.0),
+              frameon=False)
     ax.grid(alpha=0.3)
-    for i, key in enumerate(tuned):
-        a = fig.add_subplot(gs[1 + i // ncol, i % ncol])
-        _effect(a, key, space[key], done, pruned)
+    for key, row, col, span in slots:
+        a = fig.add_subplot(gs[row, col:col + span])
+        _effect(a, key, space[key], done, others, top)
         if done:
             a.set_ylim(*ax.get_ylim())
     fig.savefig(path, bbox_inches="tight")
@@ -227,44 +255,57 @@ def plot(rep: dict, path: str) -> bool:
     return True
 
 
+def _loss(r):
+    return r["last_val"] if r["state"] == "pruned" else r["value"]
+
+
+def _points(ax, xs, ys, top, marker="o", **style):
+    """A scatter whose points above `top` sit on the top edge as triangles."""
+    inside = [(x, y) for x, y in zip(xs, ys) if top is None or y <= top]
+    over = [x for x, y in zip(xs, ys) if top is not None and y > top]
+    ax.scatter([x for x, _ in inside], [y for _, y in inside], marker=marker, zorder=3,
+               s=style.pop("s", 28), **style)
+    style.pop("label", None)
+    if over:
+        ax.scatter(over, [top] * len(over), marker="^", zorder=3, clip_on=False, s=28,
+                   **style)
+
+
 def _setting(r, key):
     s = r["settings"]
     return f"{s['layers']}x{s['hidden']}" if key == "size" else s[key]
 
 
-def _effect(ax, key, entry, done, pruned):
+def _effect(ax, key, entry, done, others, top):
     """Loss against one setting: a strip per choice, or a scatter on a range."""
     label = {"size": "layers x hidden", "seq_len": "seq-len", "batch_size": "batch size",
              "lr": "learning rate"}.get(key, key.replace("_", " "))
+    styles = ((others, dict(marker="x", color="#999999")), (done, dict(color="#1f77b4")))
     if "choices" in entry:
         choices = entry["choices"]
         pos = {c: k for k, c in enumerate(choices)}
-        for rows, style in ((pruned, dict(marker="x", color="#999999")),
-                            (done, dict(color="#1f77b4"))):
-            xs = [pos[_setting(r, key)] + 0.05 * ((r["number"] * 7) % 5 - 2) for r in rows
-                  if _setting(r, key) in pos]
-            ys = [r["value"] if r["state"] == "complete" else r["last_val"] for r in rows
-                  if _setting(r, key) in pos]
-            ax.scatter(xs, ys, s=18, **style)
+        for rows, style in styles:
+            rows = [r for r in rows if _setting(r, key) in pos]
+            _points(ax, [pos[_setting(r, key)] + 0.05 * ((r["number"] * 7) % 5 - 2)
+                         for r in rows], [_loss(r) for r in rows], top, s=18, **style)
         ax.set_xticks(range(len(choices)))
         ax.set_xticklabels([str(c) for c in choices], fontsize=7,
-                           rotation=45 if len(choices) > 4 else 0)
+                           rotation=45 if len(choices) > 6 else 0)
+        ax.set_xlim(-0.5, len(choices) - 0.5)
     else:
-        for rows, style in ((pruned, dict(marker="x", color="#999999")),
-                            (done, dict(color="#1f77b4"))):
-            ax.scatter([_setting(r, key) for r in rows],
-                       [r["value"] if r["state"] == "complete" else r["last_val"]
-                        for r in rows], s=18, **style)
+        for rows, style in styles:
+            _points(ax, [_setting(r, key) for r in rows], [_loss(r) for r in rows], top,
+                    s=18, **style)
         if entry.get("log"):
-            from matplotlib.ticker import LogLocator, LogFormatterSciNotation, NullFormatter
+            from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter
             ax.set_xscale("log")
             ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 3.0)))
             ax.xaxis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False))
             ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlim(entry["low"] * (0.8 if entry.get("log") else 1) - (
-            0 if entry.get("log") else 0.05 * (entry["high"] - entry["low"])),
-            entry["high"] * (1.25 if entry.get("log") else 1) + (
-            0 if entry.get("log") else 0.05 * (entry["high"] - entry["low"])))
+            ax.set_xlim(entry["low"] * 0.8, entry["high"] * 1.25)
+        else:
+            pad = 0.05 * (entry["high"] - entry["low"])
+            ax.set_xlim(entry["low"] - pad, entry["high"] + pad)
     ax.set_title(label, fontsize=9)
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)

@@ -240,6 +240,28 @@ def test_the_cache_key_follows_every_kernel_module(tmp_path):
     assert kernels.CACHE_DIR.endswith(key) and not kernels.is_cached(str(tmp_path))
 
 
+def test_is_cached_counts_this_copys_folder_and_the_cells_asked_for(tmp_path):
+    """Numba keeps a folder per source path: another clone's compiled kernels
+    do not make this copy's cached, nor one cell's another's."""
+    import hashlib
+
+    from charlstm import kernels
+    here = kernels.HERE.rstrip(os.sep)
+    mine = tmp_path / f"kernels_{hashlib.sha1(here.encode()).hexdigest()}"
+    other = tmp_path / f"kernels_{hashlib.sha1(b'/elsewhere/kernels').hexdigest()}"
+    names = [f"loss.k{i}" for i in range(10)] + list(kernels.CELL_KERNELS["lstm"])
+    for folder in (other,):
+        folder.mkdir()
+        for n in names + list(kernels.CELL_KERNELS["gru"]):
+            (folder / f"{n}-10.py311.nbi").write_bytes(b"")
+    assert not kernels.is_cached(str(tmp_path))
+    mine.mkdir()
+    for n in names:
+        (mine / f"{n}-10.py311.nbi").write_bytes(b"")
+    assert kernels.is_cached(str(tmp_path)) and kernels.is_cached(str(tmp_path), ["lstm"])
+    assert not kernels.is_cached(str(tmp_path), ["lstm", "gru"])
+
+
 @pytest.mark.slow
 def test_the_compile_notice_after_a_real_compile(tmp_path, trained):
     """In a fresh cache folder the first command compiles and says so; the

@@ -112,9 +112,8 @@ def is_cached(folder: str = CACHE_DIR, cells=()) -> bool:
     writes are in its folder for this package's path (another clone's do not
     count; they are only counted, not read)."""
     import hashlib
-    here = os.path.dirname(os.path.abspath(__file__))
-    sub = os.path.join(folder, "_".join([os.path.basename(here),
-                                         hashlib.sha1(here.encode()).hexdigest()]))
+    sub = os.path.join(folder, "_".join([os.path.basename(HERE),
+                                         hashlib.sha1(HERE.encode()).hexdigest()]))
     names = {os.path.basename(p).split("-")[0]
              for p in glob.glob(os.path.join(sub, "*.nbi"))}
     return len(names) >= 10 and all(k in names for c in cells for k in CELL_KERNELS[c])
