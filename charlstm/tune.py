@@ -223,38 +223,36 @@ def resolve_space(space: dict, speed: Speed | None, minutes: float, V: int, n_tr
     layerss = lay.get("choices") or [lay["value"]]
     cells = space["cell"].get("choices") or [space["cell"]["value"]]
     slowest = max(cells, key=_gates)
-    sizes, dropped = [], []
-    for L in sorted(layerss):
-        for H in sorted(hiddens):
-            if speed is None:
-                sizes.append(f"{L}x{H}")
-                continue
-            steps = 60 * minutes * speed.chars_per_s(slowest, H, L, V) / (32 * 50)
-            (sizes if steps >= MIN_TRIAL_STEPS else dropped).append((f"{L}x{H}", steps))
-    if speed is not None:
-        sizes = [s for s, _ in sizes]
-        if dropped:
-            log("left out, too slow for " + f"{minutes:g}-minute trials (estimated steps of "
-                f"32x50 for {slowest}; at least {MIN_TRIAL_STEPS} wanted): "
-                + ", ".join(f"{s} ({n:.0f})" for s, n in dropped))
-        if not sizes:
-            raise CharlstmError(
-                f"no model size in the space fits {minutes:g}-minute trials (the smallest, "
-                f"{dropped[0][0]}, makes about {dropped[0][1]:.0f} steps); give a longer "
-                "--trial-minutes or smaller --hidden / --layers")
-    space["size"] = {"choices": sizes} if len(sizes) > 1 else {"value": sizes[0]}
-    for key, other in (("batch_size", "seq_len"), ("seq_len", "batch_size")):
+    sizes = [(f"{L}x{H}", math.inf if speed is None else
+              60 * minutes * speed.chars_per_s(slowest, H, L, V) / (32 * 50))
+             for L in sorted(layerss) for H in sorted(hiddens)]
+    kept = [size for size, steps in sizes if steps >= MIN_TRIAL_STEPS]
+    dropped = [(size, steps) for size, steps in sizes if steps < MIN_TRIAL_STEPS]
+    if dropped:
+        log(f"left out, too slow for {minutes:g}-minute trials (estimated steps of 32x50 "
+            f"for {slowest}; at least {MIN_TRIAL_STEPS} wanted): "
+            + ", ".join(f"{size} ({steps:.0f})" for size, steps in dropped))
+    if not kept:
+        raise CharlstmError(
+            f"no model size in the space fits {minutes:g}-minute trials (the smallest, "
+            f"{dropped[0][0]}, makes about {dropped[0][1]:.0f} steps); give a longer "
+            "--trial-minutes or smaller --hidden / --layers")
+    space["size"] = {"choices": kept} if len(kept) > 1 else {"value": kept[0]}
+
+    def least(e):
+        return min(e["choices"]) if "choices" in e else e.get("value", e.get("low"))
+    for key in ("batch_size", "seq_len"):           # a batch takes B x (T + 1) characters
         e = space[key]
         if "choices" not in e:
             continue
-        o = space[other]
-        least = min(o["choices"]) if "choices" in o else o.get("value", o.get("low"))
-        fit = [v for v in e["choices"] if (v + 1 if key == "seq_len" else v)
-               * (least + 1 if key == "batch_size" else least) <= n_train]
+        if key == "batch_size":
+            fit = [B for B in e["choices"] if B * (least(space["seq_len"]) + 1) <= n_train]
+        else:
+            fit = [T for T in e["choices"] if least(space["batch_size"]) * (T + 1) <= n_train]
         if len(fit) < len(e["choices"]):
             log(f"left out, too large for the training text ({n_train:,} characters): "
-                f"{key.replace('_', '-')} " + ", ".join(str(v) for v in e["choices"]
-                                                        if v not in fit))
+                f"{key.replace('_', '-')} "
+                + ", ".join(str(v) for v in e["choices"] if v not in fit))
         if not fit:
             raise CharlstmError(f"the training text ({n_train:,} characters) is too short "
                                 "for any batch of the space; use a longer text")

@@ -233,7 +233,7 @@ def plot(rep: dict, path: str) -> bool:
         if d:
             ax.axhline(d["value"], color="#2ca02c", ls="--", lw=1,
                        label=f"charlstm train's defaults ({d['value']:.3f})")
-    if top is not None and any(_loss(r) > top for r in rows):
+    if top is not None and any(_loss(r) > top for r in done + others):
         ax.scatter([], [], marker="^", color="#999999", label="above the chart")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")

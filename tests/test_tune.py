@@ -430,3 +430,48 @@ def test_storage_urls_are_redacted_and_bad_ones_named(tmp_path):
     with pytest.raises(CharlstmError, match=r"cannot open the study at --storage "
                                             r"nosuch://me:\*\*\*@h/x"):
         T.open_storage("nosuch://me:pw@h/x", str(tmp_path))
+
+
+def test_a_trial_too_slow_for_its_batch_is_pruned_before_it_trains(tmp_path, text):
+    """The size check is at batch 32 x 50; a trial's own batch can be 16 times
+    that (1x1024 at 64 x 200 made 2 steps of a 3-minute trial): such a trial is
+    pruned at once, with the reason."""
+    from charlstm.data import load_corpus
+    corpus = load_corpus(text, 0.1)
+    study = optuna.create_study(study_name="s", storage=journal(str(tmp_path / "j.log")))
+    space = T.resolve_space(T.requested_space(None, {"cell": "lstm", "hidden": 64, "layers": 1,
+                                                     "seq_len": 100, "batch_size": 64}),
+                            None, 0.05, corpus.V, len(corpus.train))
+    spec = {"text": text, "run_dir": str(tmp_path), "trial_minutes": 0.05, "val_frac": 0.1,
+            "threads": 1, "space": space, "flops_rate": 1e9}     # a slow machine
+    s = dict(cell="lstm", hidden=64, layers=1, batch_size=64, seq_len=100)
+    assert T.expected_steps(spec, s, corpus.V) < T.MIN_TRIAL_STEPS
+    trial = study.ask()
+    t0 = time.time()
+    with pytest.raises(optuna.TrialPruned):
+        T.run_trial(trial, spec, corpus)
+    assert time.time() - t0 < 2
+    assert trial.user_attrs["reason"].startswith("too slow: ~")
+    assert T.expected_steps(dict(spec, flops_rate=None), s, corpus.V) is None
+
+
+def test_the_png_draws_every_kind_of_trial(tmp_path):
+    """Complete, pruned in training, pruned before it (no loss), diverged, and
+    a loss far above the rest, on a space with many sizes."""
+    pytest.importorskip("matplotlib")
+    space = T.resolve_space(T.requested_space(None, {}), None, 3.0, 65, 10 ** 6)
+
+    def row(n, state, value=None, last=None, **s):
+        settings = dict(cell="lstm", layers=1, hidden=256, dropout=0.2, lr=0.01, seq_len=50,
+                        batch_size=32) | s
+        return {"number": n, "state": state, "settings": settings, "value": value,
+                "last_val": last, "pruned_at": 40 if last else None, "defaults": n == 0}
+    rep = {"space": space, "trial_minutes": 3.0, "defaults": {"number": 0, "value": 1.68},
+           "counts": {"complete": 3, "pruned": 2, "diverged": 1},
+           "trials": [row(0, "complete", 1.68, hidden=768, dropout=0.5),
+                      row(1, "pruned", last=2.1, cell="gru"),
+                      row(2, "pruned", layers=3, hidden=1024, batch_size=128),
+                      row(3, "diverged", 4.5, hidden=1024),
+                      row(4, "complete", 1.50, lr=0.02), row(5, "complete", 3.3, lr=1e-3)]}
+    path = tmp_path / "tune.png"
+    assert R.plot(rep, str(path)) and path.stat().st_size > 20_000
