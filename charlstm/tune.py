@@ -799,7 +799,7 @@ def worker_main(spec: dict, messages) -> None:
 def job_counts(jobs: int | None, trials_left: int | None) -> tuple[int, int]:
     """(worker processes, threads each). Default: one trial at a time on all
     the cores (docs/tune.md: on 2 cores, two trials at once on one thread each
-    made 0.98-1.23 times the steps of one on both, and each ran at 48-61% of
+    made 0.99-1.19 times the steps of one on both, and each ran at 49-59% of
     the speed its settings will train at later)."""
     cores = os.cpu_count() or 1
     n = jobs or 1
