@@ -1,5 +1,13 @@
 """Fixtures shared by the tests."""
+import signal
+
 import pytest
+
+# A shell runs a background job with SIGINT ignored, and the ignoring is
+# inherited: the Ctrl-C tests would then test nothing. They run with
+# Python's own handler, however the suite was started.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 POEM = """Shall I compare thee to a summer's day?
 Thou art more lovely and more temperate:
