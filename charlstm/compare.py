@@ -7,6 +7,8 @@ the memory probe at several lags (Hochreiter & Schmidhuber 1997, in small).
 The report goes to the terminal, results.json, compare.png and report.html."""
 from __future__ import annotations
 
+import contextlib
+
 import json
 import math
 import os
@@ -461,44 +463,51 @@ def _die_with_parent():
         os._exit(1)
 
 
-def _in_processes(fn, jobs_list, n_jobs, budgeted):
-    """Each worker is a fresh process with one BLAS thread, so n_jobs models
-    share the cores without oversubscribing them. Jobs are handed out in
-    order as workers come free, each through budgeted(job, promised, left)
-    (see _run_jobs)."""
+@contextlib.contextmanager
+def one_blas_thread():
+    """Worker processes started inside the block get one BLAS thread each, so
+    that several of them share the cores without oversubscribing them."""
     saved = os.environ.get("OPENBLAS_NUM_THREADS")
     os.environ["OPENBLAS_NUM_THREADS"] = "1"
     try:
-        with ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn"),
-                                 initializer=_die_with_parent) as pool:
-            results = [None] * len(jobs_list)
-            running = {}                                  # future -> (index, promised end)
-            queue = list(range(len(jobs_list)))
-            try:
-                while queue or running:
-                    while queue and len(running) < n_jobs:
-                        now = time.monotonic()
-                        promised = sum(max(0.0, end - now) for _, end in running.values())
-                        k = queue.pop(0)
-                        job, end = budgeted(jobs_list[k], promised, len(queue) + 1)
-                        running[pool.submit(fn, job)] = (k, end)
-                    done, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for f in done:
-                        results[running.pop(f)[0]] = f.result()
-            except KeyboardInterrupt:         # Ctrl-C, SIGTERM, SIGHUP: each worker saves
-                for f in running:             # its model and stops (Trainer's stop signals)
-                    f.cancel()
-                for proc in list(getattr(pool, "_processes", {}).values()):
-                    if proc.is_alive():
-                        proc.terminate()
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-            return results
+        yield
     finally:
         if saved is None:
             os.environ.pop("OPENBLAS_NUM_THREADS")
         else:
             os.environ["OPENBLAS_NUM_THREADS"] = saved
+
+
+def _in_processes(fn, jobs_list, n_jobs, budgeted):
+    """Each worker is a fresh process with one BLAS thread, so n_jobs models
+    share the cores without oversubscribing them. Jobs are handed out in
+    order as workers come free, each through budgeted(job, promised, left)
+    (see _run_jobs)."""
+    with one_blas_thread(), ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn"),
+                                                initializer=_die_with_parent) as pool:
+        results = [None] * len(jobs_list)
+        running = {}                                  # future -> (index, promised end)
+        queue = list(range(len(jobs_list)))
+        try:
+            while queue or running:
+                while queue and len(running) < n_jobs:
+                    now = time.monotonic()
+                    promised = sum(max(0.0, end - now) for _, end in running.values())
+                    k = queue.pop(0)
+                    job, end = budgeted(jobs_list[k], promised, len(queue) + 1)
+                    running[pool.submit(fn, job)] = (k, end)
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for f in done:
+                    results[running.pop(f)[0]] = f.result()
+        except KeyboardInterrupt:         # Ctrl-C, SIGTERM, SIGHUP: each worker saves
+            for f in running:             # its model and stops (Trainer's stop signals)
+                f.cancel()
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                if proc.is_alive():
+                    proc.terminate()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        return results
 
 
 def _default_seed(corpus) -> str:

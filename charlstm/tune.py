@@ -193,20 +193,29 @@ class Speed:
         return self.flops_rate / flops_per_char(cell, hidden, layers, V)
 
 
-def measure_speed(text: str, corpus, threads: int, seconds: float = 1.5) -> Speed:
-    """Time training steps of an LSTM 1x512 at charlstm train's default batch
-    on `threads` threads (the kernels are compiled already)."""
+def steps_per_s(text: str, mcfg: ModelConfig, threads: int, seconds: float,
+                corpus=None, warm: int = 1) -> float:
+    """Training steps per second of mcfg at charlstm train's default batch on
+    `threads` threads, timed for `seconds` (and at least 3 steps) after
+    `warm` untimed ones."""
     from .train import Trainer
-    mcfg = ModelConfig(cell="lstm", hidden=512, layers=1)
-    tcfg = TrainConfig(steps=10 ** 6, eval_every=10 ** 9)
-    tr = Trainer(text, mcfg, tcfg, os.devnull, progress=False, log=lambda m: None,
-                 corpus=corpus, workers=threads)
-    tr.step()
+    tr = Trainer(text, mcfg, TrainConfig(steps=10 ** 9, eval_every=10 ** 9), os.devnull,
+                 progress=False, log=lambda m: None, corpus=corpus, workers=threads)
+    for _ in range(warm):
+        tr.step()
     n, t0 = 0, time.perf_counter()
     while n < 3 or time.perf_counter() - t0 < seconds:
         tr.step()
         n += 1
-    cps = n * tcfg.seq_len * tcfg.batch_size / (time.perf_counter() - t0)
+    return n / (time.perf_counter() - t0)
+
+
+def measure_speed(text: str, corpus, threads: int, seconds: float = 1.5) -> Speed:
+    """The rate of floating-point work of an LSTM 1x512 trial on `threads`
+    threads (the kernels are compiled already)."""
+    T = TrainConfig()
+    cps = steps_per_s(text, ModelConfig(cell="lstm", hidden=512, layers=1), threads, seconds,
+                      corpus) * T.seq_len * T.batch_size
     return Speed(cps * flops_per_char("lstm", 512, 1, corpus.V), threads)
 
 
@@ -827,18 +836,12 @@ def run_tune(spec: dict, jobs: int | None, progress: bool, log) -> dict:
         return {"jobs": 0, "threads": threads, "interrupted": False}
     ctx = get_context("spawn")
     messages = ctx.SimpleQueue()
-    saved = os.environ.get("OPENBLAS_NUM_THREADS")
-    os.environ["OPENBLAS_NUM_THREADS"] = "1"
-    try:
-        procs = [ctx.Process(target=worker_main, args=(spec, messages), daemon=False)
-                 for _ in range(n_jobs)]
+    from .compare import one_blas_thread
+    procs = [ctx.Process(target=worker_main, args=(spec, messages), daemon=False)
+             for _ in range(n_jobs)]
+    with one_blas_thread():
         for p in procs:
             p.start()
-    finally:
-        if saved is None:
-            os.environ.pop("OPENBLAS_NUM_THREADS")
-        else:
-            os.environ["OPENBLAS_NUM_THREADS"] = saved
     log(f"{n_jobs} trial{'s' if n_jobs > 1 else ''} at a time, {threads} thread"
         f"{'s' if threads > 1 else ''} each; {spec['trial_minutes']:g} minutes a trial")
     bar = tqdm(total=spec["target"], initial=done0, unit="trial", desc="tune",

@@ -24,18 +24,10 @@ MODELS = [("lstm", 256, 1), ("lstm", 512, 1), ("lstm", 512, 2), ("gru", 768, 1)]
 
 def steps_per_s(text: str, cell: str, hidden: int, layers: int, threads: int,
                 seconds: float) -> float:
-    from ..config import ModelConfig, TrainConfig
-    from ..train import Trainer
-    tr = Trainer(text, ModelConfig(cell=cell, hidden=hidden, layers=layers),
-                 TrainConfig(steps=10 ** 9, eval_every=10 ** 9), os.devnull, progress=False,
-                 log=lambda m: None, workers=threads)
-    for _ in range(3):
-        tr.step()
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        tr.step()
-        n += 1
-    return n / (time.perf_counter() - t0)
+    from ..config import ModelConfig
+    from ..tune import steps_per_s as timed
+    return timed(text, ModelConfig(cell=cell, hidden=hidden, layers=layers), threads, seconds,
+                 warm=3)
 
 
 def _child(text, cell, hidden, layers, threads, seconds):
