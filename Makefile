@@ -81,11 +81,11 @@ data/poems/$(POEM).txt: | $(VENV)/.installed
 demo: install data/poems/$(POEM).txt
 	$(CHARLSTM) compare data/poems/$(POEM).txt --cells rnn,lstm --hidden $(DEMO_HIDDEN) \
 		--dropout 0 --minutes $(DEMO_MINUTES) --jobs 2 --out-dir checkpoints/demo-$(POEM) \
-		--no-progress
+		--no-progress --force
 
 # The memory probe alone: rnn and lstm at lags 5 to 200 (at most about 15 minutes).
 probe: install
-	$(CHARLSTM) compare --probe --cells rnn,lstm --out-dir checkpoints/probe --no-progress
+	$(CHARLSTM) compare --probe --cells rnn,lstm --out-dir checkpoints/probe --no-progress --force
 
 # A search for the settings that suit the corpus and TRIAL_MINUTES of training, for
 # TUNE_MINUTES in all (resumed when run again; docs/tune.md).

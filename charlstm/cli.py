@@ -17,7 +17,7 @@ from click.core import ParameterSource
 from .config import (AUTO_EVAL_MIN_STEPS, CELL_LR, CELL_NAMES, COMPARE_HIDDEN, DEFAULT_MINUTES,
                      PROBE_HIDDEN, PROBE_MINUTES, SAMPLING_WEIGHTS, ModelConfig, TrainConfig,
                      default_lr)
-from .errors import CharlstmError
+from .errors import CharlstmError, shell_line
 
 M, TR = ModelConfig(), TrainConfig()
 
@@ -36,15 +36,30 @@ class FloatRange(click.FloatRange):
 FINITE = FloatRange()
 
 
+# What to lower when a command runs out of memory anyway (the big allocations
+# are checked up front with files.check_memory, which names the option).
+MEMORY_HINTS = {
+    "train": "lower --batch-size, --hidden or --seq-len",
+    "compare": "lower --hidden, --batch-size, --seq-len, --context-positions or --length",
+    "inspect": "lower --chars",
+    "tune": "fix a smaller --hidden or --batch-size",
+    "sample": "use --weights int8",
+}
+
+
 class Group(click.Group):
     def invoke(self, ctx):
+        from . import stopping
         try:
-            return super().invoke(ctx)
+            with stopping.installed():
+                return super().invoke(ctx)
         except CharlstmError as e:
             raise click.ClickException(str(e)) from None
+        except stopping.Stop as e:
+            click.echo(f"stopped by {e.name}", err=True)
+            sys.exit(128 + e.signum)
         except MemoryError:
-            hint = ("lower --batch-size, --hidden or --seq-len" if ctx.invoked_subcommand in
-                    ("train", "compare") else "close other programs or use a smaller model")
+            hint = MEMORY_HINTS.get(ctx.invoked_subcommand, "close other programs")
             raise click.ClickException(f"out of memory; {hint}") from None
         except BrokenPipeError:
             sys.stderr.close()                   # `charlstm sample | head`: not an error
@@ -64,7 +79,7 @@ def main():
     LSTM with a vanilla RNN and other cells."""
 
 
-def model_options(f):
+def model_options(f, cell: bool = True):
     opts = [
         click.option("--cell", type=click.Choice(CELL_NAMES), default=M.cell, show_default=True,
                      help="Recurrent cell."),
@@ -110,9 +125,14 @@ def model_options(f):
                      help="Steps between validation passes and checkpoints; 0: at least "
                           f"{AUTO_EVAL_MIN_STEPS} steps apart and at most ~5% of the time."),
     ]
-    for opt in reversed(opts):
+    for opt in reversed(opts if cell else opts[1:]):
         f = opt(f)
     return f
+
+
+def model_options_no_cell(f):
+    """model_options for compare, whose cells are --cells."""
+    return model_options(f, cell=False)
 
 
 def configs(kw, default_budget: bool = True) -> tuple[ModelConfig, TrainConfig]:
@@ -123,10 +143,11 @@ def configs(kw, default_budget: bool = True) -> tuple[ModelConfig, TrainConfig]:
         raise click.UsageError(f"give one budget, not {' and '.join('--' + k for k in budget)}")
     if not budget and default_budget:
         budget = {"minutes": DEFAULT_MINUTES}
-    mcfg = ModelConfig(cell=kw["cell"], hidden=kw["hidden"], layers=kw["layers"],
+    cell = kw.get("cell", M.cell)
+    mcfg = ModelConfig(cell=cell, hidden=kw["hidden"], layers=kw["layers"],
                        dropout=kw["dropout"], forget_bias=kw["forget_bias"])
     tcfg = TrainConfig(seq_len=kw["seq_len"], batch_size=kw["batch_size"],
-                       lr=kw["lr"] or default_lr(kw["cell"]),
+                       lr=kw["lr"] or default_lr(cell),
                        schedule=kw["schedule"], optimizer=kw["optimizer"], clip=kw["clip"],
                        state_reset=kw["state_reset"],
                        val_frac=kw["val_frac"], rng_seed=kw["rng_seed"],
@@ -135,14 +156,17 @@ def configs(kw, default_budget: bool = True) -> tuple[ModelConfig, TrainConfig]:
 
 
 def warm_up(cells, log) -> None:
-    """Compile the kernels on a tiny model, telling the user when it takes a while."""
-    from . import warmup
+    """Compile the kernels on a tiny model, telling the user when it takes a
+    while; a stop signal ends it at once (nothing is half-written)."""
+    from . import stopping, warmup
     if warmup.is_cached(cells):
         return                  # cached kernels load as they are first called
     log("Compiling the Numba kernels (first run only; they are cached afterwards)...")
     t0 = time.perf_counter()
-    warmup.run(cells)
+    with stopping.interruptible():
+        warmup.run(cells)
     log(f"Compiled in {time.perf_counter() - t0:.0f} s.")
+
 
 
 def echo_err(msg):
@@ -172,16 +196,19 @@ def train(file, out, resume, force, progress, **kw):
     best one (lowest validation loss, *.best.npz) are kept. Ctrl-C, SIGTERM and
     SIGHUP save and stop. An existing checkpoint is never replaced unless
     --force is given or it is the one resumed."""
-    from . import outputs
+    from . import files
     from .train import Trainer, best_path, bits, default_out
     mcfg, tcfg = configs(kw, default_budget=not resume)
     if resume and not out and resume.endswith(".best.npz"):
         raise CharlstmError(f"resuming {resume} would write the run's last model over its "
-                            "best one; give --out NEW.npz for the continued run")
+                            f"best one; give --out NEW.npz for the continued run")
+    if resume and not files.is_checkpoint(resume):
+        raise CharlstmError(f"--resume {resume} is {files.sniff(resume)}, not a charlstm "
+                            "checkpoint: only a .npz written by charlstm train holds the "
+                            "training state to resume")
     out = out or resume or default_out(file, mcfg.cell)     # a resumed run goes on in its file
-    outputs.check_out(out, file, resume, force)
-    with outputs.locked(out):
-        outputs.clean_stale_temps(os.path.dirname(os.path.abspath(out)))
+    check_train_outputs(out, file, resume, force)
+    with files.locked(out):
         tr = Trainer(file, mcfg, tcfg, out, resume=resume, progress=progress, log=echo_err)
         m, c = tr.model.cfg, tr.cfg
         if resume:
@@ -213,6 +240,23 @@ def train(file, out, resume, force, progress, **kw):
                                 "lower --lr, or --clip")
         if r.interrupted:
             sys.exit(128 + r.signum)
+
+
+def check_train_outputs(out: str, text: str, resume: str | None, force: bool) -> None:
+    """train's outputs, X and X.best.npz, under the rules of files.check_output:
+    an existing checkpoint is continued with --resume X or replaced with
+    --force; nothing else is ever replaced."""
+    from . import files
+    from .train import best_path
+    continuing = bool(resume) and os.path.exists(out) and files._same(out, resume)
+    inputs = {text: "the training text"}
+    if resume and not continuing:
+        inputs[resume] = "the checkpoint being resumed"
+    hint = (f"continue it with --resume {shell_line([out])}, replace it with --force, "
+            "or give another --out")
+    for path in (out, best_path(out)):
+        files.check_output(path, "checkpoint", option="--out", inputs=inputs, force=force,
+                           continuing=continuing, exists_hint=hint)
 
 
 def _say_schedule(tr, kw, log):
@@ -283,6 +327,8 @@ def sample(checkpoint, seed, length, temperature, top_k, greedy, rng_seed, weigh
     from . import checkpoint as ckpt
     from .sampling import Sampler
     path = checkpoint or ckpt.newest()
+    if not checkpoint:
+        echo_err(f"sampling from {path} (the best model of the newest run in checkpoints/)")
     s = Sampler.from_checkpoint(path, weights=weights, clamp=clamps)
     from .data import encode_text
     encode_text(seed, s.vocab)                     # unknown characters: refused before output
@@ -309,20 +355,22 @@ def _lags(ctx, param, value):
 
 @main.command(context_settings={"default_map": {"hidden": COMPARE_HIDDEN}})
 @click.argument("file", type=click.Path(exists=True, dir_okay=False), required=False)
-@model_options
+@model_options_no_cell
 @click.option("--cells", default="rnn,lstm", show_default=True,
               help=f"Comma-separated cells to compare, from {', '.join(CELL_NAMES)}.")
 @click.option("--match-params", is_flag=True,
               help="Size each model's hidden layer so its parameter count is near the LSTM's.")
 @click.option("--seed", default="", help="Prime text for the samples [default: a line of FILE].")
-@click.option("--length", type=click.IntRange(1), default=300, show_default=True,
-              help="Characters per sample.")
-@click.option("--recall-chars", type=click.IntRange(1), default=200, show_default=True,
-              help="Characters scored in the recall test.")
+@click.option("--length", type=click.IntRange(1, 100_000), default=300, show_default=True,
+              help="Characters per sample (at most 100,000).")
+@click.option("--recall-chars", type=click.IntRange(1, 100_000), default=200, show_default=True,
+              help="Characters scored in the recall test (at most 100,000).")
 @click.option("--context-max", type=click.IntRange(2, 4096), default=512, show_default=True,
               help="Longest context of the context curve (k = 1, 2, 4, ... up to this).")
-@click.option("--context-positions", type=click.IntRange(10), default=2000, show_default=True,
-              help="Held-out positions scored at every k of the context curve.")
+@click.option("--context-positions", type=click.IntRange(10, 100_000), default=2000,
+              show_default=True,
+              help="Held-out positions scored at every k of the context curve (at most "
+                   "100,000).")
 @click.option("--probe", is_flag=True,
               help="Also train every cell on the memory probe at each of --lags (FILE is "
                    "then optional).")
@@ -336,12 +384,15 @@ def _lags(ctx, param, value):
                    "stops early once it recalls ≥ 99% of held-out keys.")
 @click.option("--out-dir", type=click.Path(file_okay=False), default=None,
               help="Run folder [default: checkpoints/compare-<timestamp>].")
+@click.option("--force", is_flag=True,
+              help="Replace an earlier compare run in --out-dir (only a compare run's folder "
+                   "is ever replaced).")
 @click.option("--jobs", type=click.IntRange(1, 64), default=None,
               help="Models trained at once, each in its own process with its share of the "
                    "cores [default: 2 when there are two or more cores and models].")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 def compare(file, cells, match_params, seed, length, recall_chars, context_max,
-            context_positions, probe, lags, probe_hidden, probe_minutes, out_dir, jobs,
+            context_positions, probe, lags, probe_hidden, probe_minutes, out_dir, force, jobs,
             progress, **kw):
     """Train several cells on FILE with the same data, seed and budget, then
     report losses, speed, samples, the recall of training passages, the
@@ -351,7 +402,7 @@ def compare(file, cells, match_params, seed, length, recall_chars, context_max,
     first 100,000 held-out characters, so that the budget goes to training.
     Everything is written to the run folder: checkpoints, results.json,
     compare.png and report.html."""
-    from .compare import run_compare
+    from .compare import check_outputs, run_compare
     names = [c.strip() for c in cells.split(",") if c.strip()]
     bad = [c for c in names if c not in CELL_NAMES]
     if bad or not names:
@@ -373,21 +424,21 @@ def compare(file, cells, match_params, seed, length, recall_chars, context_max,
                      "model": replace(mcfg, hidden=probe_hidden, dropout=0.0),
                      "train": replace(tcfg, steps=0, epochs=0.0, minutes=probe_minutes or 1.0,
                                       eval_every=50, eval_chars=100_000, state_reset=0.0)}
-    warm_up(names, echo_err)
     out_dir = out_dir or os.path.join("checkpoints",
                                       "compare-" + time.strftime("%Y%m%d-%H%M%S"))
+    check_outputs(out_dir, file, names, probe_cfg, force)     # before compiling or training
+    warm_up(names, echo_err)
+    from .stopping import Stop
     try:
         run_compare(file, names, mcfg, tcfg, cell_lr=kw["lr"] is None,
                     match_params=match_params, seed=seed, length=length,
                     recall_chars=recall_chars, out_dir=out_dir, jobs=jobs, progress=progress,
                     context_max=context_max, context_positions=context_positions,
-                    probe=probe_cfg, echo=click.echo, log=echo_err)
-    except KeyboardInterrupt as e:
-        import signal
-        signum = getattr(e, "signum", signal.SIGINT)
-        echo_err(f"stopped by {signal.Signals(signum).name}: each model's last checkpoint "
-                 f"is in {out_dir}; no report was written")
-        sys.exit(128 + signum)
+                    probe=probe_cfg, force=True, echo=click.echo, log=echo_err)
+    except Stop as e:
+        echo_err(f"stopped by {e.name}: each model's last checkpoint is in {out_dir}; no "
+                 "report was written")
+        sys.exit(128 + e.signum)
 
 
 @main.command()
@@ -395,8 +446,10 @@ def compare(file, cells, match_params, seed, length, recall_chars, context_max,
 @click.option("--text", "text_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Text to run the model over [default: the held-out part of the text it "
                    "was trained on].")
-@click.option("--chars", type=click.IntRange(2, 1_000_000), default=20_000, show_default=True,
-              help="Characters of the text to run.")
+@click.option("--chars", type=click.IntRange(2, 200_000), default=20_000, show_default=True,
+              help="Characters of the text to run (at most 200,000, and at most what fits "
+                   "1.5 GB of working memory for the model; the page shows the first "
+                   "20,000).")
 @click.option("--unit", default=None, metavar="L:U[:STATE]",
               help="Show this unit (0-based layer and unit; state c, h or a gate) instead of "
                    "each feature's best.")
@@ -406,8 +459,10 @@ def compare(file, cells, match_params, seed, length, recall_chars, context_max,
               help="Characters of coloured text shown per unit in the terminal.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
               help="Write the page here [default: <checkpoint>.inspect.html].")
+@click.option("--force", is_flag=True,
+              help="Replace an existing page (only a page charlstm wrote is ever replaced).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead.")
-def inspect(checkpoint, text_path, chars, unit, top, excerpt, html_path, as_json):
+def inspect(checkpoint, text_path, chars, unit, top, excerpt, html_path, force, as_json):
     """See inside the cells of a model: run it over a text and find the units
     that track features of the text (line position, bracket depth, quotes,
     ...), the gates' saturation and the cells that count; print the text
@@ -417,13 +472,21 @@ def inspect(checkpoint, text_path, chars, unit, top, excerpt, html_path, as_json
     import numpy as np
 
     from . import checkpoint as ckpt
+    from . import files
     from . import inspect as I
     from . import inspect_view as view
     path = checkpoint or ckpt.newest()
-    res, rec, text, model, ck = I.run_inspect(path, text_path, chars, unit, top, log=echo_err)
+    ck = ckpt.load(path)
     html_path = html_path or (path[:-4] if path.endswith(".npz") else path) + ".inspect.html"
-    ids, p = I.top_next(rec["logits"], ck.vocab)
-    view.write_page(html_path, res, rec, text, ck.vocab, ids, p, path)
+    inputs = {path: "the checkpoint being inspected", ck.train.text: "the training text"}
+    if text_path:
+        inputs[text_path] = "the text being inspected"
+    files.check_output(html_path, "page", option="--html", inputs=inputs, force=force)
+    with files.locked(html_path):
+        res, rec, text, model, ck = I.run_inspect(path, text_path, chars, unit, top,
+                                                  log=echo_err, ck=ck)
+        ids, p = I.top_next(rec["logits"], ck.vocab)
+        view.write_page(html_path, res, rec, text, ck.vocab, ids, p, path)
     res["html"] = html_path
     if as_json:
         click.echo(_json.dumps({k: res[k] for k in ("features", "gates", "counters", "html",
@@ -467,18 +530,50 @@ def inspect(checkpoint, text_path, chars, unit, top, excerpt, html_path, as_json
 
 
 @main.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False), required=False)
+@click.option("--png", type=click.Path(dir_okay=False), default=None,
+              help="Also draw the learning curves (per step and per minute) into this PNG.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write them as a self-contained page.")
+@click.option("--force", is_flag=True,
+              help="Replace an existing picture or page (only charlstm's own).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead.")
+def show(checkpoint, png, html_path, force, as_json):
+    """What a checkpoint holds and how its run went: the settings, the text,
+    the steps and time, the last and the best validation loss and their
+    steps, and the learning curve [default CHECKPOINT: the best model of the
+    newest run in checkpoints/]. Works on safetensors exports (settings only)."""
+    import json as _json
+
+    from . import checkpoint as ckpt
+    from .show import run_show
+    path = checkpoint or ckpt.newest()
+    if as_json:
+        info = run_show(path, png, html_path, force, echo=lambda m: None)
+        click.echo(_json.dumps(info))
+    else:
+        run_show(path, png, html_path, force, echo=click.echo)
+
+
+@main.command()
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["safetensors", "onnx"]), required=True,
               help="safetensors: torch.nn names (nn.LSTM, nn.GRU, nn.RNN + nn.Linear); onnx: "
                    "the whole model as one graph, the state as inputs and outputs.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Output file [default: the checkpoint's name with .safetensors or .onnx].")
-@click.option("--force", is_flag=True, help="Replace an existing output file.")
+@click.option("--force", is_flag=True,
+              help="Replace an existing export of the same format (nothing else is ever "
+                   "replaced).")
 def export(checkpoint, fmt, out, force):
     """Export a model for other tools: safetensors that load into PyTorch, or an
-    ONNX graph that onnxruntime runs (needs: pip install -e '.[export]')."""
+    ONNX graph that onnxruntime runs (ONNX needs the export extra). An
+    existing file is replaced only with --force, and only if it is an export
+    of the same format."""
+    from . import stopping
     from .export import export as run_export
-    path = run_export(checkpoint, fmt, out, force)
+    with stopping.interruptible():          # nothing is half-written: the file is renamed in
+        path = run_export(checkpoint, fmt, out, force)
     click.echo(f"wrote {path}")
 
 
@@ -534,7 +629,7 @@ def tune(file, trial_minutes, trials, minutes, cell, hidden, layers, dropout, lr
     The study is kept (Ctrl-C stops cleanly): run the same command again to
     resume it, or the same command on other machines with one --storage to
     share it. Prints the trials, the best settings as a `charlstm train`
-    command, and keeps the best model. Needs: pip install -e '.[tune]'."""
+    command, and keeps the best model. Needs the tune extra (Optuna)."""
     from . import tune as T
     from . import tune_report as R
     T.need_optuna()
@@ -562,7 +657,8 @@ def tune(file, trial_minutes, trials, minutes, cell, hidden, layers, dropout, lr
                    + (f" and {rep['png']}" if rep["png"] else
                       " (no PNG: pip install matplotlib for it)"))
     if stop:
-        echo_err("stopped: the study is kept; run the same command to resume it")
+        echo_err(f"stopped by {stop.name}: the study is kept; run the same command to "
+                 "resume it")
         sys.exit(128 + stop.signum)
 
 
@@ -575,11 +671,21 @@ def tune(file, trial_minutes, trials, minutes, cell, hidden, layers, dropout, lr
 def bench(as_json, repeats, quick, no_memory):
     """Measure training and sampling speed, start-up and memory on this machine,
     against PyTorch when it is installed (pip install torch==2.13.0)."""
+    from . import stopping
     from .tools import bench as B
     warm_up(["lstm", "rnn", "gru", "irnn"], echo_err)
-    res = B.run(repeats=repeats, quick=quick, memory=not no_memory, log=echo_err)
+    with stopping.interruptible():           # it writes nothing but its own temporary files
+        res = B.run(repeats=repeats, quick=quick, memory=not no_memory, log=echo_err)
     click.echo(B.dumps(res) if as_json else B.table(res))
 
 
-if __name__ == "__main__":
+def entry():
+    """The `charlstm` command (and python -m charlstm): main, with a stop
+    signal's last guard kept to the end of the process (stopping.GRACE)."""
+    from . import stopping
+    stopping.entry()
     main()
+
+
+if __name__ == "__main__":
+    entry()

@@ -7,11 +7,9 @@ the memory probe at several lags (Hochreiter & Schmidhuber 1997, in small).
 The report goes to the terminal, results.json, compare.png and report.html."""
 from __future__ import annotations
 
-import contextlib
-
-import json
 import math
 import os
+import signal
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, replace
@@ -20,12 +18,16 @@ from multiprocessing import get_context
 
 import numpy as np
 
+from . import files
+from . import memory as M
+from . import stopping
 from .config import ModelConfig, TrainConfig, default_lr
 from .data import load_corpus
-from . import memory as M
 from .errors import CharlstmError
 from .model import n_params
-from .train import Stop, Trainer, stop_signals
+from .stopping import Stop
+from .train import Trainer
+from .workers import die_with_parent, one_blas_thread, stop_children
 
 MARKERS = "*o+x#@%&"
 
@@ -101,9 +103,10 @@ def train_one(job: dict) -> dict:
                  log=lambda m: None, corpus=corpus, bar_position=job["position"],
                  workers=job["threads"])
     t0 = time.perf_counter()
-    r = tr.run()
+    with files.locked(job["out"]):
+        r = tr.run()
     if r.interrupted:                 # compare is stopping: the checkpoint is saved
-        return {"cell": mcfg.cell, "interrupted": True}
+        return {"cell": mcfg.cell, "interrupted": True, "signum": r.signum}
     wall = time.perf_counter() - t0
     m = tr.model
     passages = recall_passages(corpus.train, corpus.vocab, job["recall_passages"],
@@ -197,9 +200,10 @@ def probe_one(job: dict) -> dict:
                  log=lambda m: None, corpus=corpus, bar_position=job["position"],
                  workers=job["threads"], stop_when=solved)
     tr.bar_desc = f"{mcfg.cell} lag {job['lag']}"
-    r = tr.run()
+    with files.locked(job["out"]):
+        r = tr.run()
     if r.interrupted:
-        return {"cell": mcfg.cell, "lag": job["lag"], "interrupted": True}
+        return {"cell": mcfg.cell, "lag": job["lag"], "interrupted": True, "signum": r.signum}
     acc = M.probe_accuracy(tr.model, corpus.val[len(check):], corpus.vocab)
     flow = M.gradient_flow(tr.model, corpus.val, min(job["flow_T"], 2 * (job["lag"] + 4)))
     return {"cell": mcfg.cell, "lag": job["lag"], "accuracy": acc, "steps": r.steps,
@@ -215,7 +219,6 @@ def run_probe(cells, lags, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=True
     each for tcfg's budget, or, with `minutes`, all of them sharing that much
     wall-clock time (_run_jobs), the shortest lags first, so that the time
     they leave when they are solved early goes to the longer ones."""
-    os.makedirs(os.path.join(out_dir, "probe"), exist_ok=True)
     n_jobs, threads = _job_counts(len(cells) * len(lags), jobs)
     work = []
     for lag in sorted(lags):
@@ -232,8 +235,7 @@ def run_probe(cells, lags, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=True
         f"it recalls ≥ 99% of held-out keys; {n_jobs} at a time; --seq-len raised to "
         "2 × (lag + 4) where shorter")
     rows = _run_jobs(probe_one, work, n_jobs, minutes)
-    if any(r.get("interrupted") for r in rows):
-        raise Stop()
+    _raise_if_stopped(rows)
     acc = {c: [next(r["accuracy"] for r in rows if r["cell"] == c and r["lag"] == lag)
                for lag in lags] for c in cells}
     return {"lags": list(lags), "accuracy": acc, "chance": 1 / len(M.PROBE_KEYS),
@@ -248,16 +250,17 @@ def run_probe(cells, lags, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=True
 def run_compare(text, cells, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=False,
                 match_params=False, seed="", length=300, recall_chars=200, out_dir=None,
                 jobs=None, progress=True, context_max=512, context_positions=2000,
-                probe=None, echo=print, log=print) -> dict:
+                probe=None, force=False, echo=print, log=print) -> dict:
     """Train every cell in `cells` on `text` as mcfg/tcfg say, each in its own
     process when jobs > 1; with `probe` (a dict of lags, model and train
     settings), also run the memory probe; then print the report and write
-    results.json, compare.png and report.html into out_dir. text may be None
+    results.json, compare.png and report.html into out_dir (check_outputs:
+    an earlier run's folder is replaced only with force). text may be None
     when probe is given. cell_lr: each cell at its own default learning rate
     (config.default_lr) instead of tcfg.lr, as when the user gave no --lr."""
     report = {"text": text, "cells": cells, "model": asdict(mcfg), "train": asdict(tcfg),
               "match_params": match_params, "models": [], "probe": None, "context": {}}
-    jobs_list = []
+    corpus = target = None
     if text is not None:
         corpus = load_corpus(text, tcfg.val_frac)         # checks the file once, up front
         need = tcfg.batch_size * (tcfg.seq_len + 1)
@@ -274,9 +277,53 @@ def run_compare(text, cells, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=Fa
         report.update(lstm_params=target, vocab_size=corpus.V, seed=seed,
                       context_max=context_max)
     out_dir = out_dir or os.path.join("checkpoints", "compare-" + time.strftime("%Y%m%d-%H%M%S"))
-    check_run_folder(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
+    check_outputs(out_dir, text, cells, probe, force)
+    with files.locked(os.path.join(out_dir, files.RUN_MARKER)):
+        return _compare(report, text, cells, mcfg, tcfg, corpus, target, cell_lr=cell_lr,
+                        match_params=match_params, seed=seed, length=length,
+                        recall_chars=recall_chars, out_dir=out_dir, jobs=jobs,
+                        progress=progress, context_max=context_max,
+                        context_positions=context_positions, probe=probe, echo=echo, log=log)
+
+
+def check_outputs(out_dir: str, text, cells, probe, force: bool) -> None:
+    """Every file compare will write, checked before any training: the run
+    folder is new, empty, or an earlier compare run's (replaced only with
+    --force); no file in it is the training text, locked by a live run, or
+    not charlstm's own of its kind."""
+    from .train import best_path
+    files.check_run_folder(out_dir, "compare", force=force, legacy=_legacy_run)
+    inputs = {text: "the training text"} if text else {}
+    outs = [(os.path.join(out_dir, n), k) for n, k in (("results.json", "json"),
+                                                         ("compare.png", "png"),
+                                                         ("report.html", "page"))]
+    models = [os.path.join(out_dir, f"{c}.npz") for c in (cells if text else [])]
+    if probe is not None:
+        models += [os.path.join(out_dir, "probe", f"{c}-lag{lag}.npz")
+                   for lag in probe["lags"] for c in cells]
+    outs += [(p, "checkpoint") for m in models for p in (m, best_path(m))]
+    for path, kind in outs:
+        files.check_output(path, kind, option="--out-dir", inputs=inputs, continuing=True)
+
+
+def _legacy_run(folder: str) -> bool:
+    """A run folder of a charlstm before run folders were marked: its results.json."""
+    d = files._json_doc(os.path.join(folder, "results.json"))
+    return isinstance(d, dict) and {"models", "cells", "probe"} <= set(d)
+
+
+def _raise_if_stopped(rows) -> None:
+    """A model that was stopped by a signal means compare is stopping."""
+    stopped = [r for r in rows if r and r.get("interrupted")]
+    if stopped:
+        raise Stop(stopping.pending() or stopped[0].get("signum") or signal.SIGINT)
+
+
+def _compare(report, text, cells, mcfg, tcfg, corpus, target, *, cell_lr, match_params, seed,
+             length, recall_chars, out_dir, jobs, progress, context_max, context_positions,
+             probe, echo, log) -> dict:
     t0 = time.perf_counter()
+    jobs_list = []
     if text is not None:
         n_jobs, threads = _job_counts(len(cells), jobs)
         for k, cell in enumerate(cells):
@@ -292,25 +339,21 @@ def run_compare(text, cells, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=Fa
                 context_max=context_max, context_positions=context_positions))
         log(f"training {len(cells)} models ({_budget(tcfg)} each), {n_jobs} at a time"
             + (", one core each" if n_jobs > 1 else ""))
-        with stop_signals():
-            report["models"] = _run_jobs(train_one, jobs_list, n_jobs)
-        if any(m.get("interrupted") for m in report["models"]):
-            raise Stop()
+        report["models"] = _run_jobs(train_one, jobs_list, n_jobs)
+        _raise_if_stopped(report["models"])
         report["context"] = {m["cell"]: {k: m["context"][k] for k in ("k", "loss", "span")}
                              for m in report["models"]}
     if probe is not None:
-        with stop_signals():
-            report["probe"] = run_probe(cells, probe["lags"], probe["model"], probe["train"],
+        report["probe"] = run_probe(cells, probe["lags"], probe["model"], probe["train"],
                                     cell_lr=cell_lr, out_dir=out_dir, jobs=jobs,
-                                        progress=progress, log=log,
-                                        minutes=probe.get("minutes"))
+                                    progress=progress, log=log, minutes=probe.get("minutes"))
     report["wall_s"] = time.perf_counter() - t0
     report["jobs"] = jobs
     report["agreement"] = agreement(report)
     report["png"] = _plot(report, os.path.join(out_dir, "compare.png"), log)
     path = os.path.join(out_dir, "results.json")
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(report, fh, indent=1, ensure_ascii=False)
+    files.write_json(path, {"charlstm": "compare results", **report}, indent=1,
+                     ensure_ascii=False)
     from .report import write_report
     page = write_report(report, os.path.join(out_dir, "report.html"))
     _print(report, echo)
@@ -320,27 +363,6 @@ def run_compare(text, cells, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=Fa
 
 
 FLOW_STEPS = 200          # gradient flow is measured this many steps back, at least
-
-
-def check_run_folder(out_dir: str) -> None:
-    """compare writes checkpoints, results.json, compare.png and report.html
-    into its run folder: a new or empty folder, or an earlier compare run's
-    (which it replaces, as when make demo is run again), never another one."""
-    if not os.path.exists(out_dir):
-        return
-    if not os.path.isdir(out_dir):
-        raise CharlstmError(f"--out-dir {out_dir} is a file; give a folder")
-    names = [n for n in os.listdir(out_dir) if not n.startswith(".")]
-    if not names:
-        return
-    try:
-        with open(os.path.join(out_dir, "results.json"), encoding="utf-8") as fh:
-            ours = {"models", "cells", "probe"} <= set(json.load(fh))
-    except (OSError, ValueError, TypeError):
-        ours = False
-    if not ours:
-        raise CharlstmError(f"--out-dir {out_dir} holds files that are not an earlier compare "
-                            "run's; give a new or empty folder")
 
 
 def _fit_context(n_val: int, k_max: int, log) -> int:
@@ -393,7 +415,10 @@ def _run_jobs(fn, jobs_list, n_jobs, minutes=None):
     if n_jobs == 1:
         out = []
         for k, job in enumerate(jobs_list):
+            stopping.check()
             out.append(fn(budgeted(job, 0.0, len(jobs_list) - k)[0]))
+            if out[-1].get("interrupted"):
+                break                            # stopping: no model after this one
         return out
     return _in_processes(fn, jobs_list, n_jobs, budgeted)
 
@@ -449,65 +474,41 @@ def _reach(v, name, rep):
     return str(v)
 
 
-def _die_with_parent():
-    """Worker processes end when compare's own process ends, however it ends
-    (SIGTERM, SIGKILL): they would otherwise train on, orphaned, to the end of
-    their budget. Linux only (prctl PR_SET_PDEATHSIG); elsewhere nothing."""
-    import ctypes
-    import signal
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))
-    except (OSError, AttributeError):
-        return
-    if os.getppid() == 1:                     # the parent was gone already
-        os._exit(1)
-
-
-@contextlib.contextmanager
-def one_blas_thread():
-    """Worker processes started inside the block get one BLAS thread each, so
-    that several of them share the cores without oversubscribing them."""
-    saved = os.environ.get("OPENBLAS_NUM_THREADS")
-    os.environ["OPENBLAS_NUM_THREADS"] = "1"
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("OPENBLAS_NUM_THREADS")
-        else:
-            os.environ["OPENBLAS_NUM_THREADS"] = saved
-
-
 def _in_processes(fn, jobs_list, n_jobs, budgeted):
     """Each worker is a fresh process with one BLAS thread, so n_jobs models
     share the cores without oversubscribing them. Jobs are handed out in
     order as workers come free, each through budgeted(job, promised, left)
-    (see _run_jobs)."""
-    with one_blas_thread(), ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn"),
-                                                initializer=_die_with_parent) as pool:
-        results = [None] * len(jobs_list)
-        running = {}                                  # future -> (index, promised end)
-        queue = list(range(len(jobs_list)))
-        try:
-            while queue or running:
-                while queue and len(running) < n_jobs:
-                    now = time.monotonic()
-                    promised = sum(max(0.0, end - now) for _, end in running.values())
-                    k = queue.pop(0)
-                    job, end = budgeted(jobs_list[k], promised, len(queue) + 1)
-                    running[pool.submit(fn, job)] = (k, end)
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for f in done:
-                    results[running.pop(f)[0]] = f.result()
-        except KeyboardInterrupt:         # Ctrl-C, SIGTERM, SIGHUP: each worker saves
-            for f in running:             # its model and stops (Trainer's stop signals)
-                f.cancel()
-            for proc in list(getattr(pool, "_processes", {}).values()):
-                if proc.is_alive():
-                    proc.terminate()
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        return results
+    (see _run_jobs). On a stop signal no job is begun; the workers get the
+    same signal (each saves its model and stops) and are waited for, at most
+    stopping.GRACE seconds, then Stop is raised."""
+    import multiprocessing
+    ctx = get_context("spawn")
+    with one_blas_thread():
+        pool = ProcessPoolExecutor(n_jobs, mp_context=ctx, initializer=die_with_parent,
+                                   initargs=(os.getpid(),))
+    results = [None] * len(jobs_list)
+    running = {}                                  # future -> (index, promised end)
+    queue = list(range(len(jobs_list)))
+    try:
+        while queue or running:
+            while queue and len(running) < n_jobs:
+                stopping.check()
+                now = time.monotonic()
+                promised = sum(max(0.0, end - now) for _, end in running.values())
+                k = queue.pop(0)
+                job, end = budgeted(jobs_list[k], promised, len(queue) + 1)
+                running[pool.submit(fn, job)] = (k, end)
+            done, _ = wait(running, timeout=0.25, return_when=FIRST_COMPLETED)
+            for f in done:
+                results[running.pop(f)[0]] = f.result()
+            stopping.check()
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        stop_children(multiprocessing.active_children(), signum)   # each saves its model
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise Stop(signum) from None
+    pool.shutdown(wait=True)
+    return results
 
 
 def _default_seed(corpus) -> str:
@@ -791,6 +792,6 @@ def _plot(rep, path, log):
         return None
     import matplotlib.pyplot as plt
     fig = _figure(rep)
-    fig.savefig(path, dpi=110)
+    files.save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

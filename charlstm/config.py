@@ -45,6 +45,8 @@ class TrainConfig:
     dtype: str = "float32"
     text: str = ""              # the training text's absolute path (inspect reads its
                                 # held-out part); "" in checkpoints from before it
+    text_sha256: str = ""       # its SHA-256: a stored path is read only while the file
+                                # there is still that text; "" in checkpoints from before it
 
 
 # The peak learning rate when --lr is not given: TrainConfig.lr, except for the

@@ -13,6 +13,7 @@ poem that `make demo` trains on, and `python -m charlstm.data TARBALL OUT
 from __future__ import annotations
 
 import codecs
+import hashlib
 import os
 import stat
 import re
@@ -34,14 +35,16 @@ class Corpus:
     vocab: str            # the symbols, sorted; id = index
     train: np.ndarray     # ids of the first (1 - val_frac) of the text
     val: np.ndarray       # ids of the rest
+    sha256: str = ""      # the file's digest ("" for a text made in memory)
 
     @property
     def V(self) -> int:
         return len(self.vocab)
 
 
-def _chunks(path: str):
-    """Decoded text of `path`, in pieces. Raises CharlstmError on bad input."""
+def _chunks(path: str, digest=None):
+    """Decoded text of `path`, in pieces (`digest`, a hashlib object, is fed
+    the raw bytes). Raises CharlstmError on bad input."""
     if not os.path.exists(path):
         raise CharlstmError(f"{path}: no such file; check the path")
     if os.path.isdir(path):
@@ -57,6 +60,8 @@ def _chunks(path: str):
         with open(path, "rb") as fh:
             while True:
                 raw = fh.read(CHUNK)
+                if digest is not None:
+                    digest.update(raw)
                 try:
                     text = dec.decode(raw, final=not raw)
                 except UnicodeDecodeError as e:
@@ -77,9 +82,9 @@ def _chunks(path: str):
         raise CharlstmError(f"{path} is a folder; give a UTF-8 text file") from None
 
 
-def read_vocab(path: str) -> str:
+def read_vocab(path: str, digest=None) -> str:
     chars: set[str] = set()
-    for text in _chunks(path):
+    for text in _chunks(path, digest):
         chars.update(text)
     if not chars:
         raise CharlstmError(f"{path} is empty; give a file with some text in it")
@@ -140,14 +145,24 @@ def read_text_for(path: str, vocab: str, label: str) -> str:
 
 def load_corpus(path: str, val_frac: float) -> Corpus:
     before = os.stat(path)
-    vocab = read_vocab(path)
+    h = hashlib.sha256()
+    vocab = read_vocab(path, h)
     ids = encode_file(path, vocab)
     after = os.stat(path)
     if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
         raise CharlstmError(f"{path} changed while it was being read; train on a copy "
                             "that stays put")
     n_val = int(len(ids) * val_frac)
-    return Corpus(vocab, ids[:len(ids) - n_val], ids[len(ids) - n_val:])
+    return Corpus(vocab, ids[:len(ids) - n_val], ids[len(ids) - n_val:], h.hexdigest())
+
+
+def file_sha256(path: str) -> str:
+    """The SHA-256 of a file's bytes, read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 class Batches:

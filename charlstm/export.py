@@ -37,8 +37,9 @@ def need(module: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise CharlstmError(f"exporting needs the {module} package; install the extra: "
-                            "pip install -e '.[export]'") from None
+        from .errors import install_hint
+        raise CharlstmError(f"exporting to ONNX needs the {module} package; install it "
+                            f"with: {install_hint('export')}") from None
 
 
 def _charlstm_names(l: int, src: dict) -> dict[str, np.ndarray]:
@@ -89,40 +90,113 @@ def params_from_torch(cfg: ModelConfig, t: dict) -> dict[str, np.ndarray]:
     return p
 
 
-def save_safetensors(ck, path: str) -> None:
-    st = need("safetensors.numpy")
+# safetensors (https://github.com/huggingface/safetensors): 8 bytes, the length
+# n of a JSON header (little-endian); the header, {name: {"dtype", "shape",
+# "data_offsets": [begin, end]}, "__metadata__": {str: str}}; then the tensors'
+# bytes, little-endian, at those offsets from the end of the header. charlstm
+# writes and reads it itself, so that reading checks every size against the
+# settings before anything is allocated.
+
+MAX_HEADER = 16 << 20           # a charlstm header is a few KB (a 65,536-character
+                                # vocabulary: under 1 MB)
+
+
+def safetensors_bytes(ck) -> bytes:
+    """The safetensors file of a checkpoint: torch.nn's names, float32, the
+    vocabulary and settings in the metadata."""
+    tensors = torch_tensors(ck.model, ck.params)
     meta = {"format": FORMAT, "vocab": json.dumps(ck.vocab, ensure_ascii=False),
             "model": json.dumps(asdict(ck.model)),
             "torch_module": TORCH_MODULE.get(ck.model.cell, ""),
             "nonlinearity": "relu" if ck.model.cell == "irnn" else "tanh"}
-    st.save_file(torch_tensors(ck.model, ck.params), path, metadata=meta)
+    header, offset = {"__metadata__": meta}, 0
+    for name in sorted(tensors):
+        t = tensors[name]
+        header[name] = {"dtype": "F32", "shape": list(t.shape),
+                        "data_offsets": [offset, offset + t.nbytes]}
+        offset += t.nbytes
+    head = json.dumps(header, ensure_ascii=False).encode("utf-8")
+    head += b" " * (-len(head) % 8)                    # the tensors start 8-byte aligned
+    return b"".join([len(head).to_bytes(8, "little"), head]
+                    + [tensors[n].astype("<f4").tobytes() for n in sorted(tensors)])
 
 
-def load_safetensors(path: str):
-    """(ModelConfig, vocabulary, charlstm parameters) from an exported file."""
-    st = need("safetensors")
-    from .config import from_dict
-    try:
-        with st.safe_open(path, framework="numpy") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:                                   # its own error types
-        raise CharlstmError(f"{path} is not a readable safetensors file ({e})") from None
-    if meta.get("format") != FORMAT:
-        raise CharlstmError(f"{path} was not exported by charlstm (no charlstm metadata); "
-                            "sample needs the vocabulary and settings charlstm writes there")
-    cfg = from_dict(ModelConfig, json.loads(meta["model"]))
-    return cfg, json.loads(meta["vocab"]), params_from_torch(cfg, tensors)
+def torch_shapes(cfg: ModelConfig) -> dict[str, tuple]:
+    """The name and shape of every tensor torch_tensors makes for cfg."""
+    from .model import layout
+    zeros = {name: np.zeros(shape, np.float32) for name, shape in layout(cfg)}
+    return {k: v.shape for k, v in torch_tensors(cfg, zeros).items()}
 
 
-def model_from_safetensors(path: str):
-    """(model.Model, vocabulary) from an exported safetensors file, checked as
-    a checkpoint's parameters are (checkpoint.model_from_checkpoint)."""
-    from .checkpoint import Checkpoint, model_from_checkpoint
-    from .config import TrainConfig
-    cfg, vocab, params = load_safetensors(path)
-    return model_from_checkpoint(Checkpoint(model=cfg, train=TrainConfig(), vocab=vocab,
-                                            params=params)), vocab
+def load_safetensors_checkpoint(path: str):
+    """A checkpoint.Checkpoint (settings, vocabulary, parameters; nothing to
+    resume) from a safetensors file charlstm exported, every tensor's name,
+    type, shape and place checked against the settings before it is read."""
+    from .checkpoint import Checkpoint, check_settings, vocab_from_ids
+    from .config import TrainConfig, from_dict
+    from .files import check_memory, sniff
+
+    def bad(what):
+        return CharlstmError(f"{path} is a damaged safetensors export: {what}; export it "
+                             "again or pick another file")
+
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        if not 2 <= n <= min(size - 8, MAX_HEADER):
+            raise CharlstmError(f"{path} is {sniff(path)}, not a safetensors file that "
+                                "charlstm exported")
+        try:
+            header = json.loads(fh.read(n).decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise bad(f"its header is not JSON ({e.__class__.__name__})") from None
+        if not isinstance(header, dict):
+            raise bad("its header is not a JSON object")
+        meta = header.pop("__metadata__", None)
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise CharlstmError(f"{path} was not exported by charlstm (no charlstm metadata); "
+                                "charlstm reads the vocabulary and settings it writes there")
+        try:
+            cfg = from_dict(ModelConfig, json.loads(meta["model"]))
+            vocab_list = json.loads(meta["vocab"])
+            if not isinstance(vocab_list, str):
+                raise TypeError("the vocabulary is not a string")
+        except (KeyError, ValueError, TypeError) as e:
+            raise bad(f"its settings or vocabulary do not parse ({e.__class__.__name__}: "
+                      f"{e})") from None
+        if len(vocab_list) > (1 << 20):
+            raise bad("its vocabulary is too long")
+        vocab = vocab_from_ids(np.array([ord(ch) for ch in vocab_list], np.int64), path)
+        check_settings(cfg, TrainConfig(), vocab, path)
+        want = torch_shapes(cfg)
+        extra = sorted(set(header) - set(want))
+        missing = sorted(set(want) - set(header))
+        if extra or missing:
+            raise bad(f"it has tensor {extra[0]!r}, which a {cfg.cell} model does not"
+                      if extra else f"tensor {missing[0]!r} is missing")
+        base, total = 8 + n, 0
+        for name, shape in want.items():
+            e = header[name]
+            if not isinstance(e, dict) or e.get("dtype") != "F32" \
+                    or tuple(e.get("shape", ())) != tuple(shape):
+                raise bad(f"tensor {name!r} is not float32 of shape {tuple(shape)}")
+            off = e.get("data_offsets")
+            nbytes = int(np.prod(shape)) * 4
+            if (not isinstance(off, list) or len(off) != 2
+                    or not all(isinstance(x, int) and not isinstance(x, bool) for x in off)
+                    or off[1] - off[0] != nbytes or off[0] < 0 or base + off[1] > size):
+                raise bad(f"tensor {name!r} does not lie within the file")
+            total += nbytes
+        check_memory(2 * total, f"{path} ({cfg.cell} {cfg.layers}x{cfg.hidden})",
+                     "it cannot be loaded on this machine")
+        tensors = {}
+        for name, shape in want.items():
+            begin, end = header[name]["data_offsets"]
+            fh.seek(base + begin)
+            tensors[name] = np.frombuffer(fh.read(end - begin), "<f4").reshape(shape) \
+                .astype(np.float32)
+    return Checkpoint(model=cfg, train=TrainConfig(), vocab=vocab,
+                      params=params_from_torch(cfg, tensors))
 
 
 # ---------------------------------------------------------------------------
@@ -208,16 +282,25 @@ def onnx_model(ck):
 
 
 def export(path: str, fmt: str, out: str | None = None, force: bool = False) -> str:
+    """Write the model of `path` (a checkpoint, or an earlier safetensors
+    export) as `fmt` to `out`, under files.check_output's rules: never over
+    the checkpoint read, its training text or any file not an export of the
+    same kind; an earlier export only with --force; atomically."""
     from . import checkpoint as ckpt
+    from . import files
     ck = ckpt.load(path)
     ckpt.model_from_checkpoint(ck)                 # every parameter checked, finite
-    root = path[:-4] if path.endswith(".npz") else path
+    root = path[:-4] if path.endswith(".npz") else os.path.splitext(path)[0]
     out = out or f"{root}.{fmt}"
-    if os.path.exists(out) and not force:
-        raise CharlstmError(f"{out} exists; give --force to replace it, or another --out")
+    inputs = {path: "the checkpoint being exported"}
+    if ck.train.text:
+        inputs[ck.train.text] = "the training text"
+    files.check_output(out, fmt, option="--out", inputs=inputs, force=force)
     if fmt == "safetensors":
-        save_safetensors(ck, out)
+        data = safetensors_bytes(ck)
     else:
-        onnx = need("onnx")
-        onnx.save(onnx_model(ck), out)
+        need("onnx")
+        data = onnx_model(ck).SerializeToString()
+    with files.locked(out):
+        files.write_bytes(out, data)
     return out

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import CharlstmError
+from . import stopping
+from .errors import CharlstmError, shell_line
 from .model import Model, Workspace
 
 GATES = {"lstm": ("i", "f", "g", "o"), "lstm-peephole": ("i", "f", "g", "o"),
@@ -54,6 +55,7 @@ def record(model: Model, ids: np.ndarray) -> dict:
     h, c = model.zero_state(1)
     with np.errstate(over="ignore", invalid="ignore"):
         for t0 in range(0, N, T):
+            stopping.check()
             t = min(T, N - t0)
             w = ws if t == T else ws.first(t)
             out["logits"][t0:t0 + t] = model.forward(w, ids[t0:t0 + t, None], h, c,
@@ -309,6 +311,7 @@ def rank_units(rec: dict, feats: dict[str, np.ndarray], top: int = 5) -> dict:
     feature (unit_scores)."""
     rows = {name: [] for name in feats}
     for order, (state, arr) in enumerate(states(rec).items()):
+        stopping.check()
         L, N, H = arr.shape
         ranks = rank_columns(arr.transpose(1, 0, 2).reshape(N, L * H))
         for name, f in feats.items():
@@ -416,33 +419,74 @@ def parse_unit(spec: str, model: Model, rec: dict) -> tuple[int, int, str]:
 # ---------------------------------------------------------------------------
 # The command.
 
-def held_out_text(ck) -> tuple[str, int]:
-    """The text the checkpoint was trained on (its path is in the checkpoint's
-    settings) and where its held-out part starts."""
-    from .data import read_text_for
-    path = ck.train.text
-    if not path:
-        raise CharlstmError("this checkpoint does not record the text it was trained on "
-                            "(it predates charlstm inspect); give --text FILE")
-    text = read_text_for(path, ck.vocab, "the checkpoint's training text")
+def held_out_text(ck, path: str) -> tuple[str, int]:
+    """The text the checkpoint at `path` was trained on and where its held-out
+    part starts. The path stored in the checkpoint is read only while the file
+    there is still that text (its SHA-256, stored beside it, matches): a
+    checkpoint cannot make inspect read, or put on its page, any other file."""
+    import os
+
+    from .data import file_sha256, read_text_for
+    text_path, digest = ck.train.text, ck.train.text_sha256
+    if not text_path:
+        raise CharlstmError(f"{path} does not record the text it was trained on; give the "
+                            "text to run it over with --text FILE")
+    if not digest:
+        raise CharlstmError(f"{path} records {text_path} as its training text but not the "
+                            "text's digest (it was written by an earlier charlstm), so "
+                            "charlstm cannot tell that the file there is that text; give "
+                            "it with --text FILE")
+    if not os.path.isfile(text_path):
+        raise CharlstmError(f"the training text recorded in {path}, {text_path}, is not there "
+                            "any more; give the text with --text FILE")
+    if file_sha256(text_path) != digest:
+        raise CharlstmError(f"{text_path}, recorded in {path} as its training text, has changed "
+                            "since training (its SHA-256 differs), so its held-out part is not "
+                            "the one held out; give a text with --text FILE")
+    text = read_text_for(text_path, ck.vocab, f"the training text {text_path}")
     return text, len(text) - int(len(text) * ck.train.val_frac)
 
 
+MAX_CHARS = 200_000               # --chars at most (and at most what fits MEMORY_BUDGET)
+MEMORY_BUDGET = 1.5e9             # bytes of recorded states and ranking work
+
+
+def bytes_per_char(cfg) -> float:
+    """Memory inspect needs per character of text, for this model: every
+    recorded state and gate (4 bytes a unit), the logits, and the ranking of
+    one state's units at a time (about 40 bytes a unit: rank_columns)."""
+    from .cells import CELLS
+    n_states = 1 + CELLS[cfg.cell].has_c + len(GATES[cfg.cell])
+    LH = cfg.layers * cfg.hidden
+    return n_states * LH * 4 + cfg.vocab_size * 4 + LH * 40
+
+
+def check_chars(cfg, chars: int) -> None:
+    """Refuse, before any work, a --chars whose work would not fit MEMORY_BUDGET."""
+    fits = int(MEMORY_BUDGET // bytes_per_char(cfg))
+    if chars > fits:
+        raise CharlstmError(f"--chars {chars:,} would need about "
+                            f"{chars * bytes_per_char(cfg) / 1e9:.1f} GB for a {cfg.cell} "
+                            f"{cfg.layers}x{cfg.hidden}; inspect uses at most "
+                            f"{MEMORY_BUDGET / 1e9:g} GB: give --chars {fits:,} or fewer")
+
+
 def run_inspect(path: str, text_path: str | None, chars: int, unit: str | None, top: int,
-                log=print) -> tuple[dict, dict, str, Model, object]:
+                log=print, ck=None) -> tuple[dict, dict, str, Model, object]:
     """Record the model over the text, find the cells, score the gates.
     Returns (result, recording, text, model, checkpoint)."""
     import time
 
     from . import checkpoint as ckpt
     from .data import read_text_for
-    ck = ckpt.load(path)
+    ck = ck or ckpt.load(path)
+    check_chars(ck.model, chars)
     model = ckpt.model_from_checkpoint(ck, np.float32)
     if text_path:
         whole, start = read_text_for(text_path, ck.vocab, text_path), 0
         source = text_path
     else:
-        whole, start = held_out_text(ck)
+        whole, start = held_out_text(ck, path)
         source = f"the held-out part of {ck.train.text}"
     text = whole[start:start + chars]
     if len(text) < 2:
@@ -479,7 +523,9 @@ def clamp_suggestion(res: dict, rec: dict, path: str) -> str | None:
     """A sample --clamp command that holds the best unit found (of in_quotes
     when one scores 0.5 or more, else of the best-scored feature) at twice the
     furthest value it reaches, on the side where the feature is high: a push
-    well past what the text ever made it do, so that its effect shows."""
+    well past what the text ever made it do, so that its effect shows. When
+    that side is the unit's resting value (a ReLU unit's 0), twice its other
+    extreme instead; no suggestion for a unit that never moves."""
     cands = [(f, u[0]) for f, u in res["features"].items() if u]
     if not cands:
         return None
@@ -487,6 +533,12 @@ def clamp_suggestion(res: dict, rec: dict, path: str) -> str | None:
     feat, best = quotes[0] if quotes else max(cands, key=lambda c: c[1]["score"])
     state = "c" if rec["c"] is not None else "h"
     arr = states(rec)[state][best["layer"], :, best["unit"]]
-    value = 2 * float(arr.max() if best["sign"] > 0 else arr.min())
-    return (f"charlstm sample {path} --clamp {best['layer']}:{best['unit']}={value:.2f} "
-            f"--length 400   # holds the {feat} unit's {state} at twice its furthest value")
+    hi, lo = float(arr.max()), float(arr.min())
+    value = 2 * (hi if best["sign"] > 0 else lo)
+    if abs(value) < 1e-6 * max(1.0, abs(hi), abs(lo)):
+        value = 2 * (lo if best["sign"] > 0 else hi)
+        if abs(value) < 1e-12:
+            return None
+    return (shell_line(["charlstm", "sample", path, "--clamp",
+                        f"{best['layer']}:{best['unit']}={value:.4g}", "--length", "400"])
+            + f"   # holds the {feat} unit's {state} at twice its furthest value")

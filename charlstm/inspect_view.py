@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import os
 
 import numpy as np
@@ -71,9 +70,11 @@ def coloured(text: str, values: np.ndarray, mode: str, width: int = 100) -> str:
 # The HTML page.
 
 PICK_CHARS = 2000          # characters for which every unit's h and c go into the page
+PAGE_CHARS = 20_000        # characters shown on the page (the scores use all of --chars)
 
 PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>charlstm inspect: %(title)s</title>
+<html lang="en"><head><meta charset="utf-8"><meta name="generator" content="charlstm inspect">
+<title>charlstm inspect: %(title)s</title>
 <style>
 body{font:14px/1.45 system-ui,sans-serif;margin:20px auto;max-width:1200px;padding:0 14px;color:#222}
 h1{font-size:21px;margin:0} h2{font-size:16px;margin:26px 0 6px;border-bottom:1px solid #ddd}
@@ -92,7 +93,7 @@ svg text{font-size:10.5px;fill:#333} .dot{cursor:pointer}
 %(css)s
 </style></head><body>
 <h1>charlstm inspect</h1>
-<p class="note">%(subtitle)s</p>
+<p class="note">%(subtitle)s%(shown_note)s</p>
 <p class="legend note">colour of each character's background: the unit's value after reading it:
 <span style="background:#0000ff"></span> −1 <span style="background:#8080ff"></span>
 <span style="background:#fff;border:1px solid #ccc"></span> 0 <span style="background:#ff8080"></span>
@@ -221,13 +222,16 @@ def write_page(path: str, res: dict, rec: dict, text: str, vocab: str, top_ids, 
     """The page: a panel per feature's best unit, a picker for any unit's h and
     c over the first PICK_CHARS characters, the gate-saturation scatters and
     the counters."""
+    from .files import inline_json, write_text
     st = states(rec)
+    shown = min(len(text), PAGE_CHARS)
+    text, top_ids, top_p = text[:shown], top_ids[:shown], top_p[:shown]
     panels = []
     for feat, units in res["features"].items():
         if not units:
             continue
         best = units[0]
-        v = st[best["state"]][best["layer"], :, best["unit"]]
+        v = st[best["state"]][best["layer"], :shown, best["unit"]]
         squash = best["state"] == "c"
         scale = float(max(1.0, np.abs(v).max())) if squash else 1.0
         panels.append({"title": f"{feat} ({FEATURES[feat][1]}): layer {best['layer']}, unit "
@@ -256,14 +260,15 @@ def write_page(path: str, res: dict, rec: dict, text: str, vocab: str, top_ids, 
                   + (";color:#fff" if abs(k - 10) >= 7 else "") + "}" for k in range(21))
     tables = _tables_html(res)
     page = PAGE % {
-        "title": html.escape(title), "subtitle": html.escape(res["subtitle"]), "n": f"{len(text):,}",
+        "title": html.escape(title), "subtitle": html.escape(res["subtitle"]), "n": f"{res['chars']:,}",
         "npick": f"{M:,}", "first_state": pick_states[0], "css": css,
         "scatter": "".join(_scatter(g, s) for g, s in res["gates"].items()) or
                    "<p class=note>This cell has no σ gates.</p>",
         "tables": tables,
-        "data": json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")}
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(page)
+        "shown_note": (f" · the page shows the first {shown:,} of them" if shown < res["chars"]
+                       else ""),
+        "data": inline_json(data)}
+    write_text(path, page)
     return path
 
 

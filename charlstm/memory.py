@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels as K
+from . import stopping
 from .errors import CharlstmError
 from .model import Model, Workspace
 
@@ -63,6 +64,7 @@ def run_streams(model: Model, tokens: np.ndarray, visit, h=None, c=None):
             hb, cb = np.zeros_like(h[:, :B]), np.zeros_like(c[:, :B])
             hb[:, :b], cb[:, :b] = h[:, s0:s0 + b], c[:, s0:s0 + b]
             for t0 in range(0, N, T):
+                stopping.check()             # between chunks: safe to stop
                 t = min(T, N - t0)
                 w = ws if t == T else ws.first(t)
                 tok = np.zeros((t, B), np.intp)

@@ -30,6 +30,7 @@ class _Jobs:
         self.lists = [[] for _ in range(workers)]   # each worker's jobs so far
         self.started = [0] * workers                # how many of them have been taken
         self.done = [False] * workers               # whether it will make any more
+        self.aborted = False                        # a worker failed: nobody waits on
         self.cond = threading.Condition()
 
     def offer(self, k: int) -> _Offer:
@@ -46,6 +47,12 @@ class _Jobs:
             self.done[k] = True
             self.cond.notify_all()
 
+    def abort(self):
+        """A worker failed: every worker stops taking jobs, and none waits."""
+        with self.cond:
+            self.aborted = True
+            self.cond.notify_all()
+
     def run(self, k: int):
         W = len(self.lists)
         order = [(k + i) % W for i in range(W)]                 # its own first
@@ -57,7 +64,7 @@ class _Jobs:
         """The next job not yet started, waiting for workers still at work;
         None when every worker is done and every job has been taken."""
         with self.cond:
-            while True:
+            while not self.aborted:
                 for i in order:
                     if self.started[i] < len(self.lists[i]):
                         self.started[i] += 1
@@ -65,6 +72,7 @@ class _Jobs:
                 if all(self.done):
                     return None
                 self.cond.wait()
+            return None
 
 
 class _Offer:
@@ -142,13 +150,20 @@ class Replicas:
                 loss = self.model.loss(self.ws[k], tokens[:, lo:hi], targets[:, lo:hi],
                                        h0[:, lo:hi], c0[:, lo:hi], mk, grad, self.g[k], n,
                                        self.packs, shared.offer(k))
+            except BaseException:
+                shared.abort()                   # no worker may wait for this one's jobs
+                raise
             finally:
                 shared.finish(k)
             shared.run(k)
             return loss
 
         others = [self.pool.submit(part, k) for k in range(1, len(self.parts))]
-        losses = [part(0)] + [f.result() for f in others]
+        try:
+            first = part(0)
+        finally:                                 # whatever happened here, the other
+            rest = [f.result() for f in others]  # workers end before this call does
+        losses = [first] + rest
         if grad:
             for buf in self.grads[1:]:
                 self.model.grad += buf

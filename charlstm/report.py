@@ -163,6 +163,7 @@ def _marked(out: str, prefix: int) -> str:
 
 def write_report(rep: dict, path: str) -> str:
     parts = [f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+             f'<meta name="generator" content="charlstm compare">'
              f"<title>charlstm compare</title><style>{CSS}</style></head><body>",
              "<h1>charlstm compare</h1>",
              f'<p class="note">{_esc(rep["text"] or "memory probe only")} · cells '
@@ -175,8 +176,8 @@ def write_report(rep: dict, path: str) -> str:
         parts.append("<h2>Do the measures of memory agree?</h2><ul>"
                      + "".join(f"<li>{_esc(a)}</li>" for a in rep["agreement"]) + "</ul>")
     parts.append("</body></html>")
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write("\n".join(parts))
+    from .files import write_text
+    write_text(path, "\n".join(parts))
     return path
 
 

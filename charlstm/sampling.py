@@ -10,6 +10,7 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from . import kernels as K
+from . import stopping
 from .data import encode_text
 from .errors import CharlstmError
 from .model import Model
@@ -40,11 +41,8 @@ class Sampler:
 
     @classmethod
     def from_checkpoint(cls, path: str, weights: str = "float32", clamp=()) -> "Sampler":
-        """From a checkpoint, or a safetensors file that charlstm export wrote."""
-        if path.endswith(".safetensors"):
-            from .export import model_from_safetensors
-            model, vocab = model_from_safetensors(path)
-            return cls(model, vocab, weights=weights, clamp=clamp)
+        """From a checkpoint, or a safetensors file that charlstm export wrote
+        (checkpoint.load reads both)."""
         ck = ckpt.load(path)
         return cls(ckpt.model_from_checkpoint(ck, np.float32), ck.vocab, weights=weights,
                    clamp=clamp)
@@ -88,12 +86,13 @@ class Sampler:
             start = "\n" if "\n" in self.vocab else self.vocab[0]
             prime = encode_text(start, self.vocab)
         h, c = self.model.zero_state(1)
-        u = np.random.default_rng(rng_seed).random(length)
-        n, size = 0, first                               # small first piece: quick first output
-        while n < length:
+        rng = np.random.default_rng(rng_seed)    # drawn a piece at a time: the same numbers
+        n, size = 0, first                       # as drawn at once (so the same text), and
+        while n < length:                        # memory that does not grow with --length
+            stopping.check()
             k = min(size, length - n)
             out = np.empty(k, np.int64)
-            self.generate(out, prime, u[n:n + k], h, c, temperature, top_k, greedy)
+            self.generate(out, prime, rng.random(k), h, c, temperature, top_k, greedy)
             prime = prime[:0]
             n += k
             size = min(chunk, size * 2)
@@ -114,9 +113,10 @@ def check_clamp(model: Model, clamp) -> tuple[np.ndarray, np.ndarray]:
         if not (0 <= layer < L and 0 <= unit < H):
             raise CharlstmError(f"--clamp {layer}:{unit}: this model has layers 0-{L - 1} "
                                 f"and units 0-{H - 1} in each")
-        if not np.isfinite(value):
+        if not np.isfinite(value) or abs(value) > float(np.finfo(model.dtype).max):
             raise CharlstmError(f"--clamp {layer}:{unit}={value}: the value must be a "
-                                "finite number")
+                                f"finite number within ±{np.finfo(model.dtype).max:.3g}, "
+                                f"the range of the model's {model.dtype} numbers")
         rows.append([layer, unit])
         vals.append(value)
     return (np.array(rows, np.int64).reshape(-1, 2), np.array(vals, model.dtype))

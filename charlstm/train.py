@@ -1,12 +1,10 @@
 """The training loop: Python around the jitted work, one step per batch."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
 import signal
-import threading
 import time
 from dataclasses import dataclass
 
@@ -14,78 +12,19 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from . import kernels as K
+from . import stopping
 from .config import AUTO_EVAL_MIN_STEPS, AUTO_EVAL_SHARE, ModelConfig, TrainConfig
 from .data import Batches, Corpus, encode_file, load_corpus
 from .errors import CharlstmError
 from .model import Model
 from .replicas import Replicas
+from .stopping import Stop  # noqa: F401  (the stop signals' exception, for callers)
 
 LN2 = math.log(2)
 
 
 class Diverged(Exception):
     """The loss or gradient stopped being finite; the update was not applied."""
-
-
-STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP")
-                     if hasattr(signal, n))
-
-
-class Stop(KeyboardInterrupt):
-    """A stop signal (SIGINT, SIGTERM, SIGHUP) taken as Ctrl-C: save and stop."""
-
-    def __init__(self, signum: int = signal.SIGINT):
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _raise_stop(signum, frame):
-    raise Stop(signum)
-
-
-@contextlib.contextmanager
-def stop_signals():
-    """SIGTERM and SIGHUP (sent by schedulers, timeout, systemd, a closed
-    terminal) stop training as Ctrl-C does, for the duration of the block.
-    Main thread only; elsewhere nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    saved = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS if sig != signal.SIGINT}
-    for sig in saved:
-        signal.signal(sig, _raise_stop)
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
-
-
-@contextlib.contextmanager
-def ctrl_c_after():
-    """A stop signal (Ctrl-C's SIGINT, or SIGTERM and SIGHUP inside
-    stop_signals) that arrives inside the block is raised as Stop when the
-    block is done, so that a training step is either whole, recorded and in
-    the checkpoint that the stop saves, or not begun. Only the main thread
-    can take signals; elsewhere, or where SIGINT has another handler than
-    Python's, the block changes nothing."""
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-        yield
-        return
-    caught = []
-    deferred = [sig for sig in STOP_SIGNALS
-                if sig == signal.SIGINT or signal.getsignal(sig) is _raise_stop]
-    for sig in deferred:
-        signal.signal(sig, lambda sig, frame: caught.append(sig))
-    try:
-        yield
-    finally:
-        for sig in deferred:
-            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT
-                          else _raise_stop)
-    if caught:
-        raise Stop(caught[0])
 
 
 def best_path(out: str) -> str:
@@ -163,6 +102,10 @@ class Trainer:
         self.text_path = text
         if resume:
             ck = ckpt.load(resume)
+            if not (ck.opt_m is not None or ck.state):
+                raise CharlstmError(f"{resume} holds a model but no training state (it is an "
+                                    "export); resume the .npz checkpoint it came from")
+            check_same_text(text, ck, resume)
             ids = encode_file_for(text, ck.vocab)
             n_val = int(len(ids) * ck.train.val_frac)
             corpus = Corpus(ck.vocab, ids[:len(ids) - n_val], ids[len(ids) - n_val:])
@@ -172,7 +115,8 @@ class Trainer:
             corpus = corpus or load_corpus(text, cfg.val_frac)
             model_cfg = dataclasses.replace(model_cfg, vocab_size=corpus.V)
             if os.path.isfile(text):
-                cfg = dataclasses.replace(cfg, text=os.path.abspath(text))
+                cfg = dataclasses.replace(cfg, text=os.path.abspath(text),
+                                          text_sha256=corpus.sha256)
             self.state = dict(step=0, epoch=0, batch=0, elapsed=0.0, train_time=0.0,
                               best_val=None, rng=None)
         self.cfg, self.corpus = cfg, corpus
@@ -205,7 +149,12 @@ class Trainer:
             self.model = ckpt.model_from_checkpoint(ck, dtype)
             self.m, self.v = ck.opt_m.astype(dtype), ck.opt_v.astype(dtype)
             self.h, self.c = ck.carry_h.astype(dtype), ck.carry_c.astype(dtype)
-            self.rng.bit_generator.state = ck.state["rng"]
+            try:
+                self.rng.bit_generator.state = ck.state["rng"]
+            except (TypeError, ValueError, KeyError, OverflowError) as e:
+                raise CharlstmError(f"{resume} is a damaged checkpoint: its random-number "
+                                    f"state does not load ({e.__class__.__name__}); retrain "
+                                    "or pick another file") from None
             self.hist_train = [list(r) for r in ck.history_train]
             self.hist_val = [list(r) for r in ck.history_val]
             self.hist_norm = [list(r) for r in ck.history_norm]
@@ -303,6 +252,7 @@ class Trainer:
         h, c = self.model.zero_state(B)
         total = 0.0
         for k in range(batches.n + 1):      # the whole windows, then the rest (< T steps)
+            stopping.check()                # a stop loses only this score
             x, y = batches.get(k)
             if len(x) == 0:
                 break
@@ -332,7 +282,7 @@ class Trainer:
             try:
                 ckpt.save(ck, path)
             except OSError as e:
-                from .outputs import oserror_line
+                from .files import oserror_line
                 raise oserror_line(e, path) from None
             if path not in self.written:
                 self.written.append(path)
@@ -355,19 +305,19 @@ class Trainer:
         interrupted = diverged = False
         signum = 0
         t_last = time.perf_counter()
-        try:
-            with stop_signals():
+        with stopping.installed():          # a stop signal is taken between steps
+            try:
                 while not self._budget_spent():
-                    with ctrl_c_after():        # Ctrl-C saves whole steps only
-                        t0 = time.perf_counter()
-                        loss = self.step()
-                        dt = time.perf_counter() - t0
-                        s["train_time"] += dt
-                        now = time.perf_counter()
-                        s["elapsed"] += now - t_last
-                        t_last = now
-                        self.hist_train.append([s["step"], s["elapsed"], loss])
-                        self.hist_norm.append([s["step"], self.grad_norm])
+                    t0 = time.perf_counter()
+                    loss = self.step()
+                    dt = time.perf_counter() - t0
+                    s["train_time"] += dt
+                    now = time.perf_counter()
+                    s["elapsed"] += now - t_last
+                    t_last = now
+                    self.hist_train.append([s["step"], s["elapsed"], loss])
+                    self.hist_norm.append([s["step"], self.grad_norm])
+                    stopping.check()        # the step is whole and recorded: stop here
                     ema = loss if ema is None else 0.95 * ema + 0.05 * loss
                     if self._eval_due() or self._budget_spent():
                         val = self._eval_and_save()
@@ -382,20 +332,24 @@ class Trainer:
                     bar.set_postfix(loss=f"{ema:.3f}", val="-" if val is None else f"{val:.3f}",
                                     cps=f"{s['step'] * chars / max(s['train_time'], 1e-9):,.0f}",
                                     refresh=False)
-        except KeyboardInterrupt as e:
-            interrupted = True
-            signum = getattr(e, "signum", signal.SIGINT)
-            with ctrl_c_after():     # a second Ctrl-C waits until this checkpoint is written
-                self.save()
-        except Diverged:
-            diverged = True        # the update was refused: the model is the last finite one
+                if not self.corrupt and (not self.hist_val or self.hist_val[-1][0] != s["step"]):
+                    val = self._eval_and_save()
+                stopping.check()
+            except KeyboardInterrupt as e:      # a stop signal (or a test's Ctrl-C)
+                interrupted = True
+                signum = getattr(e, "signum", signal.SIGINT)
+                self.save()                     # a second signal waits for this checkpoint
+            except Diverged:
+                diverged = True    # the update was refused: the model is the last finite one
+                if not self.corrupt and (not self.hist_val or self.hist_val[-1][0] != s["step"]):
+                    try:
+                        val = self._eval_and_save()
+                    except KeyboardInterrupt:
+                        pass       # stopping: the last checkpoint stands
         bar.close()
         if interrupted:
-            name = signal.Signals(signum).name if signum else "SIGINT"
-            self.log(f"stopped by {name} at step {s['step']}: saved {self.out}")
-        if (not interrupted and not self.corrupt
-                and (not self.hist_val or self.hist_val[-1][0] != s["step"])):
-            val = self._eval_and_save()
+            self.log(f"stopped by {stopping.signal_name(signum)} at step {s['step']}: "
+                     f"saved {self.out}")
         return Result(self.out, best_path(self.out), s["step"], self._recent_train_loss(), val,
                       s["best_val"], s["elapsed"],
                       s["step"] * chars / max(s["train_time"], 1e-9), self.grad_norm, interrupted,
@@ -421,19 +375,32 @@ class Trainer:
 
     def _eval_and_save(self):
         s = self.state
-        val = self.evaluate()       # changes nothing: a Ctrl-C here loses only this score
-        with ctrl_c_after():        # the score, the best so far and both files, together
-            s["last_val"] = val
-            score = val if val is not None else self._recent_train_loss()
-            if val is not None:
-                self.hist_val.append([s["step"], s["elapsed"], val])
-            best = math.isfinite(score) and (s["best_val"] is None
-                                             or not math.isfinite(s["best_val"])
-                                             or score < s["best_val"])
-            if best:
-                s["best_val"] = score
-            self.save(best=best)
+        val = self.evaluate()       # changes nothing: a stop here loses only this score
+        # The score, the best so far and both files, together (a stop signal only
+        # takes effect at the next stopping.check()).
+        s["last_val"] = val
+        score = val if val is not None else self._recent_train_loss()
+        if val is not None:
+            self.hist_val.append([s["step"], s["elapsed"], val])
+        best = math.isfinite(score) and (s["best_val"] is None
+                                         or not math.isfinite(s["best_val"])
+                                         or score < s["best_val"])
+        if best:
+            s["best_val"] = score
+        self.save(best=best)
         return val
+
+
+def check_same_text(path: str, ck, resume: str) -> None:
+    """A resumed run goes on on the text it was trained on: the digest stored
+    in the checkpoint must be that of the file given."""
+    want = ck.train.text_sha256
+    if want and os.path.isfile(path):
+        from .data import file_sha256
+        if file_sha256(path) != want:
+            raise CharlstmError(f"{path} is not the text {resume} was trained on (its SHA-256 "
+                                f"differs from the one recorded, {want[:12]}…); resume on that "
+                                "text, or train a new model")
 
 
 def encode_file_for(path: str, vocab: str) -> np.ndarray:

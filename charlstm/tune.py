@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -109,13 +108,22 @@ def _entry(name: str, v, where: str) -> dict:
         low, high = check(v["low"]), check(v["high"])
         if not low < high:
             raise bad(f"low {low} is not below high {high}")
-        log = bool(v.get("log", False))
+        log = v.get("log", False)
+        if not isinstance(log, bool):
+            raise bad(f'"log" is {log!r}; give true or false')
+        if log and low <= 0:
+            raise bad(f'a log range must start above 0, not at {low}')
         step = v.get("step")
         if step is not None:
             if log:
                 raise bad('"log" and "step" cannot be combined')
-            if isinstance(step, bool) or not isinstance(step, (int, float)) or not step > 0:
+            if isinstance(step, bool) or not isinstance(step, (int, float)) \
+                    or not math.isfinite(step) or not step > 0:
                 raise bad(f'"step" {step!r} is not a number above 0')
+            if name in INT_KEYS and step != int(step):
+                raise bad(f'"step" {step!r} is not a whole number ({name} is one)')
+            if step > high - low:
+                raise bad(f'"step" {step} is larger than the range {low} to {high}')
         e = {"low": low, "high": high, "log": log}
         if step is not None:
             e["step"] = int(step) if name in INT_KEYS else float(step)
@@ -123,11 +131,19 @@ def _entry(name: str, v, where: str) -> dict:
     return {"value": check(v)}
 
 
+MAX_SPACE_BYTES = 1 << 20
+
+
 def load_space_file(path: str) -> dict:
     """A space of the user's own: JSON, or TOML (.toml), mapping setting names
     (as the options spell them, seq-len or seq_len) to a value, a list of
     values or a range {"low": a, "high": b, "log": true}."""
+    from .files import sniff
     try:
+        if os.path.getsize(path) > MAX_SPACE_BYTES:
+            raise CharlstmError(f"--space {path} is {sniff(path)} of "
+                                f"{os.path.getsize(path):,} bytes, not a search space (a few "
+                                "lines of JSON or TOML)")
         with open(path, "rb") as fh:
             raw = fh.read()
     except OSError as e:
@@ -144,7 +160,12 @@ def load_space_file(path: str) -> dict:
             d = json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         kind = "TOML" if path.endswith(".toml") else "JSON"
-        raise CharlstmError(f"--space {path} is not valid {kind}: {e}") from None
+        what = sniff(path)
+        if what not in ("a text file", "a JSON file"):
+            raise CharlstmError(f"--space {path} is {what}, not a search space in {kind}; give "
+                                'a file such as {"cell": ["lstm", "gru"]}') from None
+        raise CharlstmError(f"--space {path} is not valid {kind}: "
+                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     if not isinstance(d, dict):
         raise CharlstmError(f"--space {path}: expected a table of settings, e.g. "
                             '{"cell": ["lstm", "gru"], "lr": {"low": 0.001, "high": 0.02}}')
@@ -194,12 +215,14 @@ class Speed:
 
 
 def steps_per_s(text: str, mcfg: ModelConfig, threads: int, seconds: float,
-                corpus=None, warm: int = 1) -> float:
-    """Training steps per second of mcfg at charlstm train's default batch on
-    `threads` threads, timed for `seconds` (and at least 3 steps) after
-    `warm` untimed ones."""
+                corpus=None, warm: int = 1, batch_size: int = TrainConfig.batch_size,
+                seq_len: int = TrainConfig.seq_len) -> float:
+    """Training steps per second of mcfg at batch_size x seq_len (default:
+    charlstm train's) on `threads` threads, timed for `seconds` (and at least
+    3 steps) after `warm` untimed ones."""
     from .train import Trainer
-    tr = Trainer(text, mcfg, TrainConfig(steps=10 ** 9, eval_every=10 ** 9), os.devnull,
+    tr = Trainer(text, mcfg, TrainConfig(steps=10 ** 9, eval_every=10 ** 9,
+                                         batch_size=batch_size, seq_len=seq_len), os.devnull,
                  progress=False, log=lambda m: None, corpus=corpus, workers=threads)
     for _ in range(warm):
         tr.step()
@@ -210,12 +233,20 @@ def steps_per_s(text: str, mcfg: ModelConfig, threads: int, seconds: float,
     return n / (time.perf_counter() - t0)
 
 
-def measure_speed(text: str, corpus, threads: int, seconds: float = 1.5) -> Speed:
+def measure_speed(text: str, corpus, threads: int, seconds: float = 1.5) -> Speed | None:
     """The rate of floating-point work of an LSTM 1x512 trial on `threads`
-    threads (the kernels are compiled already)."""
-    T = TrainConfig()
+    threads (the kernels are compiled already), timed at charlstm train's
+    batch, or a smaller one that a short text holds; None for a text too
+    short for any."""
+    B, T = TrainConfig.batch_size, TrainConfig.seq_len
+    while B > 1 and B * (T + 1) > len(corpus.train):
+        B //= 2
+    while T > 1 and B * (T + 1) > len(corpus.train):
+        T //= 2
+    if B * (T + 1) > len(corpus.train):
+        return None
     cps = steps_per_s(text, ModelConfig(cell="lstm", hidden=512, layers=1), threads, seconds,
-                      corpus) * T.seq_len * T.batch_size
+                      corpus, batch_size=B, seq_len=T) * T * B
     return Speed(cps * flops_per_char("lstm", 512, 1, corpus.V), threads)
 
 
@@ -355,22 +386,66 @@ def need_optuna():
     try:
         import optuna
     except ImportError:
+        from .errors import install_hint
         raise CharlstmError("charlstm tune needs Optuna, an optional extra: install it with "
-                            "pip install -e '.[tune]' (make install does)") from None
+                            f"{install_hint('tune')}") from None
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     import warnings
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna
 
 
+SECRET_KEYS = ("password", "passwd", "pwd", "secret", "token", "sslpassword", "sslkey",
+               "api_key", "apikey", "key")
+
+
 def redact(url: str) -> str:
-    """A storage URL without its password, for messages."""
-    if "://" not in url or "@" not in url:
+    """A storage URL without its secrets, for messages and reports: the
+    password of user:password@host (one holding an unescaped '@' or '/'
+    included: the host is what follows the last '@') and the values of
+    password=, token=, ... in its query."""
+    from urllib.parse import parse_qsl, urlencode
+    if "://" not in url:
         return url
     scheme, rest = url.split("://", 1)
-    cred, host = rest.rsplit("@", 1)
-    user = cred.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in cred else url
+    if "@" in rest:
+        cred, after = rest.rsplit("@", 1)
+        rest = f"{cred.split(':', 1)[0]}:***@{after}" if ":" in cred else rest
+    if "?" in rest:
+        base, query = rest.split("?", 1)
+        frag = ""
+        if "#" in query:
+            query, frag = query.split("#", 1)
+            frag = "#" + frag
+        pairs = [(k, "***" if k.lower() in SECRET_KEYS else v)
+                 for k, v in parse_qsl(query, keep_blank_values=True)]
+        rest = f"{base}?{urlencode(pairs, safe='*')}{frag}"
+    return f"{scheme}://{rest}"
+
+
+def scrub(message: str, url: str | None) -> str:
+    """A message with every secret of url (and url itself) replaced by its
+    redacted form: database drivers quote the URL or its parts in errors."""
+    if not url or "://" not in url:
+        return message
+    from urllib.parse import parse_qsl, unquote, urlsplit
+    message = message.replace(url, redact(url))
+    secrets = []
+    rest = url.split("://", 1)[1]
+    if "@" in rest:
+        cred = rest.rsplit("@", 1)[0]
+        if ":" in cred:
+            secrets.append(cred.split(":", 1)[1])
+    try:
+        secrets += [v for k, v in parse_qsl(urlsplit(url).query) if k.lower() in SECRET_KEYS]
+    except ValueError:
+        pass
+    import re
+    parts = {x for s in secrets for x in (s, unquote(s))}
+    parts |= {p for x in list(parts) for p in re.split(r"[@:/?#&]", x)}  # a driver that cut
+    for sec in sorted((x for x in parts if len(x) >= 3), key=len, reverse=True):  # the URL
+        message = message.replace(sec, "***")                    # at an '@' quotes a piece
+    return message
 
 
 def _with_driver(url: str) -> str:
@@ -383,11 +458,30 @@ def _with_driver(url: str) -> str:
     return url
 
 
+def check_storage(url: str | None, run_dir: str, inputs: dict) -> None:
+    """Up front, under files.check_output's rules: a journal file (the run
+    folder's, or one named by --storage) or an SQLite file is a tune study's
+    own or new; never the training text or any other file."""
+    from . import files
+    if url is None or "://" not in url:
+        path = url or os.path.join(run_dir, "study.log")
+        own = url is None and os.path.isfile(path) and os.path.getsize(path) == 0
+        if not own:                              # (an empty journal of our own run folder:
+            files.check_output(path, "journal",  # its creation was cut short)
+                               option="--storage" if url else "--out-dir",
+                               inputs=inputs, continuing=True)
+    elif url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):].split("?", 1)[0]
+        if path and path != ":memory:":
+            files.check_output(path, "sqlite", option="--storage", inputs=inputs,
+                               continuing=True)
+
+
 def open_storage(url: str | None, run_dir: str):
     """Optuna's storage: a journal file in the run folder (no server needed;
     processes on this machine share it through a lock file), another journal
     file named by a path, or a database URL (postgresql://, mysql://,
-    sqlite:///) through SQLAlchemy."""
+    sqlite:///) through SQLAlchemy. check_storage has checked it."""
     optuna = need_optuna()
     if url is None or "://" not in url:
         from optuna.storages.journal import JournalFileBackend, JournalStorage
@@ -398,6 +492,10 @@ def open_storage(url: str | None, run_dir: str):
         except OSError as e:
             raise CharlstmError(f"cannot open the study's journal {path}: "
                                 f"{os.strerror(e.errno).lower() if e.errno else e}") from None
+        except (ValueError, UnicodeDecodeError) as e:
+            from .files import sniff
+            raise CharlstmError(f"--storage {path} is {sniff(path)}, not a tune study's "
+                                f"journal ({type(e).__name__}); give another") from None
     try:
         for attempt in range(5):
             try:
@@ -413,20 +511,18 @@ def open_storage(url: str | None, run_dir: str):
                     raise
                 time.sleep(0.5 + attempt)
     except ImportError as e:
-        raise CharlstmError(f"--storage {redact(url)}: the database driver is missing ({e}); "
-                            "for PostgreSQL, pip install -e '.[tune]' installs psycopg; for "
-                            "MySQL, pip install pymysql and give mysql+pymysql://") from None
+        from .errors import install_hint
+        raise CharlstmError(scrub(f"--storage {redact(url)}: the database driver is missing "
+                                  f"({e}); for PostgreSQL, {install_hint('tune')} installs "
+                                  "psycopg; for MySQL, pip install pymysql and give "
+                                  "mysql+pymysql://", url)) from None
     except Exception as e:                       # sqlalchemy's errors, bad URLs
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CharlstmError(f"cannot open the study at --storage {redact(url)}: {first}") from None
-
-
-def file_digest(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        rest = url.split("://", 1)[1]
+        hint = ("; write an '@', ':' or '/' in a password percent-encoded (%40, %3A, %2F)"
+                if rest.count("@") > 1 else "")
+        raise CharlstmError(scrub(f"cannot open the study at --storage {redact(url)}: {first}"
+                                  + hint, url)) from None
 
 
 def _sampler(seed: int | None = None):
@@ -527,7 +623,7 @@ def fail_lost(study, now: float | None = None) -> list[int]:
     """Mark failed (as 'lost') every running trial whose worker is gone: a
     process of this machine that no longer runs, or any worker not heard
     from for LOST_AFTER_S (killed with -9, or its machine went down)."""
-    from .outputs import _alive
+    from .files import _alive
     now = time.time() if now is None else now
     storage = study._storage
     lost = []
@@ -663,8 +759,10 @@ def run_trial(trial, spec: dict, corpus) -> float:
     tr = Trainer(spec["text"], mcfg, tcfg, out, progress=False, log=lambda m: None,
                  corpus=corpus, workers=spec["threads"], stop_when=reporter)
     trial.set_user_attr("params", tr.model.size)
+    from . import files
     try:
-        r = tr.run()
+        with files.locked(out):
+            r = tr.run()
     except Diverged:
         r = None
     if r is not None:
@@ -692,6 +790,8 @@ def keep_if_best(run_dir: str, number: int, value: float) -> bool:
     one there (best.json says whose it is); remove the trial's files either
     way. A lock file orders the workers of this machine."""
     import fcntl
+
+    from . import files
     from .train import best_path
     out = trial_path(run_dir, number)
     kept = False
@@ -704,14 +804,16 @@ def keep_if_best(run_dir: str, number: int, value: float) -> bool:
         except (OSError, ValueError):
             held = None
         src = best_path(out)
+        if not isinstance(held, dict) or not isinstance(held.get("value"), (int, float)):
+            held = None
+        best = os.path.join(run_dir, "best.npz")
         if (math.isfinite(value) and os.path.exists(src)
-                and (held is None or value < held["value"]
-                     or not os.path.exists(os.path.join(run_dir, "best.npz")))):
-            os.replace(src, os.path.join(run_dir, "best.npz"))
-            tmp = record + ".tmp"
-            with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump({"trial": number, "value": value}, fh)
-            os.replace(tmp, record)
+                and (held is None or value < held["value"] or not os.path.exists(best))
+                and files.lock_holder(os.path.realpath(best)) is None
+                and (not os.path.lexists(best) or files.is_checkpoint(best))):
+            os.replace(src, best)         # our own trial's file, renamed within the folder
+            files.write_json(record, {"charlstm": "tune best", "trial": number,
+                                      "value": value})
             kept = True
     remove_trial_files(run_dir, number)
     return kept
@@ -733,9 +835,10 @@ def worker_main(spec: dict, messages) -> None:
     However it ends, the trial it was at is told to the study (a stopped one
     as interrupted, to be run again), and a problem goes to `messages`."""
     os.setpgrp()                    # Ctrl-C reaches the parent only, which tells us
-    from .compare import _die_with_parent
-    _die_with_parent()
-    from .train import Diverged, Stop, stop_signals
+    from .workers import die_with_parent
+    die_with_parent(spec["parent"])
+    from .stopping import Stop
+    from .train import Diverged
     optuna = need_optuna()
     FAIL, PRUNED = optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED
     study = trial = None
@@ -758,49 +861,52 @@ def worker_main(spec: dict, messages) -> None:
             remove_trial_files(spec["run_dir"], t.number)
 
     try:
-        with stop_signals():
-            storage = open_storage(spec["storage"], spec["run_dir"])
-            study = optuna.load_study(study_name=spec["study"], storage=storage,
-                                      sampler=_sampler(), pruner=_pruner())
-            from .data import load_corpus
-            corpus = load_corpus(spec["text"], spec["val_frac"])
-            from . import warmup
-            space = spec["space"]
+        storage = open_storage(spec["storage"], spec["run_dir"])
+        study = optuna.load_study(study_name=spec["study"], storage=storage,
+                                  sampler=_sampler(), pruner=_pruner())
+        from .data import load_corpus
+        corpus = load_corpus(spec["text"], spec["val_frac"])
+        from . import stopping, warmup
+        space = spec["space"]
+        with stopping.interruptible():
             warmup.run(space["cell"].get("choices") or [space["cell"]["value"]])
-            while True:                 # (loading the kernels is not charged to a trial)
-                if spec["deadline"] is not None and (
-                        time.time() + 60 * spec["trial_minutes"] * 1.02 + 5 > spec["deadline"]):
+        while True:                 # (loading the kernels is not charged to a trial)
+            stopping.check()
+            if spec["deadline"] is not None and (
+                    time.time() + 60 * spec["trial_minutes"] * 1.02 + 5 > spec["deadline"]):
+                return
+            if spec["target"] is not None and count_done(study) >= spec["target"]:
+                return
+            fail_lost(study)
+            trial = study.ask()
+            why = claim(study, trial, spec["target"])
+            if why is not None:
+                end(FAIL, withdrawn=why)
+                if why == "surplus":
                     return
-                if spec["target"] is not None and count_done(study) >= spec["target"]:
-                    return
-                fail_lost(study)
-                trial = study.ask()
-                why = claim(study, trial, spec["target"])
-                if why is not None:
-                    end(FAIL, withdrawn=why)
-                    if why == "surplus":
-                        return
-                    continue
-                beat = Heartbeat(storage, trial._trial_id)
-                try:
-                    value = run_trial(trial, spec, corpus)
-                except optuna.TrialPruned:
-                    end(PRUNED)
-                except Diverged:
-                    end(FAIL, diverged=True)
-                else:
-                    end(None, value)
-                finally:
-                    beat.close()
+                continue
+            beat = Heartbeat(storage, trial._trial_id)
+            try:
+                value = run_trial(trial, spec, corpus)
+            except optuna.TrialPruned:
+                end(PRUNED)
+            except Diverged:
+                end(FAIL, diverged=True)
+            else:
+                end(None, value)
+            finally:
+                beat.close()
     except (Stop, KeyboardInterrupt, Interrupted):
         end(FAIL, interrupted=True)
     except CharlstmError as e:
         end(FAIL, reason=str(e))
         messages.put(str(e))
     except Exception as e:                  # the study's database went away, a bug, ...
-        import traceback
-        end(FAIL, reason=f"{type(e).__name__}: {e}")
-        messages.put(f"a worker stopped: {type(e).__name__}: {e}\n{traceback.format_exc()}")
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        line = scrub(f"{type(e).__name__}: {first}" if first else type(e).__name__,
+                     spec["storage"])
+        end(FAIL, reason=line)
+        messages.put(f"a tune worker stopped: {line}")
 
 
 # -- the parent -------------------------------------------------------------
@@ -821,22 +927,25 @@ def run_tune(spec: dict, jobs: int | None, progress: bool, log) -> dict:
     """Start the workers and watch the study until they end; on Ctrl-C (or
     SIGTERM, SIGHUP) tell them to stop, wait for them, and re-raise."""
     from multiprocessing import get_context
+
     from tqdm import tqdm
-    from .train import Stop, stop_signals
+
+    from . import stopping
+    from .stopping import Stop
+    from .workers import one_blas_thread, stop_children
     optuna = need_optuna()
     storage = open_storage(spec["storage"], spec["run_dir"])
     study = optuna.load_study(study_name=spec["study"], storage=storage)
     done0 = count_done(study)
     left = None if spec["target"] is None else max(0, spec["target"] - done0)
     n_jobs, threads = job_counts(jobs, left)
-    spec = dict(spec, threads=threads)
+    spec = dict(spec, threads=threads, parent=os.getpid())
     if left == 0:
         log(f"the study has its {spec['target']} trials already; give a larger --trials "
             "to search on")
         return {"jobs": 0, "threads": threads, "interrupted": False}
     ctx = get_context("spawn")
     messages = ctx.SimpleQueue()
-    from .compare import one_blas_thread
     procs = [ctx.Process(target=worker_main, args=(spec, messages), daemon=False)
              for _ in range(n_jobs)]
     with one_blas_thread():
@@ -850,43 +959,40 @@ def run_tune(spec: dict, jobs: int | None, progress: bool, log) -> dict:
     interrupted = None
     from .tune_report import trial_line
     try:
-        with stop_signals():
-            while True:
-                alive = any(p.is_alive() for p in procs)
-                trials = study.get_trials(deepcopy=False)
-                for t in trials:
-                    if t.state.is_finished() and t.number not in seen:
-                        seen.add(t.number)
-                        if trial_kind(t) != "withdrawn":
-                            log(trial_line(t))
-                done = [t for t in trials if t.state.name == "COMPLETE"]
-                bar.n = sum(1 for t in trials if t.state.name in STATES_DONE)
-                if done:
-                    b = min(done, key=lambda t: t.value)
-                    bar.set_postfix(best=f"{b.value:.4f} (#{b.number})",
-                                    running=sum(t.state.name == "RUNNING" for t in trials),
-                                    refresh=False)
-                bar.refresh()
-                if not alive:
-                    break
-                time.sleep(1.0)
+        while True:
+            stopping.check()
+            alive = any(p.is_alive() for p in procs)
+            trials = study.get_trials(deepcopy=False)
+            for t in trials:
+                if t.state.is_finished() and t.number not in seen:
+                    seen.add(t.number)
+                    if trial_kind(t) != "withdrawn":
+                        log(trial_line(t))
+            done = [t for t in trials if t.state.name == "COMPLETE"]
+            bar.n = sum(1 for t in trials if t.state.name in STATES_DONE)
+            if done:
+                b = min(done, key=lambda t: t.value)
+                bar.set_postfix(best=f"{b.value:.4f} (#{b.number})",
+                                running=sum(t.state.name == "RUNNING" for t in trials),
+                                refresh=False)
+            bar.refresh()
+            if not alive:
+                break
+            for _ in range(10):
+                stopping.check()
+                time.sleep(0.1)
     except KeyboardInterrupt as e:
         interrupted = e if isinstance(e, Stop) else Stop(signal.SIGINT)
         log("stopping: the running trials end and the study is kept; run the same command "
             "to resume")
-        for p in procs:
-            if p.is_alive():
-                os.kill(p.pid, signal.SIGTERM)
-        for p in procs:
-            with contextlib.suppress(KeyboardInterrupt):   # a second Ctrl-C: wait all the same
-                p.join(120)
+        stop_children([p for p in procs if p.is_alive()], signal.SIGTERM)
     finally:
         bar.close()
+    for p in procs:
+        p.join()
     errors = []
     while not messages.empty():
         errors.append(messages.get())
-    for p in procs:
-        p.join()
     if errors:
         raise CharlstmError(errors[0])
     return {"jobs": n_jobs, "threads": threads, "interrupted": interrupted}
@@ -900,17 +1006,37 @@ def default_run_dir(text: str) -> str:
 
 
 def check_run_dir(run_dir: str) -> None:
-    """tune writes into a new or empty folder, or an earlier tune run's."""
-    if not os.path.exists(run_dir):
-        return
-    if not os.path.isdir(run_dir):
-        raise CharlstmError(f"--out-dir {run_dir} is a file; give a folder")
-    ours = {"study.log", "trials", "best.npz", "best.json", "tune.json", "tune.png",
-            "study.log.lock"}
-    other = [n for n in os.listdir(run_dir) if not n.startswith(".") and n not in ours]
-    if other:
-        raise CharlstmError(f"--out-dir {run_dir} holds files that are not a tune run's "
-                            f"({', '.join(sorted(other)[:3])}); give a new or empty folder")
+    """tune writes into a new or empty folder, or an earlier tune run's (its
+    marker, or the journal of a run of an earlier charlstm), which it goes on
+    in: its study is resumed."""
+    from . import files
+    files.check_run_folder(run_dir, "tune", continuing=True, legacy=_legacy_run)
+    trials = os.path.join(run_dir, "trials")
+    if os.path.lexists(trials) and not os.path.isdir(trials):
+        raise CharlstmError(f"--out-dir {run_dir}: {trials} is {files.sniff(trials)}, not "
+                            "the folder of trials; give another --out-dir")
+
+
+def _legacy_run(folder: str) -> bool:
+    from . import files
+    log = os.path.join(folder, "study.log")
+    return os.path.isfile(log) and files.KINDS["journal"].recognise(log)
+
+
+def check_outputs(run_dir: str, text: str, storage_url: str | None,
+                  space_file: str | None) -> None:
+    """Every file tune writes, checked before any work: the run folder, the
+    study's storage, best.npz, best.json, tune.json and tune.png."""
+    from . import files
+    check_run_dir(run_dir)
+    inputs = {text: "the training text"}
+    if space_file:
+        inputs[space_file] = "the --space file"
+    check_storage(storage_url, run_dir, inputs)
+    for name, kind in (("best.npz", "checkpoint"), ("best.json", "json"),
+                       ("tune.json", "json"), ("tune.png", "png")):
+        files.check_output(os.path.join(run_dir, name), kind, option="--out-dir",
+                           inputs=inputs, continuing=True)
 
 
 def search(text: str, *, space_file: str | None, fixed: dict, trial_minutes: float,
@@ -920,18 +1046,17 @@ def search(text: str, *, space_file: str | None, fixed: dict, trial_minutes: flo
     """charlstm tune, start to end: the study opened (or created and its space
     resolved), the interrupted trials queued again, the workers run, and the
     report built. The report's "interrupted" is the stop signal, if any."""
+    from . import files
     from .data import load_corpus
-    from .outputs import check_writable
     optuna = need_optuna()
     run_dir = run_dir or default_run_dir(text)
-    check_run_dir(run_dir)
-    check_writable(run_dir)
+    check_outputs(run_dir, text, storage_url, space_file)
     val_frac = TrainConfig.val_frac
     corpus = load_corpus(text, val_frac)
     if len(corpus.val) < 2:
         raise CharlstmError(f"{text} is too short to hold out a validation part; use a "
                             "longer text")
-    asked = {"text_sha256": file_digest(text), "text_chars": int(len(corpus.train)
+    asked = {"text_sha256": corpus.sha256, "text_chars": int(len(corpus.train)
                                                                   + len(corpus.val)),
              "trial_minutes": trial_minutes, "val_frac": val_frac,
              "requested": requested_space(load_space_file(space_file) if space_file else None,
@@ -946,11 +1071,12 @@ def search(text: str, *, space_file: str | None, fixed: dict, trial_minutes: flo
     else:
         n_jobs, threads = job_counts(jobs, trials)
         speed = measure_speed(text, corpus, threads)
-        log(f"speed: {speed.flops_rate / 1e9:.0f} GFLOP/s a trial on {threads} thread"
-            f"{'s' if threads > 1 else ''} (LSTM 1x512, 32x50)")
+        if speed is not None:
+            log(f"speed: {speed.flops_rate / 1e9:.0f} GFLOP/s a trial on {threads} thread"
+                f"{'s' if threads > 1 else ''} (LSTM 1x512)")
         asked["space"] = resolve_space(asked["requested"], speed, trial_minutes, corpus.V,
                                        len(corpus.train), log)
-        asked["flops_rate"] = speed.flops_rate
+        asked["flops_rate"] = speed and speed.flops_rate
         study, saved = open_study(storage, name, asked)
         if not study.get_trials(deepcopy=False):
             d = defaults_params(saved["space"])
@@ -982,9 +1108,7 @@ def search(text: str, *, space_file: str | None, fixed: dict, trial_minutes: flo
                    os.path.join(run_dir, "study.log"), checkpoint)
     rep.update(jobs=ran["jobs"], threads=ran["threads"])
     path = os.path.join(run_dir, "tune.json")
-    with open(path + ".tmp", "w", encoding="utf-8") as fh:
-        fh.write(R.dumps(rep))
-    os.replace(path + ".tmp", path)
+    files.write_text(path, R.dumps(rep))
     png = os.path.join(run_dir, "tune.png")
     rep["png"] = png if R.plot(rep, png) else None
     rep["interrupted"] = ran["interrupted"]

@@ -170,7 +170,7 @@ def report(study, saved: dict, text: str, run_dir: str, storage: str, checkpoint
 
 
 def dumps(rep: dict) -> str:
-    return json.dumps(rep, indent=1, default=float)
+    return json.dumps({"charlstm": "tune results", **rep}, indent=1, default=float)
 
 
 # -- the PNG ----------------------------------------------------------------
@@ -250,7 +250,8 @@ def plot(rep: dict, path: str) -> bool:
         _effect(a, key, space[key], done, others, top)
         if done:
             a.set_ylim(*ax.get_ylim())
-    fig.savefig(path, bbox_inches="tight")
+    from .files import save_figure
+    save_figure(fig, path, bbox_inches="tight")
     plt.close(fig)
     return True
 

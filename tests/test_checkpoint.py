@@ -13,7 +13,11 @@ FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 FIXTURE = os.path.join(FIXTURES, "checkpoint-v1.npz")
 
 
-@pytest.mark.parametrize("version", [1, 2])
+GREEDY = {1: " \n\nbo \n\nbo t h th th h th h th", 2: " \n\nbo \n\nbo t h th th h th h th",
+          3: "bububububububububububububububu"}
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_fixture_of_each_version_loads_and_samples(version):
     path = os.path.join(FIXTURES, f"checkpoint-v{version}.npz")
     ck = ckpt.load(path)
@@ -22,7 +26,8 @@ def test_fixture_of_each_version_loads_and_samples(version):
         {name: p.shape for name, p in ck.params.items()}
     assert ck.state["step"] == 20 and ck.opt_m.shape == ck.opt_v.shape
     text = Sampler.from_checkpoint(path).text("to be", 30, greedy=True)
-    assert text == " \n\nbo \n\nbo t h th th h th h th"
+    assert text == GREEDY[version]
+    assert (ck.train.text_sha256 != "") == (version >= 3)     # the text's digest, from v3
 
 
 def test_version_1_upgrade_transposes_wh_and_its_moments():

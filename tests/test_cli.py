@@ -61,13 +61,17 @@ def test_train_then_sample(tmp_path, trained):
     assert half.exit_code == 0 and half.output.startswith("the ")
 
 
-def test_sample_uses_newest_checkpoint(tmp_path, text, monkeypatch):
+def test_sample_uses_the_best_of_the_newest_run_and_says_so(tmp_path, text, monkeypatch):
     monkeypatch.chdir(tmp_path)
     r = run(["train", text] + SMALL)
     assert r.exit_code == 0, r.output
     assert os.path.exists("checkpoints/t-lstm.npz")
+    r = run(["train", text, "--cell", "gru"] + SMALL)
+    assert r.exit_code == 0, r.output
+    os.utime("checkpoints/t-gru.best.npz", (1, 1))      # a best file older than its run
     r = run(["sample", "--seed", "fox", "--length", "10"])
-    assert r.exit_code == 0 and r.output.startswith("fox")
+    assert r.exit_code == 0 and r.stdout.startswith("fox")
+    assert "sampling from checkpoints/t-gru.best.npz" in r.stderr
 
 
 def test_resume_goes_on_in_the_checkpoint_resumed(tmp_path, text, monkeypatch):
@@ -174,14 +178,14 @@ def test_corrupt_checkpoint(tmp_path, trained):
     junk = tmp_path / "junk.npz"
     junk.write_bytes(os.urandom(1000))
     r = run(["sample", str(junk)])
-    assert r.exit_code == 1 and "not a readable checkpoint" in r.output
+    assert r.exit_code == 1 and "is a binary file, not a charlstm checkpoint" in r.output
 
 
 def test_foreign_checkpoint(tmp_path):
     p = tmp_path / "foreign.npz"
     np.savez(p, weights=np.zeros(3))
     r = run(["sample", str(p)])
-    assert r.exit_code == 1 and "not a charlstm checkpoint" in r.output
+    assert r.exit_code == 1 and "that charlstm did not write" in r.output
 
 
 def test_checkpoint_write_is_atomic(tmp_path, text, monkeypatch):

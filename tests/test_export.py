@@ -125,7 +125,7 @@ def test_a_safetensors_file_samples_as_its_checkpoint(tmp_path):
                                           "--rng-seed", "5"], catch_exceptions=False)
                 for p in (path, st_path)]
         assert runs[0].exit_code == runs[1].exit_code == 0
-        assert runs[0].output == runs[1].output, cell
+        assert runs[0].stdout == runs[1].stdout, cell
 
 
 def test_export_refuses_what_it_cannot_do(tmp_path):

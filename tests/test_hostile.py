@@ -373,7 +373,7 @@ def test_compare_never_writes_into_a_folder_of_other_files(tmp_path, corpus):
     r = run(["compare", str(corpus), "--steps", "2", "--hidden", "8", "--no-progress",
              "--jobs", "1", "--batch-size", "4", "--seq-len", "16",
              "--out-dir", str(tmp_path / "mine")])
-    assert r.exit_code == 1 and "not an earlier compare run" in r.output
+    assert r.exit_code == 1 and "not a charlstm compare run" in r.output
     assert keep.read_text() == "my own results"
 
 

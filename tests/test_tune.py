@@ -371,7 +371,7 @@ def test_bad_json_and_a_foreign_folder_are_refused(tmp_path, text):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     r = tune(tmp_path, text, "--out-dir", "mine", *SMALL)
-    assert r.returncode == 1 and "not a tune run's (notes.txt)" in r.stderr
+    assert r.returncode == 1 and "not a charlstm tune run's (notes.txt)" in r.stderr
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
@@ -420,7 +420,8 @@ def test_without_optuna_tune_says_how_to_install_it(tmp_path, text):
             f"main(['tune', {text!r}])")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 1
-    assert "pip install -e '.[tune]'" in r.stderr and "Traceback" not in r.stderr
+    assert "-m pip install -e '" in r.stderr and "[tune]'" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_storage_urls_are_redacted_and_bad_ones_named(tmp_path):

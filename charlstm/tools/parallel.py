@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 DEFAULT_TEXT = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data",
                             "tinyshakespeare.txt")

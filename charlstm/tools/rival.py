@@ -9,7 +9,6 @@ cross-entropy + Adam + clip_grad_norm_, one-hot input, hidden state carried
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -220,5 +219,6 @@ if __name__ == "__main__":
           f"best {r['best_val']:.4f} nats/char ({r['best_val'] / math.log(2):.3f} bits) "
           f"after {r['steps']} steps")
     if a.json:
-        with open(a.json, "w") as fh:
-            json.dump(r, fh, indent=1)
+        from charlstm import files
+        files.check_output(a.json, "json", option="--json", force=True)
+        files.write_json(a.json, {"charlstm": "rival quality", **r}, indent=1)
