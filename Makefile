@@ -23,7 +23,7 @@ DEMO_MINUTES ?= 6
 CODE := data/code.txt
 CODE_SHA256 := 19ad27876fd24a80c2727d0eca52f7aa6fe25429b611350c424f007f85240628
 
-.PHONY: install data code-data train sample compare demo probe tune test bench quality clean-cache clean
+.PHONY: install data code-data train sample compare demo probe tune test bench quality rightsize clean-cache clean
 
 install: $(VENV)/.installed
 
@@ -111,6 +111,14 @@ quality: install
 		--json checkpoints/quality/pytorch-same-recipe.json
 	$(PY) -m charlstm.tools.rival quality $(QUALITY_TEXT) --minutes 10 \
 		--json checkpoints/quality/pytorch-reference.json
+
+# The default model against a grid of 1-layer LSTMs (hidden 128, 256, 512, 768) at the
+# same budgets, on texts the sizing rule was not fitted on (docs/quality.md); quiet machine.
+RIGHTSIZE_TEXTS ?= $(QUALITY_TEXT)
+RIGHTSIZE_MINUTES ?= 1 3 10
+rightsize: install
+	$(PY) -m charlstm.tools.rightsize $(RIGHTSIZE_TEXTS) --minutes $(RIGHTSIZE_MINUTES) \
+		--json checkpoints/rightsize.jsonl
 
 # Numba's cache of compiled kernels, every version of them (rebuilt on the next run).
 clean-cache:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
 import time
 from dataclasses import replace
@@ -14,7 +15,7 @@ from dataclasses import replace
 import click
 from click.core import ParameterSource
 
-from .config import (AUTO_EVAL_MIN_STEPS, CELL_LR, CELL_NAMES, COMPARE_HIDDEN, DEFAULT_MINUTES,
+from .config import (AUTO_EVAL_MIN_STEPS, CELL_LR, CELL_NAMES, DEFAULT_MINUTES,
                      PROBE_HIDDEN, PROBE_MINUTES, SAMPLING_WEIGHTS, ModelConfig, TrainConfig,
                      default_lr)
 from .errors import CharlstmError, shell_line
@@ -83,12 +84,14 @@ def model_options(f, cell: bool = True):
     opts = [
         click.option("--cell", type=click.Choice(CELL_NAMES), default=M.cell, show_default=True,
                      help="Recurrent cell."),
-        click.option("--hidden", type=click.IntRange(1, 8192), default=M.hidden,
-                     show_default=True, help="Hidden units per layer."),
-        click.option("--layers", type=click.IntRange(1, 16), default=M.layers, show_default=True,
-                     help="Stacked recurrent layers."),
-        click.option("--dropout", type=FloatRange(0, 1, max_open=True), default=M.dropout,
-                     show_default=True, help="Dropout between layers and before the output."),
+        click.option("--hidden", type=click.IntRange(1, 8192), default=None,
+                     help="Hidden units per layer [default: chosen for the text, the budget "
+                          "and this machine's speed; the choice is printed]."),
+        click.option("--layers", type=click.IntRange(1, 16), default=None,
+                     help=f"Stacked recurrent layers [default: {M.layers}]."),
+        click.option("--dropout", type=FloatRange(0, 1, max_open=True), default=None,
+                     help="Dropout between layers and before the output [default: chosen with "
+                          "the size, from the passes the budget makes over the text]."),
         click.option("--forget-bias", type=FINITE, default=M.forget_bias, show_default=True,
                      help="Initial forget-gate bias (keeps memory at the start)."),
         click.option("--seq-len", type=click.IntRange(1, 100000), default=TR.seq_len,
@@ -144,8 +147,9 @@ def configs(kw, default_budget: bool = True) -> tuple[ModelConfig, TrainConfig]:
     if not budget and default_budget:
         budget = {"minutes": DEFAULT_MINUTES}
     cell = kw.get("cell", M.cell)
-    mcfg = ModelConfig(cell=cell, hidden=kw["hidden"], layers=kw["layers"],
-                       dropout=kw["dropout"], forget_bias=kw["forget_bias"])
+    pick = lambda key, default: default if kw.get(key) is None else kw[key]  # noqa: E731
+    mcfg = ModelConfig(cell=cell, hidden=pick("hidden", M.hidden), layers=pick("layers", M.layers),
+                       dropout=pick("dropout", M.dropout), forget_bias=kw["forget_bias"])
     tcfg = TrainConfig(seq_len=kw["seq_len"], batch_size=kw["batch_size"],
                        lr=kw["lr"] or default_lr(cell),
                        schedule=kw["schedule"], optimizer=kw["optimizer"], clip=kw["clip"],
@@ -197,7 +201,7 @@ def train(file, out, resume, force, progress, **kw):
     SIGHUP save and stop. An existing checkpoint is never replaced unless
     --force is given or it is the one resumed."""
     from . import files
-    from .train import Trainer, best_path, bits, default_out
+    from .train import TrainLog, Trainer, default_out
     mcfg, tcfg = configs(kw, default_budget=not resume)
     if resume and not out and resume.endswith(".best.npz"):
         raise CharlstmError(f"resuming {resume} would write the run's last model over its "
@@ -207,27 +211,37 @@ def train(file, out, resume, force, progress, **kw):
                             "checkpoint: only a .npz written by charlstm train holds the "
                             "training state to resume")
     out = out or resume or default_out(file, mcfg.cell)     # a resumed run goes on in its file
-    check_train_outputs(out, file, resume, force)
+    log_path = check_train_outputs(out, file, resume, force)
     with files.locked(out):
-        tr = Trainer(file, mcfg, tcfg, out, resume=resume, progress=progress, log=echo_err)
-        m, c = tr.model.cfg, tr.cfg
+        corpus = None
         if resume:
+            tr = Trainer(file, mcfg, tcfg, out, resume=resume, progress=progress, log=echo_err,
+                         log_path=log_path)
+            m, c = tr.model.cfg, tr.cfg
             _same_settings(kw, {**m.__dict__, **c.__dict__}, resume)
             _say_schedule(tr, kw, echo_err)
-        warm_up([m.cell], echo_err)
+            warm_up([m.cell], echo_err)
+        else:
+            from . import sizing
+            from .data import load_corpus
+            corpus = load_corpus(file, tcfg.val_frac)
+            warm_up([mcfg.cell], echo_err)
+            choice = sizing.choose(corpus, mcfg, tcfg, _given(SIZED))
+            mcfg, tcfg = choice.model, choice.train
+            echo_err(choice.reason)
+            tr = Trainer(file, mcfg, tcfg, out, progress=progress, log=echo_err,
+                         log_path=log_path, corpus=corpus)
+            m, c = tr.model.cfg, tr.cfg
         echo_err(f"{file}: {len(tr.corpus.train):,} training and {len(tr.corpus.val):,} validation "
-                 f"characters, vocabulary {m.vocab_size}")
-        echo_err(f"model: {m.cell} {m.layers}x{m.hidden}, {tr.model.size:,} parameters; "
-                 f"batch {c.batch_size}x{c.seq_len}, {tr.batches.n} batches per epoch")
+                 f"characters, vocabulary {m.vocab_size}; {tr.model.size:,} parameters, batch "
+                 f"{c.batch_size}×{c.seq_len}, {tr.batches.n:,} batches per epoch")
+        if not resume:
+            echo_err("the same run again: " + train_command(file, m, c, out))
+        TrainLog(log_path).start(tr, fresh=not resume)
         r = tr.run()
-        val = "n/a" if r.val_loss is None else f"{r.val_loss:.4f} nats/char ({bits(r.val_loss):.3f} bits)"
         if r.written:
-            click.echo(f"step {r.steps}: train loss {r.train_loss:.4f}, validation loss {val}, "
-                       f"{r.seconds / 60:.1f} min, {r.chars_per_s:,.0f} chars/s")
-            best = best_path(out)
-            click.echo(f"saved {out}" + (f" (best: {best})" if best in r.written else
-                                         f" (best so far: {best}, unchanged)"
-                                         if os.path.exists(best) else ""))
+            for line in closing_summary(tr, r, out, log_path):
+                click.echo(line)
         elif not r.diverged:
             click.echo(f"nothing to train: {out} has spent its budget already (step {r.steps}); "
                        "give a larger --steps, --epochs or --minutes to go on")
@@ -242,12 +256,83 @@ def train(file, out, resume, force, progress, **kw):
             sys.exit(128 + r.signum)
 
 
-def check_train_outputs(out: str, text: str, resume: str | None, force: bool) -> None:
-    """train's outputs, X and X.best.npz, under the rules of files.check_output:
-    an existing checkpoint is continued with --resume X or replaced with
-    --force; nothing else is ever replaced."""
+# The settings the default model chooses when not given (sizing.choose).
+SIZED = ("hidden", "layers", "dropout", "lr", "batch_size", "seq_len", "cell")
+
+
+def _given(names) -> set:
+    from .sizing import given_options
+    ctx = click.get_current_context()
+    return given_options(ctx, [n for n in names if n in ctx.params])
+
+
+def train_command(text: str, m: ModelConfig, c: TrainConfig, out: str | None = None) -> str:
+    """The `charlstm train` command line that trains with exactly these
+    settings (the budget included), quoted for the shell."""
+    budget = (["--steps", c.steps] if c.steps else ["--epochs", f"{c.epochs:g}"] if c.epochs
+              else ["--minutes", f"{c.minutes:g}"])
+    args = ["charlstm", "train", text, "--cell", m.cell, "--layers", m.layers, "--hidden",
+            m.hidden, "--dropout", f"{m.dropout:g}", "--lr", f"{c.lr:g}", "--batch-size",
+            c.batch_size, "--seq-len", c.seq_len] + budget
+    for key, opt in (("forget_bias", "--forget-bias"),):
+        if getattr(m, key) != getattr(ModelConfig(), key):
+            args += [opt, f"{getattr(m, key):g}"]
+    for key, opt in (("schedule", "--schedule"), ("optimizer", "--optimizer"),
+                     ("clip", "--clip"), ("state_reset", "--state-reset"),
+                     ("val_frac", "--val-frac"), ("rng_seed", "--rng-seed"),
+                     ("eval_every", "--eval-every")):
+        if getattr(c, key) != getattr(TrainConfig(), key):
+            v = getattr(c, key)
+            args += [opt, f"{v:g}" if isinstance(v, float) else v]
+    if out:
+        args += ["--out", out]
+    return shell_line(args)
+
+
+def closing_summary(tr, r, out: str, log_path: str) -> list[str]:
+    """What happened: the last and the best validation loss and the step of
+    the best, which file holds it, and, once, what to make of a run that
+    memorised its text or did not learn."""
+    import numpy as np
+
+    from .train import best_path, bits, unigram_loss
+    hv = np.asarray(tr.hist_val, float).reshape(-1, 3)
+    best_file = best_path(out)
+    lines = []
+    val = "n/a" if r.val_loss is None else f"{r.val_loss:.4f} nats/char ({bits(r.val_loss):.3f} bits)"
+    lines.append(f"step {r.steps:,}: train loss {r.train_loss:.4f}, validation {val}; "
+                 f"{r.seconds / 60:.1f} min, {r.chars_per_s:,.0f} chars/s")
+    finite = hv[np.isfinite(hv[:, 2])] if len(hv) else hv
+    if len(finite):
+        k = int(np.argmin(finite[:, 2]))
+        best_val, best_step = float(finite[k, 2]), int(finite[k, 0])
+        lines.append(f"best validation {best_val:.4f} at step {best_step:,}, in {best_file}")
+        last = float(hv[-1, 2])
+        if (math.isfinite(last) and last > best_val + max(0.02, 0.01 * best_val)
+                and best_step <= 0.75 * r.steps):
+            lines.append(f"note: the validation loss has risen since step {best_step:,} "
+                         f"({best_val:.4f} then, {last:.4f} now): the model is memorising its "
+                         f"text. The best model is in {best_file}; a smaller --hidden or more "
+                         "--dropout would do better on this text.")
+        uni = unigram_loss(tr.corpus)
+        if best_val > uni - 0.15:
+            lines.append(f"note: the model did not learn beyond the characters' frequencies "
+                         f"(validation {best_val:.3f}; {uni:.3f} for a guess from them alone), "
+                         f"in {r.steps:,} steps. It is likely too big for the budget (try a "
+                         "smaller --hidden or more --minutes) or its learning rate is off "
+                         "(--lr).")
+    lines.append(f"saved {out}; log {log_path}; see the run: "
+                 f"{shell_line(['charlstm', 'show', out])}")
+    return lines
+
+
+def check_train_outputs(out: str, text: str, resume: str | None, force: bool) -> str:
+    """train's outputs, X, X.best.npz and the log X.log.jsonl, under the rules
+    of files.check_output: an existing checkpoint is continued with --resume X
+    or replaced with --force; nothing else is ever replaced. Returns the
+    log's path."""
     from . import files
-    from .train import best_path
+    from .train import TrainLog, best_path
     continuing = bool(resume) and os.path.exists(out) and files._same(out, resume)
     inputs = {text: "the training text"}
     if resume and not continuing:
@@ -257,6 +342,10 @@ def check_train_outputs(out: str, text: str, resume: str | None, force: bool) ->
     for path in (out, best_path(out)):
         files.check_output(path, "checkpoint", option="--out", inputs=inputs, force=force,
                            continuing=continuing, exists_hint=hint)
+    log = TrainLog.path_for(out)
+    files.check_output(log, "log", option="--out", inputs=inputs, force=force or not continuing
+                       and not os.path.exists(out), continuing=continuing, exists_hint=hint)
+    return log
 
 
 def _say_schedule(tr, kw, log):
@@ -321,11 +410,26 @@ def _clamps(ctx, param, values):
               help="Hold unit U of layer L (0-based) at VALUE after every step: its cell "
                    "state c, or h for cells without one. Repeatable. Try a unit that "
                    "charlstm inspect finds.")
-def sample(checkpoint, seed, length, temperature, top_k, greedy, rng_seed, weights, clamps):
+@click.option("--stop-at", "stops", multiple=True, metavar="STRING",
+              help="Stop after the first occurrence of STRING in the continuation (write a "
+                   "newline as \\n, e.g. --stop-at '\\n\\n' for a blank line). Repeatable.")
+@click.option("-i", "--interactive", is_flag=True,
+              help="A prompt loop: each line typed is a seed, and its continuation streams "
+                   "back. Ctrl-C stops one continuation, Ctrl-D quits.")
+@click.option("--keep-state", is_flag=True,
+              help="With --interactive: carry the model's state from one turn to the next.")
+def sample(checkpoint, seed, length, temperature, top_k, greedy, rng_seed, weights, clamps,
+           stops, interactive, keep_state):
     """Continue the --seed text with a model from CHECKPOINT (default: the
-    newest in checkpoints/), streaming it to stdout."""
+    best model of the newest run in checkpoints/), streaming it to stdout."""
     from . import checkpoint as ckpt
     from .sampling import Sampler
+    if keep_state and not interactive:
+        raise click.UsageError("--keep-state goes with --interactive")
+    stops = tuple(x.encode("utf-8").decode("unicode_escape") if "\\" in x else x
+                  for x in stops)
+    if any(not x for x in stops):
+        raise click.BadParameter("give a non-empty STRING", param_hint="--stop-at")
     path = checkpoint or ckpt.newest()
     if not checkpoint:
         echo_err(f"sampling from {path} (the best model of the newest run in checkpoints/)")
@@ -333,14 +437,76 @@ def sample(checkpoint, seed, length, temperature, top_k, greedy, rng_seed, weigh
     from .data import encode_text
     encode_text(seed, s.vocab)                     # unknown characters: refused before output
     warm_up([s.model.cfg.cell], echo_err)
-    pieces = s.stream(seed, length, temperature=temperature, top_k=top_k, greedy=greedy,
-                      rng_seed=rng_seed)
+    options = dict(temperature=temperature, top_k=top_k, greedy=greedy)
+    if interactive:
+        _interactive(s, length, stops, keep_state, rng_seed, options)
+        return
     click.echo(seed, nl=False)
     sys.stdout.flush()
-    for piece in pieces:
-        click.echo(piece, nl=False)
-        sys.stdout.flush()
+    _continue(s.stream(seed, length, rng_seed=rng_seed, **options), stops)
     click.echo()
+
+
+def _continue(pieces, stops) -> None:
+    """Print the pieces as they come, cut after the first of `stops`."""
+    from .sampling import StopAt
+    cut = StopAt(stops)
+    for piece in pieces:
+        click.echo(cut.feed(piece), nl=False)
+        sys.stdout.flush()
+        if cut.done:
+            break
+    click.echo(cut.flush(), nl=False)
+
+
+def _interactive(s, length, stops, keep_state, rng_seed, options) -> None:
+    """sample --interactive: a line typed is a seed; its continuation streams
+    back. Ctrl-C (SIGINT) stops the continuation, or clears the prompt; Ctrl-D
+    ends the loop (exit 0); SIGTERM and SIGHUP end it as any command."""
+    import numpy as np
+
+    from . import stopping
+    from .data import encode_text
+    tty = sys.stdin.isatty() and sys.stdout.isatty()
+    echo_err(f"Type a seed and press Enter: the model continues it ({length:,} characters"
+             + (", the state kept between turns" if keep_state else "")
+             + "). Ctrl-C stops a continuation; Ctrl-D quits.")
+    state = s.model.zero_state(1) if keep_state else None
+    rng = np.random.default_rng(rng_seed)
+    while True:
+        try:
+            with stopping.interruptible():
+                if tty:
+                    line = input("> ")
+                else:
+                    sys.stderr.write("> ")
+                    sys.stderr.flush()
+                    line = sys.stdin.readline()
+                    if not line:
+                        raise EOFError
+                    line = line.rstrip("\n")
+        except EOFError:
+            click.echo("", err=True)
+            return
+        except stopping.Stop as e:
+            if e.signum != signal.SIGINT:
+                raise
+            stopping.reset()
+            echo_err("\n(Ctrl-D quits)")
+            continue
+        try:
+            encode_text(line, s.vocab)
+        except CharlstmError as e:
+            echo_err(str(e))
+            continue
+        try:
+            _continue(s.stream(line, length, state=state, rng=rng, **options), stops)
+        except stopping.Stop as e:
+            if e.signum != signal.SIGINT:
+                raise
+            stopping.reset()
+            click.echo(" ^C", nl=False)
+        click.echo()
 
 
 def _lags(ctx, param, value):
@@ -353,7 +519,7 @@ def _lags(ctx, param, value):
     return lags
 
 
-@main.command(context_settings={"default_map": {"hidden": COMPARE_HIDDEN}})
+@main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False), required=False)
 @model_options_no_cell
 @click.option("--cells", default="rnn,lstm", show_default=True,
@@ -434,7 +600,8 @@ def compare(file, cells, match_params, seed, length, recall_chars, context_max,
                     match_params=match_params, seed=seed, length=length,
                     recall_chars=recall_chars, out_dir=out_dir, jobs=jobs, progress=progress,
                     context_max=context_max, context_positions=context_positions,
-                    probe=probe_cfg, force=True, echo=click.echo, log=echo_err)
+                    probe=probe_cfg, force=True, echo=click.echo, log=echo_err,
+                    given=_given(SIZED))
     except Stop as e:
         echo_err(f"stopped by {e.name}: each model's last checkpoint is in {out_dir}; no "
                  "report was written")

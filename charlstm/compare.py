@@ -250,14 +250,16 @@ def run_probe(cells, lags, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=True
 def run_compare(text, cells, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=False,
                 match_params=False, seed="", length=300, recall_chars=200, out_dir=None,
                 jobs=None, progress=True, context_max=512, context_positions=2000,
-                probe=None, force=False, echo=print, log=print) -> dict:
+                probe=None, force=False, echo=print, log=print, given=None) -> dict:
     """Train every cell in `cells` on `text` as mcfg/tcfg say, each in its own
     process when jobs > 1; with `probe` (a dict of lags, model and train
     settings), also run the memory probe; then print the report and write
     results.json, compare.png and report.html into out_dir (check_outputs:
     an earlier run's folder is replaced only with force). text may be None
     when probe is given. cell_lr: each cell at its own default learning rate
-    (config.default_lr) instead of tcfg.lr, as when the user gave no --lr."""
+    (config.default_lr) instead of tcfg.lr, as when the user gave no --lr.
+    given: the model options the user gave (sizing.given_options); the rest is
+    chosen for each cell (_sizes); None: mcfg and tcfg as they are."""
     report = {"text": text, "cells": cells, "model": asdict(mcfg), "train": asdict(tcfg),
               "match_params": match_params, "models": [], "probe": None, "context": {}}
     corpus = target = None
@@ -283,7 +285,8 @@ def run_compare(text, cells, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=Fa
                         match_params=match_params, seed=seed, length=length,
                         recall_chars=recall_chars, out_dir=out_dir, jobs=jobs,
                         progress=progress, context_max=context_max,
-                        context_positions=context_positions, probe=probe, echo=echo, log=log)
+                        context_positions=context_positions, probe=probe, echo=echo, log=log,
+                        given=given)
 
 
 def check_outputs(out_dir: str, text, cells, probe, force: bool) -> None:
@@ -319,20 +322,44 @@ def _raise_if_stopped(rows) -> None:
         raise Stop(stopping.pending() or stopped[0].get("signum") or signal.SIGINT)
 
 
+def _sizes(cells, mcfg, tcfg, corpus, given, cell_lr, threads, log) -> dict:
+    """Each cell's settings: the hidden size (and dropout) that sizing.choose
+    gives it for its own speed on its share of the cores, unless --hidden was
+    given; its own default learning rate unless --lr was."""
+    from . import sizing
+    out = {}
+    for cell in cells:
+        m = replace(mcfg, cell=cell)
+        t = replace(tcfg, lr=default_lr(cell)) if cell_lr else tcfg
+        if given is None:                  # a caller that sizes itself (tests, the probe)
+            out[cell] = (m, t)
+            continue
+        choice = sizing.choose(corpus, m, t, set(given) | ({"lr"} if cell_lr else set()),
+                               threads=threads)
+        log(f"{cell}: {choice.reason}")
+        out[cell] = (choice.model, choice.train)
+    return out
+
+
 def _compare(report, text, cells, mcfg, tcfg, corpus, target, *, cell_lr, match_params, seed,
              length, recall_chars, out_dir, jobs, progress, context_max, context_positions,
-             probe, echo, log) -> dict:
+             probe, echo, log, given=None) -> dict:
     t0 = time.perf_counter()
     jobs_list = []
     if text is not None:
         n_jobs, threads = _job_counts(len(cells), jobs)
+        chosen = _sizes(cells, mcfg, tcfg, corpus, given, cell_lr, threads, log)
+        if match_params:
+            target = n_params(replace(chosen.get("lstm", (mcfg, tcfg))[0], cell="lstm",
+                                      vocab_size=corpus.V))
+            report["lstm_params"] = target
         for k, cell in enumerate(cells):
-            cfg = replace(mcfg, cell=cell, vocab_size=corpus.V)
+            cfg, tc = chosen[cell]
+            cfg = replace(cfg, vocab_size=corpus.V)
             if match_params:
                 cfg = replace(cfg, hidden=match_hidden(cfg, target))
             jobs_list.append(dict(
-                text=text, model=asdict(cfg), seed=seed, length=length,
-                train=asdict(replace(tcfg, lr=default_lr(cell)) if cell_lr else tcfg),
+                text=text, model=asdict(cfg), seed=seed, length=length, train=asdict(tc),
                 out=os.path.join(out_dir, f"{cell}.npz"), progress=progress, position=k % n_jobs,
                 recall_passages=5, recall_prime=100, recall_chars=recall_chars,
                 flow_T=max(FLOW_STEPS, tcfg.seq_len), threads=threads,

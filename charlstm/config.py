@@ -16,7 +16,8 @@ CELL_NAMES = ("lstm", "rnn", "irnn", "lstm-peephole", "cifg", "gru")
 @dataclass(frozen=True)
 class ModelConfig:
     cell: str = "lstm"          # one of CELL_NAMES
-    hidden: int = 768           # units per layer (H); compare: COMPARE_HIDDEN (README: quality)
+    hidden: int = 768           # units per layer (H); train and compare choose it for the
+                                # text, budget and machine when not given (sizing.py)
     layers: int = 1             # stacked layers
     dropout: float = 0.5        # between layers and before the output layer (README: quality)
     forget_bias: float = 1.0    # initial forget-gate bias (GRU: update gate z)
@@ -61,8 +62,6 @@ def default_lr(cell: str) -> float:
 
 
 DEFAULT_MINUTES = 12.0          # the budget when none is given
-COMPARE_HIDDEN = 512            # compare's default units: its budgets are minutes, and
-                                # several models share the cores (README: compare)
 PROBE_HIDDEN = 64               # compare --probe: small models, many trainings
 PROBE_MINUTES = 12.0            # ... which share this much wall-clock time (README: compare)
 AUTO_EVAL_MIN_STEPS = 100       # eval_every=0: validate at most this often...

@@ -75,18 +75,21 @@ class Sampler:
 
     def stream(self, seed: str, length: int, temperature: float = 1.0, top_k: int = 0,
                greedy: bool = False, rng_seed: int | None = None, chunk: int = 256,
-               first: int = 8):
+               first: int = 8, state=None, rng=None):
         """Yield the continuation of `seed` in pieces (the seed itself is not
         yielded): `first` characters, then twice as many each time, up to
         `chunk`. An empty seed starts from a newline, or the first symbol.
         Each piece is one call of generate, which starts and stops the helper
-        thread, so the pieces should not be small."""
+        thread, so the pieces should not be small. state: None (start from a
+        zero state), or (h, c) from zero_state(1) or an earlier stream, carried
+        on and updated in place (an interactive session that keeps its state);
+        rng: a numpy Generator to draw from instead of one seeded by rng_seed."""
         prime = encode_text(seed, self.vocab)
-        if len(prime) == 0:
+        if len(prime) == 0 and state is None:
             start = "\n" if "\n" in self.vocab else self.vocab[0]
             prime = encode_text(start, self.vocab)
-        h, c = self.model.zero_state(1)
-        rng = np.random.default_rng(rng_seed)    # drawn a piece at a time: the same numbers
+        h, c = state if state is not None else self.model.zero_state(1)
+        rng = rng if rng is not None else np.random.default_rng(rng_seed)
         n, size = 0, first                       # as drawn at once (so the same text), and
         while n < length:                        # memory that does not grow with --length
             stopping.check()
@@ -120,3 +123,32 @@ def check_clamp(model: Model, clamp) -> tuple[np.ndarray, np.ndarray]:
         rows.append([layer, unit])
         vals.append(value)
     return (np.array(rows, np.int64).reshape(-1, 2), np.array(vals, model.dtype))
+
+
+class StopAt:
+    """Text cut after the first occurrence of any of `stops`, fed piece by
+    piece: feed() returns what can be shown now (never a part of the text
+    that could still turn out to be the start of a stop), and `done` is set
+    once a stop has appeared; flush() returns what is left at the end."""
+
+    def __init__(self, stops=()):
+        self.stops = [x for x in stops if x]
+        self.keep = max((len(x) for x in self.stops), default=1) - 1
+        self.buf = ""
+        self.done = False
+
+    def feed(self, piece: str) -> str:
+        if self.done:
+            return ""
+        self.buf += piece
+        ends = [self.buf.find(x) + len(x) for x in self.stops if x in self.buf]
+        if ends:
+            out, self.buf, self.done = self.buf[:min(ends)], "", True
+            return out
+        cut = max(0, len(self.buf) - self.keep)
+        out, self.buf = self.buf[:cut], self.buf[cut:]
+        return out
+
+    def flush(self) -> str:
+        out, self.buf = self.buf, ""
+        return out

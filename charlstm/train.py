@@ -89,12 +89,15 @@ class Trainer:
     def __init__(self, text: str, model_cfg: ModelConfig, cfg: TrainConfig, out: str,
                  resume: str | None = None, progress: bool = True, log=print,
                  corpus: Corpus | None = None, bar_position: int | None = None,
-                 workers: int | None = None, stop_when=None):
+                 workers: int | None = None, stop_when=None, log_path: str | None = None):
         """stop_when: None, or a function of the trainer called after every
         validation pass (and its checkpoint); when it returns True, training
         ends there as if the budget were spent (compare's memory probe stops a
-        model that has solved its task; a search could prune a poor trial)."""
+        model that has solved its task; a search could prune a poor trial).
+        log_path: a file to which a JSON line is appended after every
+        validation pass (TrainLog), so that another terminal can follow."""
         self.log, self.progress, self.out = log, progress, out
+        self.log_path = log_path
         self.stop_when = stop_when
         self.bar_desc = None            # the progress bar's label (default: the model)
         self.stopped_early = False
@@ -291,14 +294,8 @@ class Trainer:
     # -- the loop -----------------------------------------------------------
 
     def run(self) -> Result:
-        from tqdm import tqdm
         cfg, s = self.cfg, self.state
-        total = self.total_steps()
-        bar = tqdm(total=None if math.isinf(total) else int(total), initial=s["step"],
-                   disable=not self.progress, unit="step", dynamic_ncols=True,
-                   position=self.bar_position,
-                   desc=self.bar_desc or
-                   f"{self.model.cfg.cell} {self.model.cfg.layers}x{self.model.cfg.hidden}")
+        bar = Bar(self)
         chars = cfg.seq_len * cfg.batch_size
         val = s.get("last_val")
         ema = None
@@ -326,12 +323,9 @@ class Trainer:
                         self._last_eval = (s["step"], s["train_time"], t_last - now)
                         if self.stop_when is not None and self.stop_when(self):
                             self.stopped_early = True
-                            bar.update(1)
+                            bar.update(ema, val)
                             break
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{ema:.3f}", val="-" if val is None else f"{val:.3f}",
-                                    cps=f"{s['step'] * chars / max(s['train_time'], 1e-9):,.0f}",
-                                    refresh=False)
+                    bar.update(ema, val)
                 if not self.corrupt and (not self.hist_val or self.hist_val[-1][0] != s["step"]):
                     val = self._eval_and_save()
                 stopping.check()
@@ -387,8 +381,98 @@ class Trainer:
                                          or score < s["best_val"])
         if best:
             s["best_val"] = score
+            s["best_step"] = s["step"]
         self.save(best=best)
+        if self.log_path:
+            TrainLog(self.log_path).append(self, val, best)
         return val
+
+
+class Bar:
+    """The progress bar (tqdm, on stderr): steps against a step or epoch
+    budget; against a minutes budget, the share of the time gone and the time
+    left. Its postfix: the step, the training loss (a running mean), the
+    latest validation loss and characters per second."""
+
+    def __init__(self, tr: Trainer):
+        from tqdm import tqdm
+        self.tr = tr
+        c, s = tr.cfg, tr.state
+        self.minutes = bool(c.minutes) and not c.steps and not c.epochs
+        desc = tr.bar_desc or f"{tr.model.cfg.cell} {tr.model.cfg.layers}x{tr.model.cfg.hidden}"
+        kw = dict(disable=not tr.progress, dynamic_ncols=True, position=tr.bar_position,
+                  desc=desc, mininterval=0.5)
+        if self.minutes:
+            self.bar = tqdm(total=round(60 * c.minutes), initial=min(round(s["elapsed"]),
+                                                                     round(60 * c.minutes)),
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}"
+                                       "{postfix}", **kw)
+        else:
+            total = tr.total_steps()
+            self.bar = tqdm(total=None if math.isinf(total) else int(total), initial=s["step"],
+                            unit="step", **kw)
+
+    def update(self, ema, val):
+        tr, s = self.tr, self.tr.state
+        chars = tr.cfg.seq_len * tr.cfg.batch_size
+        post = dict(loss=f"{ema:.3f}", val="-" if val is None else f"{val:.3f}",
+                    cps=f"{s['step'] * chars / max(s['train_time'], 1e-9):,.0f}")
+        if self.minutes:
+            post = dict(step=f"{s['step']:,}", **post)
+            self.bar.n = min(int(s["elapsed"]), self.bar.total)
+        else:
+            self.bar.n = s["step"]
+        self.bar.set_postfix(post, refresh=False)
+        self.bar.refresh() if self.bar.n == self.bar.total else self.bar.update(0)
+
+    def close(self):
+        if self.minutes and not self.bar.disable:
+            self.bar.n = min(int(self.tr.state["elapsed"]), self.bar.total)
+        self.bar.close()
+
+
+class TrainLog:
+    """`<checkpoint>.log.jsonl`: a header line (the settings), then one JSON
+    line per validation pass: step, minutes, train loss (a running mean of 50
+    steps), validation loss, learning rate, characters per second, and
+    whether it is the best so far. Appended and flushed line by line, so that
+    `tail -f` and plotting tools can follow a run from another terminal."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    @staticmethod
+    def path_for(out: str) -> str:
+        return (out[:-4] if out.endswith(".npz") else out) + ".log.jsonl"
+
+    def start(self, tr: Trainer, fresh: bool) -> None:
+        """A new log (a fresh run), or the one a resumed run goes on in."""
+        import json
+        from dataclasses import asdict
+        if fresh or not os.path.exists(self.path):
+            from .files import write_text
+            write_text(self.path, json.dumps({"charlstm": "train log",
+                                              "model": asdict(tr.model.cfg),
+                                              "train": asdict(tr.cfg)}) + "\n")
+
+    def append(self, tr: Trainer, val, best: bool) -> None:
+        import json
+        s, c = tr.state, tr.cfg
+        row = {"step": s["step"], "minutes": round(s["elapsed"] / 60, 4),
+               "train_loss": _round(tr._recent_train_loss()), "val_loss": _round(val),
+               "lr": float(f"{lr_at(c, s['step'], tr.progress_frac()):.6g}"),
+               "chars_per_s": round(s["step"] * c.seq_len * c.batch_size
+                                    / max(s["train_time"], 1e-9)),
+               "best": bool(best)}
+        try:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+        except OSError:
+            pass                     # the log is a convenience; the checkpoint is the record
+
+
+def _round(x):
+    return None if x is None or not math.isfinite(x) else round(float(x), 5)
 
 
 def check_same_text(path: str, ck, resume: str) -> None:
@@ -418,6 +502,15 @@ def _resume_cfg(saved: TrainConfig, given: TrainConfig) -> TrainConfig:
         if getattr(given, key):
             changes = {"epochs": 0.0, "steps": 0, "minutes": 0.0, key: getattr(given, key)}
     return dataclasses.replace(saved, **changes)
+
+
+def unigram_loss(corpus: Corpus) -> float:
+    """The loss (nats/char) of a guess from the characters' frequencies in
+    the training text alone: the level a model that learned nothing else
+    reaches."""
+    counts = np.bincount(np.asarray(corpus.train, np.int64), minlength=corpus.V)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
 
 
 def bits(nats: float | None) -> float | None:

@@ -53,7 +53,7 @@ STR_KEYS = {"cell": CELL_NAMES, "optimizer": ("adam", "adagrad"),
 # them with --cell or in a space file.
 DEFAULT_SPACE = {
     "cell": ["lstm", "gru", "cifg"],
-    "hidden": [128, 256, 384, 512, 768, 1024],
+    "hidden": [64, 96, 128, 192, 256, 384, 512, 768, 1024],   # sizing.CANDIDATES
     "layers": [1, 2, 3],
     "dropout": {"low": 0.0, "high": 0.6, "step": 0.05},
     "lr": {"low": 5e-4, "high": 3e-2, "log": True},
@@ -347,10 +347,12 @@ def configs(settings: dict, minutes: float) -> tuple[ModelConfig, TrainConfig]:
     return ModelConfig(**m), TrainConfig(**t, minutes=minutes)
 
 
-def defaults_params(space: dict) -> dict | None:
-    """The Optuna params that make charlstm train's defaults, or None when the
-    defaults are outside the space (a fixed setting differs, a size is left out)."""
-    M, T = ModelConfig(), TrainConfig()
+def defaults_params(space: dict, M: ModelConfig | None = None,
+                    T: TrainConfig | None = None) -> dict | None:
+    """The Optuna params that make charlstm train's defaults (M, T: the model
+    sizing.choose gives for the trial budget), or None when they are outside
+    the space (a fixed setting differs, a size is left out)."""
+    M, T = M or ModelConfig(), T or TrainConfig()
     want = {k: getattr(M, k) for k in MODEL_KEYS} | {k: getattr(T, k) for k in TRAIN_KEYS}
     want["size"] = f"{want.pop('layers')}x{want.pop('hidden')}"
     params = {}
@@ -1079,10 +1081,20 @@ def search(text: str, *, space_file: str | None, fixed: dict, trial_minutes: flo
         asked["flops_rate"] = speed and speed.flops_rate
         study, saved = open_study(storage, name, asked)
         if not study.get_trials(deepcopy=False):
-            d = defaults_params(saved["space"])
+            from . import sizing
+            cell = fixed.get("cell", ModelConfig.cell)
+            given = set(fixed)
+            m0 = ModelConfig(cell=cell, **{k: fixed[k] for k in ("hidden", "layers", "dropout")
+                                          if k in fixed})
+            t0 = TrainConfig(minutes=trial_minutes, **{k: fixed[k] for k in
+                                                        ("lr", "seq_len", "batch_size")
+                                                        if k in fixed})
+            choice = sizing.choose(corpus, m0, t0, given, threads=threads)
+            d = defaults_params(saved["space"], choice.model, choice.train)
             if d is not None:
                 study.enqueue_trial(d, user_attrs={"queued_as": "defaults"})
-                log("trial 0 is charlstm train's defaults, to compare against")
+                log(f"trial 0 is charlstm train's default for {trial_minutes:g}-minute runs, to "
+                    f"compare against: {choice.reason}")
     fail_lost(study)
     retry_missing(study, log)
     deadline = None if minutes is None else time.time() + 60 * minutes

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from charlstm.checkpoint import load
 from charlstm.cli import main
-from charlstm.config import COMPARE_HIDDEN, ModelConfig, TrainConfig, default_lr
+from charlstm.config import TrainConfig, default_lr
 
 SMALL = ["--hidden", "16", "--seq-len", "8", "--batch-size", "2", "--steps", "3",
          "--no-progress", "--eval-every", "2"]
@@ -202,7 +202,7 @@ def test_checkpoint_write_is_atomic(tmp_path, text, monkeypatch):
     with pytest.raises(OSError):
         ckpt.save(ck, out)
     assert open(out, "rb").read() == before
-    assert sorted(os.listdir(tmp_path / "ck")) == ["m.best.npz", "m.npz"]
+    assert sorted(os.listdir(tmp_path / "ck")) == ["m.best.npz", "m.log.jsonl", "m.npz"]
 
 
 def test_python_dash_m(text, tmp_path):
@@ -290,14 +290,14 @@ def test_learning_rate_defaults_by_cell(tmp_path, text, args, lr):
     assert load(out).train.lr == lr
 
 
-def test_compare_has_its_own_default_hidden_size(monkeypatch, text):
-    """compare's budgets are minutes shared by several models, so its models
-    default to COMPARE_HIDDEN units, not train's (README: Quality per CPU minute)."""
+def test_compare_sizes_each_cell_unless_hidden_is_given(monkeypatch, text):
+    """compare sizes every cell for its budget and share of the cores
+    (sizing.choose) unless --hidden is given, which then holds for all."""
     import charlstm.compare
     seen = []
     monkeypatch.setattr(charlstm.compare, "run_compare",
-                        lambda text, cells, mcfg, tcfg, **kw: seen.append(mcfg.hidden))
+                        lambda text, cells, mcfg, tcfg, **kw: seen.append(
+                            (kw["given"], mcfg.hidden)))
     assert run(["compare", text, "--steps", "1"]).exit_code == 0
     assert run(["compare", text, "--steps", "1", "--hidden", "24"]).exit_code == 0
-    assert seen == [COMPARE_HIDDEN, 24] and COMPARE_HIDDEN != ModelConfig().hidden
-    assert f"[default: {COMPARE_HIDDEN};" in run(["compare", "--help"]).output
+    assert "hidden" not in seen[0][0] and "hidden" in seen[1][0] and seen[1][1] == 24

@@ -273,8 +273,11 @@ def test_two_commands_on_one_postgresql_study_share_the_trials(tmp_path, text, p
     _shared_fairly(study, 5)
     best = min((t for t in study.get_trials() if t.state.name == "COMPLETE"),
                key=lambda t: t.value)
-    for out, _ in outs:                         # each sees the best of both
-        assert f"best: trial {best.number}, {best.value:.4f}" in out
+    # Each sees the best of both, or says that a trial was still running on the
+    # other machine when it ended (it does not wait for another machine's trial).
+    for out, _ in outs:
+        assert f"best: trial {best.number}, {best.value:.4f}" in out or "running elsewhere" in out
+    assert any(f"best: trial {best.number}, {best.value:.4f}" in out for out, _ in outs)
 
 
 # -- pruning ----------------------------------------------------------------

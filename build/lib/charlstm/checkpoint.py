@@ -1,0 +1,446 @@
+"""Checkpoints: one .npz file that holds everything needed to sample from a model
+or to resume training exactly where it stopped.
+
+    format            "charlstm-checkpoint"
+    version           3 (versions 1 and 2 are upgraded on load)
+    model, train      the two settings dataclasses, as JSON
+    vocab             the vocabulary, as Unicode code points (uint32)
+    param/<name>      every parameter under its name (see model.py)
+    opt/m, opt/v      optimizer moments, flat, in the parameter buffer's layout
+    carry/h, carry/c  the hidden state carried into the next batch, (L, B, H)
+    state             JSON: step, epoch, batch, elapsed seconds, RNG state, best
+                      validation loss
+    history/train     rows [step, seconds, loss]
+    history/val       rows [step, seconds, val loss]
+    history/grad_norm rows [step, gradient norm before clipping] (optional)
+
+Files load with allow_pickle=False, every array's header checked against the
+settings before anything is decompressed (load), and are written through
+files.write_with: a temporary file in the same folder, renamed over the
+target, so an existing file is never left half-written.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import zipfile
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .config import ModelConfig, TrainConfig, from_dict
+from .errors import CharlstmError
+
+FORMAT = "charlstm-checkpoint"
+VERSION = 3
+
+
+def _v1_to_v2(arrays: dict, cfg: ModelConfig) -> dict:
+    """Version 2 stores each layer's Wh as (G, H), PyTorch's weight_hh layout,
+    where version 1 had (H, G): transpose it, and its slots in opt/m and opt/v."""
+    from .model import layout
+    out = dict(arrays)
+    moments = [key for key in ("opt/m", "opt/v") if out.get(key) is not None and out[key].size]
+    for key in moments:
+        out[key] = out[key].copy()
+    k = 0
+    for name, shape in layout(cfg):             # shapes as in version 2
+        size = int(np.prod(shape))
+        if name.endswith(".Wh"):
+            G, H = shape
+            if "param/" + name in out:
+                out["param/" + name] = np.ascontiguousarray(out["param/" + name].reshape(H, G).T)
+            for key in moments:
+                out[key][k:k + size] = out[key][k:k + size].reshape(H, G).T.ravel()
+        k += size
+    return out
+
+
+def _v2_to_v3(arrays: dict, cfg: ModelConfig) -> dict:
+    """Version 3 adds the training text's digest to the settings (TrainConfig.
+    text_sha256, "" when unknown): no array changes."""
+    return arrays
+
+
+# An older version's arrays pass through UPGRADES[v] (v -> v + 1) until current.
+UPGRADES: dict = {1: _v1_to_v2, 2: _v2_to_v3}
+
+
+@dataclass
+class Checkpoint:
+    model: ModelConfig
+    train: TrainConfig
+    vocab: str
+    params: dict[str, np.ndarray]
+    opt_m: np.ndarray | None = None
+    opt_v: np.ndarray | None = None
+    carry_h: np.ndarray | None = None
+    carry_c: np.ndarray | None = None
+    state: dict = field(default_factory=dict)
+    history_train: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    history_val: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    history_norm: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+
+
+def save(ck: Checkpoint, path: str) -> None:
+    """Write ck to path atomically (files.write_with: a temporary file in the
+    same folder, renamed over the target; its mode kept)."""
+    from .files import write_with
+    arrays = {
+        "format": np.array(FORMAT), "version": np.array(VERSION),
+        "model": np.array(json.dumps(asdict(ck.model))),
+        "train": np.array(json.dumps(asdict(ck.train))),
+        "vocab": np.array([ord(ch) for ch in ck.vocab], np.uint32),
+        "state": np.array(json.dumps(ck.state)),
+        "history/train": np.asarray(ck.history_train, np.float64).reshape(-1, 3),
+        "history/val": np.asarray(ck.history_val, np.float64).reshape(-1, 3),
+        "history/grad_norm": np.asarray(ck.history_norm, np.float64).reshape(-1, 2),
+    }
+    arrays.update({f"param/{k}": v for k, v in ck.params.items()})
+    for key, val in (("opt/m", ck.opt_m), ("opt/v", ck.opt_v),
+                     ("carry/h", ck.carry_h), ("carry/c", ck.carry_c)):
+        if val is not None:
+            arrays[key] = val
+    write_with(path, lambda fh: np.savez(fh, **arrays))
+
+
+# ---------------------------------------------------------------------------
+# Reading: every array's header is checked against the settings before any
+# array is decompressed, so that a crafted file can neither make charlstm
+# allocate what it claims (a bomb) nor hand a kernel an array of the wrong
+# size (which would read or write past its end).
+
+MAX_JSON_CHARS = 1 << 20          # model, train and state are a few hundred characters
+MAX_HISTORY_ROWS = 1 << 24        # a row per step: 16.7M steps
+MAX_MEMBERS = 4096
+
+
+def load(path: str) -> Checkpoint:
+    """The checkpoint at path, validated whole: the format and version, the
+    settings, every array's shape and type against them, the vocabulary, the
+    state; one line naming what is wrong otherwise. A safetensors file that
+    charlstm export wrote loads too (its parameters, vocabulary and settings;
+    nothing to resume)."""
+    from .files import sniff
+    if not os.path.lexists(path):
+        raise CharlstmError(f"no checkpoint at {path}; train one with: charlstm train FILE")
+    if not os.path.isfile(path):
+        raise CharlstmError(f"{path} is {sniff(path)}; give a .npz written by charlstm train")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head != b"PK\x03\x04":
+        if sniff(path).startswith("a safetensors file exported by charlstm"):
+            from .export import load_safetensors_checkpoint
+            return load_safetensors_checkpoint(path)
+        raise CharlstmError(f"{path} is {sniff(path)}, not a charlstm checkpoint (.npz); "
+                            "give a .npz written by charlstm train")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return _load_zip(zf, path)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, RuntimeError,
+            NotImplementedError, struct.error) as e:
+        raise CharlstmError(f"{path} is not a readable checkpoint ({_why(e)}); it may be "
+                            "truncated: retrain or pick another file") from None
+
+
+def _why(e: Exception) -> str:
+    return f"{e.__class__.__name__}: {e}" if str(e) else e.__class__.__name__
+
+
+def _damaged(path: str, what: str) -> CharlstmError:
+    return CharlstmError(f"{path} is a damaged checkpoint: {what}; retrain or pick another file")
+
+
+def _headers(zf: zipfile.ZipFile, path: str) -> dict:
+    """{key: (shape, dtype)} of every array, read from the npy headers alone."""
+    infos = zf.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise _damaged(path, f"it holds {len(infos)} arrays")
+    out = {}
+    for info in infos:
+        if not info.filename.endswith(".npy"):
+            raise _damaged(path, f"it holds {info.filename!r}, which is not an array")
+        with zf.open(info) as fh:
+            try:
+                version = np.lib.format.read_magic(fh)
+                reader = {(1, 0): np.lib.format.read_array_header_1_0,
+                          (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                if reader is None:
+                    raise ValueError(f"npy format version {version}")
+                shape, fortran, dtype = reader(fh)
+            except (ValueError, SyntaxError, TypeError, EOFError, UnicodeDecodeError) as e:
+                raise _damaged(path, f"the header of {info.filename!r} does not parse "
+                                     f"({e})") from None
+        if dtype.hasobject:
+            raise CharlstmError(f"{path} holds pickled Python objects in {info.filename!r}, "
+                                "which charlstm refuses to load for safety (they can run "
+                                "code); give a checkpoint written by charlstm train")
+        out[info.filename[:-4]] = (tuple(shape), dtype, info)
+    return out
+
+
+def _read(zf, headers, key):
+    with zf.open(headers[key][2]) as fh:
+        return np.lib.format.read_array(fh, allow_pickle=False)
+
+
+def _json_key(zf, headers, key, path):
+    if key not in headers:
+        raise _damaged(path, f"it has no {key!r}")
+    shape, dtype, _ = headers[key]
+    if shape != () or dtype.kind != "U" or dtype.itemsize // 4 > MAX_JSON_CHARS:
+        raise _damaged(path, f"{key!r} is not a short JSON string")
+    try:
+        return json.loads(str(_read(zf, headers, key)))
+    except ValueError as e:
+        raise _damaged(path, f"{key!r} is not JSON ({e})") from None
+
+
+def _load_zip(zf: zipfile.ZipFile, path: str) -> Checkpoint:
+    from .files import check_memory
+    headers = _headers(zf, path)
+    fmt = None
+    if "format" in headers and headers["format"][0] == () and headers["format"][1].kind == "U" \
+            and headers["format"][1].itemsize <= 400:
+        fmt = str(_read(zf, headers, "format"))
+    if fmt != FORMAT:
+        raise CharlstmError(f"{path} is a ZIP archive (.npz) that charlstm did not write; "
+                            "give a .npz written by charlstm train")
+    try:
+        shape, dtype, _ = headers["version"]
+        if shape != () or dtype.kind not in "iu":
+            raise ValueError
+        version = int(_read(zf, headers, "version"))
+        if version < 1:
+            raise ValueError
+    except (KeyError, ValueError, TypeError):
+        raise CharlstmError(f"{path} has no valid format version; it is damaged or was not "
+                            "written by charlstm: retrain or pick another file") from None
+    if version > VERSION:
+        raise CharlstmError(f"{path} is checkpoint version {version}, newer than this "
+                            f"charlstm reads ({VERSION}); upgrade charlstm")
+    try:
+        mcfg = from_dict(ModelConfig, _dict(_json_key(zf, headers, "model", path)))
+        tcfg = from_dict(TrainConfig, _dict(_json_key(zf, headers, "train", path)))
+    except TypeError as e:
+        raise _damaged(path, f"its settings do not parse ({e})") from None
+    state = _json_key(zf, headers, "state", path)
+    if "vocab" not in headers:
+        raise _damaged(path, "it has no vocabulary")
+    vshape, vdtype, _ = headers["vocab"]
+    if len(vshape) != 1 or vdtype.kind not in "iu" or not 1 <= vshape[0] <= MAX_VOCAB:
+        raise _damaged(path, f"its vocabulary has shape {vshape} of {vdtype}")
+    vocab_ids = _read(zf, headers, "vocab")
+    vocab = vocab_from_ids(vocab_ids, path)
+    check_settings(mcfg, tcfg, vocab, path)
+    expect = expected_arrays(mcfg, tcfg, version)
+    total = 0
+    for key, (shape, dtype, _) in headers.items():
+        if key in ("format", "version", "model", "train", "state", "vocab"):
+            continue
+        rule = expect.get(key)
+        if rule is None:
+            raise _damaged(path, f"it holds an array charlstm does not write ({key!r})")
+        want, kinds = rule
+        ok_shape = (shape == want if not isinstance(want, int)
+                    else len(shape) == 2 and shape[1] == want and shape[0] <= MAX_HISTORY_ROWS)
+        if not ok_shape or dtype.kind not in kinds or dtype.itemsize > 8:
+            raise _damaged(path, f"{key!r} has shape {shape} of {dtype}, where the settings "
+                                 f"({mcfg.cell} {mcfg.layers}x{mcfg.hidden}, vocabulary "
+                                 f"{mcfg.vocab_size}) need {_shape_text(want)} numbers")
+        total += int(np.prod(shape)) * dtype.itemsize
+    missing = [k for k in expect if k.startswith("param/") and k not in headers]
+    if missing:
+        raise CharlstmError(f"checkpoint parameter {missing[0][6:]} is missing from {path}; "
+                            "the file is damaged: retrain or pick another file")
+    check_memory(2 * total, f"{path} ({mcfg.cell} {mcfg.layers}x{mcfg.hidden})",
+                 "it cannot be loaded on this machine")
+    arrays = {k: _read(zf, headers, k) for k in headers
+              if k not in ("format", "version", "model", "train", "state", "vocab")}
+    while version < VERSION:
+        arrays = UPGRADES[version](arrays, mcfg)
+        version += 1
+    for key in ("opt/m", "opt/v", "carry/h", "carry/c"):     # (parameters: see
+        if key in arrays and not np.isfinite(arrays[key]).all():    # model_from_checkpoint)
+            raise _damaged(path, f"{key!r} holds nan or inf")
+    ck = Checkpoint(
+        model=mcfg, train=tcfg, vocab=vocab,
+        params={k[6:]: v for k, v in arrays.items() if k.startswith("param/")},
+        opt_m=arrays.get("opt/m"), opt_v=arrays.get("opt/v"),
+        carry_h=arrays.get("carry/h"), carry_c=arrays.get("carry/c"),
+        state=check_state(state, path),
+        history_train=arrays.get("history/train", np.zeros((0, 3))),
+        history_val=arrays.get("history/val", np.zeros((0, 3))),
+        history_norm=arrays.get("history/grad_norm", np.zeros((0, 2))))
+    return ck
+
+
+MAX_VOCAB = 1 << 20
+
+
+def _dict(d) -> dict:
+    if not isinstance(d, dict):
+        raise TypeError("not a JSON object")
+    return d
+
+
+def _shape_text(want) -> str:
+    if isinstance(want, int):
+        return f"(rows, {want})"
+    return "×".join(map(str, want)) if want else "a scalar of"
+
+
+def expected_arrays(m: ModelConfig, t: TrainConfig, version: int = VERSION) -> dict:
+    """{key: (shape, dtype kinds)} of every array a checkpoint of these
+    settings may hold (shape an int: rows of that many columns)."""
+    from .model import layout
+    out = {}
+    n = 0
+    for name, shape in layout(m):
+        if version < 2 and name.endswith(".Wh"):
+            shape = shape[::-1]                     # version 1 stored Wh as (H, G)
+        out["param/" + name] = (tuple(shape), "f")
+        n += int(np.prod(shape))
+    state = (m.layers, t.batch_size, m.hidden)
+    out.update({"opt/m": ((n,), "f"), "opt/v": ((n,), "f"), "carry/h": (state, "f"),
+                "carry/c": (state, "f"), "history/train": (3, "fiu"), "history/val": (3, "fiu"),
+                "history/grad_norm": (2, "fiu")})
+    return out
+
+
+def vocab_from_ids(ids: np.ndarray, path: str) -> str:
+    """The vocabulary from its code points: distinct Unicode scalar values
+    (no surrogates), each a character that can be printed or written."""
+    ids = np.asarray(ids).astype(np.int64)
+    bad = ids[(ids < 0) | (ids > 0x10FFFF) | ((ids >= 0xD800) & (ids <= 0xDFFF))]
+    if len(bad):
+        raise _damaged(path, f"its vocabulary holds {int(bad[0]):#x}, which is not a Unicode "
+                             "character")
+    if len(np.unique(ids)) != len(ids):
+        raise _damaged(path, "its vocabulary lists a character twice")
+    return "".join(map(chr, ids.tolist()))
+
+
+def check_settings(m: ModelConfig, t: TrainConfig, vocab: str, path: str) -> None:
+    """The settings must describe a model this charlstm can build, for this
+    vocabulary, and a run it can resume: every value of the right type and
+    within the range the command line allows."""
+    from .cells import CELLS
+    problems = []
+
+    def whole(obj, key, lo, hi):
+        v = getattr(obj, key)
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            problems.append(f"{key} is {v!r}, not a whole number from {lo} to {hi}")
+
+    def number(obj, key, lo, hi, lo_open=False):
+        v = getattr(obj, key)
+        if (not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v)
+                or not lo <= v <= hi or (lo_open and v == lo)):
+            problems.append(f"{key} is {v!r}, not a number from {lo} to {hi}")
+
+    def choice(obj, key, options):
+        v = getattr(obj, key)
+        if v not in options:
+            problems.append(f"{key} is {v!r}, not one of {', '.join(options)}")
+
+    choice(m, "cell", tuple(CELLS))
+    whole(m, "hidden", 1, 65536)
+    whole(m, "layers", 1, 64)
+    whole(m, "vocab_size", 1, MAX_VOCAB)
+    if isinstance(m.vocab_size, int) and m.vocab_size != len(vocab):
+        problems.append(f"vocab_size is {m.vocab_size} but the vocabulary has "
+                        f"{len(vocab)} symbols")
+    number(m, "dropout", 0.0, 0.999999)
+    number(m, "forget_bias", -1e6, 1e6)
+    whole(t, "seq_len", 1, 100000)
+    whole(t, "batch_size", 1, 65536)
+    number(t, "lr", 0.0, 1e6, lo_open=True)
+    choice(t, "schedule", ("cosine", "constant"))
+    number(t, "min_lr_frac", 0.0, 1.0)
+    whole(t, "warmup_steps", 0, 1 << 40)
+    choice(t, "optimizer", ("adam", "adagrad"))
+    number(t, "clip", 0.0, 1e30, lo_open=True)
+    number(t, "state_reset", 0.0, 1.0)
+    number(t, "val_frac", 0.0, 0.9)
+    whole(t, "rng_seed", 0, 2 ** 63 - 1)
+    number(t, "epochs", 0.0, 1e9)
+    whole(t, "steps", 0, 1 << 40)
+    number(t, "minutes", 0.0, 1e9)
+    whole(t, "eval_every", 0, 1 << 40)
+    whole(t, "eval_chars", 0, 1 << 40)
+    choice(t, "dtype", ("float32", "float64"))
+    for key in ("text", "text_sha256"):
+        if not isinstance(getattr(t, key), str):
+            problems.append(f"{key} is not a string")
+    if problems:
+        raise CharlstmError(f"{path} has settings charlstm cannot use: " + "; ".join(problems)
+                            + "; retrain or pick another file")
+
+
+def check_state(state, path: str) -> dict:
+    """The saved state: step, epoch and batch whole numbers, times finite,
+    the best and last validation losses numbers or null, the RNG a dict."""
+    if not isinstance(state, dict):
+        raise _damaged(path, "its state is not a JSON object")
+    for key in ("step", "epoch", "batch"):
+        v = state.get(key, 0)
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 1 << 53:
+            raise _damaged(path, f"its state's {key} is {v!r}")
+    for key in ("elapsed", "train_time"):
+        v = state.get(key, 0.0)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v < 1e12:
+            raise _damaged(path, f"its state's {key} is {v!r}")
+    for key in ("best_val", "last_val"):
+        v = state.get(key)
+        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool)):
+            raise _damaged(path, f"its state's {key} is {v!r}")
+    if state.get("rng") is not None and not isinstance(state["rng"], dict):
+        raise _damaged(path, "its state's random-number state is not an object")
+    return state
+
+
+def newest(folder: str = "checkpoints") -> str:
+    """The best checkpoint of the newest run in `folder`: the most recently
+    written checkpoint that is not a best file, then its best file if it has
+    one (the model with the lowest validation loss, which is what a user
+    wants to sample from), else itself."""
+    from .files import is_checkpoint
+    try:
+        names = [os.path.join(folder, n) for n in os.listdir(folder)
+                 if n.endswith(".npz") and not n.startswith(".")
+                 and os.path.isfile(os.path.join(folder, n))]
+    except (FileNotFoundError, NotADirectoryError):
+        names = []
+    runs = [p for p in names if not p.endswith(".best.npz") and is_checkpoint(p)]
+    if not runs:
+        runs = [p for p in names if is_checkpoint(p)]
+    if not runs:
+        raise CharlstmError(f"no checkpoint in {folder}/; train one first: "
+                            "charlstm train FILE (or give a checkpoint path)")
+    last = max(runs, key=os.path.getmtime)
+    root = last[:-4]
+    best = root + ".best.npz"
+    return best if not last.endswith(".best.npz") and os.path.isfile(best) else last
+
+
+def model_from_checkpoint(ck: Checkpoint, dtype=np.float32):
+    """The model.Model a checkpoint holds, its parameters checked by name and shape."""
+    from .model import Model
+    m = Model(ck.model, dtype)
+    for name, shape in m.layout:
+        arr = ck.params.get(name)
+        if arr is None or arr.shape != shape:
+            raise CharlstmError(f"checkpoint parameter {name} is missing or has the wrong "
+                                "shape; the file is damaged: retrain or pick another file")
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise CharlstmError(f"checkpoint parameter {name} holds {arr.dtype} values, not "
+                                "numbers; the file is damaged: retrain or pick another file")
+        if not np.isfinite(arr).all():
+            raise CharlstmError(f"checkpoint parameter {name} holds nan or inf: the model "
+                                "diverged before it was saved; use an earlier checkpoint "
+                                "or retrain with a lower --lr")
+        m.p[name][...] = arr
+    return m

@@ -1,0 +1,824 @@
+"""`charlstm compare`: does the LSTM keep information over longer spans than a
+vanilla RNN? Several cells are trained on the same text with the same seed and
+budget, then measured side by side: loss, speed, samples, the recall of
+training passages, the context curve and how far back gradients reach
+(memory.py holds the measurements). With --probe, every cell is also trained on
+the memory probe at several lags (Hochreiter & Schmidhuber 1997, in small).
+The report goes to the terminal, results.json, compare.png and report.html."""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, replace
+from itertools import zip_longest
+from multiprocessing import get_context
+
+import numpy as np
+
+from . import files
+from . import memory as M
+from . import stopping
+from .config import ModelConfig, TrainConfig, default_lr
+from .data import load_corpus
+from .errors import CharlstmError
+from .model import n_params
+from .stopping import Stop
+from .train import Trainer
+from .workers import die_with_parent, one_blas_thread, stop_children
+
+MARKERS = "*o+x#@%&"
+
+
+# ---------------------------------------------------------------------------
+# Sizing and recall: pure measurements, usable on their own.
+
+def match_hidden(cfg: ModelConfig, target: int) -> int:
+    """The hidden size whose parameter count is closest to `target`."""
+    lo, hi = 1, 16384
+    while lo < hi:                                   # first H with count >= target
+        mid = (lo + hi) // 2
+        if n_params(replace(cfg, hidden=mid)) < target:
+            lo = mid + 1
+        else:
+            hi = mid
+    cands = [h for h in (lo - 1, lo) if h >= 1]
+    return min(cands, key=lambda h: abs(n_params(replace(cfg, hidden=h)) - target))
+
+
+def recall_passages(ids: np.ndarray, vocab: str, n: int, prime: int, length: int):
+    """`n` passages evenly spread over the training text, each starting at a
+    line start: (prime ids, true continuation ids)."""
+    out = []
+    nl = vocab.find("\n")
+    span = len(ids) - prime - length - 1
+    if span <= 0:
+        return out
+    for k in range(n):
+        start = int(span * (k + 0.5) / n)
+        if nl >= 0:
+            hits = np.flatnonzero(ids[start:start + 2000] == nl)
+            start = start + int(hits[0]) + 1 if len(hits) and start + hits[0] + 1 <= span else start
+        out.append((ids[start:start + prime].astype(np.int64),
+                    ids[start + prime:start + prime + length].astype(np.int64)))
+    return out
+
+
+def recall_scores(sampler, passages) -> dict:
+    """For each passage: the greedy continuation after its prime, the exact
+    prefix (characters right before the first mistake: what the lecture
+    notes' demo shows) and the teacher-forced accuracy (the share of the
+    continuation's characters that are the likeliest next one given the true
+    history: memorisation, without the cascade after a first miss)."""
+    vocab = sampler.vocab
+    rows = []
+    for prime, truth in passages:
+        h, c = sampler.model.zero_state(1)
+        out = np.empty(len(truth), np.int64)
+        sampler.generate(out, prime, np.zeros(len(truth)), h, c, greedy=True)
+        rows.append({"prime": "".join(vocab[i] for i in prime),
+                     "truth": "".join(vocab[i] for i in truth),
+                     "output": "".join(vocab[i] for i in out),
+                     "prefix": M.exact_prefix(out, truth),
+                     "teacher_forced": M.teacher_forced_accuracy(sampler.model, prime, truth)})
+    mean = lambda key: float(np.mean([r[key] for r in rows])) if rows else None  # noqa: E731
+    return {"prefix_mean": mean("prefix"), "teacher_forced": mean("teacher_forced"),
+            "chars": len(passages[0][1]) if passages else 0, "passages": rows}
+
+
+def diverged_val(loss, V: int) -> bool:
+    """A loss no better than a uniform guess over the V symbols, or not finite."""
+    return loss is None or not math.isfinite(loss) or loss > math.log(V)
+
+
+# ---------------------------------------------------------------------------
+# One model, start to finish (runs in a worker process when --jobs > 1).
+
+def train_one(job: dict) -> dict:
+    mcfg, tcfg = ModelConfig(**job["model"]), TrainConfig(**job["train"])
+    corpus = load_corpus(job["text"], tcfg.val_frac)
+    tr = Trainer(job["text"], mcfg, tcfg, job["out"], progress=job["progress"],
+                 log=lambda m: None, corpus=corpus, bar_position=job["position"],
+                 workers=job["threads"])
+    t0 = time.perf_counter()
+    with files.locked(job["out"]):
+        r = tr.run()
+    if r.interrupted:                 # compare is stopping: the checkpoint is saved
+        return {"cell": mcfg.cell, "interrupted": True, "signum": r.signum}
+    wall = time.perf_counter() - t0
+    m = tr.model
+    passages = recall_passages(corpus.train, corpus.vocab, job["recall_passages"],
+                               job["recall_prime"], job["recall_chars"])
+    from .sampling import Sampler
+    sampler = Sampler(m, corpus.vocab, threads=job["threads"])
+    sample = sampler.text(job["seed"], job["length"], temperature=0.8, rng_seed=tcfg.rng_seed)
+    held = corpus.val if len(corpus.val) > job["context_max"] + 100 else corpus.train
+    ks = M.context_ks(job["context_max"])
+    pos = M.context_positions(len(held), ks[-1], job["context_positions"])
+    t1 = time.perf_counter()
+    ctx = M.context_curve(m, held, ks, pos)
+    ctx_s = time.perf_counter() - t1
+    flow_ids = corpus.val if len(corpus.val) > 8 * job["flow_T"] else corpus.train
+    flow = M.gradient_flow(m, flow_ids, job["flow_T"])
+    hist = np.array(tr.hist_val).reshape(-1, 3)
+    return {
+        "cell": mcfg.cell, "hidden": mcfg.hidden, "layers": mcfg.layers, "params": m.size,
+        "lr": tcfg.lr,
+        "steps": r.steps, "diverged": r.diverged,
+        "train_loss": r.train_loss, "val_loss": r.val_loss,
+        "val_overflow": diverged_val(r.val_loss, corpus.V),
+        "best_val": r.best_val, "chars_per_s": r.chars_per_s, "wall_s": wall,
+        "sample": sample, "recall": recall_scores(sampler, passages),
+        "context": {"k": ks, "loss": ctx.tolist(), "span": M.context_span(ks, ctx),
+                    "positions": len(pos), "held_out": held is corpus.val, "seconds": ctx_s},
+        "grad_flow": flow, "horizon": flow_horizons(flow),
+        "val_curve": hist.tolist(), "checkpoint": r.path,
+        "notes": model_notes(r.val_loss, r.train_loss, ks, ctx, corpus.V),
+    }
+
+
+def model_notes(val, train, ks, ctx, V: int) -> list[str]:
+    """What a reader should know to read a model's row: why its validation
+    loss is no better than a uniform guess, and a context curve that rises."""
+    notes, top, k_max = [], math.log(V), ks[-1]
+    short = float(ctx[-1])
+    if diverged_val(val, V):
+        if math.isfinite(short) and short <= top and (val is None or not math.isfinite(val)
+                                                      or val > short + 0.5):
+            notes.append(f"the held-out loss with the state carried through the long streams "
+                         f"({_fmt(val, '.3g')}) is far above the loss from {k_max}-character "
+                         f"contexts ({short:.3f}): the carried state overflows, and val@{k_max} "
+                         "shows what the model learned")
+        elif train is not None and math.isfinite(train) and train < short - 1.0:
+            notes.append(f"it has memorised its training text (training loss {train:.3f}) and "
+                         f"does no better than a uniform guess on unseen text (ln V = "
+                         f"{top:.2f})")
+        else:
+            notes.append(f"its held-out loss is no better than a uniform guess (ln V = {top:.2f})")
+    best = float(np.min(ctx))
+    if np.isfinite(best) and ctx[-1] > best + 0.05:
+        notes.append(f"its context curve rises after its lowest point ({best:.3f} at "
+                     f"k = {ks[int(np.argmin(ctx))]}): more context makes it worse on unseen text, as for a "
+                     "model that has memorised its training text; its context span says little")
+    return notes
+
+
+def flow_horizons(flow: dict) -> dict:
+    """The k at which each statistic of the gradient falls below 1% of its
+    value at k = 0 (None: not within the flow_T steps measured), and the
+    cell's reach: the furthest of the per-unit maxima of the h and c paths."""
+    out = {}
+    for path in ("h", "c"):
+        if flow.get(path):
+            out[path] = {stat: M.horizon(v) for stat, v in flow[path].items()}
+    reach = [out[p]["max"] for p in out]
+    out["reach"] = None if None in reach else max(reach)
+    out["T"] = flow["T"]
+    return out
+
+
+# ---------------------------------------------------------------------------
+# The memory probe: every cell at every lag (compare --probe).
+
+def probe_one(job: dict) -> dict:
+    """Train one cell on the probe at one lag, stopping once it recalls the key
+    in ≥ 99% of held-out lines; report its accuracy on held-out lines."""
+    mcfg, tcfg = ModelConfig(**job["model"]), TrainConfig(**job["train"])
+    corpus = M.probe_corpus(job["lag"], seed=job["seed"])
+    mcfg = replace(mcfg, vocab_size=corpus.V)
+    check = corpus.val[:len(corpus.val) // 4]          # scored as it trains, to stop early
+    curve = []
+
+    def solved(tr):
+        acc = M.probe_accuracy(tr.model, check, corpus.vocab)
+        curve.append([tr.state["step"], tr.state["elapsed"], acc])
+        return acc >= 0.99
+
+    tr = Trainer(f"probe lag {job['lag']}", mcfg, tcfg, job["out"], progress=job["progress"],
+                 log=lambda m: None, corpus=corpus, bar_position=job["position"],
+                 workers=job["threads"], stop_when=solved)
+    tr.bar_desc = f"{mcfg.cell} lag {job['lag']}"
+    with files.locked(job["out"]):
+        r = tr.run()
+    if r.interrupted:
+        return {"cell": mcfg.cell, "lag": job["lag"], "interrupted": True, "signum": r.signum}
+    acc = M.probe_accuracy(tr.model, corpus.val[len(check):], corpus.vocab)
+    flow = M.gradient_flow(tr.model, corpus.val, min(job["flow_T"], 2 * (job["lag"] + 4)))
+    return {"cell": mcfg.cell, "lag": job["lag"], "accuracy": acc, "steps": r.steps,
+            "seconds": r.seconds, "budget_s": 60 * tcfg.minutes if tcfg.minutes else None,
+            "solved_early": tr.stopped_early, "seq_len": tcfg.seq_len,
+            "val_loss": r.val_loss, "curve": curve, "diverged": r.diverged,
+            "horizon": flow_horizons(flow)}
+
+
+def run_probe(cells, lags, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=True,
+              out_dir, jobs=None, progress=True, log=print, minutes=None) -> dict:
+    """Every cell trained on the probe text of every lag, `jobs` at a time:
+    each for tcfg's budget, or, with `minutes`, all of them sharing that much
+    wall-clock time (_run_jobs), the shortest lags first, so that the time
+    they leave when they are solved early goes to the longer ones."""
+    n_jobs, threads = _job_counts(len(cells) * len(lags), jobs)
+    work = []
+    for lag in sorted(lags):
+        T = max(tcfg.seq_len, 2 * (lag + 4))          # truncated BPTT must reach the key
+        for cell in cells:
+            t = replace(tcfg, seq_len=T, lr=default_lr(cell) if cell_lr else tcfg.lr)
+            work.append(dict(model=asdict(replace(mcfg, cell=cell)), train=asdict(t),
+                             lag=lag, seed=tcfg.rng_seed, progress=progress,
+                             position=len(work) % n_jobs, threads=threads, flow_T=400,
+                             out=os.path.join(out_dir, "probe", f"{cell}-lag{lag}.npz")))
+    budget = (f"{minutes:g} minutes shared, the shortest lags first" if minutes
+              else f"{_budget(tcfg)} each")
+    log(f"memory probe: {len(cells)} cells × {len(lags)} lags, {budget}; a model stops once "
+        f"it recalls ≥ 99% of held-out keys; {n_jobs} at a time; --seq-len raised to "
+        "2 × (lag + 4) where shorter")
+    rows = _run_jobs(probe_one, work, n_jobs, minutes)
+    _raise_if_stopped(rows)
+    acc = {c: [next(r["accuracy"] for r in rows if r["cell"] == c and r["lag"] == lag)
+               for lag in lags] for c in cells}
+    return {"lags": list(lags), "accuracy": acc, "chance": 1 / len(M.PROBE_KEYS),
+            "span": {c: M.memory_span(lags, acc[c]) for c in cells},
+            "threshold": 0.9, "hidden": mcfg.hidden, "runs": rows,
+            "example": M.probe_text(M.probe_ids(min(lags), 2, np.random.default_rng(0)))}
+
+
+# ---------------------------------------------------------------------------
+# The report.
+
+def run_compare(text, cells, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=False,
+                match_params=False, seed="", length=300, recall_chars=200, out_dir=None,
+                jobs=None, progress=True, context_max=512, context_positions=2000,
+                probe=None, force=False, echo=print, log=print, given=None) -> dict:
+    """Train every cell in `cells` on `text` as mcfg/tcfg say, each in its own
+    process when jobs > 1; with `probe` (a dict of lags, model and train
+    settings), also run the memory probe; then print the report and write
+    results.json, compare.png and report.html into out_dir (check_outputs:
+    an earlier run's folder is replaced only with force). text may be None
+    when probe is given. cell_lr: each cell at its own default learning rate
+    (config.default_lr) instead of tcfg.lr, as when the user gave no --lr.
+    given: the model options the user gave (sizing.given_options); the rest is
+    chosen for each cell (_sizes); None: mcfg and tcfg as they are."""
+    report = {"text": text, "cells": cells, "model": asdict(mcfg), "train": asdict(tcfg),
+              "match_params": match_params, "models": [], "probe": None, "context": {}}
+    corpus = target = None
+    if text is not None:
+        corpus = load_corpus(text, tcfg.val_frac)         # checks the file once, up front
+        need = tcfg.batch_size * (tcfg.seq_len + 1)
+        if len(corpus.train) < need:
+            raise CharlstmError(f"{text} is too short for one batch ({len(corpus.train)} "
+                                f"training characters, need {need}); lower --batch-size or "
+                                "--seq-len")
+        context_max = _fit_context(len(corpus.val), context_max, log)
+        if not seed:
+            seed = _default_seed(corpus)
+        from .data import encode_text
+        encode_text(seed, corpus.vocab)                   # unknown characters: fail now
+        target = n_params(replace(mcfg, cell="lstm", vocab_size=corpus.V))
+        report.update(lstm_params=target, vocab_size=corpus.V, seed=seed,
+                      context_max=context_max)
+    out_dir = out_dir or os.path.join("checkpoints", "compare-" + time.strftime("%Y%m%d-%H%M%S"))
+    check_outputs(out_dir, text, cells, probe, force)
+    with files.locked(os.path.join(out_dir, files.RUN_MARKER)):
+        return _compare(report, text, cells, mcfg, tcfg, corpus, target, cell_lr=cell_lr,
+                        match_params=match_params, seed=seed, length=length,
+                        recall_chars=recall_chars, out_dir=out_dir, jobs=jobs,
+                        progress=progress, context_max=context_max,
+                        context_positions=context_positions, probe=probe, echo=echo, log=log,
+                        given=given)
+
+
+def check_outputs(out_dir: str, text, cells, probe, force: bool) -> None:
+    """Every file compare will write, checked before any training: the run
+    folder is new, empty, or an earlier compare run's (replaced only with
+    --force); no file in it is the training text, locked by a live run, or
+    not charlstm's own of its kind."""
+    from .train import best_path
+    files.check_run_folder(out_dir, "compare", force=force, legacy=_legacy_run)
+    inputs = {text: "the training text"} if text else {}
+    outs = [(os.path.join(out_dir, n), k) for n, k in (("results.json", "json"),
+                                                         ("compare.png", "png"),
+                                                         ("report.html", "page"))]
+    models = [os.path.join(out_dir, f"{c}.npz") for c in (cells if text else [])]
+    if probe is not None:
+        models += [os.path.join(out_dir, "probe", f"{c}-lag{lag}.npz")
+                   for lag in probe["lags"] for c in cells]
+    outs += [(p, "checkpoint") for m in models for p in (m, best_path(m))]
+    for path, kind in outs:
+        files.check_output(path, kind, option="--out-dir", inputs=inputs, continuing=True)
+
+
+def _legacy_run(folder: str) -> bool:
+    """A run folder of a charlstm before run folders were marked: its results.json."""
+    d = files._json_doc(os.path.join(folder, "results.json"))
+    return isinstance(d, dict) and {"models", "cells", "probe"} <= set(d)
+
+
+def _raise_if_stopped(rows) -> None:
+    """A model that was stopped by a signal means compare is stopping."""
+    stopped = [r for r in rows if r and r.get("interrupted")]
+    if stopped:
+        raise Stop(stopping.pending() or stopped[0].get("signum") or signal.SIGINT)
+
+
+def _sizes(cells, mcfg, tcfg, corpus, given, cell_lr, threads, log) -> dict:
+    """Each cell's settings: the hidden size (and dropout) that sizing.choose
+    gives it for its own speed on its share of the cores, unless --hidden was
+    given; its own default learning rate unless --lr was."""
+    from . import sizing
+    out = {}
+    for cell in cells:
+        m = replace(mcfg, cell=cell)
+        t = replace(tcfg, lr=default_lr(cell)) if cell_lr else tcfg
+        if given is None:                  # a caller that sizes itself (tests, the probe)
+            out[cell] = (m, t)
+            continue
+        choice = sizing.choose(corpus, m, t, set(given) | ({"lr"} if cell_lr else set()),
+                               threads=threads)
+        log(f"{cell}: {choice.reason}")
+        out[cell] = (choice.model, choice.train)
+    return out
+
+
+def _compare(report, text, cells, mcfg, tcfg, corpus, target, *, cell_lr, match_params, seed,
+             length, recall_chars, out_dir, jobs, progress, context_max, context_positions,
+             probe, echo, log, given=None) -> dict:
+    t0 = time.perf_counter()
+    jobs_list = []
+    if text is not None:
+        n_jobs, threads = _job_counts(len(cells), jobs)
+        chosen = _sizes(cells, mcfg, tcfg, corpus, given, cell_lr, threads, log)
+        if match_params:
+            target = n_params(replace(chosen.get("lstm", (mcfg, tcfg))[0], cell="lstm",
+                                      vocab_size=corpus.V))
+            report["lstm_params"] = target
+        for k, cell in enumerate(cells):
+            cfg, tc = chosen[cell]
+            cfg = replace(cfg, vocab_size=corpus.V)
+            if match_params:
+                cfg = replace(cfg, hidden=match_hidden(cfg, target))
+            jobs_list.append(dict(
+                text=text, model=asdict(cfg), seed=seed, length=length, train=asdict(tc),
+                out=os.path.join(out_dir, f"{cell}.npz"), progress=progress, position=k % n_jobs,
+                recall_passages=5, recall_prime=100, recall_chars=recall_chars,
+                flow_T=max(FLOW_STEPS, tcfg.seq_len), threads=threads,
+                context_max=context_max, context_positions=context_positions))
+        log(f"training {len(cells)} models ({_budget(tcfg)} each), {n_jobs} at a time"
+            + (", one core each" if n_jobs > 1 else ""))
+        report["models"] = _run_jobs(train_one, jobs_list, n_jobs)
+        _raise_if_stopped(report["models"])
+        report["context"] = {m["cell"]: {k: m["context"][k] for k in ("k", "loss", "span")}
+                             for m in report["models"]}
+    if probe is not None:
+        report["probe"] = run_probe(cells, probe["lags"], probe["model"], probe["train"],
+                                    cell_lr=cell_lr, out_dir=out_dir, jobs=jobs,
+                                    progress=progress, log=log, minutes=probe.get("minutes"))
+    report["wall_s"] = time.perf_counter() - t0
+    report["jobs"] = jobs
+    report["agreement"] = agreement(report)
+    report["png"] = _plot(report, os.path.join(out_dir, "compare.png"), log)
+    path = os.path.join(out_dir, "results.json")
+    files.write_json(path, {"charlstm": "compare results", **report}, indent=1,
+                     ensure_ascii=False)
+    from .report import write_report
+    page = write_report(report, os.path.join(out_dir, "report.html"))
+    _print(report, echo)
+    echo(f"\nresults: {path}" + (f"\nplot:    {report['png']}" if report["png"] else "")
+         + f"\nreport:  {page}")
+    return report
+
+
+FLOW_STEPS = 200          # gradient flow is measured this many steps back, at least
+
+
+def _fit_context(n_val: int, k_max: int, log) -> int:
+    """The longest context the held-out text allows (k_max, or the largest
+    power of two that leaves 50 positions), telling the user when it is cut."""
+    if n_val >= k_max + 50:
+        return k_max
+    k = 1
+    while 2 * k + 50 <= n_val:
+        k *= 2
+    if k < 2:
+        raise CharlstmError(f"the held-out text has {n_val} characters, too few for the "
+                            "context curve; raise --val-frac or use a longer text")
+    log(f"the held-out text has {n_val:,} characters: the context curve stops at k = {k} "
+        f"(asked for {k_max})")
+    return k
+
+
+def _budget(tcfg: TrainConfig) -> str:
+    return (f"{tcfg.steps} steps" if tcfg.steps else f"{tcfg.minutes:g} minutes"
+            if tcfg.minutes else f"{tcfg.epochs:g} epochs")
+
+
+def _job_counts(n_models: int, jobs: int | None) -> tuple[int, int]:
+    """(models trained at once, threads each): by default two at a time on a
+    machine of two or more cores, sharing the cores between them."""
+    n_jobs = jobs or (2 if n_models > 1 and (os.cpu_count() or 1) >= 2 else 1)
+    n_jobs = max(1, min(n_jobs, n_models))
+    return n_jobs, max(1, (os.cpu_count() or 1) // n_jobs)
+
+
+def _run_jobs(fn, jobs_list, n_jobs, minutes=None):
+    """fn(job) for every job, n_jobs at a time in worker processes (in this
+    process when n_jobs is 1), results in the jobs' order. With `minutes`, the
+    jobs share that much wall-clock time: each is given, as it starts, its
+    share of the time still free, (time left × n_jobs − time promised to the
+    jobs running) / jobs not started, as its "train" budget; a job that ends
+    early leaves its time to those after it."""
+    deadline = None if minutes is None else time.monotonic() + 60 * minutes
+
+    def budgeted(job, promised, left):
+        if deadline is None:
+            return job, 0.0
+        now = time.monotonic()
+        share = ((deadline - now) * n_jobs - promised) / left
+        share = min(max(share, MIN_JOB_SECONDS), max(deadline - now, MIN_JOB_SECONDS))
+        train = dict(job["train"], minutes=share / 60, steps=0, epochs=0.0)
+        return dict(job, train=train), now + share
+
+    if n_jobs == 1:
+        out = []
+        for k, job in enumerate(jobs_list):
+            stopping.check()
+            out.append(fn(budgeted(job, 0.0, len(jobs_list) - k)[0]))
+            if out[-1].get("interrupted"):
+                break                            # stopping: no model after this one
+        return out
+    return _in_processes(fn, jobs_list, n_jobs, budgeted)
+
+
+MIN_JOB_SECONDS = 10.0
+
+
+def agreement(rep: dict) -> list[str]:
+    """Whether the gradient-flow reach, the context span and the probe's memory
+    span order the cells the same way: one line per measure, then a verdict.
+    A pair of cells disagrees when one measure puts a ahead of b and another
+    puts b ahead of a; ties agree with anything."""
+    measures = {}
+    if rep["models"]:
+        T = max(m["horizon"]["T"] for m in rep["models"])
+        measures["gradient reach (k where the largest unit's |dL/dstate| < 1%)"] = {
+            m["cell"]: T + 1 if m["horizon"]["reach"] is None else m["horizon"]["reach"]
+            for m in rep["models"]}
+        measures["context span (k within 0.01 nats of the longest context)"] = {
+            m["cell"]: m["context"]["span"] for m in rep["models"]
+            if m["context"]["span"] is not None}
+    if rep.get("probe"):
+        measures["probe span (longest lag recalled ≥ 90%)"] = {
+            c: 0 if s is None else s for c, s in rep["probe"]["span"].items()}
+    lines = []
+    for name, vals in measures.items():
+        order = sorted(vals, key=lambda c: -vals[c])
+        lines.append(f"{name}: " + ", ".join(f"{c} {_reach(vals[c], name, rep)}" for c in order))
+    if len(measures) < 2:
+        return lines + ["only one measure of memory was taken, so there is nothing to agree"]
+    clash = []
+    names = list(measures)
+    cells = rep["cells"]
+    for i, a in enumerate(cells):
+        for b in cells[i + 1:]:
+            signs = {np.sign(measures[n][a] - measures[n][b]) for n in names
+                     if a in measures[n] and b in measures[n]} - {0}
+            if len(signs) > 1:
+                clash.append(f"{a} and {b}")
+    if clash:
+        lines.append("the measures disagree on the order of " + "; ".join(clash))
+    else:
+        lines.append("the measures agree on the order of the cells (ties allowed)")
+    return lines
+
+
+def _reach(v, name, rep):
+    if name.startswith("gradient") and rep["models"]:
+        T = max(m["horizon"]["T"] for m in rep["models"])
+        return f">{T}" if v > T else str(v)
+    if name.startswith("probe"):
+        return "none" if v == 0 else str(v)
+    return str(v)
+
+
+def _in_processes(fn, jobs_list, n_jobs, budgeted):
+    """Each worker is a fresh process with one BLAS thread, so n_jobs models
+    share the cores without oversubscribing them. Jobs are handed out in
+    order as workers come free, each through budgeted(job, promised, left)
+    (see _run_jobs). On a stop signal no job is begun; the workers get the
+    same signal (each saves its model and stops) and are waited for, at most
+    stopping.GRACE seconds, then Stop is raised."""
+    import multiprocessing
+    ctx = get_context("spawn")
+    with one_blas_thread():
+        pool = ProcessPoolExecutor(n_jobs, mp_context=ctx, initializer=die_with_parent,
+                                   initargs=(os.getpid(),))
+    results = [None] * len(jobs_list)
+    running = {}                                  # future -> (index, promised end)
+    queue = list(range(len(jobs_list)))
+    try:
+        while queue or running:
+            while queue and len(running) < n_jobs:
+                stopping.check()
+                now = time.monotonic()
+                promised = sum(max(0.0, end - now) for _, end in running.values())
+                k = queue.pop(0)
+                job, end = budgeted(jobs_list[k], promised, len(queue) + 1)
+                running[pool.submit(fn, job)] = (k, end)
+            done, _ = wait(running, timeout=0.25, return_when=FIRST_COMPLETED)
+            for f in done:
+                results[running.pop(f)[0]] = f.result()
+            stopping.check()
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        stop_children(multiprocessing.active_children(), signum)   # each saves its model
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise Stop(signum) from None
+    pool.shutdown(wait=True)
+    return results
+
+
+def _default_seed(corpus) -> str:
+    """The first full line of the validation text (or of the text), up to 40 chars."""
+    ids = corpus.val if len(corpus.val) > 200 else corpus.train
+    text = "".join(corpus.vocab[i] for i in ids[:2000])
+    lines = [ln for ln in text.split("\n")[1:] if ln.strip()]
+    line = lines[0] if lines else text
+    return line[:40]
+
+
+def _fmt(x, spec):
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    return format(x, spec) if abs(x) < 1e4 else format(x, ".1e")
+
+
+FLOW_KS = (1, 5, 10, 20, 50, 100, 200, 400)
+
+
+def _print(rep, echo):
+    ms = rep["models"]
+    if ms:
+        _print_models(rep, echo)
+    if rep.get("probe"):
+        _print_probe(rep["probe"], echo)
+    if rep.get("agreement"):
+        echo("\nDo the measures of memory agree?")
+        for line in rep["agreement"]:
+            echo("  " + line)
+
+
+def _print_models(rep, echo):
+    ms = rep["models"]
+    kmax = rep["context_max"]
+    echo("")
+    head = (f"{'cell':<14}{'hidden':>7}{'params':>11}{'lr':>7}{'steps':>7}{'train':>8}{'val':>9}"
+            f"{'val@' + str(kmax):>9}{'chars/s':>9}{'wall s':>7}{'prefix':>8}{'forced':>8}"
+            f"{'context':>8}{'reach':>7}")
+    echo(head)
+    echo("-" * len(head))
+    for m in ms:
+        steps = f"{m['steps']}" + ("!" if m.get("diverged") else "")
+        val = _fmt(m["val_loss"], ".3f") + ("†" if m.get("val_overflow") else " ")
+        reach = m["horizon"]["reach"]
+        rec = m["recall"]
+        echo(f"{m['cell']:<14}{m['hidden']:>7}{m['params']:>11,}{m['lr']:>7g}{steps:>7}"
+             f"{_fmt(m['train_loss'], '.3f'):>8}{val:>9}{_fmt(m['context']['loss'][-1], '.3f'):>9}"
+             f"{m['chars_per_s']:>9,.0f}{m['wall_s']:>7.0f}"
+             f"{_fmt(rec['prefix_mean'], '.1f'):>8}"
+             f"{_fmt(rec['teacher_forced'] and 100 * rec['teacher_forced'], '.0f') + '%':>8}"
+             f"{_fmt(m['context']['span'], 'd'):>8}"
+             f"{('>' + str(m['horizon']['T'])) if reach is None else reach:>7}")
+    ev = rep["train"]
+    notes = ["losses in nats/char; val: " + (f"the first {ev['eval_chars']:,} held-out chars"
+             if ev["eval_chars"] else "all held-out text") + ", the state carried through "
+             f"it; val@{kmax}: held-out characters each given only the {kmax} before it, "
+             "from a zero state (the context curve's last point)"]
+    if any(m.get("diverged") for m in ms):
+        notes.append("! training diverged (loss or gradient overflowed) after this many "
+                     "steps; the row shows the last finite model")
+    if any(m.get("val_overflow") for m in ms):
+        notes.append(f"† no better than a uniform guess (ln V = {math.log(rep['vocab_size']):.2f})"
+                     " or not finite; see the notes below")
+    rc = ms[0]["recall"]
+    notes.append(f"prefix: characters of a training passage reproduced by greedy decoding "
+                 f"before the first mistake, mean of {len(rc['passages'])} passages "
+                 f"(primed with 100 characters, {rc['chars']} scored); forced: share of "
+                 "those characters predicted right given the true history")
+    notes.append(f"context: the smallest k whose loss is within 0.01 of the loss at k = {kmax}; "
+                 "reach: the k at which the largest unit's |dL_t/dh_(t-k)| (or dc) falls "
+                 "below 1% of its value at k = 0")
+    for n in notes:
+        echo(n)
+    for m in ms:
+        for n in m.get("notes", []):
+            echo(f"note, {m['cell']}: {n}")
+    _print_recall(ms, echo)
+    echo(f"\nSamples, each continuing {rep['seed']!r}:")
+    width = 38
+    for group in range(0, len(ms), 3):
+        cols = ms[group:group + 3]
+        wrapped = [_wrap(rep["seed"] + m["sample"], width) for m in cols]
+        echo("")
+        echo("  ".join(f"[{m['cell']}]".ljust(width) for m in cols))
+        for row in zip_longest(*wrapped, fillvalue=""):
+            echo("  ".join(r.ljust(width) for r in row).rstrip())
+    pos = ms[0]["context"]["positions"]
+    echo(f"\nContext curve: loss (nats/char) of the next character given only the last k "
+         f"characters ({pos:,} held-out positions, the same for every k):")
+    ks = ms[0]["context"]["k"]
+    echo(f"{'k':<14}" + "".join(f"{k:>7}" for k in ks) + f"{'span':>7}")
+    for m in ms:
+        echo(f"{m['cell']:<14}" + "".join(f"{_fmt(v, '.3f'):>7}" for v in m["context"]["loss"])
+             + f"{_fmt(m['context']['span'], 'd'):>7}")
+    curves = {m["cell"]: (np.array(m["val_curve"])[:, 0], np.array(m["val_curve"])[:, 2])
+              for m in ms if len(m["val_curve"]) > 1}
+    if curves:
+        top = math.log(rep["vocab_size"])      # a uniform guess; a diverging model goes far above
+        above = any(np.nanmax(y) > top for _, y in curves.values())
+        echo("\nValidation loss (nats/char) against steps"
+             + (f" (losses above ln V = {top:.2f}, a uniform guess, drawn on the top line)"
+                if above else "") + ":")
+        for line in text_chart(curves, xlabel="step", ymax=top):
+            echo(line)
+    T = max(m["horizon"]["T"] for m in ms)
+    kk = [k for k in FLOW_KS if k <= T]
+    echo(f"\nGradient flow: |dL_t/d state_(t-k)| relative to k = 0, the largest unit / the "
+         f"90th percentile / the median of {ms[0]['hidden']} (over 16 held-out streams):")
+    echo(f"{'k':<18}" + "".join(f"{k:>17}" for k in kk))
+    for m in ms:
+        for path in ("h", "c"):
+            f = m["grad_flow"].get(path)
+            if not f:
+                continue
+            cells = []
+            for k in kk:
+                cells.append("/".join(_sci(f[s][k]) if k < len(f[s]) else "-"
+                                      for s in ("max", "p90", "median")))
+            echo(f"{m['cell'] + ' ' + path:<18}" + "".join(f"{c:>17}" for c in cells))
+
+
+def _sci(v):
+    return "0" if v == 0 else f"{v:.0e}".replace("e-0", "e-").replace("e+0", "e")
+
+
+def _print_recall(ms, echo):
+    """The first recall passage, side by side: the truth and each model's
+    greedy continuation, its first wrong character in brackets."""
+    rows = [m["recall"]["passages"] for m in ms]
+    if not rows[0]:
+        return
+    first = rows[0][0]
+    echo("\nRecall of a training passage, primed with:")
+    for line in _wrap(first["prime"], 100):
+        echo("  | " + line)
+    width, w = 100, max(len(m["cell"]) for m in ms) + 2
+    echo(f"  {'truth':<{w}}" + _show(first["truth"], None, width))
+    for m, ps in zip(ms, rows):
+        p = ps[0]
+        echo(f"  {m['cell']:<{w}}" + _show(p["output"], p["prefix"], width)
+             + f"   ({p['prefix']} right, then [the first miss])")
+
+
+def _show(text, miss, width):
+    """text on one line (newlines as ⏎), the character at `miss` in brackets."""
+    t = text.replace("\n", "⏎")
+    if miss is not None and miss < len(t):
+        t = t[:miss] + "[" + t[miss] + "]" + t[miss + 1:]
+    return t[:width + 2]
+
+
+def _print_probe(pr, echo):
+    echo(f"\nMemory probe: each line is a key ({''.join(M.PROBE_KEYS)}), lag random filler "
+         f"characters, '=', and the key again; accuracy of predicting that last key on "
+         f"held-out lines (chance {100 * pr['chance']:.1f}%), {pr['hidden']} units:")
+    echo(f"{'lag':<14}" + "".join(f"{lag:>7}" for lag in pr["lags"]) + f"{'span':>7}")
+    for cell, acc in pr["accuracy"].items():
+        span = pr["span"][cell]
+        echo(f"{cell:<14}" + "".join(f"{100 * a:>6.0f}%" for a in acc)
+             + f"{'-' if span is None else span:>7}")
+    echo(f"span: the largest lag recalled in at least {100 * pr['threshold']:.0f}% of "
+         "held-out lines")
+
+
+def _wrap(text, width):
+    out = []
+    for para in text.split("\n"):
+        while len(para) > width:
+            out.append(para[:width])
+            para = para[width:]
+        out.append(para)
+    return out
+
+
+def text_chart(series: dict, width=64, height=12, logy=False, xlabel="",
+               ymax=None) -> list[str]:
+    """A terminal chart of several (x, y) curves, one marker per curve; y above
+    ymax (if given) is drawn on the top line."""
+    pts = {k: (np.asarray(x, float), np.asarray(y, float)) for k, (x, y) in series.items()}
+    if ymax is not None:
+        pts = {k: (x, np.minimum(y, ymax)) for k, (x, y) in pts.items()}
+    ys = np.concatenate([y[np.isfinite(y) & ((y > 0) if logy else True)] for _, y in pts.values()])
+    xs = np.concatenate([x for x, _ in pts.values()])
+    if ys.size == 0:
+        return []
+    tr = np.log10 if logy else (lambda v: v)
+    lo, hi = tr(ys.min()), tr(ys.max())
+    hi = hi if hi > lo else lo + 1
+    x0, x1 = xs.min(), max(xs.max(), xs.min() + 1)
+    grid = [[" "] * width for _ in range(height)]
+    for mark, (name, (x, y)) in zip(MARKERS, pts.items()):
+        ok = np.isfinite(y) & ((y > 0) if logy else True)
+        for xi, yi in zip(x[ok], y[ok]):
+            col = int(round((xi - x0) / (x1 - x0) * (width - 1)))
+            row = int(round((hi - tr(yi)) / (hi - lo) * (height - 1)))
+            grid[row][col] = mark
+    label = (lambda v: f"{10 ** v:9.1e}") if logy else (lambda v: f"{v:9.4g}")
+    lines = []
+    for r, row in enumerate(grid):
+        v = hi - (hi - lo) * r / (height - 1)
+        lines.append((label(v) if r in (0, height // 2, height - 1) else " " * 9) + " |" + "".join(row))
+    lines.append(" " * 10 + "+" + "-" * width)
+    lines.append(" " * 11 + f"{x0:<.0f}".ljust(width - 8) + f"{x1:>8.0f}")
+    lines.append(" " * 11 + xlabel + "   " + "  ".join(f"{m} {n}" for m, n in zip(MARKERS, pts)))
+    return lines
+
+
+def clip_curve(y, top: float):
+    """A loss curve for plotting: values above `top` (ln V, a uniform guess) or
+    not finite are drawn at `top`, so one diverged model cannot flatten the
+    others' curves. Returns (clipped y, mask of the clipped points)."""
+    y = np.asarray(y, float)
+    over = ~np.isfinite(y) | (y > top)
+    return np.where(over, top, y), over
+
+
+def _figure(rep):
+    """compare.png: validation loss by step (clipped at ln V), the context
+    curve, the gradient flow, and the probe's accuracy by lag, as present."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    ms, pr = rep["models"], rep.get("probe")
+    panels = (["loss", "context", "flow"] if ms else []) + (["probe"] if pr else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.4), squeeze=False)
+    ax = dict(zip(panels, axes[0]))
+    colours = {}
+    for m in ms:
+        top = math.log(rep["vocab_size"])
+        v = np.array(m["val_curve"]).reshape(-1, 3)
+        y, over = clip_curve(v[:, 2], top)
+        lab = f"{m['cell']} (H={m['hidden']}, {m['params'] / 1e3:.0f}k)"
+        if over.any():
+            lab += f", {over.sum()} points above ln V drawn on it"
+        line, = ax["loss"].plot(v[:, 0], y, marker=".", label=lab)
+        colours[m["cell"]] = line.get_color()
+        ax["loss"].plot(v[over, 0], y[over], "x", color="red", ms=9, mew=2)
+        cx = m["context"]
+        ax["context"].semilogx(cx["k"], cx["loss"], marker="o", ms=3, base=2,
+                               color=line.get_color(),
+                               label=f"{m['cell']} (span {cx['span']})")
+        ax["context"].set_xticks(cx["k"], [str(k) for k in cx["k"]])
+        for path, style in (("h", "-"), ("c", "--")):
+            f = m["grad_flow"].get(path)
+            if f:
+                g = np.maximum(np.array(f["max"]), 1e-12)
+                ax["flow"].semilogy(np.arange(len(g)), g, style, color=line.get_color(),
+                                    label=f"{m['cell']}: {path}, largest unit")
+    if ms:
+        top = math.log(rep["vocab_size"])
+        ax["loss"].axhline(top, color="grey", lw=0.8, ls=":")
+        ax["loss"].set(xlabel="training step", ylabel="validation loss (nats/char)",
+                       title="Validation loss (clipped at ln V)")
+        ax["context"].set(xlabel="k, characters of context (log scale)",
+                          ylabel="loss of the next character (nats/char)",
+                          title="Context curve on held-out text")
+        ax["flow"].axhline(0.01, color="grey", lw=0.8, ls=":")
+        ax["flow"].set(xlabel="k (steps back in time)", ylabel="|dL_t / d state_(t-k)|, k=0 → 1",
+                       title="Gradient flow, largest unit (floor 1e-12)", ylim=(5e-13, None))
+    if pr:
+        for cell, acc in pr["accuracy"].items():
+            ax["probe"].semilogx(pr["lags"], 100 * np.array(acc), marker="o", label=cell,
+                                 color=colours.get(cell))
+        ax["probe"].axhline(100 * pr["chance"], color="grey", lw=0.8, ls=":", label="chance")
+        ax["probe"].axhline(90, color="grey", lw=0.8, ls="--")
+        ax["probe"].set(xlabel="lag (characters between key and recall)", ylim=(0, 105),
+                        ylabel="keys recalled, held-out lines (%)", title="Memory probe")
+    for a in ax.values():
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _plot(rep, path, log):
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        log("matplotlib is not installed, so no PNG: pip install matplotlib")
+        return None
+    import matplotlib.pyplot as plt
+    fig = _figure(rep)
+    files.save_figure(fig, path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,82 @@
+"""Settings: one frozen dataclass for the model, one for training.
+
+The CLI reads its defaults from here, and the checkpoint stores both as JSON.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from .errors import CharlstmError
+
+# The cells' names, for the CLI (which must not import the kernels to show
+# --help); cells.CELLS holds the cells themselves and checks it has these.
+CELL_NAMES = ("lstm", "rnn", "irnn", "lstm-peephole", "cifg", "gru")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    cell: str = "lstm"          # one of CELL_NAMES
+    hidden: int = 768           # units per layer (H); train and compare choose it for the
+                                # text, budget and machine when not given (sizing.py)
+    layers: int = 1             # stacked layers
+    dropout: float = 0.5        # between layers and before the output layer (README: quality)
+    forget_bias: float = 1.0    # initial forget-gate bias (GRU: update gate z)
+    vocab_size: int = 0         # V, set from the training text
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seq_len: int = 50           # T: truncated BPTT window (50 gives twice 100's updates)
+    batch_size: int = 32        # B: parallel streams through the text
+    lr: float = 1e-2            # measured against 2e-3 … 1.5e-2 (README: quality)
+    schedule: str = "cosine"    # "cosine" decays lr to lr * min_lr_frac over the budget
+    min_lr_frac: float = 0.05
+    warmup_steps: int = 0       # linear warm-up steps (see README: warm-up was seen to hurt)
+    optimizer: str = "adam"     # "adam" or "adagrad"
+    clip: float = 5.0           # global gradient-norm clip
+    state_reset: float = 0.1    # chance a stream's carried state is zeroed between batches
+    val_frac: float = 0.1       # the last part of the text, held out
+    rng_seed: int = 1234
+    epochs: float = 0.0         # budget: exactly one of epochs, steps, minutes is > 0
+    steps: int = 0
+    minutes: float = 0.0
+    eval_every: int = 0         # steps between validation passes (and checkpoints);
+                                # 0: automatic, keeping validation to ~5% of the time
+    eval_chars: int = 0         # validate on the first this many held-out chars (0: all)
+    dtype: str = "float32"
+    text: str = ""              # the training text's absolute path (inspect reads its
+                                # held-out part); "" in checkpoints from before it
+    text_sha256: str = ""       # its SHA-256: a stored path is read only while the file
+                                # there is still that text; "" in checkpoints from before it
+
+
+# The peak learning rate when --lr is not given: TrainConfig.lr, except for the
+# plain RNNs, measured on tinyshakespeare (1x512, 1600 steps, README: compare):
+# the tanh RNN stops learning at 1e-2 (validation 3.18, unigram level; 3e-3:
+# 1.91, 2e-3: 2.01) and the ReLU RNN overflows at 5e-3 (1e-3: 2.64, still falling).
+CELL_LR = {"rnn": 3e-3, "irnn": 1e-3}
+
+
+def default_lr(cell: str) -> float:
+    return CELL_LR.get(cell, TrainConfig.lr)
+
+
+DEFAULT_MINUTES = 12.0          # the budget when none is given
+PROBE_HIDDEN = 64               # compare --probe: small models, many trainings
+PROBE_MINUTES = 12.0            # ... which share this much wall-clock time (README: compare)
+AUTO_EVAL_MIN_STEPS = 100       # eval_every=0: validate at most this often...
+AUTO_EVAL_SHARE = 0.05          # ...and spend about this share of the time on it
+
+
+def from_dict(cls, d: dict):
+    """Rebuild a settings dataclass; unknown keys are errors."""
+    names = {f.name for f in fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise CharlstmError(
+            f"unknown {cls.__name__} settings {sorted(unknown)}: this checkpoint was "
+            "written by a different charlstm version; retrain or upgrade charlstm")
+    return cls(**d)
+
+# The precisions sampling can multiply by (model.Model.sampling_packs), the default first.
+SAMPLING_WEIGHTS = ("int8", "float16", "float32")

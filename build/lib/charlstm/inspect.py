@@ -1,0 +1,544 @@
+"""`charlstm inspect`: what the cells of a trained model do (Karpathy, Johnson &
+Fei-Fei 2015, "Visualizing and Understanding Recurrent Networks").
+
+record() runs a text through the model as one stream, through the jitted
+forward kernels in chunks, and keeps every layer's h, c and gate activations.
+features() computes properties of the text itself (line position, bracket
+depth, inside quotes, ...). rank_units() scores every unit of every layer and
+state against each feature; saturation() and counters() read the gates.
+The terminal and HTML views are in inspect_view.py.
+
+The score of a unit for a feature is a rank statistic of its value after each
+character against the feature's value there, 1 for a perfect relation and 0
+for none, whatever the unit's scale or squashing (tanh, σ):
+- a count (line position, depth): Spearman's |ρ|;
+- a yes-or-no feature (in quotes): 2·|AUC − ½| (Somers' D), where AUC is the
+  chance that the unit is higher at a random character inside than at one
+  outside. Spearman's ρ would not do here: against a feature that holds for
+  10% of the text, a unit that separates the two perfectly reaches only 0.53,
+  so rare features would never look tracked; the AUC does not depend on how
+  rare the feature is.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import stopping
+from .errors import CharlstmError, shell_line
+from .model import Model, Workspace
+
+GATES = {"lstm": ("i", "f", "g", "o"), "lstm-peephole": ("i", "f", "g", "o"),
+         "cifg": ("f", "g", "o"), "gru": ("r", "z", "n"), "rnn": (), "irnn": ()}
+SIGMOID_GATES = ("i", "f", "o", "r", "z")          # the ones that saturate at 0 and 1
+CHUNK_BYTES = 256 << 20
+
+
+# ---------------------------------------------------------------------------
+# Recording.
+
+def record(model: Model, ids: np.ndarray) -> dict:
+    """Run ids (N,) through the model as one stream from a zero state.
+    Returns {"h": (L, N, H), "c": (L, N, H) or None, "gates": {name: (L, N, H)},
+    "logits": (N, V)}: the state after reading each character, each gate's
+    activation at that step, and the scores of the next character."""
+    cfg, cell = model.cfg, model.cell
+    N, L, H = len(ids), cfg.layers, cfg.hidden
+    G = cell.gates * H
+    T = int(max(1, min(N, CHUNK_BYTES // ((G + 3 * H + cfg.vocab_size) * L * 4 * 2))))
+    ws = Workspace(cfg, T, 1, model.dtype)
+    packs = model.packed_Wh(backward=False)
+    names = GATES[cfg.cell]
+    out = {"h": np.empty((L, N, H), np.float32),
+           "c": np.empty((L, N, H), np.float32) if cell.has_c else None,
+           "gates": {g: np.empty((L, N, H), np.float32) for g in names},
+           "logits": np.empty((N, cfg.vocab_size), np.float32)}
+    h, c = model.zero_state(1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for t0 in range(0, N, T):
+            stopping.check()
+            t = min(T, N - t0)
+            w = ws if t == T else ws.first(t)
+            out["logits"][t0:t0 + t] = model.forward(w, ids[t0:t0 + t, None], h, c,
+                                                     packs=packs)
+            for l, lay in enumerate(w.layers):
+                out["h"][l, t0:t0 + t] = lay["hs"][1:, 0]
+                if out["c"] is not None:
+                    out["c"][l, t0:t0 + t] = lay["cs"][1:, 0]
+                for k, g in enumerate(names):
+                    out["gates"][g][l, t0:t0 + t] = lay["acts"][:, 0, k * H:(k + 1) * H]
+            h, c = model.final_state(w)
+    return out
+
+
+def states(rec: dict) -> dict[str, np.ndarray]:
+    """Every recorded quantity by name, each (L, N, H): c first (the memory),
+    then h, then the gates."""
+    out = {} if rec["c"] is None else {"c": rec["c"]}
+    out["h"] = rec["h"]
+    out.update(rec["gates"])
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Features of the text: the value after reading each character.
+
+OPEN, CLOSE = "([{", ")]}"
+
+
+def line_position(text: str) -> np.ndarray:
+    """Characters read since the last newline (0 on the newline itself)."""
+    out = np.empty(len(text), np.float32)
+    n = 0
+    for t, ch in enumerate(text):
+        n = 0 if ch == "\n" else n + 1
+        out[t] = n
+    return out
+
+
+def bracket_depth(text: str) -> np.ndarray:
+    """How many of ( [ { are open (never below 0)."""
+    out = np.empty(len(text), np.float32)
+    d = 0
+    for t, ch in enumerate(text):
+        if ch in OPEN:
+            d += 1
+        elif ch in CLOSE:
+            d = max(0, d - 1)
+        out[t] = d
+    return out
+
+
+def in_quotes(text: str) -> np.ndarray:
+    """1 from a '"' up to the next '"' (the opening quote counts as inside, the
+    closing one as outside), else 0."""
+    out = np.empty(len(text), np.float32)
+    q = 0
+    for t, ch in enumerate(text):
+        if ch == '"':
+            q = 1 - q
+        out[t] = q
+    return out
+
+
+def word_position(text: str) -> np.ndarray:
+    """Letters read since the word began (0 outside a word)."""
+    out = np.empty(len(text), np.float32)
+    n = 0
+    for t, ch in enumerate(text):
+        n = n + 1 if ch.isalpha() or (ch == "'" and n) else 0
+        out[t] = n
+    return out
+
+
+def in_comment(text: str) -> np.ndarray:
+    """1 inside a comment: # or // to the end of the line, /* to */. The
+    character that makes a comment (#, the second / of //, the * of /*) and the
+    closing / are inside; the newline that ends a line comment is not."""
+    out = np.zeros(len(text), np.float32)
+    state, prev = 0, ""                 # 0 code, 1 line comment, 2 block comment
+    for t, ch in enumerate(text):
+        if state == 0 and (ch == "#" or (prev == "/" and ch == "/")):
+            state = 1
+        elif state == 0 and prev == "/" and ch == "*":
+            state = 2
+        elif state == 1 and ch == "\n":
+            state = 0
+        elif state == 2 and prev == "*" and ch == "/":
+            out[t] = 1
+            state, ch = 0, ""
+        out[t] = max(out[t], state > 0)
+        prev = ch
+    return out
+
+
+def indentation(text: str) -> np.ndarray:
+    """The width of the current line's leading spaces (a tab counts 4), as read so far."""
+    out = np.empty(len(text), np.float32)
+    width, leading = 0, True
+    for t, ch in enumerate(text):
+        if ch == "\n":
+            width, leading = 0, True
+        elif leading and ch in " \t":
+            width += 4 if ch == "\t" else 1
+        else:
+            leading = False
+        out[t] = width
+    return out
+
+
+def sentence_start(text: str) -> np.ndarray:
+    """1 from the end of a sentence (. ! ? and the space or newline after it)
+    until the next letter, which starts the next sentence."""
+    out = np.zeros(len(text), np.float32)
+    state = 0                           # 0 in a sentence, 1 after . ! ?, 2 waiting for a letter
+    for t, ch in enumerate(text):
+        if ch in ".!?":
+            state = 1
+        elif state == 1 and ch in " \n":
+            state = 2
+        elif state == 1:
+            state = 0
+        elif state == 2 and ch.isalpha():
+            state = 0
+        out[t] = state == 2
+    return out
+
+
+def caps_line(text: str) -> np.ndarray:
+    """1 while the current line so far has two or more letters, all capitals
+    (a speaker's name: "ROMEO.")."""
+    out = np.zeros(len(text), np.float32)
+    letters, lower = 0, False
+    for t, ch in enumerate(text):
+        if ch == "\n":
+            letters, lower = 0, False
+        elif ch.isalpha():
+            letters += 1
+            lower = lower or not ch.isupper()
+        out[t] = letters >= 2 and not lower
+    return out
+
+
+FEATURES = {
+    "line_position": (line_position, "characters since the last newline"),
+    "bracket_depth": (bracket_depth, "nesting depth of ( [ {"),
+    "in_quotes": (in_quotes, 'inside "double quotes"'),
+    "word_position": (word_position, "letters since the word began"),
+    "in_comment": (in_comment, "inside a # or // line comment or a /* */ block"),
+    "indentation": (indentation, "leading spaces of the line"),
+    "sentence_start": (sentence_start, "between a sentence's end and the next one's first letter"),
+    "caps_line": (caps_line, "a line of capitals so far, such as a speaker's name"),
+}
+
+
+def features(text: str) -> dict[str, np.ndarray]:
+    """Every feature that varies over this text (a constant one says nothing)."""
+    out = {}
+    for name, (fn, _) in FEATURES.items():
+        v = fn(text)
+        if len(v) and v.min() != v.max():
+            out[name] = v
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Scoring units against features.
+
+def rank_average(x: np.ndarray) -> np.ndarray:
+    """Ranks of x (1-d), tied values sharing their average rank."""
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    edges = np.flatnonzero(np.diff(xs)) + 1
+    starts = np.concatenate([[0], edges])
+    ends = np.concatenate([edges, [len(x)]])
+    avg = (starts + ends - 1) / 2.0
+    ranks = np.empty(len(x))
+    ranks[order] = np.repeat(avg, ends - starts)
+    return ranks
+
+
+def rank_columns(values: np.ndarray) -> np.ndarray:
+    """rank_average of every column of values (N, U) at once, counting from 0:
+    sort each column, give each run of equal values the mean of its
+    positions, and put the ranks back in the columns' order. Works on rows of
+    the transpose, so that every sort runs over contiguous memory; ranks are
+    float32, exact for halves below 2²³."""
+    v = np.ascontiguousarray(values.T)                     # (U, N)
+    U, N = v.shape
+    order = np.argsort(v, axis=1).astype(np.int32)
+    srt = np.take_along_axis(v, order, 1)
+    pos = np.broadcast_to(np.arange(N, dtype=np.int32), (U, N))
+    new = np.ones((U, N), bool)
+    np.not_equal(srt[:, 1:], srt[:, :-1], out=new[:, 1:])   # a run of ties starts here
+    if new.all():                                          # no ties: ranks are positions
+        ranks = pos.astype(np.float32)
+    else:
+        start = np.maximum.accumulate(np.where(new, pos, 0), axis=1)
+        last = np.ones((U, N), bool)
+        last[:, :-1] = new[:, 1:]                          # ... and ends here
+        end = np.minimum.accumulate(np.where(last, pos, N)[:, ::-1], axis=1)[:, ::-1]
+        ranks = (start + end).astype(np.float32) * np.float32(0.5)
+    out = np.empty((U, N), np.float32)
+    np.put_along_axis(out, order, ranks, 1)
+    return out.T
+
+
+def centred_ranks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each column of values (N, U) as average ranks minus their mean, and each
+    column's norm: Spearman's ρ of two columns is then a dot product of unit
+    vectors."""
+    r = rank_columns(values).astype(np.float64)
+    r -= r.mean(axis=0)
+    return r, np.sqrt((r * r).sum(axis=0))
+
+
+def spearman(values: np.ndarray, feature: np.ndarray) -> np.ndarray:
+    """Spearman's ρ between each column of values (N, U) and feature (N,),
+    tied ranks averaged; 0 for a constant column."""
+    r, rn = centred_ranks(values)
+    f, fn = centred_ranks(feature[:, None])
+    den = rn * fn[0]
+    return np.where(den > 0, (f[:, 0] @ r) / np.where(den > 0, den, 1), 0.0)
+
+
+def is_binary(f: np.ndarray) -> bool:
+    return bool(np.isin(f, (0.0, 1.0)).all())
+
+
+def unit_scores(ranks: np.ndarray, feature: np.ndarray) -> np.ndarray:
+    """Signed scores in [−1, 1] of units whose values have the average ranks
+    `ranks` (N, U), against a feature (N,): Spearman's ρ for a count, 2·AUC − 1
+    for a yes-or-no feature (see the module's docstring)."""
+    N = len(feature)
+    if is_binary(feature):
+        pos = feature == 1
+        n1 = int(pos.sum())
+        n0 = N - n1
+        auc = (ranks[pos].sum(axis=0) + n1 - n1 * (n1 + 1) / 2) / (n1 * n0)   # ranks from 0
+        return 2 * auc - 1
+    f, fn = centred_ranks(feature[:, None])
+    r = ranks - ranks.mean(axis=0, dtype=np.float64).astype(np.float32)
+    den = np.sqrt(np.einsum("nu,nu->u", r, r, dtype=np.float64)) * fn[0]
+    num = f[:, 0].astype(np.float32) @ r
+    return np.where(den > 0, num / np.where(den > 0, den, 1), 0.0)
+
+
+def rank_units(rec: dict, feats: dict[str, np.ndarray], top: int = 5) -> dict:
+    """For each feature, the `top` units of any layer and state that track it
+    best: [{"layer", "unit", "state", "score", "sign"}], best first; ties (equal
+    to the 4 decimals reported) go to c, then h, then the gates (the order of
+    states()). Every unit's values are ranked once and scored against every
+    feature (unit_scores)."""
+    rows = {name: [] for name in feats}
+    for order, (state, arr) in enumerate(states(rec).items()):
+        stopping.check()
+        L, N, H = arr.shape
+        ranks = rank_columns(arr.transpose(1, 0, 2).reshape(N, L * H))
+        for name, f in feats.items():
+            sc = unit_scores(ranks, f)
+            for k in np.argsort(-np.abs(sc), kind="stable")[:top]:
+                rows[name].append((-round(abs(float(sc[k])), 4), order, int(k) // H,
+                                   int(k) % H, state, float(sc[k])))
+    out = {}
+    for name, rs in rows.items():
+        rs.sort()
+        out[name] = [{"layer": l, "unit": u, "state": s, "score": round(-a, 4),
+                      "sign": 1 if r >= 0 else -1} for a, _, l, u, s, r in rs[:top]]
+    return out
+
+
+def saturation(rec: dict, lo: float = 0.1, hi: float = 0.9, most: float = 0.9) -> dict:
+    """Gate saturation (Karpathy et al. 2015, section 4.2): for each σ gate and
+    layer, every unit's share of characters below lo (left-saturated) and above
+    hi (right-saturated); and, for the forget gate (the GRU's z plays its
+    part), the units open (f > hi) or shut (f < lo) for at least `most` of the
+    text: long-memory cells and cells that forget at once."""
+    out = {}
+    for g, arr in rec["gates"].items():
+        if g not in SIGMOID_GATES:
+            continue
+        left = (arr < lo).mean(axis=1)
+        right = (arr > hi).mean(axis=1)
+        out[g] = {"left": left.round(4).tolist(), "right": right.round(4).tolist()}
+        if g in ("f", "z"):
+            out[g]["always_open"] = [[int(l), int(u)] for l, u in zip(*np.nonzero(right >= most))]
+            out[g]["always_shut"] = [[int(l), int(u)] for l, u in zip(*np.nonzero(left >= most))]
+    return out
+
+
+def counters(rec: dict, min_run: int = 8, open_: float = 0.9, max_cv: float = 0.3,
+             min_step: float = 0.02, top: int = 10) -> list[dict]:
+    """Cells that count, in the sense of the lecture notes: with f ≈ 1 and
+    i ≈ 1 (both > open_) over a run of at least min_run characters, c moves by
+    a near-constant step: c_t − c_(t−1) over all such runs has a mean of at
+    least min_step in size and a coefficient of variation under max_cv.
+    Returns the best `top`, most of the text covered first: layer, unit, the
+    step, its coefficient of variation, and the share of characters in runs."""
+    g = rec["gates"]
+    if rec["c"] is None or "i" not in g or "f" not in g:
+        return []
+    c = rec["c"]
+    L, N, H = c.shape
+    both = (g["i"] > open_) & (g["f"] > open_)
+    dc = np.diff(c, axis=1, prepend=0.0)
+    found = []
+    for l in range(L):
+        for u in range(H):
+            on = both[l, :, u]
+            if on.sum() < min_run:
+                continue
+            edges = np.flatnonzero(np.diff(np.concatenate([[0], on.view(np.int8), [0]])))
+            runs = [(a, b) for a, b in zip(edges[::2], edges[1::2]) if b - a >= min_run]
+            if not runs:
+                continue
+            steps = np.concatenate([dc[l, a + 1:b, u] for a, b in runs])
+            mean, sd = float(steps.mean()), float(steps.std())
+            if abs(mean) >= min_step and sd <= max_cv * abs(mean):
+                found.append({"layer": l, "unit": u, "step": round(mean, 4),
+                              "cv": round(sd / abs(mean), 3),
+                              "coverage": round(sum(b - a for a, b in runs) / N, 4),
+                              "runs": len(runs)})
+    found.sort(key=lambda r: -r["coverage"])
+    return found[:top]
+
+
+def top_next(logits: np.ndarray, vocab: str, k: int = 5):
+    """The k likeliest next characters after each position: (N, k) ids and
+    probabilities."""
+    z = logits.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    k = min(k, p.shape[1])
+    idx = np.argsort(-p, axis=1)[:, :k]
+    return idx, np.take_along_axis(p, idx, 1)
+
+
+def parse_unit(spec: str, model: Model, rec: dict) -> tuple[int, int, str]:
+    """'L:U' or 'L:U:state' → (layer, unit, state), checked against the model."""
+    parts = spec.split(":")
+    st = states(rec)
+    try:
+        layer, unit = int(parts[0]), int(parts[1])
+        state = parts[2] if len(parts) > 2 else next(iter(st))
+        if len(parts) > 3:
+            raise ValueError
+    except (ValueError, IndexError):
+        raise CharlstmError(f"--unit {spec!r}: write LAYER:UNIT or LAYER:UNIT:STATE, e.g. "
+                            "0:17 or 0:17:h") from None
+    L, H = model.cfg.layers, model.cfg.hidden
+    if not (0 <= layer < L and 0 <= unit < H):
+        raise CharlstmError(f"--unit {spec}: this model has layers 0-{L - 1} and units "
+                            f"0-{H - 1} in each")
+    if state not in st:
+        raise CharlstmError(f"--unit {spec}: this cell has no state {state!r}; choose from "
+                            + ", ".join(st))
+    return layer, unit, state
+
+
+# ---------------------------------------------------------------------------
+# The command.
+
+def held_out_text(ck, path: str) -> tuple[str, int]:
+    """The text the checkpoint at `path` was trained on and where its held-out
+    part starts. The path stored in the checkpoint is read only while the file
+    there is still that text (its SHA-256, stored beside it, matches): a
+    checkpoint cannot make inspect read, or put on its page, any other file."""
+    import os
+
+    from .data import file_sha256, read_text_for
+    text_path, digest = ck.train.text, ck.train.text_sha256
+    if not text_path:
+        raise CharlstmError(f"{path} does not record the text it was trained on; give the "
+                            "text to run it over with --text FILE")
+    if not digest:
+        raise CharlstmError(f"{path} records {text_path} as its training text but not the "
+                            "text's digest (it was written by an earlier charlstm), so "
+                            "charlstm cannot tell that the file there is that text; give "
+                            "it with --text FILE")
+    if not os.path.isfile(text_path):
+        raise CharlstmError(f"the training text recorded in {path}, {text_path}, is not there "
+                            "any more; give the text with --text FILE")
+    if file_sha256(text_path) != digest:
+        raise CharlstmError(f"{text_path}, recorded in {path} as its training text, has changed "
+                            "since training (its SHA-256 differs), so its held-out part is not "
+                            "the one held out; give a text with --text FILE")
+    text = read_text_for(text_path, ck.vocab, f"the training text {text_path}")
+    return text, len(text) - int(len(text) * ck.train.val_frac)
+
+
+MAX_CHARS = 200_000               # --chars at most (and at most what fits MEMORY_BUDGET)
+MEMORY_BUDGET = 1.5e9             # bytes of recorded states and ranking work
+
+
+def bytes_per_char(cfg) -> float:
+    """Memory inspect needs per character of text, for this model: every
+    recorded state and gate (4 bytes a unit), the logits, and the ranking of
+    one state's units at a time (about 40 bytes a unit: rank_columns)."""
+    from .cells import CELLS
+    n_states = 1 + CELLS[cfg.cell].has_c + len(GATES[cfg.cell])
+    LH = cfg.layers * cfg.hidden
+    return n_states * LH * 4 + cfg.vocab_size * 4 + LH * 40
+
+
+def check_chars(cfg, chars: int) -> None:
+    """Refuse, before any work, a --chars whose work would not fit MEMORY_BUDGET."""
+    fits = int(MEMORY_BUDGET // bytes_per_char(cfg))
+    if chars > fits:
+        raise CharlstmError(f"--chars {chars:,} would need about "
+                            f"{chars * bytes_per_char(cfg) / 1e9:.1f} GB for a {cfg.cell} "
+                            f"{cfg.layers}x{cfg.hidden}; inspect uses at most "
+                            f"{MEMORY_BUDGET / 1e9:g} GB: give --chars {fits:,} or fewer")
+
+
+def run_inspect(path: str, text_path: str | None, chars: int, unit: str | None, top: int,
+                log=print, ck=None) -> tuple[dict, dict, str, Model, object]:
+    """Record the model over the text, find the cells, score the gates.
+    Returns (result, recording, text, model, checkpoint)."""
+    import time
+
+    from . import checkpoint as ckpt
+    from .data import read_text_for
+    ck = ck or ckpt.load(path)
+    check_chars(ck.model, chars)
+    model = ckpt.model_from_checkpoint(ck, np.float32)
+    if text_path:
+        whole, start = read_text_for(text_path, ck.vocab, text_path), 0
+        source = text_path
+    else:
+        whole, start = held_out_text(ck, path)
+        source = f"the held-out part of {ck.train.text}"
+    text = whole[start:start + chars]
+    if len(text) < 2:
+        raise CharlstmError(f"{source} has fewer than 2 characters to inspect")
+    ids = np.array([ck.vocab.index(ch) for ch in text], np.intp)
+    t0 = time.perf_counter()
+    rec = record(model, ids)
+    t_rec = time.perf_counter() - t0
+    # The features are computed from the start of the file, so that a text
+    # that starts inside a string, a bracket or a comment is read right.
+    feats = {k: v[start:start + len(text)] for k, v in features(whole[:start + len(text)]).items()}
+    feats = {k: v for k, v in feats.items() if v.min() != v.max()}
+    t0 = time.perf_counter()
+    ranked = rank_units(rec, feats, top)
+    t_rank = time.perf_counter() - t0
+    cfg = model.cfg
+    res = {"checkpoint": path, "text": source, "chars": len(text),
+           "model": {"cell": cfg.cell, "layers": cfg.layers, "hidden": cfg.hidden},
+           "subtitle": f"{path}: {cfg.cell} {cfg.layers}×{cfg.hidden}, on {len(text):,} "
+                       f"characters of {source}",
+           "features": ranked, "gates": saturation(rec), "counters": counters(rec),
+           "seconds": {"record": round(t_rec, 3), "rank": round(t_rank, 3)}}
+    res["counters_note"] = ("no unit counts in this text" if rec["c"] is not None and
+                            "i" in rec["gates"] else
+                            f"a {cfg.cell} cell has no input and forget gates both to open, "
+                            "so it cannot count in this sense")
+    res["suggestion"] = clamp_suggestion(res, rec, path)
+    if unit:
+        parse_unit(unit, model, rec)
+    return res, rec, text, model, ck
+
+
+def clamp_suggestion(res: dict, rec: dict, path: str) -> str | None:
+    """A sample --clamp command that holds the best unit found (of in_quotes
+    when one scores 0.5 or more, else of the best-scored feature) at twice the
+    furthest value it reaches, on the side where the feature is high: a push
+    well past what the text ever made it do, so that its effect shows. When
+    that side is the unit's resting value (a ReLU unit's 0), twice its other
+    extreme instead; no suggestion for a unit that never moves."""
+    cands = [(f, u[0]) for f, u in res["features"].items() if u]
+    if not cands:
+        return None
+    quotes = [c for c in cands if c[0] == "in_quotes" and c[1]["score"] >= 0.5]
+    feat, best = quotes[0] if quotes else max(cands, key=lambda c: c[1]["score"])
+    state = "c" if rec["c"] is not None else "h"
+    arr = states(rec)[state][best["layer"], :, best["unit"]]
+    hi, lo = float(arr.max()), float(arr.min())
+    value = 2 * (hi if best["sign"] > 0 else lo)
+    if abs(value) < 1e-6 * max(1.0, abs(hi), abs(lo)):
+        value = 2 * (lo if best["sign"] > 0 else hi)
+        if abs(value) < 1e-12:
+            return None
+    return (shell_line(["charlstm", "sample", path, "--clamp",
+                        f"{best['layer']}:{best['unit']}={value:.4g}", "--length", "400"])
+            + f"   # holds the {feat} unit's {state} at twice its furthest value")

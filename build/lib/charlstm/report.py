@@ -1,0 +1,301 @@
+"""compare's report.html: one self-contained page (inline CSS and SVG, no
+script, nothing loaded from the network), so it opens from disk and can be
+mailed. svg_chart draws the line charts; write_report lays out the page."""
+from __future__ import annotations
+
+import html
+import math
+
+import numpy as np
+
+COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf",
+           "#e377c2"]
+
+
+def _ticks(lo, hi, log):
+    if log:
+        a, b = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+        step = max(1, (b - a) // 6)
+        return [10.0 ** e for e in range(a, b + 1, step)]
+    span = hi - lo
+    raw = span / 5
+    mag = 10 ** math.floor(math.log10(raw))
+    step = min((m * mag for m in (1, 2, 5, 10) if m * mag >= raw), default=raw)
+    start = math.ceil(lo / step) * step
+    return [start + i * step for i in range(int((hi - start) / step + 1e-9) + 1)]
+
+
+def _label(v):
+    if v == 0:
+        return "0"
+    if abs(v) >= 1e4 and abs(v) < 1e7:
+        return f"{v / 1000:g}k"
+    if abs(v) >= 1e4 or abs(v) < 1e-2:
+        return f"{v:.0e}".replace("e-0", "e-").replace("e+0", "e")
+    return f"{v:g}"
+
+
+def svg_chart(series, *, title="", xlabel="", ylabel="", logx=False, logy=False,
+              ymin=None, ymax=None, hlines=(), xticks=None, legend="top right",
+              width=460, height=300) -> str:
+    """A line chart as an inline <svg>. series: list of dicts with x, y, name,
+    and optionally colour, dash (bool) and marks (a bool per point, drawn as a
+    red ×: a point clipped to the chart's top). hlines: (y, label) pairs;
+    xticks: where to label the x axis (default: round numbers, or powers of
+    two on a log axis); legend: "top right", "bottom left" or "right" (beside
+    the plot, which the chart's width then leaves room for)."""
+    L, R, T, B = 58, 12, 26, 44
+    if legend == "right":                 # the legend beside the plot, for many series
+        R = 12 + 8 + 6 * max((len(s["name"]) for s in series), default=0) + 26
+    pts = [(np.asarray(s["x"], float), np.asarray(s["y"], float)) for s in series]
+    ok = lambda v, log: np.isfinite(v) & ((v > 0) if log else True)  # noqa: E731
+    xs = np.concatenate([x[ok(x, logx)] for x, _ in pts] or [np.array([0.0, 1.0])])
+    ys = np.concatenate([y[ok(y, logy)] for _, y in pts] + [np.array([h for h, _ in hlines])])
+    if not len(xs) or not len(ys):
+        return ""
+    x0, x1 = xs.min(), xs.max()
+    y0 = ys.min() if ymin is None else ymin
+    y1 = ys.max() if ymax is None else ymax
+    if x1 <= x0:
+        x1 = x0 + 1
+    if y1 <= y0:
+        y1 = y0 + 1
+    tx = (lambda v: math.log10(v)) if logx else (lambda v: v)
+    ty = (lambda v: math.log10(v)) if logy else (lambda v: v)
+    px = lambda v: L + (tx(v) - tx(x0)) / (tx(x1) - tx(x0)) * (width - L - R)  # noqa: E731
+    py = lambda v: T + (ty(y1) - ty(min(max(v, y0), y1))) / (ty(y1) - ty(y0)) * (height - T - B)  # noqa: E731,E501
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" class="chart" role="img" '
+           f'aria-label="{html.escape(title)}">',
+           f'<text x="{width / 2}" y="16" text-anchor="middle" class="t">{html.escape(title)}</text>']
+    for v in _ticks(y0, y1, logy):
+        if y0 <= v <= y1 * (1 + 1e-9):
+            y = py(v)
+            out.append(f'<line x1="{L}" x2="{width - R}" y1="{y:.1f}" y2="{y:.1f}" class="g"/>'
+                       f'<text x="{L - 4}" y="{y + 4:.1f}" text-anchor="end">{_label(v)}</text>')
+    xt = (xticks if xticks is not None else
+          [v for v in (2.0 ** np.arange(0, 20)) if x0 <= v <= x1] if logx
+          else _ticks(x0, x1, False))
+    for v in xt:
+        x = px(v)
+        out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{T}" y2="{height - B}" class="g"/>'
+                   f'<text x="{x:.1f}" y="{height - B + 14}" text-anchor="middle">{_label(v)}</text>')
+    out.append(f'<rect x="{L}" y="{T}" width="{width - L - R}" height="{height - T - B}" class="f"/>')
+    for h, lab in hlines:
+        y = py(h)
+        out.append(f'<line x1="{L}" x2="{width - R}" y1="{y:.1f}" y2="{y:.1f}" class="h"/>'
+                   f'<text x="{width - R - 2}" y="{y + 11 if y < T + 20 else y - 3:.1f}" '
+                   f'text-anchor="end" class="hl">{html.escape(lab)}</text>')
+    for k, (s, (x, y)) in enumerate(zip(series, pts)):
+        col = s.get("colour") or COLOURS[k % len(COLOURS)]
+        good = ok(x, logx) & ok(y, logy)
+        d = " ".join(f"{px(a):.1f},{py(b):.1f}" for a, b in zip(x[good], y[good]))
+        dash = ' stroke-dasharray="5,3"' if s.get("dash") else ""
+        out.append(f'<polyline points="{d}" fill="none" stroke="{col}" stroke-width="1.8"{dash}>'
+                   f'<title>{html.escape(s["name"])}</title></polyline>')
+        if len(x) <= 40:
+            for a, b in zip(x[good], y[good]):
+                out.append(f'<circle cx="{px(a):.1f}" cy="{py(b):.1f}" r="2.5" fill="{col}"/>')
+        for a, b, m in zip(x, y, s.get("marks", [False] * len(x))):
+            if m:
+                cx, cy = px(a), py(y1)
+                out.append(f'<path d="M{cx - 4:.1f},{cy - 4:.1f}l8,8m0,-8l-8,8" class="x"/>')
+    longest = max((len(s["name"]) for s in series), default=0)
+    if legend == "right":
+        lx, ly = width - R + 8, T
+    elif legend == "bottom left":
+        lx, ly = L + 8, height - B - 0.3 * (height - T - B) - 13 * len(series)
+    else:
+        lx, ly = width - R - 34 - 5.6 * longest, T + 4
+    for k, s in enumerate(series):
+        col = s.get("colour") or COLOURS[k % len(COLOURS)]
+        dash = ' stroke-dasharray="5,3"' if s.get("dash") else ""
+        y = ly + 8 + 13 * k
+        out.append(f'<line x1="{lx}" x2="{lx + 18}" y1="{y}" y2="{y}" stroke="{col}" '
+                   f'stroke-width="2"{dash}/><text x="{lx + 22}" y="{y + 4}" class="lg">'
+                   f'{html.escape(s["name"])}</text>')
+    out.append(f'<text x="{(L + width - R) / 2}" y="{height - 8}" text-anchor="middle">'
+               f'{html.escape(xlabel)}</text>'
+               f'<text transform="translate(13,{(T + height - B) / 2}) rotate(-90)" '
+               f'text-anchor="middle">{html.escape(ylabel)}</text></svg>')
+    return "\n".join(out)
+
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1180px;
+ color:#222;padding:0 16px}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:8px 0} td,th{padding:3px 9px;text-align:right;
+ border-bottom:1px solid #eee} th{background:#f6f6f6} td:first-child,th:first-child{text-align:left}
+.note{color:#555;font-size:12.5px;max-width:1000px} .bad{color:#b00;font-weight:600}
+.charts{display:flex;flex-wrap:wrap;gap:14px}
+svg.chart{background:#fff;border:1px solid #ddd} svg text{font-size:11px;fill:#333}
+svg .t{font-size:13px;font-weight:600} svg .g{stroke:#eee} svg .f{fill:none;stroke:#999}
+svg .h{stroke:#888;stroke-dasharray:2,3} svg .hl{fill:#777;font-size:10px} svg .lg{font-size:10.5px}
+svg .x{stroke:#d00;stroke-width:2;fill:none}
+.samples{display:flex;flex-wrap:wrap;gap:12px} .sample{flex:1 1 340px;min-width:300px}
+pre{white-space:pre-wrap;word-break:break-word;background:#fafafa;border:1px solid #e4e4e4;
+ padding:8px;margin:4px 0;font:12.5px/1.4 ui-monospace,Menlo,Consolas,monospace}
+.ok{background:#e3f4e3} .miss{background:#d62728;color:#fff;font-weight:700}
+.after{color:#888} .prime{color:#666}
+"""
+
+
+def _esc(s):
+    return html.escape(s)
+
+
+def _num(x, spec=".3f"):
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return format(x, spec) if abs(x) < 1e4 else format(x, ".2e")
+
+
+def _marked(out: str, prefix: int) -> str:
+    """A continuation with its right prefix shaded and its first miss in red."""
+    right, rest = out[:prefix], out[prefix:]
+    s = f'<span class="ok">{_esc(right)}</span>'
+    if rest:
+        s += f'<span class="miss">{_esc(rest[0]) if rest[0] != chr(10) else "⏎"}</span>'
+        s += (chr(10) if rest[0] == chr(10) else "") + f'<span class="after">{_esc(rest[1:])}</span>'
+    return s
+
+
+def write_report(rep: dict, path: str) -> str:
+    parts = [f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+             f'<meta name="generator" content="charlstm compare">'
+             f"<title>charlstm compare</title><style>{CSS}</style></head><body>",
+             "<h1>charlstm compare</h1>",
+             f'<p class="note">{_esc(rep["text"] or "memory probe only")} · cells '
+             f'{_esc(", ".join(rep["cells"]))} · {rep["wall_s"] / 60:.1f} minutes in all</p>']
+    if rep["models"]:
+        parts += _models_html(rep)
+    if rep.get("probe"):
+        parts += _probe_html(rep["probe"])
+    if rep.get("agreement"):
+        parts.append("<h2>Do the measures of memory agree?</h2><ul>"
+                     + "".join(f"<li>{_esc(a)}</li>" for a in rep["agreement"]) + "</ul>")
+    parts.append("</body></html>")
+    from .files import write_text
+    write_text(path, "\n".join(parts))
+    return path
+
+
+def _models_html(rep):
+    ms, kmax = rep["models"], rep["context_max"]
+    top = math.log(rep["vocab_size"])
+    rows = []
+    for m in ms:
+        bad = m.get("val_overflow")
+        rows.append(
+            "<tr>" + "".join(f"<td>{c}</td>" for c in [
+                _esc(m["cell"]), m["hidden"], f'{m["params"]:,}', f'{m["lr"]:g}',
+                f'{m["steps"]}' + (' <span class="bad">diverged</span>' if m["diverged"] else ""),
+                _num(m["train_loss"]),
+                (f'<span class="bad">{_num(m["val_loss"])} †</span>' if bad else _num(m["val_loss"])),
+                _num(m["context"]["loss"][-1]), f'{m["chars_per_s"]:,.0f}',
+                _num(m["recall"]["prefix_mean"], ".1f"),
+                _num(m["recall"]["teacher_forced"] and 100 * m["recall"]["teacher_forced"], ".0f") + "%",
+                m["context"]["span"] if m["context"]["span"] is not None else "–",
+                m["horizon"]["reach"] if m["horizon"]["reach"] is not None
+                else f'&gt;{m["horizon"]["T"]}']) + "</tr>")
+    out = ["<h2>Models</h2><table><tr><th>cell</th><th>hidden</th><th>params</th><th>lr</th>"
+           "<th>steps</th><th>train</th><th>val</th>"
+           f"<th>val@{kmax}</th><th>chars/s</th><th>recall prefix</th><th>teacher-forced</th>"
+           "<th>context span</th><th>gradient reach</th></tr>" + "".join(rows) + "</table>",
+           f'<p class="note">Losses in nats/char. <b>val</b>: held-out text with the state carried '
+           f'through it; <b>val@{kmax}</b>: each held-out character given only the {kmax} before '
+           f'it, from a zero state. † no better than a uniform guess (ln V = {top:.2f}) or not '
+           "finite (the diagnosis is below the table). "
+           "<b>recall prefix</b>: characters of a training passage that greedy decoding "
+           "reproduces before its first mistake (mean of the passages below); "
+           "<b>teacher-forced</b>: share of those characters predicted right given the true "
+           f"history. <b>context span</b>: the smallest k within 0.01 nats/char of k = {kmax}. "
+           "<b>gradient reach</b>: the k at which the largest unit's |∂L_t/∂h_(t−k)| (or ∂c) "
+           "falls below 1% of its value at k = 0.</p>"]
+    notes = [m["cell"] + ": " + n for m in ms for n in m.get("notes", [])]
+    if notes:
+        out.append("<ul class=note>" + "".join(f"<li>{_esc(n)}</li>" for n in notes) + "</ul>")
+    from .compare import clip_curve
+    charts = []
+    series = []
+    for m in ms:
+        v = np.array(m["val_curve"]).reshape(-1, 3)
+        y, over = clip_curve(v[:, 2], top)
+        series.append({"x": v[:, 0], "y": y, "marks": over,
+                       "name": m["cell"] + (f" ({int(over.sum())} points above ln V, ×)"
+                                            if over.any() else "")})
+    charts.append(svg_chart(series, title="Validation loss, clipped at ln V",
+                            xlabel="training step", ylabel="nats/char",
+                            hlines=[(top, "ln V: a uniform guess")]))
+    charts.append(svg_chart([{"x": m["context"]["k"], "y": m["context"]["loss"],
+                              "name": f'{m["cell"]} (span {m["context"]["span"]})'} for m in ms],
+                            title="Context curve on held-out text", logx=True,
+                            xlabel="k, characters of context", ylabel="nats/char"))
+    fl = []
+    for k, m in enumerate(ms):
+        for path in ("h", "c"):
+            f = m["grad_flow"].get(path)
+            if f:
+                fl.append({"x": np.arange(len(f["max"])), "y": np.maximum(f["max"], 1e-30),
+                           "name": f'{m["cell"]} {path}, largest unit', "dash": path == "c",
+                           "colour": COLOURS[k % len(COLOURS)]})
+                if path == "h" and len(ms) <= 2:        # few models: the median too
+                    fl.append({"x": np.arange(len(f["median"])),
+                               "y": np.maximum(f["median"], 1e-30),
+                               "name": f'{m["cell"]} {path}, median unit', "dash": True,
+                               "colour": COLOURS[k % len(COLOURS)]})
+    ymin = max(1e-12, min(float(np.min(s["y"])) for s in fl))
+    for s in fl:
+        s["y"] = np.maximum(s["y"], ymin)
+    charts.append(svg_chart(fl, title="Gradient flow on held-out text", logy=True, ymin=ymin,
+                            xlabel="k, steps back", ylabel="|∂L/∂state|, k=0 → 1",
+                            hlines=[(0.01, "1%")], height=340, width=700, legend="right"))
+    out.append('<h2>Curves</h2><div class="charts">' + "".join(charts) + "</div>")
+    out.append(f"<h2>Samples, each continuing {_esc(repr(rep['seed']))}</h2><div class=samples>"
+               + "".join(f'<div class=sample><b>{_esc(m["cell"])}</b><pre>'
+                         f'<span class=prime>{_esc(rep["seed"])}</span>{_esc(m["sample"])}</pre></div>'
+                         for m in ms) + "</div>")
+    out.append("<h2>Recall of training passages</h2><p class=note>Each model is primed with "
+               "the passage's first 100 characters and continues it greedily. Green: the "
+               "characters it reproduces; red: its first mistake; grey: what follows.</p>")
+    for j, p in enumerate(ms[0]["recall"]["passages"]):
+        out.append(f"<h3>Passage {j + 1}</h3><pre class=prime>{_esc(p['prime'])}</pre>"
+                   f"<div class=samples><div class=sample><b>truth</b><pre>{_esc(p['truth'])}</pre></div>"
+                   + "".join(f'<div class=sample><b>{_esc(m["cell"])}</b>: '
+                             f'{m["recall"]["passages"][j]["prefix"]} right, teacher-forced '
+                             f'{100 * m["recall"]["passages"][j]["teacher_forced"]:.0f}%<pre>'
+                             + _marked(m["recall"]["passages"][j]["output"],
+                                       m["recall"]["passages"][j]["prefix"]) + "</pre></div>"
+                             for m in ms) + "</div>")
+    return out
+
+
+def _probe_html(pr):
+    head = "".join(f"<th>{lag}</th>" for lag in pr["lags"])
+    rows = "".join(f"<tr><td>{_esc(c)}</td>" + "".join(f"<td>{100 * a:.0f}%</td>" for a in acc)
+                   + f"<td>{pr['span'][c] if pr['span'][c] is not None else '–'}</td></tr>"
+                   for c, acc in pr["accuracy"].items())
+    chart = svg_chart([{"x": pr["lags"], "y": 100 * np.array(acc), "name": c}
+                       for c, acc in pr["accuracy"].items()],
+                      title="Memory probe: keys recalled on held-out lines", logx=True,
+                      xlabel="lag, characters between the key and its recall",
+                      ylabel="accuracy (%)", ymin=0, ymax=100, xticks=pr["lags"],
+                      legend="bottom left", hlines=[(100 * pr["chance"], "chance"), (90, "90%")])
+    cells = list(pr["accuracy"])
+    runs = {(r["cell"], r["lag"]): r for r in pr["runs"]}
+    steps = "".join(f"<tr><td>{_esc(c)}</td>" + "".join(
+        f'<td>{runs[c, lag]["steps"]:,} / {runs[c, lag]["seconds"]:.0f} s'
+        + (" ✓" if runs[c, lag]["solved_early"] else "") + "</td>" for lag in pr["lags"])
+        + "</tr>" for c in cells)
+    return [f"<h2>Memory probe</h2><p class=note>Each line is a key, <i>lag</i> random filler "
+            f"characters drawn independently of it, '=', and the key again, e.g. "
+            f"<code>{_esc(pr['example'].splitlines()[0])}</code>. Only that last key is "
+            f"predictable, and only by remembering. Chance: {100 * pr['chance']:.1f}%; "
+            f"{pr['hidden']} units; span: the largest lag recalled in ≥ 90% of held-out "
+            "lines.</p>",
+            f"<table><tr><th>lag</th>{head}<th>span</th></tr>{rows}</table>",
+            "<p class=note>Training steps and seconds of each model (✓: stopped early, having "
+            "recalled ≥ 99% of the keys of a check set of held-out lines):</p>"
+            f"<table><tr><th>lag</th>{head}</tr>{steps}</table>",
+            f'<div class="charts">{chart}</div>']

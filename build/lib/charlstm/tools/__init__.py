@@ -1,0 +1,3 @@
+"""Tooling beside the learning path: the benchmark (`charlstm bench`) and the
+PyTorch rival it measures against. Nothing in training, sampling, compare or
+inspect imports these."""

@@ -1,0 +1,522 @@
+"""The training loop: Python around the jitted work, one step per batch."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import checkpoint as ckpt
+from . import kernels as K
+from . import stopping
+from .config import AUTO_EVAL_MIN_STEPS, AUTO_EVAL_SHARE, ModelConfig, TrainConfig
+from .data import Batches, Corpus, encode_file, load_corpus
+from .errors import CharlstmError
+from .model import Model
+from .replicas import Replicas
+from .stopping import Stop  # noqa: F401  (the stop signals' exception, for callers)
+
+LN2 = math.log(2)
+
+
+class Diverged(Exception):
+    """The loss or gradient stopped being finite; the update was not applied."""
+
+
+def best_path(out: str) -> str:
+    root = out[:-4] if out.endswith(".npz") else out
+    return root + ".best.npz"
+
+
+def auto_eval_due(steps_since: int, seconds_since: float, last_cost: float) -> bool:
+    """The automatic validation schedule (eval_every=0): at least
+    AUTO_EVAL_MIN_STEPS steps since the last pass, and enough time that the
+    last pass's cost stays near AUTO_EVAL_SHARE of the whole."""
+    return (steps_since >= AUTO_EVAL_MIN_STEPS
+            and seconds_since >= last_cost * (1 / AUTO_EVAL_SHARE - 1))
+
+
+def grad_norm(g: np.ndarray) -> float:
+    """||g||, inf only when g itself is not finite. A finite gradient can be
+    too large to square in float32 (entries above ~1.8e19: Adam's first steps
+    at a high rate on a wide layer can make one over 200 steps of BPTT); it
+    is measured scaled by its largest entry, so that clipping can rein it in
+    instead of the run being declared diverged."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        norm = float(np.sqrt(np.dot(g, g)))
+        if math.isfinite(norm) or not np.isfinite(g).all():
+            return norm
+        big = float(np.abs(g).max())
+        u = g / np.float32(big)
+        return big * float(np.sqrt(np.dot(u, u)))
+
+
+def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
+    """Linear warm-up, then constant or cosine decay to lr·min_lr_frac at the
+    end of the budget (progress in [0, 1])."""
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
+    if cfg.schedule == "constant":
+        return cfg.lr * warm
+    cos = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.lr * warm * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * cos)
+
+
+@dataclass
+class Result:
+    path: str
+    best_path: str
+    steps: int
+    train_loss: float
+    val_loss: float | None
+    best_val: float | None
+    seconds: float
+    chars_per_s: float
+    grad_norm: float
+    interrupted: bool = False
+    diverged: bool = False
+    signum: int = 0                 # the stop signal, when interrupted
+    written: tuple = ()             # the files this run wrote
+
+
+class Trainer:
+    """Trains one model on one text. `log` gets one-line messages; `progress`
+    switches the tqdm bar."""
+
+    def __init__(self, text: str, model_cfg: ModelConfig, cfg: TrainConfig, out: str,
+                 resume: str | None = None, progress: bool = True, log=print,
+                 corpus: Corpus | None = None, bar_position: int | None = None,
+                 workers: int | None = None, stop_when=None, log_path: str | None = None):
+        """stop_when: None, or a function of the trainer called after every
+        validation pass (and its checkpoint); when it returns True, training
+        ends there as if the budget were spent (compare's memory probe stops a
+        model that has solved its task; a search could prune a poor trial).
+        log_path: a file to which a JSON line is appended after every
+        validation pass (TrainLog), so that another terminal can follow."""
+        self.log, self.progress, self.out = log, progress, out
+        self.log_path = log_path
+        self.stop_when = stop_when
+        self.bar_desc = None            # the progress bar's label (default: the model)
+        self.stopped_early = False
+        self.bar_position = bar_position
+        self.text_path = text
+        if resume:
+            ck = ckpt.load(resume)
+            if not (ck.opt_m is not None or ck.state):
+                raise CharlstmError(f"{resume} holds a model but no training state (it is an "
+                                    "export); resume the .npz checkpoint it came from")
+            check_same_text(text, ck, resume)
+            ids = encode_file_for(text, ck.vocab)
+            n_val = int(len(ids) * ck.train.val_frac)
+            corpus = Corpus(ck.vocab, ids[:len(ids) - n_val], ids[len(ids) - n_val:])
+            model_cfg, self.state = ck.model, dict(ck.state)
+            cfg = _resume_cfg(ck.train, cfg)
+        else:
+            corpus = corpus or load_corpus(text, cfg.val_frac)
+            model_cfg = dataclasses.replace(model_cfg, vocab_size=corpus.V)
+            if os.path.isfile(text):
+                cfg = dataclasses.replace(cfg, text=os.path.abspath(text),
+                                          text_sha256=corpus.sha256)
+            self.state = dict(step=0, epoch=0, batch=0, elapsed=0.0, train_time=0.0,
+                              best_val=None, rng=None)
+        self.cfg, self.corpus = cfg, corpus
+        T, B = cfg.seq_len, cfg.batch_size
+        need = B * (T + 1)
+        if len(corpus.train) < need:
+            raise CharlstmError(
+                f"{text} is too short for one batch: the training part has "
+                f"{len(corpus.train)} characters and one batch needs batch-size × "
+                f"(seq-len + 1) = {need}; lower --batch-size or --seq-len, or use a longer text")
+        self.batches = Batches(corpus.train, B, T)
+        if resume and self.state["batch"] > self.batches.n:
+            raise CharlstmError(
+                f"{text} is shorter than the text {resume} was trained on (it stopped at "
+                f"batch {self.state['batch']} of an epoch; this text has {self.batches.n}); "
+                "resume on the same text")
+        dtype = np.dtype(cfg.dtype)
+        self.rng = np.random.default_rng(cfg.rng_seed)
+        if resume:
+            missing = [name for name, v in (("optimizer moments", ck.opt_m),
+                                            ("optimizer moments", ck.opt_v),
+                                            ("carried state", ck.carry_h),
+                                            ("carried state", ck.carry_c)) if v is None]
+            if "rng" not in ck.state or not isinstance(ck.state.get("rng"), dict):
+                missing.append("random-number state")
+            if missing:
+                raise CharlstmError(f"{resume} lacks the {', '.join(sorted(set(missing)))} "
+                                    "needed to resume it; it can still be sampled from: "
+                                    "train a new model to go on")
+            self.model = ckpt.model_from_checkpoint(ck, dtype)
+            self.m, self.v = ck.opt_m.astype(dtype), ck.opt_v.astype(dtype)
+            self.h, self.c = ck.carry_h.astype(dtype), ck.carry_c.astype(dtype)
+            try:
+                self.rng.bit_generator.state = ck.state["rng"]
+            except (TypeError, ValueError, KeyError, OverflowError) as e:
+                raise CharlstmError(f"{resume} is a damaged checkpoint: its random-number "
+                                    f"state does not load ({e.__class__.__name__}); retrain "
+                                    "or pick another file") from None
+            self.hist_train = [list(r) for r in ck.history_train]
+            self.hist_val = [list(r) for r in ck.history_val]
+            self.hist_norm = [list(r) for r in ck.history_norm]
+        else:
+            self.model = Model(model_cfg, dtype).init(self.rng)
+            self.m = np.zeros_like(self.model.flat)
+            self.v = np.zeros_like(self.model.flat)
+            self.h, self.c = self.model.zero_state(B)
+            self.hist_train, self.hist_val, self.hist_norm = [], [], []
+        self.replicas = Replicas(self.model, T, B, workers)
+        self.written: list[str] = []
+        self.corrupt = False            # an update made the parameters non-finite
+        self.saved_step = None          # the step of the last checkpoint written
+        self._val = None
+        self.grad_norm = 0.0
+        self._last_eval = (self.state["step"], 0.0, 0.0)   # step, train time, its cost (s)
+
+    # -- budget -------------------------------------------------------------
+
+    def total_steps(self) -> float:
+        c = self.cfg
+        if c.steps:
+            return c.steps
+        if c.epochs:
+            return max(1, round(c.epochs * self.batches.n))
+        return math.inf
+
+    def progress_frac(self) -> float:
+        c, s = self.cfg, self.state
+        by_steps = s["step"] / self.total_steps()
+        by_time = s["elapsed"] / (60 * c.minutes) if c.minutes else 0.0
+        return min(1.0, max(by_steps, by_time))
+
+    # -- one step -----------------------------------------------------------
+
+    def step(self) -> float:
+        cfg, s, model = self.cfg, self.state, self.model
+        x, y = self.batches.get(s["batch"])
+        loss, h, c = self.replicas.loss(x, y, self.h, self.c,     # zeroes, then fills grad
+                                        self._dropout_key())
+        g = model.grad
+        norm = grad_norm(g)                                  # recorded before clipping
+        self.grad_norm = norm
+        if not math.isfinite(norm) or not math.isfinite(loss):
+            raise Diverged(s["step"])
+        if norm > cfg.clip:
+            g *= cfg.clip / norm
+        lr = lr_at(cfg, s["step"], self.progress_frac())
+        s["step"] += 1
+        if cfg.optimizer == "adagrad":
+            K.adagrad_update(model.flat, g, self.m, lr, 1e-8)
+        else:
+            K.adam_update(model.flat, g, self.m, self.v, lr, 0.9, 0.999, 1e-8, s["step"])
+        # An update too large for float32 (a huge --lr) leaves inf or nan in the
+        # parameters; a float64 sum sees either (cheaper than a copy a step).
+        with np.errstate(invalid="ignore", over="ignore"):
+            total = float(np.sum(model.flat, dtype=np.float64))
+        if not math.isfinite(total):
+            self.corrupt = True
+            raise Diverged(s["step"])
+        if cfg.state_reset > 0:       # forget now and then, so that the state cannot
+            lost = self.rng.random(cfg.batch_size) < cfg.state_reset   # become a clock
+            h[:, lost] = 0                                    # (see README: training)
+            c[:, lost] = 0
+        self.h, self.c = h, c                               # carried to the next batch
+        s["batch"] += 1
+        if s["batch"] >= self.batches.n:                     # new epoch: start afresh
+            s["batch"], s["epoch"] = 0, s["epoch"] + 1
+            self.h, self.c = model.zero_state(cfg.batch_size)
+        return loss
+
+    def _dropout_key(self) -> int | None:
+        """This step's dropout masks are a hash of (seed, step, layer, stream,
+        unit): see kernels.dropout_mask. Resuming at a step gives its masks."""
+        if self.model.cfg.dropout <= 0:
+            return None
+        return (self.cfg.rng_seed * 0x9E3779B97F4A7C15 + self.state["step"] * 256) % 2 ** 64
+
+    def evaluate(self, ids: np.ndarray | None = None) -> float | None:
+        """Mean loss (nats/char) over `ids` (default: the validation text), in
+        streams with the state carried, no dropout: every character but the
+        first of each stream is scored, the rest of each stream after the whole
+        windows too (data.Batches)."""
+        if ids is None:
+            ids = self.corpus.val[:self.cfg.eval_chars or None]
+        if len(ids) < 2:
+            return None
+        T = min(self.cfg.seq_len, len(ids) - 1)
+        B = max(1, min(self.cfg.batch_size, (len(ids) - 1) // T // 4 or 1))
+        if (T, B) == (self.replicas.T, self.replicas.B):
+            self._val = self.replicas          # the training buffers are free between steps
+        elif self._val is None or (self._val.T, self._val.B) != (T, B):
+            self._val = Replicas(self.model, T, B, len(self.replicas.parts))
+        batches = Batches(ids, B, T)
+        h, c = self.model.zero_state(B)
+        total = 0.0
+        for k in range(batches.n + 1):      # the whole windows, then the rest (< T steps)
+            stopping.check()                # a stop loses only this score
+            x, y = batches.get(k)
+            if len(x) == 0:
+                break
+            val = self._val if len(x) == T else self._val.first(len(x))
+            loss, h, c = val.loss(x, y, h, c, grad=False, repack=k == 0)   # packed once
+            total += loss * x.size
+        return total / (B * (batches.L - 1))
+
+    # -- checkpoints --------------------------------------------------------
+
+    def checkpoint(self) -> ckpt.Checkpoint:
+        s = dict(self.state, rng=self.rng.bit_generator.state)
+        return ckpt.Checkpoint(
+            model=self.model.cfg, train=self.cfg, vocab=self.corpus.vocab,
+            params={k: v for k, v in self.model.p.items()},
+            opt_m=self.m, opt_v=self.v, carry_h=self.h, carry_c=self.c, state=s,
+            history_train=np.array(self.hist_train).reshape(-1, 3),
+            history_val=np.array(self.hist_val).reshape(-1, 3),
+            history_norm=np.array(self.hist_norm).reshape(-1, 2))
+
+    def save(self, best: bool = False):
+        """Write the checkpoint (and the best one); an OSError is one line."""
+        if not np.isfinite(self.model.flat).all():
+            raise Diverged(self.state["step"])       # never saved as a model
+        ck = self.checkpoint()
+        for path in ([best_path(self.out)] if best else []) + [self.out]:
+            try:
+                ckpt.save(ck, path)
+            except OSError as e:
+                from .files import oserror_line
+                raise oserror_line(e, path) from None
+            if path not in self.written:
+                self.written.append(path)
+        self.saved_step = self.state["step"]
+
+    # -- the loop -----------------------------------------------------------
+
+    def run(self) -> Result:
+        cfg, s = self.cfg, self.state
+        bar = Bar(self)
+        chars = cfg.seq_len * cfg.batch_size
+        val = s.get("last_val")
+        ema = None
+        interrupted = diverged = False
+        signum = 0
+        t_last = time.perf_counter()
+        with stopping.installed():          # a stop signal is taken between steps
+            try:
+                while not self._budget_spent():
+                    t0 = time.perf_counter()
+                    loss = self.step()
+                    dt = time.perf_counter() - t0
+                    s["train_time"] += dt
+                    now = time.perf_counter()
+                    s["elapsed"] += now - t_last
+                    t_last = now
+                    self.hist_train.append([s["step"], s["elapsed"], loss])
+                    self.hist_norm.append([s["step"], self.grad_norm])
+                    stopping.check()        # the step is whole and recorded: stop here
+                    ema = loss if ema is None else 0.95 * ema + 0.05 * loss
+                    if self._eval_due() or self._budget_spent():
+                        val = self._eval_and_save()
+                        t_last = time.perf_counter()
+                        s["elapsed"] += t_last - now
+                        self._last_eval = (s["step"], s["train_time"], t_last - now)
+                        if self.stop_when is not None and self.stop_when(self):
+                            self.stopped_early = True
+                            bar.update(ema, val)
+                            break
+                    bar.update(ema, val)
+                if not self.corrupt and (not self.hist_val or self.hist_val[-1][0] != s["step"]):
+                    val = self._eval_and_save()
+                stopping.check()
+            except KeyboardInterrupt as e:      # a stop signal (or a test's Ctrl-C)
+                interrupted = True
+                signum = getattr(e, "signum", signal.SIGINT)
+                self.save()                     # a second signal waits for this checkpoint
+            except Diverged:
+                diverged = True    # the update was refused: the model is the last finite one
+                if not self.corrupt and (not self.hist_val or self.hist_val[-1][0] != s["step"]):
+                    try:
+                        val = self._eval_and_save()
+                    except KeyboardInterrupt:
+                        pass       # stopping: the last checkpoint stands
+        bar.close()
+        if interrupted:
+            self.log(f"stopped by {stopping.signal_name(signum)} at step {s['step']}: "
+                     f"saved {self.out}")
+        return Result(self.out, best_path(self.out), s["step"], self._recent_train_loss(), val,
+                      s["best_val"], s["elapsed"],
+                      s["step"] * chars / max(s["train_time"], 1e-9), self.grad_norm, interrupted,
+                      diverged, signum, tuple(self.written))
+
+    def _eval_due(self) -> bool:
+        """Every eval_every steps; or, with 0, by auto_eval_due on the training
+        time (a 500k-character validation text then costs ~4% of a run, not
+        ~25% as every 200 steps did)."""
+        s, every = self.state, self.cfg.eval_every
+        if every:
+            return s["step"] % every == 0
+        step, train_time, cost = self._last_eval
+        return auto_eval_due(s["step"] - step, s["train_time"] - train_time, cost)
+
+    def _budget_spent(self) -> bool:
+        s, c = self.state, self.cfg
+        return s["step"] >= self.total_steps() or bool(c.minutes and s["elapsed"] >= 60 * c.minutes)
+
+    def _recent_train_loss(self) -> float:
+        """Mean training loss over the last 50 steps."""
+        return float(np.mean([r[2] for r in self.hist_train[-50:]])) if self.hist_train else float("nan")
+
+    def _eval_and_save(self):
+        s = self.state
+        val = self.evaluate()       # changes nothing: a stop here loses only this score
+        # The score, the best so far and both files, together (a stop signal only
+        # takes effect at the next stopping.check()).
+        s["last_val"] = val
+        score = val if val is not None else self._recent_train_loss()
+        if val is not None:
+            self.hist_val.append([s["step"], s["elapsed"], val])
+        best = math.isfinite(score) and (s["best_val"] is None
+                                         or not math.isfinite(s["best_val"])
+                                         or score < s["best_val"])
+        if best:
+            s["best_val"] = score
+            s["best_step"] = s["step"]
+        self.save(best=best)
+        if self.log_path:
+            TrainLog(self.log_path).append(self, val, best)
+        return val
+
+
+class Bar:
+    """The progress bar (tqdm, on stderr): steps against a step or epoch
+    budget; against a minutes budget, the share of the time gone and the time
+    left. Its postfix: the step, the training loss (a running mean), the
+    latest validation loss and characters per second."""
+
+    def __init__(self, tr: Trainer):
+        from tqdm import tqdm
+        self.tr = tr
+        c, s = tr.cfg, tr.state
+        self.minutes = bool(c.minutes) and not c.steps and not c.epochs
+        desc = tr.bar_desc or f"{tr.model.cfg.cell} {tr.model.cfg.layers}x{tr.model.cfg.hidden}"
+        kw = dict(disable=not tr.progress, dynamic_ncols=True, position=tr.bar_position,
+                  desc=desc, mininterval=0.5)
+        if self.minutes:
+            self.bar = tqdm(total=round(60 * c.minutes), initial=min(round(s["elapsed"]),
+                                                                     round(60 * c.minutes)),
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}"
+                                       "{postfix}", **kw)
+        else:
+            total = tr.total_steps()
+            self.bar = tqdm(total=None if math.isinf(total) else int(total), initial=s["step"],
+                            unit="step", **kw)
+
+    def update(self, ema, val):
+        tr, s = self.tr, self.tr.state
+        chars = tr.cfg.seq_len * tr.cfg.batch_size
+        post = dict(loss=f"{ema:.3f}", val="-" if val is None else f"{val:.3f}",
+                    cps=f"{s['step'] * chars / max(s['train_time'], 1e-9):,.0f}")
+        if self.minutes:
+            post = dict(step=f"{s['step']:,}", **post)
+            self.bar.n = min(int(s["elapsed"]), self.bar.total)
+        else:
+            self.bar.n = s["step"]
+        self.bar.set_postfix(post, refresh=False)
+        self.bar.refresh() if self.bar.n == self.bar.total else self.bar.update(0)
+
+    def close(self):
+        if self.minutes and not self.bar.disable:
+            self.bar.n = min(int(self.tr.state["elapsed"]), self.bar.total)
+        self.bar.close()
+
+
+class TrainLog:
+    """`<checkpoint>.log.jsonl`: a header line (the settings), then one JSON
+    line per validation pass: step, minutes, train loss (a running mean of 50
+    steps), validation loss, learning rate, characters per second, and
+    whether it is the best so far. Appended and flushed line by line, so that
+    `tail -f` and plotting tools can follow a run from another terminal."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    @staticmethod
+    def path_for(out: str) -> str:
+        return (out[:-4] if out.endswith(".npz") else out) + ".log.jsonl"
+
+    def start(self, tr: Trainer, fresh: bool) -> None:
+        """A new log (a fresh run), or the one a resumed run goes on in."""
+        import json
+        from dataclasses import asdict
+        if fresh or not os.path.exists(self.path):
+            from .files import write_text
+            write_text(self.path, json.dumps({"charlstm": "train log",
+                                              "model": asdict(tr.model.cfg),
+                                              "train": asdict(tr.cfg)}) + "\n")
+
+    def append(self, tr: Trainer, val, best: bool) -> None:
+        import json
+        s, c = tr.state, tr.cfg
+        row = {"step": s["step"], "minutes": round(s["elapsed"] / 60, 4),
+               "train_loss": _round(tr._recent_train_loss()), "val_loss": _round(val),
+               "lr": float(f"{lr_at(c, s['step'], tr.progress_frac()):.6g}"),
+               "chars_per_s": round(s["step"] * c.seq_len * c.batch_size
+                                    / max(s["train_time"], 1e-9)),
+               "best": bool(best)}
+        try:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+        except OSError:
+            pass                     # the log is a convenience; the checkpoint is the record
+
+
+def _round(x):
+    return None if x is None or not math.isfinite(x) else round(float(x), 5)
+
+
+def check_same_text(path: str, ck, resume: str) -> None:
+    """A resumed run goes on on the text it was trained on: the digest stored
+    in the checkpoint must be that of the file given."""
+    want = ck.train.text_sha256
+    if want and os.path.isfile(path):
+        from .data import file_sha256
+        if file_sha256(path) != want:
+            raise CharlstmError(f"{path} is not the text {resume} was trained on (its SHA-256 "
+                                f"differs from the one recorded, {want[:12]}…); resume on that "
+                                "text, or train a new model")
+
+
+def encode_file_for(path: str, vocab: str) -> np.ndarray:
+    try:
+        return encode_file(path, vocab)
+    except CharlstmError as e:
+        raise CharlstmError(f"{path} does not fit the checkpoint being resumed: {e}; "
+                            "resume on the text it was trained on") from None
+
+
+def _resume_cfg(saved: TrainConfig, given: TrainConfig) -> TrainConfig:
+    """Resume keeps the saved settings; only the budget may be extended."""
+    changes = {}
+    for key in ("epochs", "steps", "minutes"):
+        if getattr(given, key):
+            changes = {"epochs": 0.0, "steps": 0, "minutes": 0.0, key: getattr(given, key)}
+    return dataclasses.replace(saved, **changes)
+
+
+def unigram_loss(corpus: Corpus) -> float:
+    """The loss (nats/char) of a guess from the characters' frequencies in
+    the training text alone: the level a model that learned nothing else
+    reaches."""
+    counts = np.bincount(np.asarray(corpus.train, np.int64), minlength=corpus.V)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def bits(nats: float | None) -> float | None:
+    return None if nats is None else nats / LN2
+
+
+def default_out(text: str, cell: str, folder: str = "checkpoints") -> str:
+    stem = os.path.splitext(os.path.basename(text))[0] or "model"
+    return os.path.join(folder, f"{stem}-{cell}.npz")

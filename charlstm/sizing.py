@@ -1,0 +1,284 @@
+"""The default model: sized for the text, the time budget and this machine.
+
+When the user does not name a size, `charlstm train FILE` chooses the hidden
+units (and the dropout and learning rate that go with them) from:
+
+- the budget: minutes (the default), steps or epochs;
+- the training text's length;
+- this machine's speed: training steps per second of each candidate size,
+  timed here for a fraction of a second each, or read from the measurement
+  cached for this machine (speeds.json in the cache folder).
+
+The rule (RULE below, and its evidence in docs/sizing.md) is a ratio: the
+largest hidden size whose run will see at least CHARS_PER_PARAM characters
+per parameter. A bigger model learns more per character but sees fewer of
+them in the same time; at short budgets the models that won were those that
+saw some tens of characters per weight (compare Hoffmann et al. 2022, about
+20 tokens per parameter for compute-optimal Transformers).
+
+Every option the user gives wins, and the rest is still chosen around it:
+--hidden 512 alone still gets its dropout and learning rate; --batch-size
+64 changes the characters each step sees, and so the size chosen.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+
+from .config import ModelConfig, TrainConfig
+
+# Hidden sizes the rule chooses from (1 layer, LSTM).
+CANDIDATES = (64, 96, 128, 192, 256, 384, 512, 768, 1024)
+CHARS_PER_PARAM = 20.0       # fitted on the sweep in docs/sizing.md
+SPEED_SECONDS = 0.25         # how long each candidate's speed is timed
+SPEED_FILE = "speeds.json"   # in kernels.cache_root(): this machine's speeds
+
+
+def dropout_for(epochs: float) -> float:
+    """Dropout for a run that will pass over its text `epochs` times: none
+    while the text is seen about once (nothing to memorise yet), up to
+    charlstm's long-standing 0.5 for many passes (docs/sizing.md)."""
+    if epochs < 1.0:
+        return 0.0
+    if epochs < 4.0:
+        return 0.25
+    return 0.5
+
+
+def lr_for(hidden: int, cell: str) -> float:
+    """The peak learning rate: config.default_lr (1e-2 for the gated cells)."""
+    from .config import default_lr
+    return default_lr(cell)
+
+
+@dataclass(frozen=True)
+class Choice:
+    model: ModelConfig
+    train: TrainConfig
+    steps: float              # expected steps in the budget
+    chars: float              # expected characters seen (steps x batch x seq-len)
+    params: int
+    speed_source: str         # "timed here", "cached for this machine", or "" (no timing)
+    reason: str               # one line: what was chosen and why
+
+    def line(self) -> str:
+        return self.reason
+
+
+def n_params_of(cell: str, hidden: int, layers: int, V: int) -> int:
+    from .model import n_params
+    return n_params(ModelConfig(cell=cell, hidden=hidden, layers=layers, vocab_size=V))
+
+
+# -- speed ------------------------------------------------------------------------
+
+def machine_key() -> str:
+    """This machine, as far as speed goes: the CPU's model name and core count."""
+    name = ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import platform
+    from . import __version__
+    return f"{name or platform.processor() or platform.machine()}|{os.cpu_count()}|{__version__}"
+
+
+def _speed_path() -> str:
+    from .kernels import cache_root
+    return os.path.join(cache_root(), SPEED_FILE)
+
+
+def _config_key(cell, hidden, layers, B, T, V, dropout, threads) -> str:
+    return f"{cell}:{layers}x{hidden}:B{B}:T{T}:V{V}:d{int(dropout > 0)}:w{threads}"
+
+
+def load_speeds() -> dict:
+    try:
+        with open(_speed_path(), encoding="utf-8") as fh:
+            d = json.load(fh)
+        return d.get(machine_key(), {}) if isinstance(d, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def save_speeds(speeds: dict) -> None:
+    """Merge this machine's speeds into the cache file (best effort: a speed
+    not kept is timed again next time)."""
+    path = _speed_path()
+    try:
+        with open(path, encoding="utf-8") as fh:
+            d = json.load(fh)
+        d = d if isinstance(d, dict) else {}
+    except (OSError, ValueError):
+        d = {}
+    d.setdefault(machine_key(), {}).update(speeds)
+    try:
+        from .files import write_json
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_json(path, d)
+    except OSError:
+        pass
+
+
+def time_steps(corpus, cell, hidden, layers, B, T, dropout, threads,
+               seconds: float = SPEED_SECONDS) -> float:
+    """Training steps per second of this size here, timed after one untimed
+    step (the kernels are compiled already)."""
+    from .model import Model
+    from .replicas import Replicas
+    import numpy as np
+    from . import kernels as K
+    from .data import Batches
+    cfg = ModelConfig(cell=cell, hidden=hidden, layers=layers, dropout=dropout,
+                      vocab_size=corpus.V)
+    m = Model(cfg).init(np.random.default_rng(0))
+    rep = Replicas(m, T, B, threads)
+    batches = Batches(corpus.train, B, T)
+    mv = np.zeros_like(m.flat)
+    vv = np.zeros_like(m.flat)
+    h, c = m.zero_state(B)
+    key = 1 if dropout > 0 else None
+
+    def step(k):
+        x, y = batches.get(k % batches.n)
+        rep.loss(x, y, h, c, key)
+        K.adam_update(m.flat, m.grad, mv, vv, 1e-3, 0.9, 0.999, 1e-8, k + 1)
+    step(0)
+    n, t0 = 0, time.perf_counter()
+    while n < 2 or time.perf_counter() - t0 < seconds:
+        step(n + 1)
+        n += 1
+    return n / (time.perf_counter() - t0)
+
+
+class Speeds:
+    """Steps per second of candidate sizes: cached ones first, the rest timed."""
+
+    def __init__(self, corpus, B: int, T: int, threads: int | None = None):
+        from .replicas import default_workers
+        self.corpus, self.B, self.T = corpus, B, T
+        self.threads = threads or default_workers()
+        self.cached = load_speeds()
+        self.new: dict = {}
+        self.timed = False
+
+    def __call__(self, cell: str, hidden: int, layers: int, dropout: float) -> float:
+        key = _config_key(cell, hidden, layers, self.B, self.T, self.corpus.V, dropout,
+                          self.threads)
+        if key in self.new:
+            return self.new[key]
+        if key in self.cached:
+            return self.cached[key]
+        sps = time_steps(self.corpus, cell, hidden, layers, self.B, self.T, dropout,
+                         self.threads)
+        self.new[key] = sps
+        self.timed = True
+        return sps
+
+    def source(self) -> str:
+        return "timed here" if self.timed else "cached for this machine"
+
+    def keep(self) -> None:
+        if self.new:
+            save_speeds(self.new)
+
+
+# -- the choice --------------------------------------------------------------------
+
+def choose(corpus, mcfg: ModelConfig, tcfg: TrainConfig, given: set, *,
+           speeds: Speeds | None = None, threads: int | None = None) -> Choice:
+    """The model for this text and budget: every setting in `given` (option
+    names: hidden, layers, dropout, lr, batch_size, seq_len, cell) is the
+    user's and kept; the rest is chosen by RULE."""
+    from dataclasses import replace
+    cell = mcfg.cell
+    layers = mcfg.layers if "layers" in given else 1
+    B = tcfg.batch_size
+    T = tcfg.seq_len
+    per_step = B * T
+    n_text = len(corpus.train)
+    V = corpus.V
+    budget_s = 60 * tcfg.minutes if tcfg.minutes else None
+    speeds = speeds if speeds is not None else (
+        Speeds(corpus, B, T, threads) if budget_s else None)
+
+    def steps_of(hidden, dropout):
+        if tcfg.steps:
+            return float(tcfg.steps)
+        if tcfg.epochs:
+            return tcfg.epochs * max(1, (n_text // B - 1) // T)
+        return budget_s * speeds(cell, hidden, layers, dropout) * 0.95   # ~5% validating
+
+    if "hidden" in given:
+        hidden = mcfg.hidden
+    else:
+        hidden = CANDIDATES[0]
+        for H in CANDIDATES:                       # chars/param falls as H grows
+            d = mcfg.dropout if "dropout" in given else 0.5
+            steps = steps_of(H, d)
+            if steps * per_step / n_params_of(cell, H, layers, V) >= CHARS_PER_PARAM:
+                hidden = H
+            else:
+                break
+    steps = steps_of(hidden, mcfg.dropout if "dropout" in given else 0.5)
+    chars = steps * per_step
+    epochs = chars / max(1, n_text)
+    dropout = mcfg.dropout if "dropout" in given else dropout_for(epochs)
+    lr = tcfg.lr if "lr" in given else lr_for(hidden, cell)
+    params = n_params_of(cell, hidden, layers, V)
+    model = replace(mcfg, hidden=hidden, layers=layers, dropout=dropout)
+    train = replace(tcfg, lr=lr)
+    src = speeds.source() if speeds is not None and budget_s else ""
+    budget = (f"{tcfg.minutes:g} min" if budget_s else f"{tcfg.steps:,} steps" if tcfg.steps
+              else f"{tcfg.epochs:g} epochs")
+    what = "" if "hidden" in given else f"; {_given_hint(given)}"
+    reason = (f"model: {cell} {layers}×{hidden}, dropout {dropout:g}, lr {lr:g} (about "
+              f"{_round(steps)} steps in {budget} on {_mb(n_text)} here, "
+              f"{chars / params:,.0f} characters per weight"
+              + (f"; speed {src}" if src else "") + what + ")")
+    if speeds is not None:
+        speeds.keep()
+    return Choice(model, train, steps, chars, params, src, reason)
+
+
+def _given_hint(given: set) -> str:
+    return "--hidden to choose"
+
+
+def _round(x: float) -> str:
+    if x >= 1000:
+        return f"{round(x, -2):,.0f}"
+    return f"{x:,.0f}"
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} KB"
+
+
+def describe_rule() -> str:
+    return (f"the largest hidden size that sees at least {CHARS_PER_PARAM:g} characters per "
+            "weight in the budget")
+
+
+def given_options(ctx, names) -> set:
+    """The options the user gave on the command line (or through Click's
+    environment or default map), by name."""
+    from click.core import ParameterSource
+    out = set()
+    for n in names:
+        src = ctx.get_parameter_source(n)
+        if src is not None and src is not ParameterSource.DEFAULT:
+            out.add(n)
+    return out
+
+
+RULE = describe_rule()
+_ = math

@@ -1,0 +1,103 @@
+"""The default model (sizing.py): chosen for the budget, the text and the
+machine; every option given wins and the rest is chosen around it; the
+choice is printed, stored and reproduced by the command printed with it."""
+import shlex
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from charlstm import checkpoint as ckpt
+from charlstm import sizing
+from charlstm.cli import main
+from charlstm.config import ModelConfig, TrainConfig
+from charlstm.data import load_corpus
+
+TEXT = "the quick brown fox jumps over the lazy dog.\n" * 400
+
+
+@pytest.fixture
+def text(tmp_path):
+    p = tmp_path / "t.txt"
+    p.write_text(TEXT, encoding="utf-8")
+    return str(p)
+
+
+def fake_speeds(rate=3e9):
+    """Steps per second in proportion to 1/FLOPs per step, as the kernels run."""
+    def sps(cell, hidden, layers, dropout):
+        return rate / (6 * (4 * hidden * hidden + 60 * hidden) * 32 * 50)
+    sps.source = lambda: "timed here"
+    sps.keep = lambda: None
+    return sps
+
+
+def test_the_largest_size_that_sees_enough_characters_per_weight(text):
+    corpus = load_corpus(text, 0.1)
+    c = sizing.choose(corpus, ModelConfig(), TrainConfig(minutes=3), set(),
+                      speeds=fake_speeds())
+    assert c.chars / c.params >= sizing.CHARS_PER_PARAM
+    bigger = [H for H in sizing.CANDIDATES if H > c.model.hidden]
+    if bigger:
+        p = sizing.n_params_of("lstm", bigger[0], 1, corpus.V)
+        steps = 180 * fake_speeds()("lstm", bigger[0], 1, 0.5) * 0.95
+        assert steps * 1600 / p < sizing.CHARS_PER_PARAM
+
+
+def test_more_time_gives_a_bigger_model(text):
+    corpus = load_corpus(text, 0.1)
+    sizes = [sizing.choose(corpus, ModelConfig(), TrainConfig(minutes=m), set(),
+                           speeds=fake_speeds()).model.hidden for m in (0.2, 2, 20, 200)]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+
+
+def test_a_step_budget_needs_no_timing(text):
+    corpus = load_corpus(text, 0.1)
+    c = sizing.choose(corpus, ModelConfig(), TrainConfig(steps=500), set())
+    assert c.speed_source == "" and c.steps == 500
+
+
+def test_options_given_win_and_the_rest_is_chosen_around_them(text):
+    corpus = load_corpus(text, 0.1)
+    c = sizing.choose(corpus, ModelConfig(hidden=512), TrainConfig(steps=50), {"hidden"})
+    assert c.model.hidden == 512
+    assert c.model.dropout == sizing.dropout_for(c.chars / len(corpus.train))
+    c = sizing.choose(corpus, ModelConfig(dropout=0.3), TrainConfig(steps=50, lr=0.004),
+                      {"dropout", "lr"})
+    assert c.model.dropout == 0.3 and c.train.lr == 0.004
+
+
+def test_dropout_follows_the_passes_over_the_text():
+    assert sizing.dropout_for(0.5) == 0.0
+    assert sizing.dropout_for(0.5) <= sizing.dropout_for(3) <= sizing.dropout_for(50)
+
+
+def test_speeds_are_cached_for_this_machine(text, tmp_path, monkeypatch):
+    monkeypatch.setattr(sizing, "_speed_path", lambda: str(tmp_path / "speeds.json"))
+    corpus = load_corpus(text, 0.1)
+    s1 = sizing.Speeds(corpus, 4, 16, threads=1)
+    v = s1("lstm", 16, 1, 0.0)
+    s1.keep()
+    assert v > 0 and s1.source() == "timed here"
+    s2 = sizing.Speeds(corpus, 4, 16, threads=1)
+    assert s2("lstm", 16, 1, 0.0) == v and s2.source() == "cached for this machine"
+
+
+def test_train_prints_stores_and_reproduces_its_choice(text, tmp_path):
+    out = tmp_path / "m.npz"
+    r = CliRunner().invoke(main, ["train", text, "--steps", "30", "--batch-size", "4",
+                                  "--seq-len", "16", "--out", str(out), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    line = next(ln for ln in r.output.splitlines() if ln.startswith("model: "))
+    ck = ckpt.load(str(out))
+    assert f"×{ck.model.hidden}," in line and f"dropout {ck.model.dropout:g}" in line
+    again = next(ln for ln in r.output.splitlines() if ln.startswith("the same run again: "))
+    args = shlex.split(again.split(": ", 1)[1])[1:]
+    out2 = tmp_path / "again.npz"
+    args[args.index("--out") + 1] = str(out2)
+    r2 = CliRunner().invoke(main, args + ["--no-progress"])
+    assert r2.exit_code == 0, r2.output
+    ck2 = ckpt.load(str(out2))
+    assert ck2.model == ck.model and ck2.train == ck.train
+    for name in ck.params:
+        np.testing.assert_array_equal(ck.params[name], ck2.params[name])
