@@ -656,31 +656,41 @@ def inspect(checkpoint, text_path, chars, unit, top, excerpt, html_path, force, 
         view.write_page(html_path, res, rec, text, ck.vocab, ids, p, path)
     res["html"] = html_path
     if as_json:
-        click.echo(_json.dumps({k: res[k] for k in ("features", "gates", "counters", "html",
-                                                    "suggestion", "seconds", "chars")}))
+        click.echo(_json.dumps({k: res[k] for k in ("features", "support", "gates", "counters",
+                                                    "html", "suggestion", "seconds", "chars")}))
         return
     mode = view.colour_mode(sys.stdout)
     click.echo(res["subtitle"])
     click.echo(f"recorded in {res['seconds']['record']:.2f} s; score: Spearman's |ρ| between a "
                "unit's value after each character and a count, 2·|AUC − ½| for a yes-or-no "
-               "feature (1: perfect, 0: none)")
+               "feature (1: perfect, 0: none); chance: the best score any unit gets against "
+               "the feature shifted round the text")
     for feat, units in res["features"].items():
-        click.echo(f"\n{feat} ({I.FEATURES[feat][1]}): " + ", ".join(
-            f"{u['layer']}:{u['unit']} {u['state']} {u['score']:.3f}" for u in units))
+        i = res["support"][feat]
+        where = (f"{i['runs']:,} run{'s' if i['runs'] != 1 else ''}, {i['positions']:,} "
+                 f"character{'s' if i['positions'] != 1 else ''}")
+        if not units:
+            click.echo(f"\n{feat} ({I.FEATURES[feat][1]}): too few to score ({where}; fewer "
+                       f"than {I.MIN_RUNS} runs)")
+            continue
+        click.echo(f"\n{feat} ({I.FEATURES[feat][1]}; {where}; chance {i['chance']:.3f}): "
+                   + ", ".join(f"{u['layer']}:{u['unit']} {u['state']} {u['score']:.3f}"
+                               for u in units))
     shown = ([I.parse_unit(unit, model, rec)] if unit else
              [(u[0]["layer"], u[0]["unit"], u[0]["state"], f)
               for f, u in res["features"].items() if u])
     st = I.states(rec)
     for item in shown:
         l, u, s = item[:3]
-        v = st[s][l, :excerpt, u]
-        v = np.tanh(v) if s == "c" else v
+        v = st[s][l, :, u].astype(np.float32)
+        lo, hi = view.unit_range(v)
         label = f" (best for {item[3]})" if len(item) > 3 else ""
-        click.echo(f"\nlayer {l}, unit {u}, {s}{label}" + (", as tanh(c)" if s == "c" else "")
-                   + ":")
-        click.echo(view.coloured(text[:excerpt], v, mode))
+        click.echo(f"\nlayer {l}, unit {u}, {s}{label}, {view.RANGE_NOTE} ({lo:.3g} to "
+                   f"{hi:.3g}):")
+        click.echo(view.coloured(text[:excerpt], view.scaled(v[:excerpt], lo, hi), mode))
     if mode == "plain":
-        click.echo("\n(digits under each character: the unit's value, 0 for -1 ... 9 for +1)")
+        click.echo("\n(digits under each character: the unit's value on its own range, 0 at its "
+                   "1st percentile ... 9 at its 99th)")
     for g, sat in res["gates"].items():
         if "always_open" in sat:
             click.echo(f"\ngate {g}: {len(sat['always_open'])} units above 0.9 for 90% of the "

@@ -30,7 +30,7 @@ from .model import Model, Workspace
 GATES = {"lstm": ("i", "f", "g", "o"), "lstm-peephole": ("i", "f", "g", "o"),
          "cifg": ("f", "g", "o"), "gru": ("r", "z", "n"), "rnn": (), "irnn": ()}
 SIGMOID_GATES = ("i", "f", "o", "r", "z")          # the ones that saturate at 0 and 1
-CHUNK_BYTES = 256 << 20
+CHUNK_BYTES = 64 << 20         # the forward pass's workspace, a chunk of text at a time
 
 
 # ---------------------------------------------------------------------------
@@ -50,7 +50,8 @@ def record(model: Model, ids: np.ndarray) -> dict:
     names = GATES[cfg.cell]
     out = {"h": np.empty((L, N, H), np.float32),
            "c": np.empty((L, N, H), np.float32) if cell.has_c else None,
-           "gates": {g: np.empty((L, N, H), np.float32) for g in names},
+           "gates": {g: np.empty((L, N, H), np.float16) for g in names},   # (in [0, 1]
+                                                                           # or [-1, 1])
            "logits": np.empty((N, cfg.vocab_size), np.float32)}
     h, c = model.zero_state(1)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -303,28 +304,93 @@ def unit_scores(ranks: np.ndarray, feature: np.ndarray) -> np.ndarray:
     return np.where(den > 0, num / np.where(den > 0, den, 1), 0.0)
 
 
-def rank_units(rec: dict, feats: dict[str, np.ndarray], top: int = 5) -> dict:
+MIN_RUNS = 20          # a feature with fewer runs is "too few to score" (see support)
+NULL_SHIFTS = 19       # circular shifts for the chance level: the largest of 19 is about
+                       # the 95th percentile of the best score a feature's runs get by chance
+BLOCK = 128            # units ranked at a time: ranking work of ~40 bytes a value
+
+
+def support(f: np.ndarray) -> dict:
+    """How much of the text a feature covers: the positions where it is above
+    0, and how many runs of them there are (quoted strings, bracketed groups,
+    lines, words). A score can only be as good as its runs are many: with a
+    handful of runs, among thousands of units some separate them by chance."""
+    on = f > 0
+    runs = int(np.count_nonzero(np.diff(on.view(np.int8), prepend=0) == 1))
+    return {"positions": int(on.sum()), "runs": runs}
+
+
+def _columns(f: np.ndarray, shifts) -> np.ndarray:
+    """The feature's scoring columns (N, 1 + len(shifts)): for a yes-or-no
+    feature the indicator, for a count its centred ranks; then the same
+    circularly shifted by each of `shifts` (the runs keep their lengths and
+    spacing but no longer line up with the text)."""
+    if is_binary(f):
+        base = (f == 1).astype(np.float32)
+    else:
+        base = centred_ranks(f[:, None])[0][:, 0].astype(np.float32)
+    return np.stack([base] + [np.roll(base, int(k)) for k in shifts], axis=1)
+
+
+def _block_scores(ranks: np.ndarray, f: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Signed scores (1 + shifts, U) of units with average ranks `ranks`
+    (N, U) against the columns of _columns: 2·AUC − 1 for a yes-or-no feature,
+    Spearman's ρ for a count (unit_scores, for many columns at once)."""
+    N = len(f)
+    if is_binary(f):
+        n1 = float(cols[:, 0].sum())
+        n0 = N - n1
+        sums = cols.T @ ranks                                  # ranks from 0
+        return 2 * (sums + n1 - n1 * (n1 + 1) / 2) / (n1 * n0) - 1
+    r = ranks - ranks.mean(axis=0, dtype=np.float64).astype(np.float32)
+    den = (np.sqrt(np.einsum("nu,nu->u", r, r, dtype=np.float64))
+           * np.sqrt(float(cols[:, 0] @ cols[:, 0])))
+    return np.where(den > 0, (cols.T @ r) / np.where(den > 0, den, 1), 0.0)
+
+
+def rank_units(rec: dict, feats: dict[str, np.ndarray], top: int = 5,
+               shifts: int = NULL_SHIFTS, seed: int = 0) -> tuple[dict, dict]:
     """For each feature, the `top` units of any layer and state that track it
     best: [{"layer", "unit", "state", "score", "sign"}], best first; ties (equal
     to the 4 decimals reported) go to c, then h, then the gates (the order of
-    states()). Every unit's values are ranked once and scored against every
-    feature (unit_scores)."""
-    rows = {name: [] for name in feats}
+    states()). And for each feature its support and chance level:
+    {"positions", "runs", "chance", "status"}, where chance is the best score
+    any unit reaches against the feature shifted round the text (the largest
+    over `shifts` shifts), and status is "scored", or "too few to score"
+    below MIN_RUNS runs, when no unit is ranked. Every unit's values are
+    ranked once, a block of BLOCK units at a time (bounded memory)."""
+    rng = np.random.default_rng(seed)
+    info, cols, rows, null = {}, {}, {}, {}
+    for name, f in feats.items():
+        N = len(f)
+        info[name] = support(f)
+        lo, hi = max(1, N // 10), max(2, N - N // 10)
+        cols[name] = _columns(f, rng.integers(lo, hi, shifts) if N > 20 else [])
+        rows[name], null[name] = [], np.zeros(cols[name].shape[1] - 1)
     for order, (state, arr) in enumerate(states(rec).items()):
-        stopping.check()
         L, N, H = arr.shape
-        ranks = rank_columns(arr.transpose(1, 0, 2).reshape(N, L * H))
-        for name, f in feats.items():
-            sc = unit_scores(ranks, f)
-            for k in np.argsort(-np.abs(sc), kind="stable")[:top]:
-                rows[name].append((-round(abs(float(sc[k])), 4), order, int(k) // H,
-                                   int(k) % H, state, float(sc[k])))
-    out = {}
+        flat = arr.transpose(1, 0, 2).reshape(N, L * H)
+        for b0 in range(0, L * H, BLOCK):
+            stopping.check()
+            ranks = rank_columns(flat[:, b0:b0 + BLOCK])
+            for name, f in feats.items():
+                sc = _block_scores(ranks, f, cols[name])
+                if len(null[name]):
+                    null[name] = np.maximum(null[name], np.abs(sc[1:]).max(axis=1))
+                for k in np.argsort(-np.abs(sc[0]), kind="stable")[:top]:
+                    unit = b0 + int(k)
+                    rows[name].append((-round(abs(float(sc[0, k])), 4), order, unit // H,
+                                       unit % H, state, float(sc[0, k])))
+    ranked = {}
     for name, rs in rows.items():
         rs.sort()
-        out[name] = [{"layer": l, "unit": u, "state": s, "score": round(-a, 4),
-                      "sign": 1 if r >= 0 else -1} for a, _, l, u, s, r in rs[:top]]
-    return out
+        i = info[name]
+        i["chance"] = round(float(null[name].max()), 4) if len(null[name]) else None
+        i["status"] = "scored" if i["runs"] >= MIN_RUNS else "too few to score"
+        ranked[name] = [] if i["status"] != "scored" else [
+            {"layer": l, "unit": u, "state": s, "score": round(-a, 4),
+             "sign": 1 if r >= 0 else -1} for a, _, l, u, s, r in rs[:top]]
+    return ranked, info
 
 
 def saturation(rec: dict, lo: float = 0.1, hi: float = 0.9, most: float = 0.9) -> dict:
@@ -452,13 +518,14 @@ MEMORY_BUDGET = 1.5e9             # bytes of recorded states and ranking work
 
 
 def bytes_per_char(cfg) -> float:
-    """Memory inspect needs per character of text, for this model: every
-    recorded state and gate (4 bytes a unit), the logits, and the ranking of
-    one state's units at a time (about 40 bytes a unit: rank_columns)."""
+    """Memory inspect needs per character of text, for this model: h and c
+    (4 bytes a unit), every gate (2 bytes: float16), the logits and their
+    probabilities, and the ranking of BLOCK units at a time (about 40 bytes a
+    value: rank_columns)."""
     from .cells import CELLS
-    n_states = 1 + CELLS[cfg.cell].has_c + len(GATES[cfg.cell])
     LH = cfg.layers * cfg.hidden
-    return n_states * LH * 4 + cfg.vocab_size * 4 + LH * 40
+    states = (1 + CELLS[cfg.cell].has_c) * 4 + len(GATES[cfg.cell]) * 2
+    return LH * states + cfg.vocab_size * 12 + BLOCK * 40
 
 
 def check_chars(cfg, chars: int) -> None:
@@ -500,14 +567,15 @@ def run_inspect(path: str, text_path: str | None, chars: int, unit: str | None, 
     feats = {k: v[start:start + len(text)] for k, v in features(whole[:start + len(text)]).items()}
     feats = {k: v for k, v in feats.items() if v.min() != v.max()}
     t0 = time.perf_counter()
-    ranked = rank_units(rec, feats, top)
+    ranked, support_ = rank_units(rec, feats, top)
     t_rank = time.perf_counter() - t0
     cfg = model.cfg
     res = {"checkpoint": path, "text": source, "chars": len(text),
            "model": {"cell": cfg.cell, "layers": cfg.layers, "hidden": cfg.hidden},
            "subtitle": f"{path}: {cfg.cell} {cfg.layers}×{cfg.hidden}, on {len(text):,} "
                        f"characters of {source}",
-           "features": ranked, "gates": saturation(rec), "counters": counters(rec),
+           "features": ranked, "support": support_, "gates": saturation(rec),
+           "counters": counters(rec),
            "seconds": {"record": round(t_rec, 3), "rank": round(t_rank, 3)}}
     res["counters_note"] = ("no unit counts in this text" if rec["c"] is not None and
                             "i" in rec["gates"] else

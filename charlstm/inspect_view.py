@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from .inspect import FEATURES, states
+from .inspect import FEATURES, MIN_RUNS, states
 
 
 def rgb(v: float) -> tuple[int, int, int]:
@@ -67,9 +67,35 @@ def coloured(text: str, values: np.ndarray, mode: str, width: int = 100) -> str:
 
 
 # ---------------------------------------------------------------------------
+# Colour scales: each unit by its own range.
+
+def unit_range(v: np.ndarray) -> tuple[float, float]:
+    """The range a unit is coloured over: its 1st to 99th percentile (blue to
+    red, white midway), so that a unit whose value runs from 0.1 to 29.7 is
+    not one colour all along; its minimum and maximum when those percentiles
+    meet (a gate shut nearly everywhere)."""
+    v = np.asarray(v, np.float64)
+    lo, hi = (float(x) for x in np.percentile(v, [1, 99]))
+    if hi - lo <= 1e-9 * max(1.0, abs(hi)):
+        lo, hi = float(v.min()), float(v.max())
+    if hi <= lo:
+        hi = lo + 1.0
+    return lo, hi
+
+
+def scaled(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """v on the colour ramp: lo → −1 (blue), midway → 0 (white), hi → +1 (red)."""
+    return np.clip(2 * (np.asarray(v, np.float64) - lo) / (hi - lo) - 1, -1, 1)
+
+
+RANGE_NOTE = ("coloured by the unit's own range: its 1st percentile blue, its 99th red, "
+              "midway white")
+
+
+# ---------------------------------------------------------------------------
 # The HTML page.
 
-PICK_CHARS = 2000          # characters for which every unit's h and c go into the page
+PICK_CHARS = 1000          # characters for which every unit's h and c go into the page
 PAGE_CHARS = 20_000        # characters shown on the page (the scores use all of --chars)
 
 PAGE = """<!DOCTYPE html>
@@ -90,21 +116,26 @@ td:first-child,th:first-child{text-align:left}
 .charts{display:flex;flex-wrap:wrap;gap:12px} svg{border:1px solid #ddd;background:#fff}
 svg text{font-size:10.5px;fill:#333} .dot{cursor:pointer}
 .legend span{display:inline-block;width:22px;height:12px;vertical-align:middle}
+.few{color:#777}
 %(css)s
 </style></head><body>
 <h1>charlstm inspect</h1>
 <p class="note">%(subtitle)s%(shown_note)s</p>
-<p class="legend note">colour of each character's background: the unit's value after reading it:
-<span style="background:#0000ff"></span> −1 <span style="background:#8080ff"></span>
-<span style="background:#fff;border:1px solid #ccc"></span> 0 <span style="background:#ff8080"></span>
-<span style="background:#ff0000"></span> +1 · hover over a character for the value and the model's
-five likeliest next characters</p>
+<p class="legend note">colour of each character's background: the unit's value after reading it,
+on the unit's own range: <span style="background:#0000ff"></span> its 1st percentile
+<span style="background:#8080ff"></span>
+<span style="background:#fff;border:1px solid #ccc"></span> midway <span style="background:#ff8080"></span>
+<span style="background:#ff0000"></span> its 99th percentile · hover over a character for the
+value itself and the model's five likeliest next characters</p>
 <h2>Cells that track features of the text</h2>
 <p class="note">score, over the %(n)s characters: for a count (line position, depth), Spearman's
 |ρ| between the unit's value and the feature; for a yes-or-no feature (in quotes), 2·|AUC − ½|,
 how well the unit's value tells the two apart. 1: a perfect relation, whatever the unit's scale;
-0: none.</p>
+0: none. chance: the best score of any unit against the same feature shifted round the text
+(its runs kept, their places lost): a score near it says nothing. A feature with fewer than
+%(min_runs)s runs (quoted strings, bracketed groups, lines) is too few to score.</p>
 <div id="panels"></div>
+%(too_few)s
 <h2>Any unit</h2>
 <p class="note">h and c of every unit, for the first %(npick)s characters.
 Layer <select id="pl"></select> unit <input id="pu" type="number" min="0" value="0" style="width:5em">
@@ -122,12 +153,19 @@ Click a dot to show its unit's %(first_state)s above.</p>
 (function(){
 const D = JSON.parse(document.getElementById('data').textContent);
 const text = D.text, N = text.length;
+function b64(s){const r = atob(s), a = new Uint8Array(r.length);
+  for (let i = 0; i < r.length; i++) a[i] = r.charCodeAt(i); return a.buffer;}
+function half(u){const e = (u >> 10) & 31, m = u & 1023, s = u >> 15 ? -1 : 1;
+  return e === 0 ? s * m * Math.pow(2, -24) : e === 31 ? s * Infinity : s * (1 + m / 1024) * Math.pow(2, e - 15);}
+const nid = D.next.wide ? new Uint16Array(b64(D.next.ids)) : new Uint8Array(b64(D.next.ids));
+const np_ = new Uint8Array(b64(D.next.p)), K = D.next.k;
 function esc(c){return c==='<'?'&lt;':c==='>'?'&gt;':c==='&'?'&amp;':c;}
-function render(el, vals, n, scale, squash){
-  const parts = new Array(n);
-  for (let i = 0; i < n; i++){
-    let v = vals[i] / 127 * scale; if (squash) v = Math.tanh(v);
-    const c = text[i], k = Math.max(0, Math.min(20, Math.round((v + 1) * 10)));
+function bucket(v, lo, hi){const x = 2 * (v - lo) / (hi - lo) - 1;
+  return Math.max(0, Math.min(20, Math.round((Math.max(-1, Math.min(1, x)) + 1) * 10)));}
+function render(el, vals, lo, hi){
+  const parts = new Array(vals.length);
+  for (let i = 0; i < vals.length; i++){
+    const c = text[i], k = bucket(vals[i], lo, hi);
     parts[i] = c === '\\n' ? '<span class="v'+k+' nl">↵</span>\\n' : '<span class="v'+k+'">'+esc(c)+'</span>';
   }
   el.innerHTML = parts.join('');
@@ -138,49 +176,51 @@ function hover(e){
   const t = e.target;
   if (t.tagName !== 'SPAN' || !t.parentNode._vals){ tip.style.display = 'none'; return; }
   const box = t.parentNode, i = Array.prototype.indexOf.call(box.children, t);
-  const v = box._vals[i] / 127 * box._scale;
-  let s = JSON.stringify(text[i]) + '  value ' + v.toFixed(3) + '\\nnext:';
-  for (let k = 0; k < D.top_ids[i].length; k++)
-    s += '\\n  ' + JSON.stringify(D.vocab[D.top_ids[i][k]]) + ' ' + (D.top_p[i][k] * 100).toFixed(1) + '%%';
+  let s = JSON.stringify(text[i]) + '  value ' + box._vals[i].toPrecision(4) + '\\nnext:';
+  for (let k = 0; k < K; k++)
+    s += '\\n  ' + JSON.stringify(D.vocab[nid[i * K + k]]) + ' ' + (np_[i * K + k] / 2.55).toFixed(1) + '%%';
   tip.textContent = s; tip.style.display = 'block';
   tip.style.left = Math.min(e.clientX + 14, innerWidth - 200) + 'px'; tip.style.top = (e.clientY + 14) + 'px';
 }
-function panel(parent, title, note, vals, scale, n, squash){
+function panel(parent, title, note, vals, lo, hi){
   const d = document.createElement('div'); d.className = 'panel';
   d.innerHTML = '<h3></h3><div class="note"></div><div class="txt"></div>';
   d.children[0].textContent = title; d.children[1].textContent = note;
-  const box = d.children[2]; box._scale = scale;
-  render(box, vals, n, scale, squash);
+  const box = d.children[2];
+  render(box, vals, lo, hi);
   box.addEventListener('mousemove', hover); box.addEventListener('mouseleave', () => tip.style.display = 'none');
   parent.appendChild(d); return d;
 }
+function halves(s){const u = new Uint16Array(b64(s)), out = new Float32Array(u.length);
+  for (let i = 0; i < u.length; i++) out[i] = half(u[i]); return out;}
 const P = document.getElementById('panels');
-for (const p of D.panels)
-  panel(P, p.title, p.note, p.values, p.scale, N, p.squash);
-const pick = D.pick, M = pick.n, raw = atob(pick.b64), all = new Int8Array(raw.length);
-for (let i = 0; i < raw.length; i++) all[i] = raw.charCodeAt(i) << 24 >> 24;
+for (const p of D.panels) panel(P, p.title, p.note, halves(p.raw), p.lo, p.hi);
+const pick = D.pick, M = pick.n, all = new Int8Array(b64(pick.b64));
 const pl = document.getElementById('pl'), ps = document.getElementById('ps'), pu = document.getElementById('pu');
 for (let l = 0; l < pick.layers; l++) pl.add(new Option(l, l));
 for (const s of pick.states) ps.add(new Option(s, s));
 pu.max = pick.hidden - 1;
 function show(l, u, s){
-  const si = pick.states.indexOf(s), H = pick.hidden;
-  const off = ((si * pick.layers + l) * H + u) * M, vals = all.subarray(off, off + M);
+  pl.value = l; pu.value = u; ps.value = s;           // the form says what the panel shows
+  const si = pick.states.indexOf(s), H = pick.hidden, j = (si * pick.layers + l) * H + u;
+  const q = all.subarray(j * M, (j + 1) * M), vals = new Float32Array(M);
+  const mn = pick.min[j], mx = pick.max[j];
+  for (let i = 0; i < M; i++) vals[i] = mn + (q[i] + 127) / 254 * (mx - mn);
   const holder = document.getElementById('picked'); holder.innerHTML = '';
-  panel(holder, 'layer ' + l + ', unit ' + u + ', ' + s, s === 'c' ?
-        'coloured by tanh(c), the part of c that reaches h' : '', vals,
-        pick.scale[si][l][u], M, s === 'c');
+  panel(holder, 'layer ' + l + ', unit ' + u + ', ' + s, D.range_note, vals, pick.lo[j], pick.hi[j]);
 }
 document.getElementById('pgo').onclick = () => show(+pl.value, Math.max(0, Math.min(pick.hidden - 1, +pu.value)), ps.value);
 for (const c of document.querySelectorAll('.dot'))
-  c.addEventListener('click', () => { pl.value = c.dataset.l; pu.value = c.dataset.u;
-    show(+c.dataset.l, +c.dataset.u, pick.states[0]); document.getElementById('picked').scrollIntoView(); });
-show(D.panels.length ? D.panels[0].layer : 0, D.panels.length ? D.panels[0].unit : 0, pick.states[0]);
+  c.addEventListener('click', () => { show(+c.dataset.l, +c.dataset.u, pick.states[0]);
+    document.getElementById('picked').scrollIntoView(); });
+const first = D.panels.find(p => pick.states.includes(p.state));
+show(first ? first.layer : 0, first ? first.unit : 0, first ? first.state : pick.states[0]);
 if (location.hash === '#selftest') {          // for the browser test: hover the 5th character
   const s = document.querySelector('.txt span:nth-child(5)');
   const r = s.getBoundingClientRect();
   s.dispatchEvent(new MouseEvent('mousemove', {bubbles: true, clientX: r.left + 1, clientY: r.top + 1}));
-  const out = document.createElement('pre'); out.id = 'selftest'; out.textContent = tip.textContent;
+  const out = document.createElement('pre'); out.id = 'selftest';
+  out.textContent = tip.textContent + '\\npicker ' + pl.value + ':' + pu.value + ':' + ps.value;
   document.body.appendChild(out);
 }
 })();
@@ -188,8 +228,8 @@ if (location.hash === '#selftest') {          // for the browser test: hover the
 """
 
 
-def _q(v: np.ndarray, scale: float) -> list[int]:
-    return np.clip(np.round(v / scale * 127), -127, 127).astype(int).tolist()
+def _b64(a: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(a).tobytes()).decode()
 
 
 def _scatter(name: str, sat: dict) -> str:
@@ -219,52 +259,74 @@ def _scatter(name: str, sat: dict) -> str:
 
 def write_page(path: str, res: dict, rec: dict, text: str, vocab: str, top_ids, top_p,
                title: str) -> str:
-    """The page: a panel per feature's best unit, a picker for any unit's h and
-    c over the first PICK_CHARS characters, the gate-saturation scatters and
-    the counters."""
+    """The page: a panel per scored feature's best unit (its raw values as
+    float16, coloured by its own range), the features too few to score, a
+    picker for any unit's h and c over the first PICK_CHARS characters
+    (int8 over each unit's range), the gate-saturation scatters and the
+    counters. The next-character guesses go as bytes, not JSON lists, so
+    that 20,000 characters of a 1×768 model stay under 3 MB."""
     from .files import inline_json, write_text
     st = states(rec)
     shown = min(len(text), PAGE_CHARS)
     text, top_ids, top_p = text[:shown], top_ids[:shown], top_p[:shown]
+    support = res.get("support", {})
     panels = []
     for feat, units in res["features"].items():
         if not units:
             continue
         best = units[0]
-        v = st[best["state"]][best["layer"], :shown, best["unit"]]
-        squash = best["state"] == "c"
-        scale = float(max(1.0, np.abs(v).max())) if squash else 1.0
-        panels.append({"title": f"{feat} ({FEATURES[feat][1]}): layer {best['layer']}, unit "
-                                f"{best['unit']}, {best['state']}",
-                       "note": f"score {best['score']:.3f}" + (" (it falls as the feature rises)"
-                                                               if best["sign"] < 0 else "")
-                               + ("; coloured by tanh(c), the part of c that reaches h"
-                                  if squash else ""),
-                       "layer": best["layer"], "unit": best["unit"], "scale": scale,
-                       "squash": squash, "values": _q(v, scale)})
+        v = st[best["state"]][best["layer"], :, best["unit"]].astype(np.float32)
+        lo, hi = unit_range(v)
+        sup = support.get(feat, {})
+        panels.append({
+            "title": f"{feat} ({FEATURES[feat][1]}): layer {best['layer']}, unit "
+                     f"{best['unit']}, {best['state']}",
+            "note": f"score {best['score']:.3f}"
+                    + (f" (chance {sup['chance']:.3f})" if sup.get("chance") is not None else "")
+                    + (" (it falls as the feature rises)" if best["sign"] < 0 else "")
+                    + (f"; {sup['runs']:,} runs over {sup['positions']:,} characters"
+                       if sup else "")
+                    + f"; {RANGE_NOTE}: {lo:.3g} to {hi:.3g}",
+            "layer": best["layer"], "unit": best["unit"], "state": best["state"],
+            "lo": lo, "hi": hi, "raw": _b64(v[:shown].astype("<f2"))})
     M = min(len(text), PICK_CHARS)
     pick_states = [s for s in ("h", "c") if s in st]
-    blocks, scales = [], []
+    blocks, lo_, hi_, mn_, mx_ = [], [], [], [], []
     for s in pick_states:
-        arr = st[s][:, :M, :]                                    # (L, M, H)
-        sc = np.maximum(1.0, np.abs(arr).max(axis=1)) if s == "c" else np.ones(arr.shape[::2])
-        scales.append(sc.round(4).tolist())
-        q = np.clip(np.round(arr / sc[:, None, :] * 127), -127, 127).astype(np.int8)
-        blocks.append(q.transpose(0, 2, 1).tobytes())           # (L, H, M)
-    data = {"text": text, "vocab": vocab, "top_ids": top_ids.tolist(),
-            "top_p": np.round(top_p, 3).tolist(), "panels": panels,
+        arr = st[s][:, :M, :].astype(np.float32)                 # (L, M, H)
+        mn, mx = arr.min(axis=1), arr.max(axis=1)                # (L, H)
+        span = np.where(mx > mn, mx - mn, 1.0)
+        q = np.clip(np.round((arr - mn[:, None, :]) / span[:, None, :] * 254 - 127), -127, 127)
+        blocks.append(q.astype(np.int8).transpose(0, 2, 1).tobytes())   # (L, H, M)
+        for l in range(arr.shape[0]):
+            for u in range(arr.shape[2]):
+                lo, hi = unit_range(arr[l, :, u])
+                lo_.append(round(lo, 5))
+                hi_.append(round(hi, 5))
+        mn_ += [round(float(x), 5) for x in mn.ravel()]
+        mx_ += [round(float(x), 5) for x in mx.ravel()]
+    V = len(vocab)
+    data = {"text": text, "vocab": vocab, "range_note": RANGE_NOTE, "panels": panels,
+            "next": {"k": int(top_ids.shape[1]) if len(top_ids) else 0, "wide": V > 256,
+                     "ids": _b64(top_ids.astype("<u2" if V > 256 else np.uint8)),
+                     "p": _b64(np.round(np.asarray(top_p) * 255).astype(np.uint8))},
             "pick": {"n": M, "layers": rec["h"].shape[0], "hidden": rec["h"].shape[2],
-                     "states": pick_states, "scale": scales,
+                     "states": pick_states, "lo": lo_, "hi": hi_, "min": mn_, "max": mx_,
                      "b64": base64.b64encode(b"".join(blocks)).decode()}}
     css = "".join(f".v{k}{{background:rgb{rgb((k - 10) / 10)}"
                   + (";color:#fff" if abs(k - 10) >= 7 else "") + "}" for k in range(21))
-    tables = _tables_html(res)
+    few = [(f, i) for f, i in support.items() if i.get("status") != "scored"]
+    too_few = ("" if not few else "<p class='note few'>Too few to score (fewer than "
+               f"{MIN_RUNS} runs in this text): " + "; ".join(
+                   f"{html.escape(f)} ({i['runs']} run{'s' if i['runs'] != 1 else ''} over "
+                   f"{i['positions']:,} characters)" for f, i in few) + "</p>")
     page = PAGE % {
-        "title": html.escape(title), "subtitle": html.escape(res["subtitle"]), "n": f"{res['chars']:,}",
-        "npick": f"{M:,}", "first_state": pick_states[0], "css": css,
+        "title": html.escape(title), "subtitle": html.escape(res["subtitle"]),
+        "n": f"{res['chars']:,}", "npick": f"{M:,}", "first_state": pick_states[0], "css": css,
+        "min_runs": MIN_RUNS, "too_few": too_few,
         "scatter": "".join(_scatter(g, s) for g, s in res["gates"].items()) or
                    "<p class=note>This cell has no σ gates.</p>",
-        "tables": tables,
+        "tables": _tables_html(res),
         "shown_note": (f" · the page shows the first {shown:,} of them" if shown < res["chars"]
                        else ""),
         "data": inline_json(data)}
@@ -273,10 +335,20 @@ def write_page(path: str, res: dict, rec: dict, text: str, vocab: str, top_ids, 
 
 
 def _tables_html(res: dict) -> str:
-    rows = "".join(f"<tr><td>{html.escape(f)}</td>" + "".join(
-        f"<td>{u['layer']}:{u['unit']} {u['state']} {u['score']:.3f}</td>" for u in units[:5])
-        + "</tr>" for f, units in res["features"].items())
-    out = ["<h2>Every feature's best units</h2><table><tr><th>feature</th>"
+    sup = res.get("support", {})
+
+    def row(f, units):
+        i = sup.get(f, {})
+        head = (f"<tr><td>{html.escape(f)}</td><td>{i.get('runs', '–')}</td>"
+                f"<td>{i.get('positions', '–')}</td><td>"
+                + ("–" if i.get("chance") is None else f"{i['chance']:.3f}") + "</td>")
+        if not units:
+            return head + "<td colspan=5 class=few>too few to score</td></tr>"
+        return head + "".join(f"<td>{u['layer']}:{u['unit']} {u['state']} {u['score']:.3f}</td>"
+                              for u in units[:5]) + "</tr>"
+    rows = "".join(row(f, units) for f, units in res["features"].items())
+    out = ["<h2>Every feature's best units</h2><table><tr><th>feature</th><th>runs</th>"
+           "<th>positions</th><th>chance</th>"
            "<th colspan=5>layer:unit state score, best first</th></tr>" + rows + "</table>"]
     mem = res["gates"].get("f") or res["gates"].get("z")
     if mem is not None:

@@ -187,7 +187,12 @@ def test_planted_cells_are_ranked_first(tmp_path, cell, state, wanted):
     data = html.split('<script type="application/json" id="data">')[1].split("</script>")[0]
     d = json.loads(data)
     assert d["text"] == text and len(d["panels"]) >= len(wanted)
-    assert len(d["top_ids"]) == len(text) and len(d["top_ids"][0]) == 5
+    import base64
+    assert d["next"]["k"] == 5 and len(base64.b64decode(d["next"]["ids"])) == 5 * len(text)
+    for feat in wanted:
+        sup = res["support"][feat]
+        assert sup["status"] == "scored" and sup["runs"] >= 20
+        assert sup["chance"] < res["features"][feat][0]["score"]
     if cell == "lstm":
         counters = {(c["layer"], c["unit"]): c for c in res["counters"]}
         assert (0, 0) in counters and counters[(0, 0)]["step"] == pytest.approx(0.05, abs=1e-3)
