@@ -628,8 +628,16 @@ def compare(file, cells, match_params, seed, length, recall_chars, context_max,
               help="Write the page here [default: <checkpoint>.inspect.html].")
 @click.option("--force", is_flag=True,
               help="Replace an existing page (only a page charlstm wrote is ever replaced).")
+@click.option("--ablate", multiple=True, metavar="L:U[,L:U…]",
+              help="Hold these units (0-based layer:unit) at zero through the text and report "
+                   "the loss change, overall and in each feature's classes, and the characters "
+                   "it moved most. Repeatable: one ablation each.")
+@click.option("--ablate-top", type=click.IntRange(1, 10), default=None,
+              help="For each feature, hold its top-k units at zero for k = 1 … K, against k "
+                   "random units (5 draws): the loss change on the feature's positions.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead.")
-def inspect(checkpoint, text_path, chars, unit, top, excerpt, html_path, force, as_json):
+def inspect(checkpoint, text_path, chars, unit, top, excerpt, html_path, force, ablate,
+            ablate_top, as_json):
     """See inside the cells of a model: run it over a text and find the units
     that track features of the text (line position, bracket depth, quotes,
     ...), the gates' saturation and the cells that count; print the text
@@ -651,13 +659,15 @@ def inspect(checkpoint, text_path, chars, unit, top, excerpt, html_path, force, 
     files.check_output(html_path, "page", option="--html", inputs=inputs, force=force)
     with files.locked(html_path):
         res, rec, text, model, ck = I.run_inspect(path, text_path, chars, unit, top,
-                                                  log=echo_err, ck=ck)
+                                                  log=echo_err, ck=ck, ablate=ablate,
+                                                  ablate_top=ablate_top or 0)
         ids, p = I.top_next(rec["logits"], ck.vocab)
         view.write_page(html_path, res, rec, text, ck.vocab, ids, p, path)
     res["html"] = html_path
     if as_json:
-        click.echo(_json.dumps({k: res[k] for k in ("features", "support", "gates", "counters",
-                                                    "html", "suggestion", "seconds", "chars")}))
+        click.echo(_json.dumps({k: res[k] for k in (
+            "features", "support", "effects", "ablation", "ablation_top", "base_loss", "gates",
+            "counters", "html", "suggestion", "seconds", "chars") if k in res}))
         return
     mode = view.colour_mode(sys.stdout)
     click.echo(res["subtitle"])
@@ -676,6 +686,11 @@ def inspect(checkpoint, text_path, chars, unit, top, excerpt, html_path, force, 
         click.echo(f"\n{feat} ({I.FEATURES[feat][1]}; {where}; chance {i['chance']:.3f}): "
                    + ", ".join(f"{u['layer']}:{u['unit']} {u['state']} {u['score']:.3f}"
                                for u in units))
+        e = res["effects"].get(feat)
+        if e and e["on_feature"] is not None:
+            click.echo(f"  held at zero, unit {e['unit'][0]}:{e['unit'][1]} costs "
+                       f"{e['on_feature']:+.3f} nats/char on the feature's positions beyond "
+                       f"its cost elsewhere ({e['overall']:+.3f} overall)")
     shown = ([I.parse_unit(unit, model, rec)] if unit else
              [(u[0]["layer"], u[0]["unit"], u[0]["state"], f)
               for f, u in res["features"].items() if u])
@@ -701,6 +716,22 @@ def inspect(checkpoint, text_path, chars, unit, top, excerpt, html_path, force, 
             "of the text" for c in res["counters"][:5]))
     else:
         click.echo(f"\ncounters: {res['counters_note']}")
+    for a in res["ablation"]:
+        units = ", ".join(f"{l}:{u}" for l, u in a["units"])
+        click.echo(f"\nheld at zero: {units}: loss {a['loss']:.4f} nats/char "
+                   f"({a['loss_change']:+.4f}; {res['base_loss']:.4f} without)")
+        for feat, by in a["by_class"].items():
+            click.echo(f"  {feat}: " + ", ".join(f"{c} {v:+.4f}" for c, v in by.items()
+                                                if v is not None))
+        click.echo("  moved most: " + "; ".join(
+            f"{m['char']!r} after {m['context'][-12:]!r} {m['p_before']:.2f}→{m['p_after']:.2f}"
+            for m in a["moved"][:5]))
+    for feat, t in res.get("ablation_top", {}).items():
+        rand = np.array([[np.nan if v is None else v for v in row] for row in t["random"]])
+        click.echo(f"\n{feat}: its top-k units held at zero: "
+                   + " ".join(f"{v:+.3f}" if v is not None else "-" for v in t["top"])
+                   + "; k random units (mean of 5): "
+                   + " ".join(f"{v:+.3f}" for v in np.nanmean(rand, axis=0)))
     click.echo(f"\npage: {html_path}")
     if res["suggestion"]:
         click.echo(f"try: {res['suggestion']}")

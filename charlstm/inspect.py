@@ -539,8 +539,12 @@ def check_chars(cfg, chars: int) -> None:
 
 
 def run_inspect(path: str, text_path: str | None, chars: int, unit: str | None, top: int,
-                log=print, ck=None) -> tuple[dict, dict, str, Model, object]:
-    """Record the model over the text, find the cells, score the gates.
+                log=print, ck=None, ablate=(), ablate_top: int = 0
+                ) -> tuple[dict, dict, str, Model, object]:
+    """Record the model over the text, find the cells, score the gates; then
+    what holding units at zero does (ablation.py): each found unit alone
+    (res["effects"]), each spec of `ablate` (res["ablation"]), and with
+    ablate_top K the top-k curves against random units (res["ablation_top"]).
     Returns (result, recording, text, model, checkpoint)."""
     import time
 
@@ -584,6 +588,24 @@ def run_inspect(path: str, text_path: str | None, chars: int, unit: str | None, 
     res["suggestion"] = clamp_suggestion(res, rec, path)
     if unit:
         parse_unit(unit, model, rec)
+    from . import ablation as A
+    specs = [A.parse_units(spec, model) for spec in ablate]      # checked before the work
+    t0 = time.perf_counter()
+    base = A.position_losses(model, ids)
+    res["base_loss"] = round(float(np.nanmean(base)), 4)
+    res["effects"] = {}
+    for feat, units in ranked.items():               # each found unit, held at zero alone
+        if units:
+            u = (units[0]["layer"], units[0]["unit"])
+            d = A.position_losses(A.held_at_zero(model, [u]), ids) - base
+            eff = A.feature_effect(d, feats[feat])
+            res["effects"][feat] = {"unit": list(u), "on_feature": A._r(eff),
+                                    "overall": A._r(np.nanmean(d))}
+    res["ablation"] = [A.effect(base, A.position_losses(A.held_at_zero(model, units), ids),
+                                feats, text, units) for units in specs]
+    if ablate_top:
+        res["ablation_top"] = A.ablate_top(model, ids, feats, ranked, ablate_top, base)
+    res["seconds"]["ablate"] = round(time.perf_counter() - t0, 3)
     return res, rec, text, model, ck
 
 

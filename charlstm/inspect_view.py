@@ -117,6 +117,9 @@ td:first-child,th:first-child{text-align:left}
 svg text{font-size:10.5px;fill:#333} .dot{cursor:pointer}
 .legend span{display:inline-block;width:22px;height:12px;vertical-align:middle}
 .few{color:#777}
+svg.chart text{font-size:11px;fill:#333} svg .t{font-size:13px;font-weight:600}
+svg .g{stroke:#eee} svg .f{fill:none;stroke:#999} svg .h{stroke:#888;stroke-dasharray:2,3}
+svg .hl{fill:#777;font-size:10px} svg .lg{font-size:10.5px}
 %(css)s
 </style></head><body>
 <h1>charlstm inspect</h1>
@@ -286,6 +289,7 @@ def write_page(path: str, res: dict, rec: dict, text: str, vocab: str, top_ids, 
                     + (" (it falls as the feature rises)" if best["sign"] < 0 else "")
                     + (f"; {sup['runs']:,} runs over {sup['positions']:,} characters"
                        if sup else "")
+                    + _effect_note(res.get("effects", {}).get(feat))
                     + f"; {RANGE_NOTE}: {lo:.3g} to {hi:.3g}",
             "layer": best["layer"], "unit": best["unit"], "state": best["state"],
             "lo": lo, "hi": hi, "raw": _b64(v[:shown].astype("<f2"))})
@@ -326,12 +330,66 @@ def write_page(path: str, res: dict, rec: dict, text: str, vocab: str, top_ids, 
         "min_runs": MIN_RUNS, "too_few": too_few,
         "scatter": "".join(_scatter(g, s) for g, s in res["gates"].items()) or
                    "<p class=note>This cell has no σ gates.</p>",
-        "tables": _tables_html(res),
+        "tables": _ablation_html(res) + _tables_html(res),
         "shown_note": (f" · the page shows the first {shown:,} of them" if shown < res["chars"]
                        else ""),
         "data": inline_json(data)}
     write_text(path, page)
     return path
+
+
+def _effect_note(e) -> str:
+    if not e or e.get("on_feature") is None:
+        return ""
+    return (f"; held at zero it costs {e['on_feature']:+.3f} nats/char on the feature's "
+            f"positions beyond its cost elsewhere ({e['overall']:+.3f} overall)")
+
+
+def _ablation_html(res: dict) -> str:
+    """The ablations asked for (--ablate) as a table, and the top-k against
+    random-k curves (--ablate-top) as one chart per feature."""
+    from .report import svg_chart
+    out = []
+    abl = res.get("ablation") or []
+    if abl:
+        out.append("<h2>Units held at zero</h2><p class=note>Each unit's state (c and h, or h) "
+                   f"held at zero through the text; the loss without: {res['base_loss']:.4f} "
+                   "nats/char. Change in the loss, overall and in each class of each feature; "
+                   "the characters whose probability moved most.</p>")
+        for a in abl:
+            units = ", ".join(f"{l}:{u}" for l, u in a["units"])
+            rows = "".join(f"<tr><td>{html.escape(f)}</td><td>" + ", ".join(
+                f"{html.escape(c)} {v:+.4f}" for c, v in by.items() if v is not None)
+                + "</td></tr>" for f, by in a["by_class"].items())
+            moved = "; ".join(f"{html.escape(repr(m['char']))} after "
+                              f"{html.escape(repr(m['context'][-16:]))}: {m['p_before']:.2f} → "
+                              f"{m['p_after']:.2f}" for m in a["moved"][:6])
+            out.append(f"<h3>{html.escape(units)}: loss {a['loss']:.4f} "
+                       f"({a['loss_change']:+.4f})</h3><table><tr><th>feature</th>"
+                       f"<th>change by class</th></tr>{rows}</table>"
+                       f"<p class=note>moved most: {moved}</p>")
+    top = res.get("ablation_top") or {}
+    if top:
+        charts = []
+        for feat, t in top.items():
+            ks = list(range(1, len(t["top"]) + 1))
+            series = [{"x": ks, "y": [np.nan if v is None else v for v in row],
+                       "name": f"k random units ({len(t['random'])} draws)",
+                       "colour": "#999999", "dash": True, "legend": j == 0}
+                      for j, row in enumerate(t["random"])]
+            series.append({"x": ks, "y": [np.nan if v is None else v for v in t["top"]],
+                           "name": "its top units", "colour": "#d62728"})
+            charts.append(svg_chart(series, title=feat, xlabel="units held at zero (k)",
+                                    ylabel="loss change on its positions", xticks=ks,
+                                    hlines=[(0.0, "no change")], legend="right",
+                                    width=430, height=260))
+        out.append("<h2>Does a unit matter? Its top units against random ones</h2>"
+                   "<p class=note>For each feature: the loss change on its positions (less the "
+                   "change elsewhere) when its k best-scored units are held at zero (red), "
+                   "against k random units (grey, five draws). A unit that tracks a feature "
+                   "but changes nothing when removed stays with the grey lines.</p>"
+                   f"<div class=charts>{''.join(charts)}</div>")
+    return "\n".join(out)
 
 
 def _tables_html(res: dict) -> str:

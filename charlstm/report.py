@@ -107,10 +107,11 @@ def svg_chart(series, *, title="", xlabel="", ylabel="", logx=False, logy=False,
         lx, ly = L + 8, height - B - 0.3 * (height - T - B) - 13 * len(series)
     else:
         lx, ly = width - R - 34 - 5.6 * longest, T + 4
-    for k, s in enumerate(series):
+    shown = [(k, s) for k, s in enumerate(series) if s.get("legend", True)]
+    for row, (k, s) in enumerate(shown):          # a series with legend=False has no entry
         col = s.get("colour") or COLOURS[k % len(COLOURS)]
         dash = ' stroke-dasharray="5,3"' if s.get("dash") else ""
-        y = ly + 8 + 13 * k
+        y = ly + 8 + 13 * row
         out.append(f'<line x1="{lx}" x2="{lx + 18}" y1="{y}" y2="{y}" stroke="{col}" '
                    f'stroke-width="2"{dash}/><text x="{lx + 22}" y="{y + 4}" class="lg">'
                    f'{html.escape(s["name"])}</text>')

@@ -299,3 +299,92 @@ def test_inspect_page_renders_in_chromium(tmp_path):
     assert html.count('class="dot"') >= 14 * 3                  # a dot per unit, i f o
     hovered = html.split('<pre id="selftest">')[1].split("</pre>")[0]   # the tooltip, hovered
     assert "value" in hovered and "next:" in hovered and hovered.count("%") == 5
+
+
+# -- support, chance and ablation, on a quote unit the output depends on -------------
+
+def quote_text(quoted: int, lines: int = 240, seed: int = 3) -> str:
+    """Lines of b-words, `quoted` of them with a "aaa…" string: inside quotes
+    the next character is an a (or the closing quote), outside a b or a space."""
+    rng = np.random.default_rng(seed)
+    with_quote = set(rng.choice(lines, quoted, replace=False).tolist())
+    out = []
+    for k in range(lines):
+        words = ["b" * int(rng.integers(1, 5)) for _ in range(int(rng.integers(2, 5)))]
+        if k in with_quote:
+            words.insert(1, '"' + "a" * int(rng.integers(3, 9)) + '"')
+        out.append(" ".join(words))
+    return "\n".join(out) + "\n"
+
+
+def quote_model(text: str) -> ckpt.Checkpoint:
+    """planted's quote switch (unit 2, in c), wired to the output: its h says
+    a inside quotes (and not outside). Unit 5 is a distractor, read by nothing."""
+    ck = planted("lstm", text)
+    vocab = ck.vocab
+    m = ckpt.model_from_checkpoint(ck)
+    ids = np.array([vocab.index(ch) for ch in text], np.intp)
+    rec = I.record(m, ids)
+    inside = I.in_quotes(text) == 1
+    sign = np.sign(rec["h"][0, inside, 2].mean() - rec["h"][0, ~inside, 2].mean())
+    Wy = ck.params["Wy"]
+    Wy[2, :] = 0
+    Wy[2, vocab.index("a")] = 6 * sign            # inside: a is likely; outside: it is not
+    Wy[5, :] = 0
+    return ck
+
+
+def _inspect_json(tmp_path, text, *extra):
+    path = str(tmp_path / "q.npz")
+    ckpt.save(quote_model(text), path)
+    tp = tmp_path / "q.txt"
+    tp.write_text(text, encoding="utf-8")
+    r = CliRunner().invoke(main, ["inspect", path, "--text", str(tp), "--json", "--html",
+                                  str(tmp_path / "q.html"), *extra], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    return json.loads(r.output)
+
+
+def test_a_handful_of_quotes_is_too_few_to_score(tmp_path):
+    res = _inspect_json(tmp_path, quote_text(quoted=6))
+    sup = res["support"]["in_quotes"]
+    assert sup["runs"] == 6 and sup["status"] == "too few to score"
+    assert res["features"]["in_quotes"] == [] and "in_quotes" not in res["effects"]
+    assert sup["chance"] > 0.3            # six runs: many units separate them by chance
+
+
+def test_many_quotes_rank_the_unit_first_and_ablation_shows_its_effect(tmp_path):
+    res = _inspect_json(tmp_path, quote_text(quoted=120), "--ablate", "0:2", "--ablate", "0:5",
+                        "--ablate-top", "2")
+    best = res["features"]["in_quotes"][0]
+    assert (best["layer"], best["unit"], best["state"]) == (0, 2, "c")
+    sup = res["support"]["in_quotes"]
+    assert sup["status"] == "scored" and best["score"] > sup["chance"] + 0.3
+    assert res["effects"]["in_quotes"]["unit"] == [0, 2]
+    assert res["effects"]["in_quotes"]["on_feature"] > 0.2       # it matters where it works
+    wired, distractor = res["ablation"]
+    assert wired["units"] == [[0, 2]] and wired["mode"] == "zero"
+    assert wired["by_class"]["in_quotes"]["inside"] > 0.2
+    assert abs(distractor["by_class"]["in_quotes"]["inside"]) < 0.05
+    assert wired["moved"] and all(m["p_after"] <= m["p_before"] + 0.5 for m in wired["moved"])
+    top = res["ablation_top"]["in_quotes"]
+    assert top["units"][0] == [0, 2] and len(top["top"]) == 2 and len(top["random"]) == 5
+    assert top["top"][0] > np.mean([row[0] for row in top["random"]]) + 0.2
+    html = (tmp_path / "q.html").read_text()
+    assert "Units held at zero" in html and "its top units" in html
+
+
+def test_held_at_zero_keeps_the_state_at_zero():
+    """Every cell's way keeps the unit's state at zero."""
+    from charlstm.ablation import held_at_zero
+    text = code_text(40)
+    for cell in ("lstm", "lstm-peephole", "cifg", "gru", "rnn", "irnn"):
+        vocab = "".join(sorted(set(text)))
+        m = Model(ModelConfig(cell=cell, hidden=8, dropout=0.0, vocab_size=len(vocab)))
+        m.init(np.random.default_rng(0))
+        ids = np.array([vocab.index(ch) for ch in text], np.intp)
+        rec = I.record(held_at_zero(m, [(0, 3)]), ids)
+        assert np.abs(rec["h"][0, :, 3]).max() == 0, cell
+        if rec["c"] is not None:
+            assert np.abs(rec["c"][0, :, 3]).max() == 0, cell
+        assert np.abs(rec["h"][0, :, 4]).max() > 1e-3, cell            # the others live on
