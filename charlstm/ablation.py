@@ -33,6 +33,7 @@ from .model import Model
 BIG = 1e4                 # a gate bias that saturates σ to within 1e-7 (float32 kernels)
 STREAMS = 32              # streams the text is scored in (as validation is)
 DRAWS = 5                 # random draws of k units, for --ablate-top
+CHUNK_BYTES = 16 << 20    # saved gates a chunk of the streams may hold (memory.run_streams)
 
 
 def held_at_zero(model: Model, units) -> Model:
@@ -85,7 +86,7 @@ def position_losses(model: Model, ids: np.ndarray, streams: int = STREAMS) -> np
         if k > 0:
             lp[rows, s0:s0 + b] = M.log_softmax_at(logits[:k], tok[t0 + 1:t0 + 1 + k, s0:s0 + b])
 
-    M.run_streams(model, tok, visit)
+    M.run_streams(model, tok, visit, budget=CHUNK_BYTES)
     scored = (np.arange(S)[None, :] * L + np.arange(1, L)[:, None])   # target positions
     out[scored.ravel()] = -lp.ravel()
     return out

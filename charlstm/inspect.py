@@ -30,7 +30,7 @@ from .model import Model, Workspace
 GATES = {"lstm": ("i", "f", "g", "o"), "lstm-peephole": ("i", "f", "g", "o"),
          "cifg": ("f", "g", "o"), "gru": ("r", "z", "n"), "rnn": (), "irnn": ()}
 SIGMOID_GATES = ("i", "f", "o", "r", "z")          # the ones that saturate at 0 and 1
-CHUNK_BYTES = 64 << 20         # the forward pass's workspace, a chunk of text at a time
+CHUNK_BYTES = 16 << 20         # the forward pass's workspace, a chunk of text at a time
 
 
 # ---------------------------------------------------------------------------
@@ -45,10 +45,10 @@ def record(model: Model, ids: np.ndarray) -> dict:
     N, L, H = len(ids), cfg.layers, cfg.hidden
     G = cell.gates * H
     T = int(max(1, min(N, CHUNK_BYTES // ((G + 3 * H + cfg.vocab_size) * L * 4 * 2))))
-    ws = Workspace(cfg, T, 1, model.dtype)
+    ws = Workspace(cfg, T, 1, model.dtype, backward=False)
     packs = model.packed_Wh(backward=False)
     names = GATES[cfg.cell]
-    out = {"h": np.empty((L, N, H), np.float32),
+    out = {"h": np.empty((L, N, H), np.float16),                 # (in [-1, 1])
            "c": np.empty((L, N, H), np.float32) if cell.has_c else None,
            "gates": {g: np.empty((L, N, H), np.float16) for g in names},   # (in [0, 1]
                                                                            # or [-1, 1])
@@ -307,7 +307,7 @@ def unit_scores(ranks: np.ndarray, feature: np.ndarray) -> np.ndarray:
 MIN_RUNS = 20          # a feature with fewer runs is "too few to score" (see support)
 NULL_SHIFTS = 19       # circular shifts for the chance level: the largest of 19 is about
                        # the 95th percentile of the best score a feature's runs get by chance
-BLOCK = 128            # units ranked at a time: ranking work of ~40 bytes a value
+BLOCK = 64             # units ranked at a time: ranking work of ~40 bytes a value
 
 
 def support(f: np.ndarray) -> dict:
@@ -426,7 +426,9 @@ def counters(rec: dict, min_run: int = 8, open_: float = 0.9, max_cv: float = 0.
     c = rec["c"]
     L, N, H = c.shape
     both = (g["i"] > open_) & (g["f"] > open_)
-    dc = np.diff(c, axis=1, prepend=0.0)
+    dc = np.empty_like(c)                  # c_t − c_(t−1), in c's float32 (np.diff with a
+    dc[:, 0] = c[:, 0]                     # prepend would make a float64 copy of it all)
+    np.subtract(c[:, 1:], c[:, :-1], out=dc[:, 1:])
     found = []
     for l in range(L):
         for u in range(H):
@@ -518,13 +520,13 @@ MEMORY_BUDGET = 1.5e9             # bytes of recorded states and ranking work
 
 
 def bytes_per_char(cfg) -> float:
-    """Memory inspect needs per character of text, for this model: h and c
-    (4 bytes a unit), every gate (2 bytes: float16), the logits and their
+    """Memory inspect needs per character of text, for this model: c (4 bytes
+    a unit), h and every gate (2 bytes: float16), the logits and their
     probabilities, and the ranking of BLOCK units at a time (about 40 bytes a
     value: rank_columns)."""
     from .cells import CELLS
     LH = cfg.layers * cfg.hidden
-    states = (1 + CELLS[cfg.cell].has_c) * 4 + len(GATES[cfg.cell]) * 2
+    states = 2 + CELLS[cfg.cell].has_c * 4 + len(GATES[cfg.cell]) * 2
     return LH * states + cfg.vocab_size * 12 + BLOCK * 40
 
 

@@ -95,7 +95,7 @@ RANGE_NOTE = ("coloured by the unit's own range: its 1st percentile blue, its 99
 # ---------------------------------------------------------------------------
 # The HTML page.
 
-PICK_CHARS = 1000          # characters for which every unit's h and c go into the page
+PICK_CHARS = 800           # characters for which every unit's h and c go into the page
 PAGE_CHARS = 20_000        # characters shown on the page (the scores use all of --chars)
 
 PAGE = """<!DOCTYPE html>

@@ -29,7 +29,8 @@ from .model import Model, Workspace
 CHUNK_BYTES = 128 << 20      # a Workspace's saved gates (T·B·G floats) stay under this
 
 
-def chunk_shape(model: Model, steps: int, streams: int) -> tuple[int, int]:
+def chunk_shape(model: Model, steps: int, streams: int,
+                budget: int = CHUNK_BYTES) -> tuple[int, int]:
     """(T, B) for running `streams` streams of `steps` steps through
     Model.forward with at most CHUNK_BYTES of saved gates: the forward pass
     saves every gate for backprop, T·B·G floats, so a naive single pass over
@@ -37,25 +38,27 @@ def chunk_shape(model: Model, steps: int, streams: int) -> tuple[int, int]:
     G = model.cell.gates * model.cfg.hidden * model.cfg.layers
     per = max(1, G + model.cfg.vocab_size) * model.dtype.itemsize
     B = max(1, min(streams, 512))
-    T = max(1, min(steps, CHUNK_BYTES // (per * B)))
+    T = max(1, min(steps, budget // (per * B)))
     if T < 16 and B > 16:                       # a very wide model: fewer streams at once
-        B = max(1, min(streams, CHUNK_BYTES // (per * 16)))
-        T = max(1, min(steps, CHUNK_BYTES // (per * B)))
+        B = max(1, min(streams, budget // (per * 16)))
+        T = max(1, min(steps, budget // (per * B)))
     return T, B
 
 
-def run_streams(model: Model, tokens: np.ndarray, visit, h=None, c=None):
+def run_streams(model: Model, tokens: np.ndarray, visit, h=None, c=None,
+                budget: int = CHUNK_BYTES):
     """Feed tokens (N, S) — S streams of N steps — through the model, the state
     carried from step to step (zero at the start unless h, c (L, S, H) are
     given), in chunks of chunk_shape. visit(t0, s0, logits) gets each chunk's
     logits (T, b, V) for steps t0.. and streams s0.. (a view: copy what is
-    kept). Returns the final (h, c)."""
+    kept). budget: bytes of saved gates a chunk may hold (chunk_shape).
+    Returns the final (h, c)."""
     N, S = tokens.shape
-    T, B = chunk_shape(model, N, S)
+    T, B = chunk_shape(model, N, S, budget)
     zero_h, zero_c = model.zero_state(S)
     h = zero_h if h is None else h
     c = zero_c if c is None else c
-    ws = Workspace(model.cfg, T, B, model.dtype)
+    ws = Workspace(model.cfg, T, B, model.dtype, backward=False)
     packs = model.packed_Wh(backward=False)
     hT, cT = np.empty_like(h), np.empty_like(c)
     with np.errstate(over="ignore", invalid="ignore"):

@@ -50,23 +50,26 @@ def n_params(cfg: ModelConfig) -> int:
 
 
 class Workspace:
-    """Buffers for one (T, B) shape, allocated once and reused every step."""
+    """Buffers for one (T, B) shape, allocated once and reused every step.
+    backward=False: the forward pass's buffers only (Model.forward; not
+    Model.loss, which writes dlogits), about half the memory."""
 
-    def __init__(self, cfg: ModelConfig, T: int, B: int, dtype):
+    def __init__(self, cfg: ModelConfig, T: int, B: int, dtype, backward: bool = True):
         cell = CELLS[cfg.cell]
         H, V, G = cfg.hidden, cfg.vocab_size, CELLS[cfg.cell].gates * cfg.hidden
         self.T, self.B = T, B
         z = lambda *s: np.zeros(s, dtype)  # noqa: E731
+        zb = z if backward else (lambda *s: None)  # noqa: E731
         self.layers = []
         for l in range(cfg.layers):        # no xp for the first layer: its input is a gather
             w = dict(xp=z(T, B, G) if l > 0 else None, hs=z(T + 1, B, H), cs=z(T + 1, B, H),
-                     acts=z(T, B, G), aux=z(T, B, H), dhs=z(T + 1, B, H),
-                     dcs=z(T + 1, B, H), dy=z(T, B, H), y=None, mask=None)
-            w["dxp"] = w["acts"] if cell.dxp_in_acts else z(T, B, G)    # kernels._same
-            w["dhp"] = z(T, B, G) if cell.separate_dhp else w["dxp"]
+                     acts=z(T, B, G), aux=z(T, B, H), dhs=zb(T + 1, B, H),
+                     dcs=zb(T + 1, B, H), dy=zb(T, B, H), y=None, mask=None)
+            w["dxp"] = (w["acts"] if cell.dxp_in_acts else zb(T, B, G)) if backward else None
+            w["dhp"] = (zb(T, B, G) if cell.separate_dhp else w["dxp"]) if backward else None
             self.layers.append(w)
         self.logits = z(T * B, V)
-        self.dlogits = z(T * B, V)
+        self.dlogits = zb(T * B, V)
         self.tokens = np.zeros((T, B), np.intp)
 
     def first(self, T: int) -> Workspace:
@@ -75,7 +78,8 @@ class Workspace:
         ws = copy.copy(self)
         ws.T = T
         ws.layers = [{k: cut(v) for k, v in w.items()} for w in self.layers]
-        ws.logits, ws.dlogits = self.logits[:T * self.B], self.dlogits[:T * self.B]
+        ws.logits = self.logits[:T * self.B]
+        ws.dlogits = None if self.dlogits is None else self.dlogits[:T * self.B]
         ws.tokens = self.tokens[:T]
         return ws
 
