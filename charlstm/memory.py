@@ -30,11 +30,12 @@ CHUNK_BYTES = 128 << 20      # a Workspace's saved gates (T·B·G floats) stay u
 
 
 def chunk_shape(model: Model, steps: int, streams: int,
-                budget: int = CHUNK_BYTES) -> tuple[int, int]:
+                budget: int | None = None) -> tuple[int, int]:
     """(T, B) for running `streams` streams of `steps` steps through
     Model.forward with at most CHUNK_BYTES of saved gates: the forward pass
     saves every gate for backprop, T·B·G floats, so a naive single pass over
     thousands of streams of hundreds of steps runs out of memory."""
+    budget = CHUNK_BYTES if budget is None else budget
     G = model.cell.gates * model.cfg.hidden * model.cfg.layers
     per = max(1, G + model.cfg.vocab_size) * model.dtype.itemsize
     B = max(1, min(streams, 512))
@@ -46,7 +47,7 @@ def chunk_shape(model: Model, steps: int, streams: int,
 
 
 def run_streams(model: Model, tokens: np.ndarray, visit, h=None, c=None,
-                budget: int = CHUNK_BYTES):
+                budget: int | None = None):
     """Feed tokens (N, S) — S streams of N steps — through the model, the state
     carried from step to step (zero at the start unless h, c (L, S, H) are
     given), in chunks of chunk_shape. visit(t0, s0, logits) gets each chunk's

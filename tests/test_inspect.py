@@ -174,7 +174,9 @@ def test_planted_cells_are_ranked_first(tmp_path, cell, state, wanted):
     assert set(res) >= {"features", "gates", "counters"}
     for feat, unit in wanted.items():
         best = res["features"][feat][0]
-        assert (best["layer"], best["unit"], best["state"]) == (0, unit, state), (feat, best)
+        # (a counter's h = tanh(c) ranks as its c does: either may come first)
+        assert (best["layer"], best["unit"]) == (0, unit), (feat, best)
+        assert best["state"] == state or (state, best["state"]) == ("c", "h"), (feat, best)
         assert best["score"] > 0.8
         others = [u for u in res["features"][feat] if u["unit"] != unit]
         assert not others or others[0]["score"] < best["score"]
