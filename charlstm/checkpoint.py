@@ -22,7 +22,6 @@ target, so an existing file is never left half-written.
 from __future__ import annotations
 
 import json
-import math
 import os
 import struct
 import zipfile
@@ -113,7 +112,7 @@ def save(ck: Checkpoint, path: str) -> None:
 # size (which would read or write past its end).
 
 MAX_JSON_CHARS = 1 << 20          # model, train and state are a few hundred characters
-MAX_HISTORY_ROWS = 1 << 24        # a row per step: 16.7M steps
+MAX_HISTORY_ROWS = 1 << 22        # a row per step: 4.2M steps (58 hours at 20 a second)
 MAX_MEMBERS = 4096
 
 
@@ -193,7 +192,8 @@ def _json_key(zf, headers, key, path):
     if shape != () or dtype.kind != "U" or dtype.itemsize // 4 > MAX_JSON_CHARS:
         raise _damaged(path, f"{key!r} is not a short JSON string")
     try:
-        return json.loads(str(_read(zf, headers, key)))
+        from .files import loads
+        return loads(str(_read(zf, headers, key)))
     except ValueError as e:
         raise _damaged(path, f"{key!r} is not JSON ({e})") from None
 
@@ -265,6 +265,9 @@ def _load_zip(zf: zipfile.ZipFile, path: str) -> Checkpoint:
     for key in ("opt/m", "opt/v", "carry/h", "carry/c"):     # (parameters: see
         if key in arrays and not np.isfinite(arrays[key]).all():    # model_from_checkpoint)
             raise _damaged(path, f"{key!r} holds nan or inf")
+    for key, cols in (("history/train", 2), ("history/val", 2), ("history/grad_norm", 1)):
+        if key in arrays and not np.isfinite(arrays[key][:, :cols]).all():   # (a loss may be
+            raise _damaged(path, f"{key!r} has a step or time that is nan or inf")  # inf)
     ck = Checkpoint(
         model=mcfg, train=tcfg, vocab=vocab,
         params={k[6:]: v for k, v in arrays.items() if k.startswith("param/")},
@@ -326,52 +329,29 @@ def vocab_from_ids(ids: np.ndarray, path: str) -> str:
 def check_settings(m: ModelConfig, t: TrainConfig, vocab: str, path: str) -> None:
     """The settings must describe a model this charlstm can build, for this
     vocabulary, and a run it can resume: every value of the right type and
-    within the range the command line allows."""
+    within config.LIMITS, the ranges the command line allows."""
     from .cells import CELLS
+    from .config import LIMITS, in_limits
     problems = []
-
-    def whole(obj, key, lo, hi):
-        v = getattr(obj, key)
-        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-            problems.append(f"{key} is {v!r}, not a whole number from {lo} to {hi}")
-
-    def number(obj, key, lo, hi, lo_open=False):
-        v = getattr(obj, key)
-        if (not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v)
-                or not lo <= v <= hi or (lo_open and v == lo)):
-            problems.append(f"{key} is {v!r}, not a number from {lo} to {hi}")
-
-    def choice(obj, key, options):
-        v = getattr(obj, key)
-        if v not in options:
-            problems.append(f"{key} is {v!r}, not one of {', '.join(options)}")
-
-    choice(m, "cell", tuple(CELLS))
-    whole(m, "hidden", 1, 65536)
-    whole(m, "layers", 1, 64)
-    whole(m, "vocab_size", 1, MAX_VOCAB)
-    if isinstance(m.vocab_size, int) and m.vocab_size != len(vocab):
+    for obj in (m, t):
+        for name in LIMITS:
+            if hasattr(obj, name) and not in_limits(name, getattr(obj, name)):
+                low, high, _ = LIMITS[name]
+                problems.append(f"{name} is {getattr(obj, name)!r}, not a number from {low} "
+                                f"to {high}")
+    if m.cell not in CELLS:
+        problems.append(f"cell is {m.cell!r}, not one of {', '.join(CELLS)}")
+    if not isinstance(m.vocab_size, int) or isinstance(m.vocab_size, bool) \
+            or not 1 <= m.vocab_size <= MAX_VOCAB:
+        problems.append(f"vocab_size is {m.vocab_size!r}, not a whole number from 1 to "
+                        f"{MAX_VOCAB}")
+    elif m.vocab_size != len(vocab):
         problems.append(f"vocab_size is {m.vocab_size} but the vocabulary has "
                         f"{len(vocab)} symbols")
-    number(m, "dropout", 0.0, 0.999999)
-    number(m, "forget_bias", -1e6, 1e6)
-    whole(t, "seq_len", 1, 100000)
-    whole(t, "batch_size", 1, 65536)
-    number(t, "lr", 0.0, 1e6, lo_open=True)
-    choice(t, "schedule", ("cosine", "constant"))
-    number(t, "min_lr_frac", 0.0, 1.0)
-    whole(t, "warmup_steps", 0, 1 << 40)
-    choice(t, "optimizer", ("adam", "adagrad"))
-    number(t, "clip", 0.0, 1e30, lo_open=True)
-    number(t, "state_reset", 0.0, 1.0)
-    number(t, "val_frac", 0.0, 0.9)
-    whole(t, "rng_seed", 0, 2 ** 63 - 1)
-    number(t, "epochs", 0.0, 1e9)
-    whole(t, "steps", 0, 1 << 40)
-    number(t, "minutes", 0.0, 1e9)
-    whole(t, "eval_every", 0, 1 << 40)
-    whole(t, "eval_chars", 0, 1 << 40)
-    choice(t, "dtype", ("float32", "float64"))
+    for key, options in (("schedule", ("cosine", "constant")), ("optimizer", ("adam", "adagrad")),
+                         ("dtype", ("float32", "float64"))):
+        if getattr(t, key) not in options:
+            problems.append(f"{key} is {getattr(t, key)!r}, not one of {', '.join(options)}")
     for key in ("text", "text_sha256"):
         if not isinstance(getattr(t, key), str):
             problems.append(f"{key} is not a string")

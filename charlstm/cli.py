@@ -15,7 +15,7 @@ from dataclasses import replace
 import click
 from click.core import ParameterSource
 
-from .config import (AUTO_EVAL_MIN_STEPS, CELL_LR, CELL_NAMES, DEFAULT_MINUTES,
+from .config import (AUTO_EVAL_MIN_STEPS, CELL_LR, CELL_NAMES, DEFAULT_MINUTES, LIMITS,
                      PROBE_HIDDEN, PROBE_MINUTES, SAMPLING_WEIGHTS, ModelConfig, TrainConfig,
                      default_lr)
 from .errors import CharlstmError, shell_line
@@ -37,6 +37,15 @@ class FloatRange(click.FloatRange):
 FINITE = FloatRange()
 
 
+def limit(name: str, **kw):
+    """The Click type for a setting, its range from config.LIMITS."""
+    from .config import LIMITS
+    low, high, open_low = LIMITS[name]
+    if isinstance(low, int):
+        return click.IntRange(low + 1 if open_low else low, high)
+    return FloatRange(low, high, min_open=open_low, **kw)
+
+
 # What to lower when a command runs out of memory anyway (the big allocations
 # are checked up front with files.check_memory, which names the option).
 MEMORY_HINTS = {
@@ -48,14 +57,20 @@ MEMORY_HINTS = {
 }
 
 
+def _one_line(msg: str) -> str:
+    """A message on one line: a newline or other control character inside it
+    (in a file name, say) is shown escaped."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in msg)
+
+
 class Group(click.Group):
     def invoke(self, ctx):
         from . import stopping
         try:
             with stopping.installed():
                 return super().invoke(ctx)
-        except CharlstmError as e:
-            raise click.ClickException(str(e)) from None
+        except CharlstmError as e:               # one line, whatever a path holds
+            raise click.ClickException(_one_line(str(e))) from None
         except stopping.Stop as e:
             click.echo(f"stopped by {e.name}", err=True)
             sys.exit(128 + e.signum)
@@ -84,21 +99,21 @@ def model_options(f, cell: bool = True):
     opts = [
         click.option("--cell", type=click.Choice(CELL_NAMES), default=M.cell, show_default=True,
                      help="Recurrent cell."),
-        click.option("--hidden", type=click.IntRange(1, 8192), default=None,
+        click.option("--hidden", type=limit("hidden"), default=None,
                      help="Hidden units per layer [default: chosen for the text, the budget "
                           "and this machine's speed; the choice is printed]."),
-        click.option("--layers", type=click.IntRange(1, 16), default=None,
+        click.option("--layers", type=limit("layers"), default=None,
                      help=f"Stacked recurrent layers [default: {M.layers}]."),
-        click.option("--dropout", type=FloatRange(0, 1, max_open=True), default=None,
+        click.option("--dropout", type=limit("dropout"), default=None,
                      help="Dropout between layers and before the output [default: chosen with "
                           "the size, from the passes the budget makes over the text]."),
-        click.option("--forget-bias", type=FINITE, default=M.forget_bias, show_default=True,
+        click.option("--forget-bias", type=limit("forget_bias"), default=M.forget_bias, show_default=True,
                      help="Initial forget-gate bias (keeps memory at the start)."),
-        click.option("--seq-len", type=click.IntRange(1, 100000), default=TR.seq_len,
+        click.option("--seq-len", type=limit("seq_len"), default=TR.seq_len,
                      show_default=True, help="Steps of truncated backpropagation through time."),
-        click.option("--batch-size", type=click.IntRange(1, 65536), default=TR.batch_size,
+        click.option("--batch-size", type=limit("batch_size"), default=TR.batch_size,
                      show_default=True, help="Parallel streams through the text."),
-        click.option("--lr", type=FloatRange(0, min_open=True), default=None,
+        click.option("--lr", type=limit("lr"), default=None,
                      help=f"Peak learning rate [default: {TR.lr:g}; "
                           + ", ".join(f"{c} {lr:g}" for c, lr in CELL_LR.items()) + "]."),
         click.option("--schedule", type=click.Choice(["cosine", "constant"]),
@@ -106,24 +121,24 @@ def model_options(f, cell: bool = True):
                      help="Learning-rate decay over the budget."),
         click.option("--optimizer", type=click.Choice(["adam", "adagrad"]),
                      default=TR.optimizer, show_default=True, help="Optimizer."),
-        click.option("--clip", type=FloatRange(0, min_open=True), default=TR.clip, show_default=True,
+        click.option("--clip", type=limit("clip"), default=TR.clip, show_default=True,
                      help="Clip the gradient to this global norm."),
-        click.option("--state-reset", type=FloatRange(0, 1), default=TR.state_reset,
+        click.option("--state-reset", type=limit("state_reset"), default=TR.state_reset,
                      show_default=True,
                      help="Chance that a stream's carried state is zeroed between batches."),
-        click.option("--val-frac", type=FloatRange(0, 0.9), default=TR.val_frac,
+        click.option("--val-frac", type=limit("val_frac"), default=TR.val_frac,
                      show_default=True, help="Fraction at the end of the text held out."),
         click.option("--rng-seed", type=click.IntRange(0, 2 ** 63 - 1), default=TR.rng_seed,
                      show_default=True,
                      help="Random seed for initialisation and dropout."),
-        click.option("--epochs", type=FloatRange(0, min_open=True), default=None,
+        click.option("--epochs", type=FloatRange(0, LIMITS["epochs"][1], min_open=True), default=None,
                      help="Budget: passes over the training text."),
-        click.option("--steps", type=click.IntRange(1), default=None,
+        click.option("--steps", type=click.IntRange(1, LIMITS["steps"][1]), default=None,
                      help="Budget: optimizer steps."),
-        click.option("--minutes", type=FloatRange(0, min_open=True), default=None,
-                     help=f"Budget: wall-clock minutes [default: {DEFAULT_MINUTES:g} when no "
+        click.option("--minutes", type=FloatRange(0, LIMITS["minutes"][1], min_open=True),
+                     default=None, help=f"Budget: wall-clock minutes [default: {DEFAULT_MINUTES:g} when no "
                           "budget is given]."),
-        click.option("--eval-every", type=click.IntRange(0), default=TR.eval_every,
+        click.option("--eval-every", type=limit("eval_every"), default=TR.eval_every,
                      show_default=True,
                      help="Steps between validation passes and checkpoints; 0: at least "
                           f"{AUTO_EVAL_MIN_STEPS} steps apart and at most ~5% of the time."),
@@ -309,16 +324,16 @@ def closing_summary(tr, r, out: str, log_path: str) -> list[str]:
         lines.append(f"best validation {best_val:.4f} at step {best_step:,}, in {best_file}")
         last = float(hv[-1, 2])
         if (math.isfinite(last) and last > best_val + max(0.02, 0.01 * best_val)
-                and best_step <= 0.75 * r.steps):
+                and best_step <= 0.75 * r.steps and not r.diverged):
             lines.append(f"note: the validation loss has risen since step {best_step:,} "
                          f"({best_val:.4f} then, {last:.4f} now): the model is memorising its "
                          f"text. The best model is in {best_file}; a smaller --hidden or more "
                          "--dropout would do better on this text.")
         uni = unigram_loss(tr.corpus)
-        if best_val > uni - 0.15:
+        if best_val > uni - 0.15 and not r.diverged:
             lines.append(f"note: the model did not learn beyond the characters' frequencies "
                          f"(validation {best_val:.3f}; {uni:.3f} for a guess from them alone), "
-                         f"in {r.steps:,} steps. It is likely too big for the budget (try a "
+                         f"in {r.steps:,} step{'s' if r.steps != 1 else ''}. It is likely too big for the budget (try a "
                          "smaller --hidden or more --minutes) or its learning rate is off "
                          "(--lr).")
     lines.append(f"saved {out}; log {log_path}; see the run: "
@@ -780,6 +795,8 @@ def export(checkpoint, fmt, out, force):
     of the same format."""
     from . import stopping
     from .export import export as run_export
+    if out == "":
+        raise click.BadParameter("give a file name", param_hint="--out")
     with stopping.interruptible():          # nothing is half-written: the file is renamed in
         path = run_export(checkpoint, fmt, out, force)
     click.echo(f"wrote {path}")
@@ -797,16 +814,16 @@ def export(checkpoint, fmt, out, force):
               help="Wall-clock minutes for this run of the search; no trial is begun that "
                    "would end after them.")
 @click.option("--cell", type=click.Choice(CELL_NAMES), default=None, help="Fix the cell.")
-@click.option("--hidden", type=click.IntRange(1, 8192), default=None,
+@click.option("--hidden", type=limit("hidden"), default=None,
               help="Fix the hidden units per layer.")
-@click.option("--layers", type=click.IntRange(1, 16), default=None, help="Fix the layers.")
-@click.option("--dropout", type=FloatRange(0, 1, max_open=True), default=None,
+@click.option("--layers", type=limit("layers"), default=None, help="Fix the layers.")
+@click.option("--dropout", type=limit("dropout"), default=None,
               help="Fix the dropout.")
-@click.option("--lr", type=FloatRange(0, min_open=True), default=None,
+@click.option("--lr", type=limit("lr"), default=None,
               help="Fix the peak learning rate.")
-@click.option("--seq-len", type=click.IntRange(1, 100000), default=None,
+@click.option("--seq-len", type=limit("seq_len"), default=None,
               help="Fix the steps of backpropagation through time.")
-@click.option("--batch-size", type=click.IntRange(1, 65536), default=None,
+@click.option("--batch-size", type=limit("batch_size"), default=None,
               help="Fix the batch size.")
 @click.option("--space", "space_file", type=click.Path(exists=True, dir_okay=False),
               default=None,

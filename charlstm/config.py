@@ -68,6 +68,34 @@ AUTO_EVAL_MIN_STEPS = 100       # eval_every=0: validate at most this often...
 AUTO_EVAL_SHARE = 0.05          # ...and spend about this share of the time on it
 
 
+# The range of every setting: one table for the command line (cli.py), the
+# check of a loaded checkpoint (checkpoint.check_settings) and tune's --space
+# entries, so that anything one accepts, the others accept too.
+# name: (low, high, low excluded)
+LIMITS = {
+    "hidden": (1, 8192, False), "layers": (1, 16, False),
+    "dropout": (0.0, 0.99, False), "forget_bias": (-1e6, 1e6, False),
+    "seq_len": (1, 100_000, False), "batch_size": (1, 65_536, False),
+    "lr": (0.0, 1e30, True), "min_lr_frac": (0.0, 1.0, False),
+    "warmup_steps": (0, 2 ** 40, False), "clip": (0.0, 1e30, True),
+    "state_reset": (0.0, 1.0, False), "val_frac": (0.0, 0.9, False),
+    "rng_seed": (0, 2 ** 63 - 1, False), "epochs": (0.0, 1e9, False),
+    "steps": (0, 2 ** 40, False), "minutes": (0.0, 1e9, False),
+    "eval_every": (0, 2 ** 40, False), "eval_chars": (0, 2 ** 40, False),
+}
+
+
+def in_limits(name: str, v) -> bool:
+    """Whether v is a number of the right kind within LIMITS[name]."""
+    low, high, open_low = LIMITS[name]
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    if isinstance(low, int) and not isinstance(v, int):
+        return False
+    import math
+    return math.isfinite(v) and (low < v if open_low else low <= v) and v <= high
+
+
 def from_dict(cls, d: dict):
     """Rebuild a settings dataclass; unknown keys are errors."""
     names = {f.name for f in fields(cls)}

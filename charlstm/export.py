@@ -122,10 +122,25 @@ def safetensors_bytes(ck) -> bytes:
 
 
 def torch_shapes(cfg: ModelConfig) -> dict[str, tuple]:
-    """The name and shape of every tensor torch_tensors makes for cfg."""
+    """The name and shape of every tensor torch_tensors makes for cfg, worked
+    out from the layout (nothing allocated: the settings may be a crafted
+    file's)."""
     from .model import layout
-    zeros = {name: np.zeros(shape, np.float32) for name, shape in layout(cfg)}
-    return {k: v.shape for k, v in torch_tensors(cfg, zeros).items()}
+    shapes = dict(layout(cfg))
+    mod = TORCH_MODULE.get(cfg.cell)
+    out = {}
+    for l in range(cfg.layers):
+        if mod is None:
+            out.update({f"l{l}.{n}": shapes[f"l{l}.{n}"] for n in ("Wx", "Wh", "b", "ex")
+                        if f"l{l}.{n}" in shapes})
+            continue
+        out[f"{mod}.weight_ih_l{l}"] = shapes[f"l{l}.Wx"][::-1]
+        out[f"{mod}.weight_hh_l{l}"] = shapes[f"l{l}.Wh"]
+        out[f"{mod}.bias_ih_l{l}"] = shapes[f"l{l}.b"]
+        out[f"{mod}.bias_hh_l{l}"] = shapes[f"l{l}.b"]
+    out["decoder.weight"] = shapes["Wy"][::-1]
+    out["decoder.bias"] = shapes["by"]
+    return {k: tuple(v) for k, v in out.items()}
 
 
 def load_safetensors_checkpoint(path: str):
@@ -134,7 +149,7 @@ def load_safetensors_checkpoint(path: str):
     type, shape and place checked against the settings before it is read."""
     from .checkpoint import Checkpoint, check_settings, vocab_from_ids
     from .config import TrainConfig, from_dict
-    from .files import check_memory, sniff
+    from .files import check_memory, loads, sniff
 
     def bad(what):
         return CharlstmError(f"{path} is a damaged safetensors export: {what}; export it "
@@ -147,7 +162,7 @@ def load_safetensors_checkpoint(path: str):
             raise CharlstmError(f"{path} is {sniff(path)}, not a safetensors file that "
                                 "charlstm exported")
         try:
-            header = json.loads(fh.read(n).decode("utf-8"))
+            header = loads(fh.read(n).decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as e:
             raise bad(f"its header is not JSON ({e.__class__.__name__})") from None
         if not isinstance(header, dict):
@@ -157,8 +172,11 @@ def load_safetensors_checkpoint(path: str):
             raise CharlstmError(f"{path} was not exported by charlstm (no charlstm metadata); "
                                 "charlstm reads the vocabulary and settings it writes there")
         try:
-            cfg = from_dict(ModelConfig, json.loads(meta["model"]))
-            vocab_list = json.loads(meta["vocab"])
+            model = loads(meta["model"])
+            if not isinstance(model, dict):
+                raise TypeError("the settings are not a JSON object")
+            cfg = from_dict(ModelConfig, model)
+            vocab_list = loads(meta["vocab"])
             if not isinstance(vocab_list, str):
                 raise TypeError("the vocabulary is not a string")
         except (KeyError, ValueError, TypeError) as e:
@@ -169,6 +187,12 @@ def load_safetensors_checkpoint(path: str):
         vocab = vocab_from_ids(np.array([ord(ch) for ch in vocab_list], np.int64), path)
         check_settings(cfg, TrainConfig(), vocab, path)
         want = torch_shapes(cfg)
+        total = sum(int(np.prod(shape)) * 4 for shape in want.values())
+        check_memory(2 * total, f"{path} ({cfg.cell} {cfg.layers}x{cfg.hidden})",
+                     "it cannot be loaded on this machine")
+        if total > size:
+            raise bad(f"its settings ({cfg.cell} {cfg.layers}x{cfg.hidden}) need "
+                      f"{total:,} bytes of weights; the file has {size:,}")
         extra = sorted(set(header) - set(want))
         missing = sorted(set(want) - set(header))
         if extra or missing:
@@ -177,8 +201,9 @@ def load_safetensors_checkpoint(path: str):
         base, total = 8 + n, 0
         for name, shape in want.items():
             e = header[name]
-            if not isinstance(e, dict) or e.get("dtype") != "F32" \
-                    or tuple(e.get("shape", ())) != tuple(shape):
+            got = e.get("shape") if isinstance(e, dict) else None
+            if not isinstance(e, dict) or e.get("dtype") != "F32" or not isinstance(got, list) \
+                    or tuple(got) != tuple(shape):
                 raise bad(f"tensor {name!r} is not float32 of shape {tuple(shape)}")
             off = e.get("data_offsets")
             nbytes = int(np.prod(shape)) * 4
@@ -186,9 +211,6 @@ def load_safetensors_checkpoint(path: str):
                     or not all(isinstance(x, int) and not isinstance(x, bool) for x in off)
                     or off[1] - off[0] != nbytes or off[0] < 0 or base + off[1] > size):
                 raise bad(f"tensor {name!r} does not lie within the file")
-            total += nbytes
-        check_memory(2 * total, f"{path} ({cfg.cell} {cfg.layers}x{cfg.hidden})",
-                     "it cannot be loaded on this machine")
         tensors = {}
         for name, shape in want.items():
             begin, end = header[name]["data_offsets"]

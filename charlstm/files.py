@@ -44,6 +44,15 @@ RUN_MARKER = ".charlstm-run"            # in a run folder: {"charlstm": "<kind> 
 # ---------------------------------------------------------------------------
 # What a file is, from its content.
 
+def loads(text):
+    """json.loads of text from a file charlstm did not make: nesting too deep
+    for the parser is a ValueError like any other malformed JSON."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def _head(path: str, n: int = 4096) -> bytes:
     try:
         with open(path, "rb") as fh:
@@ -82,7 +91,7 @@ def _safetensors_header(path: str) -> dict | None:
     try:
         with open(path, "rb") as fh:
             fh.seek(8)
-            d = json.loads(fh.read(n).decode("utf-8"))
+            d = loads(fh.read(n).decode("utf-8"))
     except (OSError, ValueError, UnicodeDecodeError):
         return None
     return d if isinstance(d, dict) else None
@@ -148,7 +157,7 @@ def _json_doc(path: str, limit: int = 64 << 20):
         if os.path.getsize(path) > limit:
             return None
         with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+            return loads(fh.read())
     except (OSError, ValueError, UnicodeDecodeError):
         return None
 
@@ -156,7 +165,7 @@ def _json_doc(path: str, limit: int = 64 << 20):
 def _first_json_line(path: str):
     line = _head(path, 65536).split(b"\n", 1)[0]
     try:
-        return json.loads(line.decode("utf-8"))
+        return loads(line.decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
         return None
 
@@ -255,6 +264,9 @@ def sniff(path: str) -> str:
         return "a ZIP archive (.npz) that charlstm did not write"
     if head.startswith(b"\x93NUMPY"):
         return "a single NumPy array (.npy)"
+    if _safetensors_header(path) is not None:          # (its length may start with 0x80)
+        return ("a safetensors file exported by charlstm" if _is_safetensors(path)
+                else "a safetensors file that charlstm did not export")
     if head[:1] == b"\x80":
         return "a Python pickle"
     if head.startswith(b"\x89PNG"):
@@ -263,9 +275,6 @@ def sniff(path: str) -> str:
         return "an SQLite database"
     if head.startswith((b"\x7fELF", b"MZ")):
         return "a program"
-    if _safetensors_header(path) is not None:
-        return ("a safetensors file exported by charlstm" if _is_safetensors(path)
-                else "a safetensors file that charlstm did not export")
     producer = onnx_producer(path)
     if producer is not None:
         return f"an ONNX model ({producer or 'no producer'})"

@@ -171,11 +171,13 @@ def page(ck, info: dict) -> str:
 def run_show(path: str, png: str | None, html_path: str | None, force: bool, echo) -> dict:
     from . import checkpoint as ckpt
     from . import files
-    inputs = {path: "the checkpoint being shown"}
+    ck = ckpt.load(path)
+    inputs = {path: "the checkpoint being shown", ck.train.text: "the training text"}
+    if png and html_path and os.path.abspath(png) == os.path.abspath(html_path):
+        raise CharlstmError(f"--png and --html are both {png}; give each its own file")
     for opt, out, kind in (("--png", png, "png"), ("--html", html_path, "page")):
         if out:
             files.check_output(out, kind, option=opt, inputs=inputs, force=force)
-    ck = ckpt.load(path)
     info = summary(ck, path)
     for line in describe(info):
         echo(line)

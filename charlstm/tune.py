@@ -29,6 +29,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import signal
 import socket
 import threading
@@ -80,15 +81,17 @@ def _entry(name: str, v, where: str) -> dict:
         if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
             raise bad(f"{x!r} is not a number")
         if name in INT_KEYS:
-            if x != int(x) or x < 1:
-                raise bad(f"{x!r} is not a whole number of at least 1")
+            from .config import LIMITS
+            low, high, _ = LIMITS[name]
+            if x != int(x) or not low <= x <= high:
+                raise bad(f"{x!r} is not a whole number from {low} to {high}, the range "
+                          "charlstm train takes")
             return int(x)
-        if name == "dropout" and not 0 <= x < 1:
-            raise bad(f"{x!r} is outside [0, 1)")
-        if name in ("lr", "clip") and x <= 0:
-            raise bad(f"{x!r} is not above 0")
-        if name == "state_reset" and not 0 <= x <= 1:
-            raise bad(f"{x!r} is outside [0, 1]")
+        from .config import LIMITS, in_limits
+        if name in LIMITS and not in_limits(name, float(x)):
+            low, high, open_low = LIMITS[name]
+            raise bad(f"{x!r} is outside {'(' if open_low else '['}{low}, {high}], the range "
+                      "charlstm train takes")
         return float(x)
 
     if isinstance(v, list):
@@ -155,9 +158,13 @@ def load_space_file(path: str) -> dict:
             except ImportError:
                 raise CharlstmError(f"--space {path}: reading TOML needs Python 3.11 or later; "
                                     "write the space as JSON instead") from None
-            d = tomllib.loads(raw.decode("utf-8"))
+            try:
+                d = tomllib.loads(raw.decode("utf-8"))
+            except RecursionError:
+                raise ValueError("nested too deeply") from None
         else:
-            d = json.loads(raw.decode("utf-8"))
+            from .files import loads
+            d = loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         kind = "TOML" if path.endswith(".toml") else "JSON"
         what = sniff(path)
@@ -472,8 +479,8 @@ def check_storage(url: str | None, run_dir: str, inputs: dict) -> None:
             files.check_output(path, "journal",  # its creation was cut short)
                                option="--storage" if url else "--out-dir",
                                inputs=inputs, continuing=True)
-    elif url.startswith("sqlite:///"):
-        path = url[len("sqlite:///"):].split("?", 1)[0]
+    elif re.match(r"sqlite(\+\w+)?:///", url, re.I):        # sqlite, sqlite+pysqlite, ...
+        path = url.split(":///", 1)[1].split("?", 1)[0]
         if path and path != ":memory:":
             files.check_output(path, "sqlite", option="--storage", inputs=inputs,
                                continuing=True)
@@ -756,7 +763,11 @@ def run_trial(trial, spec: dict, corpus) -> float:
         trial.set_user_attr("reason", f"too slow: ~{steps:.0f} steps")
         raise optuna.TrialPruned()
     out = trial_path(spec["run_dir"], trial.number)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
+    from . import files
+    from .train import best_path
+    for p in (out, best_path(out)):          # a trial's files are the run folder's own
+        files.check_output(p, "checkpoint", option="--out-dir", continuing=True,
+                           inputs={spec["text"]: "the training text"})
     reporter = Reporter(trial, spec["trial_minutes"])
     tr = Trainer(spec["text"], mcfg, tcfg, out, progress=False, log=lambda m: None,
                  corpus=corpus, workers=spec["threads"], stop_when=reporter)
