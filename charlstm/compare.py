@@ -229,9 +229,10 @@ def run_probe(cells, lags, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=True
                              lag=lag, seed=tcfg.rng_seed, progress=progress,
                              position=len(work) % n_jobs, threads=threads, flow_T=400,
                              out=os.path.join(out_dir, "probe", f"{cell}-lag{lag}.npz")))
-    budget = (f"{minutes:g} minutes shared, the shortest lags first" if minutes
+    budget = (f"{plural(minutes, 'minute')} shared, the shortest lags first" if minutes
               else f"{_budget(tcfg)} each")
-    log(f"memory probe: {len(cells)} cells × {len(lags)} lags, {budget}; a model stops once "
+    log(f"memory probe: {plural(len(cells), 'cell')} × {plural(len(lags), 'lag')}, {budget}; "
+        "a model stops once "
         f"it recalls ≥ 99% of held-out keys; {n_jobs} at a time; --seq-len raised to "
         "2 × (lag + 4) where shorter")
     rows = _run_jobs(probe_one, work, n_jobs, minutes)
@@ -364,7 +365,7 @@ def _compare(report, text, cells, mcfg, tcfg, corpus, target, *, cell_lr, match_
                 recall_passages=5, recall_prime=100, recall_chars=recall_chars,
                 flow_T=max(FLOW_STEPS, tcfg.seq_len), threads=threads,
                 context_max=context_max, context_positions=context_positions))
-        log(f"training {len(cells)} models ({_budget(tcfg)} each), {n_jobs} at a time"
+        log(f"training {plural(len(cells), 'model')} ({_budget(tcfg)} each), {n_jobs} at a time"
             + (", one core each" if n_jobs > 1 else ""))
         report["models"] = _run_jobs(train_one, jobs_list, n_jobs)
         _raise_if_stopped(report["models"])
@@ -409,8 +410,16 @@ def _fit_context(n_val: int, k_max: int, log) -> int:
 
 
 def _budget(tcfg: TrainConfig) -> str:
-    return (f"{tcfg.steps} steps" if tcfg.steps else f"{tcfg.minutes:g} minutes"
-            if tcfg.minutes else f"{tcfg.epochs:g} epochs")
+    return (plural(tcfg.steps, "step") if tcfg.steps else plural(tcfg.minutes, "minute")
+            if tcfg.minutes else plural(tcfg.epochs, "epoch"))
+
+
+def plural(n, word: str, many: str | None = None) -> str:
+    """A count and its noun, the noun singular only for exactly one: "1 minute",
+    "0.5 minutes", "2,000 positions". Whole numbers get thousands commas."""
+    x = float(n)
+    num = f"{int(x):,}" if x.is_integer() else f"{x:g}"
+    return f"{num} {word if x == 1 else (many or word + 's')}"
 
 
 def _job_counts(n_models: int, jobs: int | None) -> tuple[int, int]:
@@ -590,8 +599,9 @@ def _print_models(rep, echo):
              f"{_fmt(m['context']['span'], 'd'):>8}"
              f"{('>' + str(m['horizon']['T'])) if reach is None else reach:>7}")
     ev = rep["train"]
-    notes = ["losses in nats/char; val: " + (f"the first {ev['eval_chars']:,} held-out chars"
-             if ev["eval_chars"] else "all held-out text") + ", the state carried through "
+    held = (f"the first {plural(ev['eval_chars'], 'held-out char')}" if ev["eval_chars"]
+            else "all held-out text")
+    notes = [f"losses in nats/char; val: {held}, the state carried through "
              f"it; val@{kmax}: held-out characters each given only the {kmax} before it, "
              "from a zero state (the context curve's last point)"]
     if any(m.get("diverged") for m in ms):
@@ -601,10 +611,11 @@ def _print_models(rep, echo):
         notes.append(f"† no better than a uniform guess (ln V = {math.log(rep['vocab_size']):.2f})"
                      " or not finite; see the notes below")
     rc = ms[0]["recall"]
+    primed = len(rc["passages"][0]["prime"]) if rc["passages"] else 100
     notes.append(f"prefix: characters of a training passage reproduced by greedy decoding "
-                 f"before the first mistake, mean of {len(rc['passages'])} passages "
-                 f"(primed with 100 characters, {rc['chars']} scored); forced: share of "
-                 "those characters predicted right given the true history")
+                 f"before the first mistake, mean of {plural(len(rc['passages']), 'passage')} "
+                 f"(primed with {plural(primed, 'character')}, {rc['chars']} scored); forced: "
+                 "share of those characters predicted right given the true history")
     notes.append(f"context: the smallest k whose loss is within 0.01 of the loss at k = {kmax}; "
                  "reach: the k at which the largest unit's |dL_t/dh_(t-k)| (or dc) falls "
                  "below 1% of its value at k = 0")
@@ -625,7 +636,7 @@ def _print_models(rep, echo):
             echo("  ".join(r.ljust(width) for r in row).rstrip())
     pos = ms[0]["context"]["positions"]
     echo(f"\nContext curve: loss (nats/char) of the next character given only the last k "
-         f"characters ({pos:,} held-out positions, the same for every k):")
+         f"characters ({plural(pos, 'held-out position')}, the same for every k):")
     ks = ms[0]["context"]["k"]
     echo(f"{'k':<14}" + "".join(f"{k:>7}" for k in ks) + f"{'span':>7}")
     for m in ms:
@@ -644,7 +655,8 @@ def _print_models(rep, echo):
     T = max(m["horizon"]["T"] for m in ms)
     kk = [k for k in FLOW_KS if k <= T]
     echo(f"\nGradient flow: |dL_t/d state_(t-k)| relative to k = 0, the largest unit / the "
-         f"90th percentile / the median of {ms[0]['hidden']} (over 16 held-out streams):")
+         f"90th percentile / the median of {plural(ms[0]['hidden'], 'unit')} (over 16 held-out "
+         "streams):")
     echo(f"{'k':<18}" + "".join(f"{k:>17}" for k in kk))
     for m in ms:
         for path in ("h", "c"):
@@ -691,7 +703,7 @@ def _show(text, miss, width):
 def _print_probe(pr, echo):
     echo(f"\nMemory probe: each line is a key ({''.join(M.PROBE_KEYS)}), lag random filler "
          f"characters, '=', and the key again; accuracy of predicting that last key on "
-         f"held-out lines (chance {100 * pr['chance']:.1f}%), {pr['hidden']} units:")
+         f"held-out lines (chance {100 * pr['chance']:.1f}%), {plural(pr['hidden'], 'unit')}:")
     echo(f"{'lag':<14}" + "".join(f"{lag:>7}" for lag in pr["lags"]) + f"{'span':>7}")
     for cell, acc in pr["accuracy"].items():
         span = pr["span"][cell]
