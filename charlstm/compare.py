@@ -580,24 +580,31 @@ def _print(rep, echo):
 def _print_models(rep, echo):
     ms = rep["models"]
     kmax = rep["context_max"]
-    echo("")
-    head = (f"{'cell':<14}{'hidden':>7}{'params':>11}{'lr':>7}{'steps':>7}{'train':>8}{'val':>9}"
-            f"{'val@' + str(kmax):>9}{'chars/s':>9}{'wall s':>7}{'prefix':>8}{'forced':>8}"
-            f"{'context':>8}{'reach':>7}")
-    echo(head)
-    echo("-" * len(head))
+    # a † marks a loss no better than a uniform guess; the other rows (and the
+    # header) keep its place so that the numbers line up under "val"
+    keep = " " if any(m.get("val_overflow") for m in ms) else ""
+    head = ["cell", "hidden", "params", "lr", "steps", "train", "val" + keep, f"val@{kmax}",
+            "chars/s", "wall s", "prefix", "forced", "context", "reach"]
+    rows = [head]
     for m in ms:
-        steps = f"{m['steps']}" + ("!" if m.get("diverged") else "")
-        val = _fmt(m["val_loss"], ".3f") + ("†" if m.get("val_overflow") else " ")
         reach = m["horizon"]["reach"]
         rec = m["recall"]
-        echo(f"{m['cell']:<14}{m['hidden']:>7}{m['params']:>11,}{m['lr']:>7g}{steps:>7}"
-             f"{_fmt(m['train_loss'], '.3f'):>8}{val:>9}{_fmt(m['context']['loss'][-1], '.3f'):>9}"
-             f"{m['chars_per_s']:>9,.0f}{m['wall_s']:>7.0f}"
-             f"{_fmt(rec['prefix_mean'], '.1f'):>8}"
-             f"{_fmt(rec['teacher_forced'] and 100 * rec['teacher_forced'], '.0f') + '%':>8}"
-             f"{_fmt(m['context']['span'], 'd'):>8}"
-             f"{('>' + str(m['horizon']['T'])) if reach is None else reach:>7}")
+        rows.append([
+            m["cell"], str(m["hidden"]), f"{m['params']:,}", f"{m['lr']:g}",
+            f"{m['steps']}" + ("!" if m.get("diverged") else ""),
+            _fmt(m["train_loss"], ".3f"),
+            _fmt(m["val_loss"], ".3f") + ("†" if m.get("val_overflow") else keep),
+            _fmt(m["context"]["loss"][-1], ".3f"), f"{m['chars_per_s']:,.0f}",
+            f"{m['wall_s']:.0f}", _fmt(rec["prefix_mean"], ".1f"),
+            _fmt(rec["teacher_forced"] and 100 * rec["teacher_forced"], ".0f") + "%",
+            _fmt(m["context"]["span"], "d"),
+            f">{m['horizon']['T']}" if reach is None else str(reach)])
+    lines = _table(rows)
+    echo("")
+    echo(lines[0])
+    echo("-" * max(map(len, lines)))
+    for line in lines[1:]:
+        echo(line)
     ev = rep["train"]
     held = (f"the first {plural(ev['eval_chars'], 'held-out char')}" if ev["eval_chars"]
             else "all held-out text")
@@ -638,10 +645,11 @@ def _print_models(rep, echo):
     echo(f"\nContext curve: loss (nats/char) of the next character given only the last k "
          f"characters ({plural(pos, 'held-out position')}, the same for every k):")
     ks = ms[0]["context"]["k"]
-    echo(f"{'k':<14}" + "".join(f"{k:>7}" for k in ks) + f"{'span':>7}")
-    for m in ms:
-        echo(f"{m['cell']:<14}" + "".join(f"{_fmt(v, '.3f'):>7}" for v in m["context"]["loss"])
-             + f"{_fmt(m['context']['span'], 'd'):>7}")
+    rows = [["k", *map(str, ks), "span"]]
+    rows += [[m["cell"], *(_fmt(v, ".3f") for v in m["context"]["loss"]),
+              _fmt(m["context"]["span"], "d")] for m in ms]
+    for line in _table(rows):
+        echo(line)
     curves = {m["cell"]: (np.array(m["val_curve"])[:, 0], np.array(m["val_curve"])[:, 2])
               for m in ms if len(m["val_curve"]) > 1}
     if curves:
@@ -657,17 +665,29 @@ def _print_models(rep, echo):
     echo(f"\nGradient flow: |dL_t/d state_(t-k)| relative to k = 0, the largest unit / the "
          f"90th percentile / the median of {plural(ms[0]['hidden'], 'unit')} (over 16 held-out "
          "streams):")
-    echo(f"{'k':<18}" + "".join(f"{k:>17}" for k in kk))
+    rows = [["k", *map(str, kk)]]
     for m in ms:
         for path in ("h", "c"):
             f = m["grad_flow"].get(path)
-            if not f:
-                continue
-            cells = []
-            for k in kk:
-                cells.append("/".join(_sci(f[s][k]) if k < len(f[s]) else "-"
-                                      for s in ("max", "p90", "median")))
-            echo(f"{m['cell'] + ' ' + path:<18}" + "".join(f"{c:>17}" for c in cells))
+            if f:
+                rows.append([f"{m['cell']} {path}"]
+                            + ["/".join(_sci(f[s][k]) if k < len(f[s]) else "-"
+                                        for s in ("max", "p90", "median")) for k in kk])
+    for line in _table(rows):
+        echo(line)
+
+
+def _table(rows: list[list[str]], left: int = 1, gap: int = 2) -> list[str]:
+    """Rows of cells as lines: each column as wide as its widest cell and the
+    columns `gap` spaces apart, so that no two cells can ever run together
+    (a fixed width once let '1e-8/1e-8/6e-9' touch '4e-21/3e-21/2e-21'); the
+    first `left` columns flush left (names), the rest flush right (numbers)."""
+    n = max(map(len, rows))
+    rows = [list(r) + [""] * (n - len(r)) for r in rows]
+    widths = [max(len(r[j]) for r in rows) for j in range(n)]
+    return [(" " * gap).join(c.ljust(w) if j < left else c.rjust(w)
+                             for j, (c, w) in enumerate(zip(r, widths))).rstrip()
+            for r in rows]
 
 
 def _sci(v):
@@ -704,11 +724,12 @@ def _print_probe(pr, echo):
     echo(f"\nMemory probe: each line is a key ({''.join(M.PROBE_KEYS)}), lag random filler "
          f"characters, '=', and the key again; accuracy of predicting that last key on "
          f"held-out lines (chance {100 * pr['chance']:.1f}%), {plural(pr['hidden'], 'unit')}:")
-    echo(f"{'lag':<14}" + "".join(f"{lag:>7}" for lag in pr["lags"]) + f"{'span':>7}")
-    for cell, acc in pr["accuracy"].items():
-        span = pr["span"][cell]
-        echo(f"{cell:<14}" + "".join(f"{100 * a:>6.0f}%" for a in acc)
-             + f"{'-' if span is None else span:>7}")
+    rows = [["lag", *map(str, pr["lags"]), "span"]]
+    rows += [[cell, *(f"{100 * a:.0f}%" for a in acc),
+              "-" if pr["span"][cell] is None else str(pr["span"][cell])]
+             for cell, acc in pr["accuracy"].items()]
+    for line in _table(rows):
+        echo(line)
     echo(f"span: the largest lag recalled in at least {100 * pr['threshold']:.0f}% of "
          "held-out lines")
 

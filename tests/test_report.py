@@ -66,3 +66,69 @@ def test_no_count_of_one_takes_a_plural():
         m["context"]["positions"] = 1
     out = printed(rep)
     assert not ONE_PLURAL.search(out), ONE_PLURAL.search(out).group(0)
+
+
+# -- the terminal tables ------------------------------------------------------------
+
+def table(out: str, first: str) -> list[str]:
+    """The printed table whose header row starts with `first`: its lines up to
+    the first line that is blank or not a row (a rule of dashes is skipped)."""
+    lines = out.split("\n")
+    k = next(i for i, ln in enumerate(lines) if ln.split("  ")[0].strip() == first)
+    rows = [lines[k]]
+    for ln in lines[k + 1:]:
+        if set(ln) == {"-"}:
+            continue
+        if not ln.strip() or "  " not in ln.strip():
+            break
+        rows.append(ln)
+    return rows
+
+
+def cells_of(line: str) -> list[tuple[int, int]]:
+    """The (start, end) of each cell: runs of text with at most one space inside."""
+    return [m.span() for m in re.finditer(r"\S+(?: \S+)*", line)]
+
+
+def assert_columns(rows: list[str], cols: int):
+    """Every row has `cols` cells, two spaces or more apart; the first column
+    starts, and every other ends, at the same place in every row (a † after
+    a loss keeps its place in the other rows, as a space)."""
+    rows = [r.replace("†", " ") for r in rows]
+    spans = [cells_of(r) for r in rows]
+    for r, s in zip(rows, spans):
+        assert len(s) == cols, f"{len(s)} cells, not {cols}: {r!r}"
+        assert all(b[0] - a[1] >= 2 for a, b in zip(s, s[1:])), r
+    assert len({s[0][0] for s in spans}) == 1
+    for j in range(1, cols):
+        assert len({s[j][1] for s in spans}) == 1, f"column {j} ragged:\n" + "\n".join(rows)
+
+
+def test_table_cells_never_run_together():
+    """The gradient-flow cell that ran into its neighbour (`3e-8/3e-82e-15/…`):
+    every statistic tiny, so every cell is as wide as it gets; and a models
+    row with the widest numbers compare prints."""
+    rep = real_run()
+    for m in rep["models"]:
+        for f in m["grad_flow"].values():
+            if isinstance(f, dict):
+                for stat in f:
+                    f[stat] = [1.0] + [3.2e-8 * 10.0 ** -(k // 5) for k in range(1, len(f[stat]))]
+    big = rep["models"][0]
+    big.update(params=12_345_678, lr=1e-05, steps=123_456, diverged=True, val_loss=3.2e6,
+               val_overflow=True, chars_per_s=1_234_567.0, wall_s=12_345.0)
+    big["horizon"]["reach"] = None
+    rep["probe"] = {"lags": [3, 10, 30, 100], "chance": 0.125, "hidden": 16, "threshold": 0.9,
+                    "accuracy": {"rnn": [1.0, 0.55, 0.12, 0.13], "lstm": [1.0, 1.0, 0.97, 0.2]},
+                    "span": {"rnn": 3, "lstm": 30}, "runs": [], "example": "a...=a"}
+    out = printed(rep)
+    flow = table(out, "k")                            # the context curve's table comes first
+    assert_columns(flow, 12)
+    grad = [ln for ln in out.split("\n") if ln.startswith(("rnn h", "lstm h", "lstm c"))]
+    head = next(ln for ln in out.split("\n") if ln.startswith("k ") and ln.rstrip().endswith("50"))
+    assert_columns([head] + grad, 6)
+    assert "3e-8/3e-8/3e-8" in out and "3e-8/3e-82" not in out
+    models = table(out, "cell")
+    assert_columns(models, 14)
+    assert "123456!" in out and "3.2e+06†" in out and ">92" in out
+    assert_columns(table(out, "lag"), 6)
