@@ -632,11 +632,13 @@ def _print_models(rep, echo):
         for n in m.get("notes", []):
             echo(f"note, {m['cell']}: {n}")
     _print_recall(ms, echo)
-    echo(f"\nSamples, each continuing {rep['seed']!r}:")
+    echo(f"\nSamples, each continuing {describe_prime(rep['seed'])}:")
     width = 38
+    # a seed of only whitespace would start each column with blanks: its glyphs
+    seed = rep["seed"] if rep["seed"].strip() else visible(rep["seed"])
     for group in range(0, len(ms), 3):
         cols = ms[group:group + 3]
-        wrapped = [_wrap(rep["seed"] + m["sample"], width) for m in cols]
+        wrapped = [_wrap(seed + m["sample"], width) for m in cols]
         echo("")
         echo("  ".join(f"[{m['cell']}]".ljust(width) for m in cols))
         for row in zip_longest(*wrapped, fillvalue=""):
@@ -702,22 +704,70 @@ def _print_recall(ms, echo):
         return
     first = rows[0][0]
     echo("\nRecall of a training passage, primed with:")
-    for line in _wrap(first["prime"], 100):
+    for line in prime_lines(first["prime"], 100):
         echo("  | " + line)
-    width, w = 100, max(len(m["cell"]) for m in ms) + 2
+    width = 100
+    w = max(len("truth"), *(len(m["cell"]) for m in ms)) + 2
     echo(f"  {'truth':<{w}}" + _show(first["truth"], None, width))
     for m, ps in zip(ms, rows):
         p = ps[0]
-        echo(f"  {m['cell']:<{w}}" + _show(p["output"], p["prefix"], width)
-             + f"   ({p['prefix']} right, then [the first miss])")
+        said = (f"all {p['prefix']} right" if p["prefix"] >= len(p["output"]) else
+                f"{p['prefix']} right, then [the first miss]")
+        echo(f"  {m['cell']:<{w}}" + _show(p["output"], p["prefix"], width) + f"   ({said})")
 
 
 def _show(text, miss, width):
-    """text on one line (newlines as ⏎), the character at `miss` in brackets."""
-    t = text.replace("\n", "⏎")
-    if miss is not None and miss < len(t):
-        t = t[:miss] + "[" + t[miss] + "]" + t[miss + 1:]
-    return t[:width + 2]
+    """text on one line (newlines as ⏎, tabs as →), the character at `miss`
+    in brackets, as a glyph if it is whitespace: [␠] for a space."""
+    flat = lambda t: t.replace("\n", "⏎").replace("\t", "→")  # noqa: E731
+    if miss is None or miss >= len(text):
+        return flat(text)[:width + 2]
+    return (flat(text[:miss]) + "[" + glyph(text[miss]) + "]" + flat(text[miss + 1:]))[:width + 2]
+
+
+# Whitespace made visible: a first miss that is a space or a newline would
+# otherwise print as an empty pair of brackets, or an empty red block on the page.
+GLYPHS = {"\n": "⏎", " ": "␠", "\t": "→", "\r": "␍"}
+WHITESPACE_NAMES = {"\n": "a newline", " ": "a space", "\t": "a tab", "\r": "a carriage return"}
+
+
+def glyph(ch: str) -> str:
+    """A character as it can be seen: whitespace as its symbol (⏎ a newline,
+    ␠ a space, → a tab; other whitespace as its escape), the rest as itself."""
+    if ch in GLYPHS:
+        return GLYPHS[ch]
+    return ch.encode("unicode_escape").decode("ascii") if ch.isspace() else ch
+
+
+def visible(text: str) -> str:
+    """text with every whitespace character as its glyph."""
+    return "".join(map(glyph, text))
+
+
+def describe_prime(text: str) -> str:
+    """A prime or seed for a heading: its repr, and, when it is nothing but
+    whitespace, what it is in words ('\\n' (a newline))."""
+    if not text:
+        return "'' (nothing: an empty prime)"
+    if text.strip():
+        return repr(text)
+    words = (WHITESPACE_NAMES.get(text)
+             or f"{plural(len(text), 'whitespace character')}: {visible(text)}")
+    return f"{text!r} ({words})"
+
+
+def prime_lines(text: str, width: int) -> list[str]:
+    """A prime as lines to print after a bar: each line that ends in a newline
+    ends in ⏎, and a line of nothing but whitespace shows it as glyphs, so no
+    line prints blank; long lines wrapped at `width`."""
+    if not text:
+        return ["(nothing: an empty prime)"]
+    out = []
+    for line in text.splitlines(keepends=True):
+        body = line.rstrip("\n")
+        body = visible(body) if not body.strip() else body.replace("\t", "→")
+        out += _wrap(body + ("⏎" if line.endswith("\n") else ""), width)
+    return out
 
 
 def _print_probe(pr, echo):

@@ -152,13 +152,25 @@ def _num(x, spec=".3f"):
 
 
 def _marked(out: str, prefix: int) -> str:
-    """A continuation with its right prefix shaded and its first miss in red."""
+    """A continuation with its right prefix shaded and its first miss in red:
+    a miss that is whitespace as its glyph (⏎, ␠, →), never an empty block;
+    a newline still breaks the line after its glyph."""
+    from .compare import WHITESPACE_NAMES, glyph
     right, rest = out[:prefix], out[prefix:]
     s = f'<span class="ok">{_esc(right)}</span>'
     if rest:
-        s += f'<span class="miss">{_esc(rest[0]) if rest[0] != chr(10) else "⏎"}</span>'
-        s += (chr(10) if rest[0] == chr(10) else "") + f'<span class="after">{_esc(rest[1:])}</span>'
+        ch = rest[0]
+        name = WHITESPACE_NAMES.get(ch, repr(ch))
+        s += (f'<span class="miss" title="the first miss: {_esc(name)}">{_esc(glyph(ch))}</span>'
+              + ("\n" if ch == "\n" else "") + f'<span class="after">{_esc(rest[1:])}</span>')
     return s
+
+
+def _prime(text: str) -> str:
+    """A prime or seed for the page: as it is, unless it is nothing but
+    whitespace (or nothing), which would show as an empty box: then as glyphs."""
+    from .compare import visible
+    return _esc(text) if text.strip() else (_esc(visible(text)) or "(nothing)")
 
 
 def write_report(rep: dict, path: str) -> str:
@@ -252,15 +264,17 @@ def _models_html(rep):
                             xlabel="k, steps back", ylabel="|∂L/∂state|, k=0 → 1",
                             hlines=[(0.01, "1%")], height=340, width=700, legend="right"))
     out.append('<h2>Curves</h2><div class="charts">' + "".join(charts) + "</div>")
-    out.append(f"<h2>Samples, each continuing {_esc(repr(rep['seed']))}</h2><div class=samples>"
+    from .compare import describe_prime
+    out.append(f"<h2>Samples, each continuing {_esc(describe_prime(rep['seed']))}</h2>"
+               "<div class=samples>"
                + "".join(f'<div class=sample><b>{_esc(m["cell"])}</b><pre>'
-                         f'<span class=prime>{_esc(rep["seed"])}</span>{_esc(m["sample"])}</pre></div>'
+                         f'<span class=prime>{_prime(rep["seed"])}</span>{_esc(m["sample"])}</pre></div>'
                          for m in ms) + "</div>")
     out.append("<h2>Recall of training passages</h2><p class=note>Each model is primed with "
                "the passage's first 100 characters and continues it greedily. Green: the "
                "characters it reproduces; red: its first mistake; grey: what follows.</p>")
     for j, p in enumerate(ms[0]["recall"]["passages"]):
-        out.append(f"<h3>Passage {j + 1}</h3><pre class=prime>{_esc(p['prime'])}</pre>"
+        out.append(f"<h3>Passage {j + 1}</h3><pre class=prime>{_prime(p['prime'])}</pre>"
                    f"<div class=samples><div class=sample><b>truth</b><pre>{_esc(p['truth'])}</pre></div>"
                    + "".join(f'<div class=sample><b>{_esc(m["cell"])}</b>: '
                              f'{m["recall"]["passages"][j]["prefix"]} right, teacher-forced '

@@ -132,3 +132,51 @@ def test_table_cells_never_run_together():
     assert_columns(models, 14)
     assert "123456!" in out and "3.2e+06†" in out and ">92" in out
     assert_columns(table(out, "lag"), 6)
+
+
+# -- whitespace made visible ----------------------------------------------------------
+
+def page(rep, tmp_path) -> str:
+    """The report page for rep, as written to disk."""
+    from charlstm.report import write_report
+    return open(write_report(rep, str(tmp_path / "report.html")), encoding="utf-8").read()
+
+
+@pytest.mark.parametrize("ch, shown", [(" ", "␠"), ("\n", "⏎"), ("\t", "→")])
+def test_a_whitespace_first_miss_shows_as_a_glyph(tmp_path, ch, shown):
+    rep = real_run()
+    for m in rep["models"]:
+        for p in m["recall"]["passages"]:       # the run's misses were spaces; any whitespace
+            p["output"] = p["truth"][:p["prefix"]] + ch + p["output"][p["prefix"] + 1:]
+    out = printed(rep)
+    assert f"[{shown}]" in out and f"[{ch}]" not in out
+    misses = re.findall(r'<span class="miss"[^>]*>(.*?)</span>', page(rep, tmp_path), re.S)
+    assert misses and all(m == shown for m in misses), misses
+
+
+def test_no_prime_or_seed_prints_blank(tmp_path):
+    """The run's first passage begins with a newline (a blank line between two
+    speeches): every line of the prime shows something; so does a seed, or a
+    prime, of nothing but whitespace, in the terminal and on the page."""
+    rep = real_run()
+    out = printed(rep)
+    bars = [ln for ln in out.split("\n") if ln.startswith("  |")]
+    assert bars[0] == "  | ⏎" and all(ln[4:].strip() for ln in bars), bars
+    rep["seed"] = "\n"
+    rep["models"][0]["recall"]["passages"][0]["prime"] = " \n\t"
+    out = printed(rep)
+    assert "Samples, each continuing '\\n' (a newline):" in out
+    assert [ln for ln in out.split("\n") if ln.startswith("  |")] == ["  | ␠⏎", "  | →"]
+    html = page(rep, tmp_path)
+    assert "<span class=prime>⏎</span>" in html and "(a newline)" in html
+    assert "<pre class=prime>␠⏎→</pre>" in html
+
+
+def test_the_recall_labels_never_touch_the_text():
+    """'truth' is longer than 'rnn' and 'gru': the labels' column fits it."""
+    rep = real_run()
+    for m, cell in zip(rep["models"], ("rnn", "gru")):
+        m["cell"] = cell
+    lines = printed(rep).split("\n")
+    truth = next(ln for ln in lines if ln.startswith("  truth"))
+    assert truth.startswith("  truth  ")
