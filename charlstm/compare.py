@@ -465,39 +465,56 @@ MIN_JOB_SECONDS = 10.0
 def agreement(rep: dict) -> list[str]:
     """Whether the gradient-flow reach, the context span and the probe's memory
     span order the cells the same way: one line per measure, then a verdict.
-    A pair of cells disagrees when one measure puts a ahead of b and another
-    puts b ahead of a; ties agree with anything."""
-    measures = {}
+    The measures agree only when they order every pair of cells the same way,
+    strictly: a pair disagrees when one measure puts a ahead of b and another
+    b ahead of a; a measure that ties a and b cannot tell them apart, and a
+    tie is not agreement (spans of 16 and 16 say nothing about the order)."""
+    measures, short = {}, {}
     if rep["models"]:
         T = max(m["horizon"]["T"] for m in rep["models"])
-        measures["gradient reach (k where the largest unit's |dL/dstate| < 1%)"] = {
-            m["cell"]: T + 1 if m["horizon"]["reach"] is None else m["horizon"]["reach"]
-            for m in rep["models"]}
-        measures["context span (k within 0.01 nats of the longest context)"] = {
-            m["cell"]: m["context"]["span"] for m in rep["models"]
-            if m["context"]["span"] is not None}
+        name = "gradient reach (k where the largest unit's |dL/dstate| < 1%)"
+        short[name] = "gradient reach"
+        measures[name] = {m["cell"]: T + 1 if m["horizon"]["reach"] is None
+                          else m["horizon"]["reach"] for m in rep["models"]}
+        name = "context span (k within 0.01 nats of the longest context)"
+        short[name] = "context span"
+        measures[name] = {m["cell"]: m["context"]["span"] for m in rep["models"]
+                          if m["context"]["span"] is not None}
     if rep.get("probe"):
-        measures["probe span (longest lag recalled ≥ 90%)"] = {
-            c: 0 if s is None else s for c, s in rep["probe"]["span"].items()}
+        name = "probe span (longest lag recalled ≥ 90%)"
+        short[name] = "probe span"
+        measures[name] = {c: 0 if s is None else s for c, s in rep["probe"]["span"].items()}
     lines = []
     for name, vals in measures.items():
         order = sorted(vals, key=lambda c: -vals[c])
         lines.append(f"{name}: " + ", ".join(f"{c} {_reach(vals[c], name, rep)}" for c in order))
     if len(measures) < 2:
         return lines + ["only one measure of memory was taken, so there is nothing to agree"]
-    clash = []
-    names = list(measures)
+    clash, ties, alone = [], [], []
     cells = rep["cells"]
     for i, a in enumerate(cells):
         for b in cells[i + 1:]:
-            signs = {np.sign(measures[n][a] - measures[n][b]) for n in names
-                     if a in measures[n] and b in measures[n]} - {0}
-            if len(signs) > 1:
+            signs = {n: np.sign(v[a] - v[b]) for n, v in measures.items() if a in v and b in v}
+            if {1, -1} <= set(signs.values()):
                 clash.append(f"{a} and {b}")
+            tied = [n for n, sg in signs.items() if sg == 0]
+            vs = {n: f"{_reach(measures[n][a], n, rep)} and {_reach(measures[n][b], n, rep)}"
+                  for n in tied}
+            if len(tied) == 1:
+                ties.append(f"the {short[tied[0]]} ties {a} and {b} ({vs[tied[0]]}), so it "
+                            "cannot tell them apart")
+            elif tied:
+                ties.append("the " + " and the ".join(f"{short[n]} ({vs[n]})" for n in tied)
+                            + f" tie {a} and {b}, so they cannot tell them apart")
+            elif len(signs) < 2:
+                alone.append(f"only one measure orders {a} and {b}")
     if clash:
         lines.append("the measures disagree on the order of " + "; ".join(clash))
-    else:
-        lines.append("the measures agree on the order of the cells (ties allowed)")
+    if ties or alone:
+        lines.append(("besides, " if clash else "the measures cannot be said to agree: ")
+                     + "; ".join(ties + alone))
+    if not (clash or ties or alone):
+        lines.append("the measures agree on the order of the cells")
     return lines
 
 

@@ -180,3 +180,35 @@ def test_the_recall_labels_never_touch_the_text():
     lines = printed(rep).split("\n")
     truth = next(ln for ln in lines if ln.startswith("  truth"))
     assert truth.startswith("  truth  ")
+
+
+# -- the verdict: agree only when the order is the same, strictly --------------------------
+
+def test_tied_spans_are_not_agreement():
+    """The run of the report (16 and 16) that printed "the measures agree"."""
+    rep = real_run()
+    for m in rep["models"]:
+        m["context"]["span"] = 16
+    lines = compare.agreement(rep)
+    assert "context span (k within 0.01 nats of the longest context): " in lines[1]
+    verdict = lines[-1]
+    assert "agree on" not in verdict and not verdict.startswith("the measures agree")
+    assert "ties rnn and lstm (16 and 16)" in verdict and "cannot tell them apart" in verdict
+    rep["agreement"] = lines                       # as compare stores it
+    out = printed(rep)
+    assert "the measures agree" not in out and "ties rnn and lstm (16 and 16)" in out
+
+
+def test_agreement_needs_every_pair_ordered_alike():
+    rep = real_run()                   # lstm ahead on both: reach 11 > 10, span 8 > 4
+    assert compare.agreement(rep)[-1] == "the measures agree on the order of the cells"
+    rep["models"][0]["horizon"]["reach"] = rep["models"][1]["horizon"]["reach"]
+    for m in rep["models"]:
+        m["context"]["span"] = 8
+    verdict = compare.agreement(rep)[-1]
+    assert verdict.startswith("the measures cannot be said to agree") and "tie rnn and lstm" in verdict
+    rep["probe"] = {"span": {"rnn": 50, "lstm": 10}}
+    rep["models"][0]["context"]["span"] = 4
+    lines = compare.agreement(rep)
+    assert lines[-1].startswith("besides, the gradient reach ties rnn and lstm")
+    assert lines[-2] == "the measures disagree on the order of rnn and lstm"
