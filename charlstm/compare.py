@@ -462,6 +462,39 @@ def _run_jobs(fn, jobs_list, n_jobs, minutes=None):
 MIN_JOB_SECONDS = 10.0
 
 
+STEPS_RATIO = 1.5      # equal minutes, steps this far apart: the report says so
+
+
+def unequal_steps(rep: dict) -> str | None:
+    """When every cell had the same minutes but the cells took very unequal
+    numbers of steps (the fastest STEPS_RATIO times the slowest's, or more),
+    what that means for the comparison; None otherwise. A slow cell that has
+    seen fewer characters loses to a fast one on validation after a minute for
+    that reason as much as for its cell (an RNN at 650 steps against an LSTM at
+    250), and the steps column alone does not tell the reader so. Models that
+    diverged are left out: their steps stopped for another reason."""
+    tr, ms = rep["train"], [m for m in rep["models"] if not m.get("diverged")]
+    if not tr.get("minutes") or len(ms) < 2 or min(m["steps"] for m in ms) < 1:
+        return None
+    fast = max(ms, key=lambda m: m["steps"])
+    slow = min(ms, key=lambda m: m["steps"])
+    ratio = fast["steps"] / slow["steps"]
+    if ratio < STEPS_RATIO:
+        return None
+    per_step = tr["batch_size"] * tr["seq_len"]
+    steps = ", ".join(f"{m['cell']} {m['steps']:,}" for m in ms)
+    return (f"equal time, unequal training: each cell had the same "
+            f"{plural(tr['minutes'], 'minute')} but not the same number of steps ({steps}); "
+            f"{fast['cell']} took {ratio:.1f} times as many as {slow['cell']}. The slower cell "
+            f"has seen fewer characters of the text ({slow['cell']} "
+            f"{slow['steps'] * per_step:,} against {fast['cell']} "
+            f"{fast['steps'] * per_step:,}), so a gap in loss or recall may come from its "
+            "shorter training rather than from its cell. To compare the cells at equal "
+            "training, give "
+            f"--steps (e.g. --steps {slow['steps']}, which the slowest reached here), or give "
+            "more --minutes, so that every cell is near the end of its learning.")
+
+
 def agreement(rep: dict) -> list[str]:
     """Whether the gradient-flow reach, the context span and the probe's memory
     span order the cells the same way: one line per measure, then a verdict.
@@ -622,6 +655,9 @@ def _print_models(rep, echo):
     echo("-" * max(map(len, lines)))
     for line in lines[1:]:
         echo(line)
+    steps_note = unequal_steps(rep)
+    if steps_note:                           # first, as it changes how the table reads
+        echo("note: " + steps_note)
     ev = rep["train"]
     held = (f"the first {plural(ev['eval_chars'], 'held-out char')}" if ev["eval_chars"]
             else "all held-out text")

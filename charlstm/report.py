@@ -138,6 +138,7 @@ pre{white-space:pre-wrap;word-break:break-word;background:#fafafa;border:1px sol
  padding:8px;margin:4px 0;font:12.5px/1.4 ui-monospace,Menlo,Consolas,monospace}
 .ok{background:#e3f4e3} .miss{background:#d62728;color:#fff;font-weight:700}
 .after{color:#888} .prime{color:#666}
+.warn{color:#333;background:#fff8e1;border-left:4px solid #e0a000;padding:6px 10px}
 """
 
 
@@ -225,6 +226,10 @@ def _models_html(rep):
            f"history. <b>context span</b>: the smallest k within 0.01 nats/char of k = {kmax}. "
            "<b>gradient reach</b>: the k at which the largest unit's |∂L_t/∂h_(t−k)| (or ∂c) "
            "falls below 1% of its value at k = 0.</p>"]
+    from .compare import unequal_steps
+    steps_note = unequal_steps(rep)
+    if steps_note:                 # right under the table: it changes how the table reads
+        out.insert(1, f'<p class="note warn"><b>Note</b>: {_esc(steps_note)}</p>')
     notes = [m["cell"] + ": " + n for m in ms for n in m.get("notes", [])]
     if notes:
         out.append("<ul class=note>" + "".join(f"<li>{_esc(n)}</li>" for n in notes) + "</ul>")

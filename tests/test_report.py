@@ -212,3 +212,41 @@ def test_agreement_needs_every_pair_ordered_alike():
     lines = compare.agreement(rep)
     assert lines[-1].startswith("besides, the gradient reach ties rnn and lstm")
     assert lines[-2] == "the measures disagree on the order of rnn and lstm"
+
+
+# -- equal minutes, unequal steps -------------------------------------------------------
+
+def test_unequal_steps_are_explained(tmp_path):
+    """The run had 0.25 minutes each: rnn took 15,500 steps, lstm 9,922 (1.6×)."""
+    rep = real_run()
+    note = compare.unequal_steps(rep)
+    assert note is not None
+    for said in ("same 0.25 minutes", "not the same number of steps", "rnn 15,500, lstm 9,922",
+                 "1.6 times as many", "fewer characters", "lstm 635,008 against rnn 992,000",
+                 "--steps 9922", "more --minutes"):
+        assert said in note, said
+    assert "note: equal time, unequal training" in printed(rep)
+    html = page(rep, tmp_path)
+    assert '<p class="note warn">' in html and "1.6 times as many" in html
+    assert html.index("1.6 times as many") < html.index("<h2>Curves")   # by the table
+
+
+def test_no_steps_note_when_the_steps_are_near_or_the_budget_is_steps(tmp_path):
+    rep = real_run()
+    rep["models"][1]["steps"] = 11_000                       # 15,500 / 11,000 = 1.41
+    assert compare.unequal_steps(rep) is None
+    rep = real_run()
+    rep["train"].update(minutes=0, steps=15_500)
+    assert compare.unequal_steps(rep) is None
+    rep = real_run()
+    rep["models"][1]["diverged"] = True                      # stopped for another reason
+    assert compare.unequal_steps(rep) is None
+    assert "unequal" not in printed(rep) and "class=\"note warn\"" not in page(rep, tmp_path)
+
+
+def test_the_steps_note_reads_right_for_one_minute():
+    rep = real_run()
+    rep["train"]["minutes"] = 1
+    rep["models"][0]["steps"], rep["models"][1]["steps"] = 650, 250
+    note = compare.unequal_steps(rep)
+    assert "the same 1 minute but" in note and "2.6 times as many" in note
