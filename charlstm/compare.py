@@ -711,8 +711,8 @@ def _print_models(rep, echo):
         top = math.log(rep["vocab_size"])      # a uniform guess; a diverging model goes far above
         above = any(np.nanmax(y) > top for _, y in curves.values())
         echo("\nValidation loss (nats/char) against steps"
-             + (f" (losses above ln V = {top:.2f}, a uniform guess, drawn on the top line)"
-                if above else "") + ":")
+             + (f" (losses above ln V = {top:.2f}, a uniform guess, drawn on the top line, "
+                f"'>{top:.3g}')" if above else "") + ":")
         for line in text_chart(curves, xlabel="step", ymax=top):
             echo(line)
     T = max(m["horizon"]["T"] for m in ms)
@@ -849,31 +849,43 @@ def _wrap(text, width):
 
 def text_chart(series: dict, width=64, height=12, logy=False, xlabel="",
                ymax=None) -> list[str]:
-    """A terminal chart of several (x, y) curves, one marker per curve; y above
-    ymax (if given) is drawn on the top line."""
+    """A terminal chart of several (x, y) curves, one marker per curve. y above
+    ymax (if given) is drawn on a top line of its own, labelled >ymax, and the
+    rest of the chart fits the other points, so that one diverged model
+    leaves the others' curves the whole height."""
     pts = {k: (np.asarray(x, float), np.asarray(y, float)) for k, (x, y) in series.items()}
-    if ymax is not None:
-        pts = {k: (x, np.minimum(y, ymax)) for k, (x, y) in pts.items()}
-    ys = np.concatenate([y[np.isfinite(y) & ((y > 0) if logy else True)] for _, y in pts.values()])
+    drawn = lambda y: np.isfinite(y) & ((y > 0) if logy else True)  # noqa: E731
+    over = {k: (y > ymax) if ymax is not None else np.zeros(len(y), bool)
+            for k, (_, y) in pts.items()}
+    top_row = any(o.any() for o in over.values())   # a line for the clipped points
+    ys = np.concatenate([y[drawn(y) & ~over[k]] for k, (_, y) in pts.items()])
     xs = np.concatenate([x for x, _ in pts.values()])
-    if ys.size == 0:
+    if ys.size == 0 and not top_row:
         return []
     tr = np.log10 if logy else (lambda v: v)
-    lo, hi = tr(ys.min()), tr(ys.max())
+    lo, hi = (tr(ys.min()), tr(ys.max())) if ys.size else (tr(ymax) - 1, tr(ymax))
     hi = hi if hi > lo else lo + 1
     x0, x1 = xs.min(), max(xs.max(), xs.min() + 1)
+    rows = height - top_row                        # rows for the points that fit
     grid = [[" "] * width for _ in range(height)]
     for mark, (name, (x, y)) in zip(MARKERS, pts.items()):
-        ok = np.isfinite(y) & ((y > 0) if logy else True)
-        for xi, yi in zip(x[ok], y[ok]):
+        for xi, yi, o in zip(x, y, over[name]):
+            if not (o or drawn(np.array([yi]))[0]):
+                continue
             col = int(round((xi - x0) / (x1 - x0) * (width - 1)))
-            row = int(round((hi - tr(yi)) / (hi - lo) * (height - 1)))
+            row = 0 if o else top_row + int(round((hi - tr(yi)) / (hi - lo) * (rows - 1)))
             grid[row][col] = mark
     label = (lambda v: f"{10 ** v:9.1e}") if logy else (lambda v: f"{v:9.4g}")
     lines = []
     for r, row in enumerate(grid):
-        v = hi - (hi - lo) * r / (height - 1)
-        lines.append((label(v) if r in (0, height // 2, height - 1) else " " * 9) + " |" + "".join(row))
+        k = r - top_row                            # the row among those that fit
+        if r == 0 and top_row:
+            lab = f"{'>' + format(ymax, '.3g'):>9}"
+        elif k in (0, rows // 2, rows - 1):
+            lab = label(hi - (hi - lo) * k / (rows - 1))
+        else:
+            lab = " " * 9
+        lines.append(lab + " |" + "".join(row))
     lines.append(" " * 10 + "+" + "-" * width)
     lines.append(" " * 11 + f"{x0:<.0f}".ljust(width - 8) + f"{x1:>8.0f}")
     lines.append(" " * 11 + xlabel + "   " + "  ".join(f"{m} {n}" for m, n in zip(MARKERS, pts)))
@@ -889,24 +901,79 @@ def clip_curve(y, top: float):
     return np.where(over, top, y), over
 
 
+def loss_range(curves, top: float) -> tuple[float, float]:
+    """The y range of a validation-loss chart: from the lowest loss to a
+    little above the highest finite one not above `top` (ln V, a uniform
+    guess), so that the curves fill the chart rather than a third of it;
+    points above top are drawn on the chart's upper edge, marked ×
+    (clip_curve). ln V is inside the range only when the losses come near."""
+    ys = np.concatenate([np.asarray(y, float).ravel() for y in curves] + [np.empty(0)])
+    ys = ys[np.isfinite(ys) & (ys <= top)]
+    if not ys.size:                      # every point clipped: all on the edge of a band
+        return top - 1.0, top
+    lo, hi = float(ys.min()), float(ys.max())
+    pad = 0.05 * (hi - lo) if hi > lo else 0.05
+    return lo - pad, hi + pad
+
+
+# The gradient-flow curves, the same in the page and the PNG: one colour per
+# model and one dash per (path, statistic), so that no two series look alike
+# (the median of h and the largest unit of c were once both a dashed line).
+FLOW_STYLES = {("h", "max"): ("-", ""), ("h", "median"): (":", "1.5,3"),
+               ("c", "max"): ("--", "6,3")}
+FLOW_FLOOR = 1e-12        # smaller gradients are drawn on this line, which says so
+
+
+def flow_series(ms) -> list[dict]:
+    """The gradient-flow curves to draw: each model's largest unit of h (and
+    of c), and, with two models or fewer, the median unit of h as well. Each:
+    model (its index, for its colour), path, stat, name, y (floored at
+    FLOW_FLOOR), floored (whether any value was), matplotlib style and SVG
+    stroke-dasharray."""
+    out = []
+    for k, m in enumerate(ms):
+        for path, stat in FLOW_STYLES:
+            f = m["grad_flow"].get(path)
+            if not f or stat not in f or (stat == "median" and len(ms) > 2):
+                continue
+            raw = np.asarray(f[stat], float)
+            unit = "largest" if stat == "max" else stat
+            out.append({"model": k, "path": path, "stat": stat,
+                        "name": f"{m['cell']} {path}, {unit} unit",
+                        "y": np.maximum(raw, FLOW_FLOOR), "floored": bool(np.any(raw < FLOW_FLOOR)),
+                        "style": FLOW_STYLES[path, stat][0], "dash": FLOW_STYLES[path, stat][1]})
+    return out
+
+
 def _figure(rep):
-    """compare.png: validation loss by step (clipped at ln V), the context
-    curve, the gradient flow, and the probe's accuracy by lag, as present."""
+    """compare.png: validation loss by step (its y axis fitted to the losses,
+    points above ln V on the top edge, marked ×), the context curve, the
+    gradient flow (floored at FLOW_FLOOR) and the probe's accuracy by lag, as
+    present. Every legend goes under its panel, so none covers data or labels."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     ms, pr = rep["models"], rep.get("probe")
     panels = (["loss", "context", "flow"] if ms else []) + (["probe"] if pr else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.4), squeeze=False)
+    flows = flow_series(ms) if ms else []
+    rows = max([len(ms), (len(flows) + 1) // 2, len(pr["accuracy"]) + 1 if pr else 0])
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.4 + 0.14 * rows),
+                             squeeze=False, layout="constrained")
     ax = dict(zip(panels, axes[0]))
     colours = {}
-    for m in ms:
+    if ms:
         top = math.log(rep["vocab_size"])
+        lo, hi = loss_range([np.array(m["val_curve"]).reshape(-1, 3)[:, 2] for m in ms], top)
+        clipped = False
+    for m in ms:
         v = np.array(m["val_curve"]).reshape(-1, 3)
         y, over = clip_curve(v[:, 2], top)
+        y = np.minimum(y, hi)                   # above the fitted range: on its top edge
         lab = f"{m['cell']} (H={m['hidden']}, {m['params'] / 1e3:.0f}k)"
         if over.any():
-            lab += f", {over.sum()} points above ln V drawn on it"
+            lab += f", {over.sum()} points above ln V (×)"
+            clipped = True
         line, = ax["loss"].plot(v[:, 0], y, marker=".", label=lab)
         colours[m["cell"]] = line.get_color()
         ax["loss"].plot(v[over, 0], y[over], "x", color="red", ms=9, mew=2)
@@ -915,23 +982,39 @@ def _figure(rep):
                                color=line.get_color(),
                                label=f"{m['cell']} (span {cx['span']})")
         ax["context"].set_xticks(cx["k"], [str(k) for k in cx["k"]])
-        for path, style in (("h", "-"), ("c", "--")):
-            f = m["grad_flow"].get(path)
-            if f:
-                g = np.maximum(np.array(f["max"]), 1e-12)
-                ax["flow"].semilogy(np.arange(len(g)), g, style, color=line.get_color(),
-                                    label=f"{m['cell']}: {path}, largest unit")
+    for f in flows:
+        ax["flow"].semilogy(np.arange(len(f["y"])), f["y"], f["style"],
+                            color=colours[ms[f["model"]]["cell"]], label=f["name"])
     if ms:
-        top = math.log(rep["vocab_size"])
-        ax["loss"].axhline(top, color="grey", lw=0.8, ls=":")
+        title = "Validation loss" + (", clipped at ln V" if clipped else "")
+        if top <= hi:
+            near_top = hi - top < 0.1 * (hi - lo)        # the label goes under the line
+            ax["loss"].axhline(top, color="grey", lw=0.8, ls=":")
+            ax["loss"].annotate("ln V, a uniform guess", (1, top), xycoords=("axes fraction", "data"),
+                                xytext=(-3, -3 if near_top else 3), textcoords="offset points",
+                                ha="right", va="top" if near_top else "bottom", fontsize=7,
+                                color="grey")
+        else:
+            title += f"\n(ln V = {top:.2f}, a uniform guess, lies above)"
+        # room above the top edge for the × of the clipped points, inside the panel
         ax["loss"].set(xlabel="training step", ylabel="validation loss (nats/char)",
-                       title="Validation loss (clipped at ln V)")
+                       title=title, ylim=(lo, hi + (0.04 * (hi - lo) if clipped else 0)))
+        ax["loss"].xaxis.set_major_locator(MaxNLocator(5))   # 10000 12000 … ran together
         ax["context"].set(xlabel="k, characters of context (log scale)",
                           ylabel="loss of the next character (nats/char)",
                           title="Context curve on held-out text")
         ax["flow"].axhline(0.01, color="grey", lw=0.8, ls=":")
         ax["flow"].set(xlabel="k (steps back in time)", ylabel="|dL_t / d state_(t-k)|, k=0 → 1",
-                       title="Gradient flow, largest unit (floor 1e-12)", ylim=(5e-13, None))
+                       title=f"Gradient flow on held-out text (floor {FLOW_FLOOR:.0e})",
+                       ylim=(FLOW_FLOOR / 10, None))
+        if any(f["floored"] for f in flows):
+            # the flat line at the bottom is the floor: said in the band under it,
+            # where no curve can be
+            ax["flow"].axhline(FLOW_FLOOR, color="grey", lw=0.8, ls=":")
+            ax["flow"].annotate(f"floor {FLOW_FLOOR:.0e}: smaller values drawn on it",
+                                (1, FLOW_FLOOR), xycoords=("axes fraction", "data"),
+                                xytext=(-3, -2), textcoords="offset points", ha="right",
+                                va="top", fontsize=7, color="grey")
     if pr:
         for cell, acc in pr["accuracy"].items():
             ax["probe"].semilogx(pr["lags"], 100 * np.array(acc), marker="o", label=cell,
@@ -942,8 +1025,9 @@ def _figure(rep):
                         ylabel="keys recalled, held-out lines (%)", title="Memory probe")
     for a in ax.values():
         a.grid(alpha=0.3)
-        a.legend(fontsize=7)
-    fig.tight_layout()
+        n = len(a.get_legend_handles_labels()[1])
+        a.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14),
+                 ncol=2 if n > 4 else 1, frameon=False)
     return fig
 
 

@@ -250,3 +250,166 @@ def test_the_steps_note_reads_right_for_one_minute():
     rep["models"][0]["steps"], rep["models"][1]["steps"] = 650, 250
     note = compare.unequal_steps(rep)
     assert "the same 1 minute but" in note and "2.6 times as many" in note
+
+
+# -- the charts ------------------------------------------------------------------------
+
+def svg_of(html: str, title: str) -> str:
+    """The <svg> whose aria-label starts with title."""
+    start = html.index(f'aria-label="{title}')
+    return html[html.rindex("<svg", 0, start):html.index("</svg>", start)]
+
+
+def test_every_flow_series_has_its_own_colour_or_dash(tmp_path):
+    """The page drew "lstm h, median unit" and "lstm c, largest unit" both red
+    and dashed; the PNG must tell its series apart as well."""
+    rep = real_run()
+    svg = svg_of(page(rep, tmp_path), "Gradient flow")
+    lines = re.findall(r'<polyline [^>]*stroke="([^"]+)"[^>]*?(?: stroke-dasharray="([^"]+)")?>'
+                       r'<title>([^<]+)</title>', svg)
+    names = [n for _, _, n in lines]
+    assert names == ["rnn h, largest unit", "rnn h, median unit", "lstm h, largest unit",
+                     "lstm h, median unit", "lstm c, largest unit"]
+    looks = [(c, d) for c, d, _ in lines]
+    assert len(set(looks)) == len(looks), looks
+    legend = re.findall(r'<line [^>]*stroke="([^"]+)" stroke-width="2"(?: stroke-dasharray="'
+                        r'([^"]+)")?/><text [^>]*class="lg">([^<]+)</text>', svg)
+    assert [(c, d, n) for c, d, n in legend] == lines          # the legend shows each as drawn
+    pytest.importorskip("matplotlib")
+    from charlstm.compare import _figure
+    fig = _figure(rep)
+    drawn = [(ln.get_color(), ln.get_linestyle()) for ln in fig.axes[2].get_lines()
+             if not ln.get_label().startswith("_")]
+    assert len(drawn) == 5 and len(set(drawn)) == 5, drawn
+
+
+def test_more_models_than_two_still_look_apart():
+    """Six cells: no medians, one colour each, h solid and c dashed."""
+    rep = real_run()
+    rnn, lstm = rep["models"]
+    rep["models"] = [dict(m, cell=c) for m, c in zip([rnn, lstm] * 3,
+                                                      ["rnn", "lstm", "irnn", "cifg", "rnn2", "gru"])]
+    from charlstm.report import COLOURS
+    fl = compare.flow_series(rep["models"])
+    looks = [(COLOURS[s["model"]], s["dash"]) for s in fl]
+    assert len(set(looks)) == len(looks) == 9
+
+
+def chart_cases():
+    """Validation-chart layouts from the run: as it was; a diverged rnn (points
+    above ln V, one not finite); first losses near ln V (the label at the top
+    right, where the legend used to go)."""
+    as_run = real_run()
+    diverged = real_run()
+    vc = diverged["models"][0]["val_curve"]
+    for k in (13, 14, 30):
+        vc[k][2] = 3.2e6
+    vc[31][2] = float("nan")
+    near = real_run()
+    near["models"][0]["val_curve"][0][2] = 4.02
+    near["models"][1]["val_curve"][0][2] = 3.98
+    return {"as run": as_run, "diverged": diverged, "near ln V": near}
+
+
+def validation_layout(rep):
+    """The validation chart's layout, with the arguments the page gives it."""
+    import math
+
+    import numpy as np
+    from charlstm.report import chart_layout
+    top = math.log(rep["vocab_size"])
+    series = []
+    for m in rep["models"]:
+        v = np.array(m["val_curve"]).reshape(-1, 3)
+        y, over = compare.clip_curve(v[:, 2], top)
+        series.append({"x": v[:, 0], "y": y, "marks": over,
+                       "name": m["cell"] + (f" ({int(over.sum())} points above ln V, ×)"
+                                            if over.any() else "")})
+    lo, hi = compare.loss_range([np.array(m["val_curve"])[:, 2] for m in rep["models"]], top)
+    return chart_layout(series, ymin=lo, ymax=hi, hlines=[(top, "ln V, a uniform guess")]), top
+
+
+@pytest.mark.parametrize("case", ["as run", "diverged", "near ln V"])
+def test_the_legend_covers_no_label_and_no_data(case):
+    from charlstm.report import _hits, overlaps
+    lay, top = validation_layout(chart_cases()[case])
+    box = lay["legend_box"]
+    if case == "near ln V":
+        (label,) = lay["hlines"]                 # ln V is on the chart, labelled
+        assert label["label"] == "ln V, a uniform guess"
+        assert not overlaps(box, label["box"])
+        assert not box[1] <= label["y"] <= box[3]
+    assert _hits(box, lay["data"]) == 0
+    inside = box[2] <= lay["width"] - lay["R"]
+    assert inside or box[0] >= lay["width"] - lay["R"]      # in the plot, or wholly beside it
+
+
+def test_the_legend_goes_beside_a_crowded_plot():
+    """Curves through every corner and side: the legend goes beside the plot,
+    and the chart grows by its width instead of squeezing the plot."""
+    import numpy as np
+    from charlstm.report import chart_layout
+    x = np.linspace(0, 1, 200)
+    series = [{"x": x, "y": y, "name": n} for y, n in
+              ((x, "rising"), (1 - x, "falling"), (0.5 + 0.5 * np.sin(20 * x), "waving"))]
+    lay = chart_layout(series, width=460)
+    assert lay["legend"] == "right" and lay["width"] > 460
+    assert lay["px"](1.0) == pytest.approx(460 - 12)            # the plot keeps its size
+    assert lay["legend_box"][0] > lay["px"](1.0)
+
+
+def test_the_validation_range_fits_the_losses(tmp_path):
+    """The run's losses span 2.08 to 3.23 and ln V is 4.06: the chart used to
+    run to ln V, two thirds of it empty."""
+    import numpy as np
+    for case, rep in chart_cases().items():
+        lay, top = validation_layout(rep)
+        ys = np.concatenate([np.array(m["val_curve"])[:, 2] for m in rep["models"]])
+        shown = ys[np.isfinite(ys) & (ys <= top)]
+        span = shown.max() - shown.min()
+        assert lay["y0"] <= shown.min() and lay["y0"] >= shown.min() - 0.1 * span, case
+        assert lay["y1"] >= shown.max() and lay["y1"] <= shown.max() + 0.1 * span, case
+    html = page(chart_cases()["diverged"], tmp_path)
+    svg = svg_of(html, "Validation loss")
+    assert "ln V, a uniform guess (4.06) lies above the chart" in svg
+    assert svg.count('class="x"') == 4                  # three above ln V, one not finite
+    ticks = [float(t) for t in re.findall(r'text-anchor="end">([\d.]+)</text>', svg)]
+    assert max(ticks) < 3.3 < top
+    pytest.importorskip("matplotlib")
+    from charlstm.compare import _figure
+    lo, hi = _figure(chart_cases()["diverged"]).axes[0].get_ylim()
+    assert 2.0 < lo < 2.08 and 3.23 < hi < 3.4
+
+
+def test_the_flow_floor_is_labelled_on_the_page(tmp_path):
+    """The run's rnn gradient falls below 1e-12 at k = 53 and lies on the floor."""
+    rep = real_run()
+    assert min(rep["models"][0]["grad_flow"]["h"]["max"]) < 1e-12
+    svg = svg_of(page(rep, tmp_path), "Gradient flow")
+    assert "Gradient flow on held-out text (floor 1e-12)" in svg
+    assert re.search(r'class="hl">floor 1e-12: smaller values drawn on it</text>', svg)
+    for m in rep["models"]:                              # nothing below the floor: no floor
+        for f in m["grad_flow"].values():
+            if isinstance(f, dict):
+                for stat in f:
+                    f[stat] = [max(v, 1e-9) for v in f[stat]]
+    svg = svg_of(page(rep, tmp_path), "Gradient flow")
+    assert "floor" not in svg
+
+
+def test_png_legends_sit_outside_the_plots():
+    """No legend covers a plot: each sits under its panel, clear of the axes,
+    of every tick label and of the x label."""
+    pytest.importorskip("matplotlib")
+    from charlstm.compare import _figure
+    for case, rep in chart_cases().items():
+        fig = _figure(rep)
+        fig.canvas.draw()
+        r = fig.canvas.get_renderer()
+        for ax in fig.axes:
+            leg = ax.get_legend().get_window_extent(r)
+            assert not leg.overlaps(ax.get_window_extent(r)), case
+            assert not leg.overlaps(ax.xaxis.label.get_window_extent(r)), case
+            for t in ax.get_xticklabels():
+                assert not t.get_text() or not leg.overlaps(t.get_window_extent(r)), case
+            assert leg.y0 >= 0, case                     # inside the figure
