@@ -277,6 +277,9 @@ svg .n{font-size:10.5px;fill:#666}
 pre{white-space:pre-wrap;word-break:break-word;background:#fafafa;border:1px solid #e4e4e4;
  padding:8px;margin:4px 0;font:12.5px/1.4 ui-monospace,Menlo,Consolas,monospace}
 .ok{background:#e3f4e3} .miss{background:#d62728;color:#fff;font-weight:700}
+.miss.sp{position:relative;color:transparent} .miss.sp::after{content:"SP";position:absolute;
+ left:0;right:0;top:50%;transform:translateY(-50%);color:#fff;text-align:center;
+ font:700 6.5px/1 system-ui,sans-serif;letter-spacing:-.3px}
 .after{color:#888} .prime{color:#666}
 .warn{color:#333;background:#fff8e1;border-left:4px solid #e0a000;padding:6px 10px}
 """
@@ -302,7 +305,11 @@ def _marked(out: str, prefix: int) -> str:
     if rest:
         ch = rest[0]
         name = WHITESPACE_NAMES.get(ch, repr(ch))
-        s += (f'<span class="miss" title="the first miss: {_esc(name)}">{_esc(glyph(ch))}</span>'
+        # ␠ (U+2420) is missing from common fonts (DejaVu, Liberation), which
+        # show an empty box: the page draws the letters it stands for (CSS
+        # .miss.sp), and the text keeps ␠ itself, for copying and searching
+        sp = " sp" if ch == " " else ""
+        s += (f'<span class="miss{sp}" title="the first miss: {_esc(name)}">{_esc(glyph(ch))}</span>'
               + ("\n" if ch == "\n" else "") + f'<span class="after">{_esc(rest[1:])}</span>')
     return s
 
