@@ -953,11 +953,11 @@ def _figure(rep):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator, NullLocator
     ms, pr = rep["models"], rep.get("probe")
     panels = (["loss", "context", "flow"] if ms else []) + (["probe"] if pr else [])
     flows = flow_series(ms) if ms else []
-    rows = max([len(ms), (len(flows) + 1) // 2, len(pr["accuracy"]) + 1 if pr else 0])
+    rows = max([len(ms), (len(flows) + 1) // 2, len(pr["accuracy"]) + 2 if pr else 0])
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.4 + 0.14 * rows),
                              squeeze=False, layout="constrained")
     ax = dict(zip(panels, axes[0]))
@@ -1020,9 +1020,12 @@ def _figure(rep):
             ax["probe"].semilogx(pr["lags"], 100 * np.array(acc), marker="o", label=cell,
                                  color=colours.get(cell))
         ax["probe"].axhline(100 * pr["chance"], color="grey", lw=0.8, ls=":", label="chance")
-        ax["probe"].axhline(90, color="grey", lw=0.8, ls="--")
+        ax["probe"].axhline(90, color="grey", lw=0.8, ls="--", label="90%: the span's threshold")
         ax["probe"].set(xlabel="lag (characters between key and recall)", ylim=(0, 105),
                         ylabel="keys recalled, held-out lines (%)", title="Memory probe")
+        # the lags themselves on the axis, not 3×10⁰, 4×10⁰, …
+        ax["probe"].set_xticks(pr["lags"], [str(lag) for lag in pr["lags"]])
+        ax["probe"].xaxis.set_minor_locator(NullLocator())
     for a in ax.values():
         a.grid(alpha=0.3)
         n = len(a.get_legend_handles_labels()[1])
