@@ -10,6 +10,7 @@ import copy
 import json
 import os
 import re
+import shutil
 
 import pytest
 
@@ -416,3 +417,81 @@ def test_png_legends_sit_outside_the_plots():
             for t in ax.get_xticklabels():
                 assert not t.get_text() or not leg.overlaps(t.get_window_extent(r)), case
             assert leg.y0 >= 0, case                     # inside the figure
+
+
+PROBE = {"lags": [3, 10], "chance": 0.125, "hidden": 8, "threshold": 0.9,
+         "accuracy": {"rnn": [0.675, 0.244], "lstm": [0.73, 0.89]},
+         "span": {"rnn": None, "lstm": None}, "example": "G" + "x" * 3 + "=G\n",
+         "runs": [{"cell": c, "lag": lag, "steps": 3000, "seconds": 6.0, "solved_early": False}
+                  for c in ("rnn", "lstm") for lag in (3, 10)]}   # from a real --probe run
+
+
+def test_png_legends_sit_outside_the_probe_panel_too():
+    pytest.importorskip("matplotlib")
+    from charlstm.compare import _figure
+    rep = real_run()
+    rep["probe"] = PROBE
+    fig = _figure(rep)
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    ax = fig.axes[3]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["3", "10"]
+    for a in fig.axes:
+        assert not a.get_legend().get_window_extent(r).overlaps(ax.get_window_extent(r))
+
+
+# -- the page in a real browser ----------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+# Run in the browser on a copy of the page (the page itself has no script):
+# the boxes the browser really drew for each chart's legend entries, hline
+# labels and note, and the chart's own size.
+MEASURE = """<script>
+const out = [];
+for (const svg of document.querySelectorAll("svg.chart")) {
+  const box = e => { const b = e.getBBox(); return [b.x, b.y, b.x + b.width, b.y + b.height]; };
+  out.push({title: svg.getAttribute("aria-label"), width: +svg.getAttribute("width"),
+            legend: [...svg.querySelectorAll("text.lg")].map(box),
+            labels: [...svg.querySelectorAll("text.hl")].map(box),
+            backs: [...svg.querySelectorAll("rect.lb")].map(box)});
+}
+document.getElementById("measured").textContent = JSON.stringify(out);
+</script>"""
+
+
+def drawn_boxes(html: str, tmp_path) -> list[dict]:
+    """The boxes Chromium drew, per chart (MEASURE), read from its DOM."""
+    import html as H
+    import subprocess
+    test_page = tmp_path / "measured.html"
+    test_page.write_text(html.replace("</body>", "<pre id=measured></pre>" + MEASURE + "</body>"),
+                         encoding="utf-8")
+    r = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+         "--proxy-server=127.0.0.1:9", "--dump-dom", "file://" + str(test_page)],
+        capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    found = re.search(r"<pre id=\"measured\">(.*?)</pre>", r.stdout, re.S)
+    return json.loads(H.unescape(found.group(1)))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")
+def test_in_chromium_no_legend_touches_a_label_and_each_fits_its_box(tmp_path):
+    """The overlap checks of chart_layout rest on estimated text widths: in a
+    real browser, every legend entry stays inside its white box (or the
+    chart, beside the plot) and clear of every hline label."""
+    from charlstm.report import overlaps
+    rep = chart_cases()["near ln V"]                     # ln V labelled at the top right
+    rep["probe"] = PROBE
+    charts = drawn_boxes(page(rep, tmp_path), tmp_path)
+    assert len(charts) == 4
+    for c in charts:
+        for entry in c["legend"]:
+            assert not any(overlaps(entry, lab) for lab in c["labels"]), c["title"]
+            assert entry[2] <= c["width"], c["title"]
+            for back in c["backs"]:                      # an inside legend: on its box
+                assert back[0] <= entry[0] and entry[2] <= back[2], c["title"]
+                assert back[1] <= entry[1] and entry[3] <= back[3], c["title"]
