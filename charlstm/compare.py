@@ -404,8 +404,8 @@ def _fit_context(n_val: int, k_max: int, log) -> int:
     if k < 2:
         raise CharlstmError(f"the held-out text has {n_val} characters, too few for the "
                             "context curve; raise --val-frac or use a longer text")
-    log(f"the held-out text has {n_val:,} characters: the context curve stops at k = {k} "
-        f"(asked for {k_max})")
+    log(f"the held-out text has {plural(n_val, 'character')}: the context curve stops at "
+        f"k = {k} (asked for {k_max})")
     return k
 
 
@@ -990,7 +990,8 @@ def _figure(rep):
         if top <= hi:
             near_top = hi - top < 0.1 * (hi - lo)        # the label goes under the line
             ax["loss"].axhline(top, color="grey", lw=0.8, ls=":")
-            ax["loss"].annotate("ln V, a uniform guess", (1, top), xycoords=("axes fraction", "data"),
+            ax["loss"].annotate("ln V, a uniform guess", (1, top),
+                                xycoords=("axes fraction", "data"),
                                 xytext=(-3, -3 if near_top else 3), textcoords="offset points",
                                 ha="right", va="top" if near_top else "bottom", fontsize=7,
                                 color="grey")

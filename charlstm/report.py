@@ -309,7 +309,8 @@ def _marked(out: str, prefix: int) -> str:
         # show an empty box: the page draws the letters it stands for (CSS
         # .miss.sp), and the text keeps ␠ itself, for copying and searching
         sp = " sp" if ch == " " else ""
-        s += (f'<span class="miss{sp}" title="the first miss: {_esc(name)}">{_esc(glyph(ch))}</span>'
+        s += (f'<span class="miss{sp}" title="the first miss: {_esc(name)}">'
+              f'{_esc(glyph(ch))}</span>'
               + ("\n" if ch == "\n" else "") + f'<span class="after">{_esc(rest[1:])}</span>')
     return s
 
@@ -322,12 +323,14 @@ def _prime(text: str) -> str:
 
 
 def write_report(rep: dict, path: str) -> str:
+    from .compare import plural
     parts = [f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
              f'<meta name="generator" content="charlstm compare">'
              f"<title>charlstm compare</title><style>{CSS}</style></head><body>",
              "<h1>charlstm compare</h1>",
              f'<p class="note">{_esc(rep["text"] or "memory probe only")} · cells '
-             f'{_esc(", ".join(rep["cells"]))} · {rep["wall_s"] / 60:.1f} minutes in all</p>']
+             f'{_esc(", ".join(rep["cells"]))} · '
+             f'{plural(round(rep["wall_s"] / 60, 1), "minute")} in all</p>']
     if rep["models"]:
         parts += _models_html(rep)
     if rep.get("probe"):
@@ -417,7 +420,8 @@ def _models_html(rep):
     out.append(f"<h2>Samples, each continuing {_esc(describe_prime(rep['seed']))}</h2>"
                "<div class=samples>"
                + "".join(f'<div class=sample><b>{_esc(m["cell"])}</b><pre>'
-                         f'<span class=prime>{_prime(rep["seed"])}</span>{_esc(m["sample"])}</pre></div>'
+                         f'<span class=prime>{_prime(rep["seed"])}</span>'
+                         f'{_esc(m["sample"])}</pre></div>'
                          for m in ms) + "</div>")
     out.append("<h2>Recall of training passages</h2><p class=note>Each model is primed with "
                "the passage's first 100 characters and continues it greedily. Green: the "
@@ -435,6 +439,7 @@ def _models_html(rep):
 
 
 def _probe_html(pr):
+    from .compare import plural
     head = "".join(f"<th>{lag}</th>" for lag in pr["lags"])
     rows = "".join(f"<tr><td>{_esc(c)}</td>" + "".join(f"<td>{100 * a:.0f}%</td>" for a in acc)
                    + f"<td>{pr['span'][c] if pr['span'][c] is not None else '–'}</td></tr>"
@@ -455,8 +460,8 @@ def _probe_html(pr):
             f"characters drawn independently of it, '=', and the key again, e.g. "
             f"<code>{_esc(pr['example'].splitlines()[0])}</code>. Only that last key is "
             f"predictable, and only by remembering. Chance: {100 * pr['chance']:.1f}%; "
-            f"{pr['hidden']} units; span: the largest lag recalled in ≥ 90% of held-out "
-            "lines.</p>",
+            f"{plural(pr['hidden'], 'unit')}; span: the largest lag recalled in ≥ 90% of "
+            "held-out lines.</p>",
             f"<table><tr><th>lag</th>{head}<th>span</th></tr>{rows}</table>",
             "<p class=note>Training steps and seconds of each model (✓: stopped early, having "
             "recalled ≥ 99% of the keys of a check set of held-out lines):</p>"

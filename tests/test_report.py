@@ -69,6 +69,14 @@ def test_no_count_of_one_takes_a_plural():
     assert not ONE_PLURAL.search(out), ONE_PLURAL.search(out).group(0)
 
 
+def test_the_page_counts_right(tmp_path):
+    rep = real_run()
+    rep["wall_s"] = 61.0
+    rep["probe"] = dict(PROBE, hidden=1)
+    html = page(rep, tmp_path)
+    assert "1 minute in all" in html and "; 1 unit;" in html
+
+
 # -- the terminal tables ------------------------------------------------------------
 
 def table(out: str, first: str) -> list[str]:
@@ -210,7 +218,8 @@ def test_agreement_needs_every_pair_ordered_alike():
     for m in rep["models"]:
         m["context"]["span"] = 8
     verdict = compare.agreement(rep)[-1]
-    assert verdict.startswith("the measures cannot be said to agree") and "tie rnn and lstm" in verdict
+    assert verdict.startswith("the measures cannot be said to agree")
+    assert "tie rnn and lstm" in verdict
     rep["probe"] = {"span": {"rnn": 50, "lstm": 10}}
     rep["models"][0]["context"]["span"] = 4
     lines = compare.agreement(rep)
@@ -291,8 +300,8 @@ def test_more_models_than_two_still_look_apart():
     """Six cells: no medians, one colour each, h solid and c dashed."""
     rep = real_run()
     rnn, lstm = rep["models"]
-    rep["models"] = [dict(m, cell=c) for m, c in zip([rnn, lstm] * 3,
-                                                      ["rnn", "lstm", "irnn", "cifg", "rnn2", "gru"])]
+    names = ["rnn", "lstm", "irnn", "cifg", "lstm-peephole", "gru"]
+    rep["models"] = [dict(m, cell=c) for m, c in zip([rnn, lstm] * 3, names)]
     from charlstm.report import COLOURS
     fl = compare.flow_series(rep["models"])
     looks = [(COLOURS[s["model"]], s["dash"]) for s in fl]
