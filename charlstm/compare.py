@@ -709,10 +709,10 @@ def _print_models(rep, echo):
               for m in ms if len(m["val_curve"]) > 1}
     if curves:
         top = math.log(rep["vocab_size"])      # a uniform guess; a diverging model goes far above
-        above = any(np.nanmax(y) > top for _, y in curves.values())
+        above = any(clip_curve(y, top)[1].any() for _, y in curves.values())
         echo("\nValidation loss (nats/char) against steps"
-             + (f" (losses above ln V = {top:.2f}, a uniform guess, drawn on the top line, "
-                f"'>{top:.3g}')" if above else "") + ":")
+             + (f" (losses above ln V = {top:.2f}, a uniform guess, or not finite: on the top "
+                f"line, '>{top:.3g}')" if above else "") + ":")
         for line in text_chart(curves, xlabel="step", ymax=top):
             echo(line)
     T = max(m["horizon"]["T"] for m in ms)
@@ -855,7 +855,8 @@ def text_chart(series: dict, width=64, height=12, logy=False, xlabel="",
     leaves the others' curves the whole height."""
     pts = {k: (np.asarray(x, float), np.asarray(y, float)) for k, (x, y) in series.items()}
     drawn = lambda y: np.isfinite(y) & ((y > 0) if logy else True)  # noqa: E731
-    over = {k: (y > ymax) if ymax is not None else np.zeros(len(y), bool)
+    # with ymax, a loss that is not finite is drawn with those above it, as on the page
+    over = {k: ~np.isfinite(y) | (y > ymax) if ymax is not None else np.zeros(len(y), bool)
             for k, (_, y) in pts.items()}
     top_row = any(o.any() for o in over.values())   # a line for the clipped points
     ys = np.concatenate([y[drawn(y) & ~over[k]] for k, (_, y) in pts.items()])

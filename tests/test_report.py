@@ -504,3 +504,16 @@ def test_in_chromium_no_legend_touches_a_label_and_each_fits_its_box(tmp_path):
             for back in c["backs"]:                      # an inside legend: on its box
                 assert back[0] <= entry[0] and entry[2] <= back[2], c["title"]
                 assert back[1] <= entry[1] and entry[3] <= back[3], c["title"]
+
+
+def test_the_terminal_chart_fits_the_losses_and_marks_the_rest():
+    """A diverged rnn (3.2e6, and a loss that is not finite): the chart's
+    scale runs over the other points, the rest sit on a >ln V line."""
+    rep = chart_cases()["diverged"]
+    out = printed(rep).split("\n")
+    k = next(i for i, ln in enumerate(out) if ln.startswith("Validation loss"))
+    assert "or not finite: on the top line, '>4.06'" in out[k]
+    chart = out[k + 1:k + 13]
+    assert chart[0].startswith("    >4.06 |") and chart[0].count("*") == 4
+    assert float(chart[1].split("|")[0]) == pytest.approx(3.225, abs=0.01)   # the highest loss
+    assert float(chart[-1].split("|")[0]) == pytest.approx(2.08, abs=0.01)   # the lowest
