@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 
 import numpy as np
 
@@ -282,6 +283,7 @@ pre{white-space:pre-wrap;word-break:break-word;background:#fafafa;border:1px sol
  font:700 6.5px/1 system-ui,sans-serif;letter-spacing:-.3px}
 .after{color:#888} .prime{color:#666}
 .warn{color:#333;background:#fff8e1;border-left:4px solid #e0a000;padding:6px 10px}
+.warn code{white-space:nowrap}
 """
 
 
@@ -379,7 +381,8 @@ def _models_html(rep):
     from .compare import unequal_steps
     steps_note = unequal_steps(rep)
     if steps_note:                 # right under the table: it changes how the table reads
-        out.insert(1, f'<p class="note warn"><b>Note</b>: {_esc(steps_note)}</p>')
+        said = re.sub(r"(--[a-z-]+(?: \d+)?)", r"<code>\1</code>", _esc(steps_note))  # unbroken
+        out.insert(1, f'<p class="note warn"><b>Note</b>: {said}</p>')
     notes = [m["cell"] + ": " + n for m in ms for n in m.get("notes", [])]
     if notes:
         out.append("<ul class=note>" + "".join(f"<li>{_esc(n)}</li>" for n in notes) + "</ul>")
