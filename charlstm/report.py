@@ -87,8 +87,9 @@ def chart_layout(series, *, logx=False, logy=False, ymin=None, ymax=None, hlines
     notes = [note] if note else []
     notes += [f"{lab} ({h:.3g}) lies {'above' if h > y1 else 'below'} the chart"
               for h, lab in hlines if (h, lab) not in shown]
-    tw = max((text_width(s["name"], LEGEND_PX) for s in series), default=0)
-    lw, lh = 22 + tw + 6, ROW * len(series) + 4            # the legend's box
+    named = [s for s in series if s.get("legend", True)]   # legend=False: no entry
+    tw = max((text_width(s["name"], LEGEND_PX) for s in named), default=0)
+    lw, lh = 22 + tw + 6, ROW * len(named) + 4             # the legend's box
     tx = (lambda v: math.log10(v)) if logx else (lambda v: v)
     ty = (lambda v: math.log10(v)) if logy else (lambda v: v)
     L, R, T, B = 58, 12, 26 + 14 * bool(notes), 44
@@ -110,6 +111,8 @@ def chart_layout(series, *, logx=False, logy=False, ymin=None, ymax=None, hlines
     tries += [("inside", (x, y)) for x in (xr - 4 - lw, L + 4) for y in
               np.arange(T + 4, yb - 4 - lh, 6.0)] if order else []
     pos, box = "right", None
+    if not named:                                          # nothing to show: no legend
+        tries, pos, box = [], "none", (L, T, L, T)
     for name, (x, y) in tries:
         b = (x, y, x + lw, y + lh)
         if _free(b, data, labels, L, xr, T, yb):
@@ -196,8 +199,8 @@ def svg_chart(series, *, title="", xlabel="", ylabel="", logx=False, logy=False,
     to label the x axis (default: round numbers, or powers of two on a log
     axis); legend: the corner tried first ("top right", "top left", "bottom
     right", "bottom left"), or "right" (beside the plot, the chart then wider
-    than `width`); chart_layout finds it a place that covers nothing. note: a
-    line under the title."""
+    than `width`); chart_layout finds it a place that covers nothing; a series
+    with legend=False has no entry. note: a line under the title."""
     lay = chart_layout(series, logx=logx, logy=logy, ymin=ymin, ymax=ymax, hlines=hlines,
                        legend=legend, width=width, height=height, note=note)
     if lay is None:
@@ -244,13 +247,14 @@ def svg_chart(series, *, title="", xlabel="", ylabel="", logx=False, logy=False,
                 cx, cy = px(a), py(b)
                 out.append(f'<path d="M{cx - 4:.1f},{cy - 4:.1f}l8,8m0,-8l-8,8" class="x"/>')
     bx = lay["legend_box"]
-    if lay["legend"] != "right":          # inside the plot: on white, over the grid
+    if lay["legend"] not in ("right", "none"):    # inside the plot: on white, over the grid
         out.append(f'<rect x="{bx[0]:.1f}" y="{bx[1]:.1f}" width="{bx[2] - bx[0]:.1f}" '
                    f'height="{bx[3] - bx[1]:.1f}" class="lb"/>')
-    for k, s in enumerate(series):
+    shown = [(k, s) for k, s in enumerate(series) if s.get("legend", True)]
+    for row, (k, s) in enumerate(shown):          # a series with legend=False has no entry
         col = s.get("colour") or COLOURS[k % len(COLOURS)]
         dash = f' stroke-dasharray="{_dash(s)}"' if _dash(s) else ""
-        lx, y = bx[0] + 3, bx[1] + 8 + ROW * k
+        lx, y = bx[0] + 3, bx[1] + 8 + ROW * row
         out.append(f'<line x1="{lx:.1f}" x2="{lx + 18:.1f}" y1="{y:.1f}" y2="{y:.1f}" '
                    f'stroke="{col}" stroke-width="2"{dash}/><text x="{lx + 22:.1f}" '
                    f'y="{y + 4:.1f}" class="lg">{html.escape(s["name"])}</text>')

@@ -517,3 +517,15 @@ def test_the_terminal_chart_fits_the_losses_and_marks_the_rest():
     assert chart[0].startswith("    >4.06 |") and chart[0].count("*") == 4
     assert float(chart[1].split("|")[0]) == pytest.approx(3.225, abs=0.01)   # the highest loss
     assert float(chart[-1].split("|")[0]) == pytest.approx(2.08, abs=0.01)   # the lowest
+
+
+def test_a_series_without_a_legend_entry():
+    """legend=False leaves a series out of the legend, and out of its size."""
+    from charlstm.report import chart_layout, svg_chart
+    series = [{"x": [0, 1], "y": [0, 1], "name": "shown"},
+              {"x": [0, 1], "y": [1, 0], "name": "a much longer name, not shown", "legend": False}]
+    svg = svg_chart(series)
+    assert 'class="lg">shown</text>' in svg and 'class="lg">a much' not in svg
+    box = chart_layout(series)["legend_box"]
+    assert box[3] - box[1] == 13 + 4 and box[2] - box[0] < 100
+    assert 'class="lb"' not in svg_chart([dict(s, legend=False) for s in series])
