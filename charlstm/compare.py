@@ -229,9 +229,10 @@ def run_probe(cells, lags, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=True
                              lag=lag, seed=tcfg.rng_seed, progress=progress,
                              position=len(work) % n_jobs, threads=threads, flow_T=400,
                              out=os.path.join(out_dir, "probe", f"{cell}-lag{lag}.npz")))
-    budget = (f"{minutes:g} minutes shared, the shortest lags first" if minutes
+    budget = (f"{plural(minutes, 'minute')} shared, the shortest lags first" if minutes
               else f"{_budget(tcfg)} each")
-    log(f"memory probe: {len(cells)} cells × {len(lags)} lags, {budget}; a model stops once "
+    log(f"memory probe: {plural(len(cells), 'cell')} × {plural(len(lags), 'lag')}, {budget}; "
+        "a model stops once "
         f"it recalls ≥ 99% of held-out keys; {n_jobs} at a time; --seq-len raised to "
         "2 × (lag + 4) where shorter")
     rows = _run_jobs(probe_one, work, n_jobs, minutes)
@@ -364,7 +365,7 @@ def _compare(report, text, cells, mcfg, tcfg, corpus, target, *, cell_lr, match_
                 recall_passages=5, recall_prime=100, recall_chars=recall_chars,
                 flow_T=max(FLOW_STEPS, tcfg.seq_len), threads=threads,
                 context_max=context_max, context_positions=context_positions))
-        log(f"training {len(cells)} models ({_budget(tcfg)} each), {n_jobs} at a time"
+        log(f"training {plural(len(cells), 'model')} ({_budget(tcfg)} each), {n_jobs} at a time"
             + (", one core each" if n_jobs > 1 else ""))
         report["models"] = _run_jobs(train_one, jobs_list, n_jobs)
         _raise_if_stopped(report["models"])
@@ -403,14 +404,22 @@ def _fit_context(n_val: int, k_max: int, log) -> int:
     if k < 2:
         raise CharlstmError(f"the held-out text has {n_val} characters, too few for the "
                             "context curve; raise --val-frac or use a longer text")
-    log(f"the held-out text has {n_val:,} characters: the context curve stops at k = {k} "
-        f"(asked for {k_max})")
+    log(f"the held-out text has {plural(n_val, 'character')}: the context curve stops at "
+        f"k = {k} (asked for {k_max})")
     return k
 
 
 def _budget(tcfg: TrainConfig) -> str:
-    return (f"{tcfg.steps} steps" if tcfg.steps else f"{tcfg.minutes:g} minutes"
-            if tcfg.minutes else f"{tcfg.epochs:g} epochs")
+    return (plural(tcfg.steps, "step") if tcfg.steps else plural(tcfg.minutes, "minute")
+            if tcfg.minutes else plural(tcfg.epochs, "epoch"))
+
+
+def plural(n, word: str, many: str | None = None) -> str:
+    """A count and its noun, the noun singular only for exactly one: "1 minute",
+    "0.5 minutes", "2,000 positions". Whole numbers get thousands commas."""
+    x = float(n)
+    num = f"{int(x):,}" if x.is_integer() else f"{x:g}"
+    return f"{num} {word if x == 1 else (many or word + 's')}"
 
 
 def _job_counts(n_models: int, jobs: int | None) -> tuple[int, int]:
@@ -453,42 +462,92 @@ def _run_jobs(fn, jobs_list, n_jobs, minutes=None):
 MIN_JOB_SECONDS = 10.0
 
 
+STEPS_RATIO = 1.5      # equal minutes, steps this far apart: the report says so
+
+
+def unequal_steps(rep: dict) -> str | None:
+    """When every cell had the same minutes but the cells took very unequal
+    numbers of steps (the fastest STEPS_RATIO times the slowest's, or more),
+    what that means for the comparison; None otherwise. A slow cell that has
+    seen fewer characters loses to a fast one on validation after a minute for
+    that reason as much as for its cell (an RNN at 650 steps against an LSTM at
+    250), and the steps column alone does not tell the reader so. Models that
+    diverged are left out: their steps stopped for another reason."""
+    tr, ms = rep["train"], [m for m in rep["models"] if not m.get("diverged")]
+    if not tr.get("minutes") or len(ms) < 2 or min(m["steps"] for m in ms) < 1:
+        return None
+    fast = max(ms, key=lambda m: m["steps"])
+    slow = min(ms, key=lambda m: m["steps"])
+    ratio = fast["steps"] / slow["steps"]
+    if ratio < STEPS_RATIO:
+        return None
+    per_step = tr["batch_size"] * tr["seq_len"]
+    steps = ", ".join(f"{m['cell']} {m['steps']:,}" for m in ms)
+    return (f"equal time, unequal training: each cell had the same "
+            f"{plural(tr['minutes'], 'minute')} but not the same number of steps ({steps}); "
+            f"{fast['cell']} took {ratio:.1f} times as many as {slow['cell']}. The slower cell "
+            f"has seen fewer characters of the text ({slow['cell']} "
+            f"{slow['steps'] * per_step:,} against {fast['cell']} "
+            f"{fast['steps'] * per_step:,}), so a gap in loss or recall may come from its "
+            "shorter training rather than from its cell. To compare the cells at equal "
+            "training, give "
+            f"--steps (e.g. --steps {slow['steps']}, which the slowest reached here), or give "
+            "more --minutes, so that every cell is near the end of its learning.")
+
+
 def agreement(rep: dict) -> list[str]:
     """Whether the gradient-flow reach, the context span and the probe's memory
     span order the cells the same way: one line per measure, then a verdict.
-    A pair of cells disagrees when one measure puts a ahead of b and another
-    puts b ahead of a; ties agree with anything."""
-    measures = {}
+    The measures agree only when they order every pair of cells the same way,
+    strictly: a pair disagrees when one measure puts a ahead of b and another
+    b ahead of a; a measure that ties a and b cannot tell them apart, and a
+    tie is not agreement (spans of 16 and 16 say nothing about the order)."""
+    measures, short = {}, {}
     if rep["models"]:
         T = max(m["horizon"]["T"] for m in rep["models"])
-        measures["gradient reach (k where the largest unit's |dL/dstate| < 1%)"] = {
-            m["cell"]: T + 1 if m["horizon"]["reach"] is None else m["horizon"]["reach"]
-            for m in rep["models"]}
-        measures["context span (k within 0.01 nats of the longest context)"] = {
-            m["cell"]: m["context"]["span"] for m in rep["models"]
-            if m["context"]["span"] is not None}
+        name = "gradient reach (k where the largest unit's |dL/dstate| < 1%)"
+        short[name] = "gradient reach"
+        measures[name] = {m["cell"]: T + 1 if m["horizon"]["reach"] is None
+                          else m["horizon"]["reach"] for m in rep["models"]}
+        name = "context span (k within 0.01 nats of the longest context)"
+        short[name] = "context span"
+        measures[name] = {m["cell"]: m["context"]["span"] for m in rep["models"]
+                          if m["context"]["span"] is not None}
     if rep.get("probe"):
-        measures["probe span (longest lag recalled ≥ 90%)"] = {
-            c: 0 if s is None else s for c, s in rep["probe"]["span"].items()}
+        name = "probe span (longest lag recalled ≥ 90%)"
+        short[name] = "probe span"
+        measures[name] = {c: 0 if s is None else s for c, s in rep["probe"]["span"].items()}
     lines = []
     for name, vals in measures.items():
         order = sorted(vals, key=lambda c: -vals[c])
         lines.append(f"{name}: " + ", ".join(f"{c} {_reach(vals[c], name, rep)}" for c in order))
     if len(measures) < 2:
         return lines + ["only one measure of memory was taken, so there is nothing to agree"]
-    clash = []
-    names = list(measures)
+    clash, ties, alone = [], [], []
     cells = rep["cells"]
     for i, a in enumerate(cells):
         for b in cells[i + 1:]:
-            signs = {np.sign(measures[n][a] - measures[n][b]) for n in names
-                     if a in measures[n] and b in measures[n]} - {0}
-            if len(signs) > 1:
+            signs = {n: np.sign(v[a] - v[b]) for n, v in measures.items() if a in v and b in v}
+            if {1, -1} <= set(signs.values()):
                 clash.append(f"{a} and {b}")
+            tied = [n for n, sg in signs.items() if sg == 0]
+            vs = {n: f"{_reach(measures[n][a], n, rep)} and {_reach(measures[n][b], n, rep)}"
+                  for n in tied}
+            if len(tied) == 1:
+                ties.append(f"the {short[tied[0]]} ties {a} and {b} ({vs[tied[0]]}), so it "
+                            "cannot tell them apart")
+            elif tied:
+                ties.append("the " + " and the ".join(f"{short[n]} ({vs[n]})" for n in tied)
+                            + f" tie {a} and {b}, so they cannot tell them apart")
+            elif len(signs) < 2:
+                alone.append(f"only one measure orders {a} and {b}")
     if clash:
         lines.append("the measures disagree on the order of " + "; ".join(clash))
-    else:
-        lines.append("the measures agree on the order of the cells (ties allowed)")
+    if ties or alone:
+        lines.append(("besides, " if clash else "the measures cannot be said to agree: ")
+                     + "; ".join(ties + alone))
+    if not (clash or ties or alone):
+        lines.append("the measures agree on the order of the cells")
     return lines
 
 
@@ -571,27 +630,38 @@ def _print(rep, echo):
 def _print_models(rep, echo):
     ms = rep["models"]
     kmax = rep["context_max"]
-    echo("")
-    head = (f"{'cell':<14}{'hidden':>7}{'params':>11}{'lr':>7}{'steps':>7}{'train':>8}{'val':>9}"
-            f"{'val@' + str(kmax):>9}{'chars/s':>9}{'wall s':>7}{'prefix':>8}{'forced':>8}"
-            f"{'context':>8}{'reach':>7}")
-    echo(head)
-    echo("-" * len(head))
+    # a † marks a loss no better than a uniform guess; the other rows (and the
+    # header) keep its place so that the numbers line up under "val"
+    keep = " " if any(m.get("val_overflow") for m in ms) else ""
+    head = ["cell", "hidden", "params", "lr", "steps", "train", "val" + keep, f"val@{kmax}",
+            "chars/s", "wall s", "prefix", "forced", "context", "reach"]
+    rows = [head]
     for m in ms:
-        steps = f"{m['steps']}" + ("!" if m.get("diverged") else "")
-        val = _fmt(m["val_loss"], ".3f") + ("†" if m.get("val_overflow") else " ")
         reach = m["horizon"]["reach"]
         rec = m["recall"]
-        echo(f"{m['cell']:<14}{m['hidden']:>7}{m['params']:>11,}{m['lr']:>7g}{steps:>7}"
-             f"{_fmt(m['train_loss'], '.3f'):>8}{val:>9}{_fmt(m['context']['loss'][-1], '.3f'):>9}"
-             f"{m['chars_per_s']:>9,.0f}{m['wall_s']:>7.0f}"
-             f"{_fmt(rec['prefix_mean'], '.1f'):>8}"
-             f"{_fmt(rec['teacher_forced'] and 100 * rec['teacher_forced'], '.0f') + '%':>8}"
-             f"{_fmt(m['context']['span'], 'd'):>8}"
-             f"{('>' + str(m['horizon']['T'])) if reach is None else reach:>7}")
+        rows.append([
+            m["cell"], str(m["hidden"]), f"{m['params']:,}", f"{m['lr']:g}",
+            f"{m['steps']}" + ("!" if m.get("diverged") else ""),
+            _fmt(m["train_loss"], ".3f"),
+            _fmt(m["val_loss"], ".3f") + ("†" if m.get("val_overflow") else keep),
+            _fmt(m["context"]["loss"][-1], ".3f"), f"{m['chars_per_s']:,.0f}",
+            f"{m['wall_s']:.0f}", _fmt(rec["prefix_mean"], ".1f"),
+            _fmt(rec["teacher_forced"] and 100 * rec["teacher_forced"], ".0f") + "%",
+            _fmt(m["context"]["span"], "d"),
+            f">{m['horizon']['T']}" if reach is None else str(reach)])
+    lines = _table(rows)
+    echo("")
+    echo(lines[0])
+    echo("-" * max(map(len, lines)))
+    for line in lines[1:]:
+        echo(line)
+    steps_note = unequal_steps(rep)
+    if steps_note:                           # first, as it changes how the table reads
+        echo("note: " + steps_note)
     ev = rep["train"]
-    notes = ["losses in nats/char; val: " + (f"the first {ev['eval_chars']:,} held-out chars"
-             if ev["eval_chars"] else "all held-out text") + ", the state carried through "
+    held = (f"the first {plural(ev['eval_chars'], 'held-out char')}" if ev["eval_chars"]
+            else "all held-out text")
+    notes = [f"losses in nats/char; val: {held}, the state carried through "
              f"it; val@{kmax}: held-out characters each given only the {kmax} before it, "
              "from a zero state (the context curve's last point)"]
     if any(m.get("diverged") for m in ms):
@@ -601,10 +671,11 @@ def _print_models(rep, echo):
         notes.append(f"† no better than a uniform guess (ln V = {math.log(rep['vocab_size']):.2f})"
                      " or not finite; see the notes below")
     rc = ms[0]["recall"]
+    primed = len(rc["passages"][0]["prime"]) if rc["passages"] else 100
     notes.append(f"prefix: characters of a training passage reproduced by greedy decoding "
-                 f"before the first mistake, mean of {len(rc['passages'])} passages "
-                 f"(primed with 100 characters, {rc['chars']} scored); forced: share of "
-                 "those characters predicted right given the true history")
+                 f"before the first mistake, mean of {plural(len(rc['passages']), 'passage')} "
+                 f"(primed with {plural(primed, 'character')}, {rc['chars']} scored); forced: "
+                 "share of those characters predicted right given the true history")
     notes.append(f"context: the smallest k whose loss is within 0.01 of the loss at k = {kmax}; "
                  "reach: the k at which the largest unit's |dL_t/dh_(t-k)| (or dc) falls "
                  "below 1% of its value at k = 0")
@@ -614,48 +685,64 @@ def _print_models(rep, echo):
         for n in m.get("notes", []):
             echo(f"note, {m['cell']}: {n}")
     _print_recall(ms, echo)
-    echo(f"\nSamples, each continuing {rep['seed']!r}:")
+    echo(f"\nSamples, each continuing {describe_prime(rep['seed'])}:")
     width = 38
+    # a seed of only whitespace would start each column with blanks: its glyphs
+    seed = rep["seed"] if rep["seed"].strip() else visible(rep["seed"])
     for group in range(0, len(ms), 3):
         cols = ms[group:group + 3]
-        wrapped = [_wrap(rep["seed"] + m["sample"], width) for m in cols]
+        wrapped = [_wrap(seed + m["sample"], width) for m in cols]
         echo("")
         echo("  ".join(f"[{m['cell']}]".ljust(width) for m in cols))
         for row in zip_longest(*wrapped, fillvalue=""):
             echo("  ".join(r.ljust(width) for r in row).rstrip())
     pos = ms[0]["context"]["positions"]
     echo(f"\nContext curve: loss (nats/char) of the next character given only the last k "
-         f"characters ({pos:,} held-out positions, the same for every k):")
+         f"characters ({plural(pos, 'held-out position')}, the same for every k):")
     ks = ms[0]["context"]["k"]
-    echo(f"{'k':<14}" + "".join(f"{k:>7}" for k in ks) + f"{'span':>7}")
-    for m in ms:
-        echo(f"{m['cell']:<14}" + "".join(f"{_fmt(v, '.3f'):>7}" for v in m["context"]["loss"])
-             + f"{_fmt(m['context']['span'], 'd'):>7}")
+    rows = [["k", *map(str, ks), "span"]]
+    rows += [[m["cell"], *(_fmt(v, ".3f") for v in m["context"]["loss"]),
+              _fmt(m["context"]["span"], "d")] for m in ms]
+    for line in _table(rows):
+        echo(line)
     curves = {m["cell"]: (np.array(m["val_curve"])[:, 0], np.array(m["val_curve"])[:, 2])
               for m in ms if len(m["val_curve"]) > 1}
     if curves:
         top = math.log(rep["vocab_size"])      # a uniform guess; a diverging model goes far above
-        above = any(np.nanmax(y) > top for _, y in curves.values())
+        above = any(clip_curve(y, top)[1].any() for _, y in curves.values())
         echo("\nValidation loss (nats/char) against steps"
-             + (f" (losses above ln V = {top:.2f}, a uniform guess, drawn on the top line)"
-                if above else "") + ":")
+             + (f" (losses above ln V = {top:.2f}, a uniform guess, or not finite: on the top "
+                f"line, '>{top:.3g}')" if above else "") + ":")
         for line in text_chart(curves, xlabel="step", ymax=top):
             echo(line)
     T = max(m["horizon"]["T"] for m in ms)
     kk = [k for k in FLOW_KS if k <= T]
     echo(f"\nGradient flow: |dL_t/d state_(t-k)| relative to k = 0, the largest unit / the "
-         f"90th percentile / the median of {ms[0]['hidden']} (over 16 held-out streams):")
-    echo(f"{'k':<18}" + "".join(f"{k:>17}" for k in kk))
+         f"90th percentile / the median of {plural(ms[0]['hidden'], 'unit')} (over 16 held-out "
+         "streams):")
+    rows = [["k", *map(str, kk)]]
     for m in ms:
         for path in ("h", "c"):
             f = m["grad_flow"].get(path)
-            if not f:
-                continue
-            cells = []
-            for k in kk:
-                cells.append("/".join(_sci(f[s][k]) if k < len(f[s]) else "-"
-                                      for s in ("max", "p90", "median")))
-            echo(f"{m['cell'] + ' ' + path:<18}" + "".join(f"{c:>17}" for c in cells))
+            if f:
+                rows.append([f"{m['cell']} {path}"]
+                            + ["/".join(_sci(f[s][k]) if k < len(f[s]) else "-"
+                                        for s in ("max", "p90", "median")) for k in kk])
+    for line in _table(rows):
+        echo(line)
+
+
+def _table(rows: list[list[str]], left: int = 1, gap: int = 2) -> list[str]:
+    """Rows of cells as lines: each column as wide as its widest cell and the
+    columns `gap` spaces apart, so that no two cells can ever run together
+    (a fixed width once let '1e-8/1e-8/6e-9' touch '4e-21/3e-21/2e-21'); the
+    first `left` columns flush left (names), the rest flush right (numbers)."""
+    n = max(map(len, rows))
+    rows = [list(r) + [""] * (n - len(r)) for r in rows]
+    widths = [max(len(r[j]) for r in rows) for j in range(n)]
+    return [(" " * gap).join(c.ljust(w) if j < left else c.rjust(w)
+                             for j, (c, w) in enumerate(zip(r, widths))).rstrip()
+            for r in rows]
 
 
 def _sci(v):
@@ -670,33 +757,82 @@ def _print_recall(ms, echo):
         return
     first = rows[0][0]
     echo("\nRecall of a training passage, primed with:")
-    for line in _wrap(first["prime"], 100):
+    for line in prime_lines(first["prime"], 100):
         echo("  | " + line)
-    width, w = 100, max(len(m["cell"]) for m in ms) + 2
+    width = 100
+    w = max(len("truth"), *(len(m["cell"]) for m in ms)) + 2
     echo(f"  {'truth':<{w}}" + _show(first["truth"], None, width))
     for m, ps in zip(ms, rows):
         p = ps[0]
-        echo(f"  {m['cell']:<{w}}" + _show(p["output"], p["prefix"], width)
-             + f"   ({p['prefix']} right, then [the first miss])")
+        said = (f"all {p['prefix']} right" if p["prefix"] >= len(p["output"]) else
+                f"{p['prefix']} right, then [the first miss]")
+        echo(f"  {m['cell']:<{w}}" + _show(p["output"], p["prefix"], width) + f"   ({said})")
 
 
 def _show(text, miss, width):
-    """text on one line (newlines as ⏎), the character at `miss` in brackets."""
-    t = text.replace("\n", "⏎")
-    if miss is not None and miss < len(t):
-        t = t[:miss] + "[" + t[miss] + "]" + t[miss + 1:]
-    return t[:width + 2]
+    """text on one line (newlines as ⏎, tabs as →), the character at `miss`
+    in brackets, as a glyph if it is whitespace: [␠] for a space."""
+    flat = lambda t: t.replace("\n", "⏎").replace("\t", "→")  # noqa: E731
+    if miss is None or miss >= len(text):
+        return flat(text)[:width + 2]
+    return (flat(text[:miss]) + "[" + glyph(text[miss]) + "]" + flat(text[miss + 1:]))[:width + 2]
+
+
+# Whitespace made visible: a first miss that is a space or a newline would
+# otherwise print as an empty pair of brackets, or an empty red block on the page.
+GLYPHS = {"\n": "⏎", " ": "␠", "\t": "→", "\r": "␍"}
+WHITESPACE_NAMES = {"\n": "a newline", " ": "a space", "\t": "a tab", "\r": "a carriage return"}
+
+
+def glyph(ch: str) -> str:
+    """A character as it can be seen: whitespace as its symbol (⏎ a newline,
+    ␠ a space, → a tab; other whitespace as its escape), the rest as itself."""
+    if ch in GLYPHS:
+        return GLYPHS[ch]
+    return ch.encode("unicode_escape").decode("ascii") if ch.isspace() else ch
+
+
+def visible(text: str) -> str:
+    """text with every whitespace character as its glyph."""
+    return "".join(map(glyph, text))
+
+
+def describe_prime(text: str) -> str:
+    """A prime or seed for a heading: its repr, and, when it is nothing but
+    whitespace, what it is in words ('\\n' (a newline))."""
+    if not text:
+        return "'' (nothing: an empty prime)"
+    if text.strip():
+        return repr(text)
+    words = (WHITESPACE_NAMES.get(text)
+             or f"{plural(len(text), 'whitespace character')}: {visible(text)}")
+    return f"{text!r} ({words})"
+
+
+def prime_lines(text: str, width: int) -> list[str]:
+    """A prime as lines to print after a bar: each line that ends in a newline
+    ends in ⏎, and a line of nothing but whitespace shows it as glyphs, so no
+    line prints blank; long lines wrapped at `width`."""
+    if not text:
+        return ["(nothing: an empty prime)"]
+    out = []
+    for line in text.splitlines(keepends=True):
+        body = line.rstrip("\n")
+        body = visible(body) if not body.strip() else body.replace("\t", "→")
+        out += _wrap(body + ("⏎" if line.endswith("\n") else ""), width)
+    return out
 
 
 def _print_probe(pr, echo):
     echo(f"\nMemory probe: each line is a key ({''.join(M.PROBE_KEYS)}), lag random filler "
          f"characters, '=', and the key again; accuracy of predicting that last key on "
-         f"held-out lines (chance {100 * pr['chance']:.1f}%), {pr['hidden']} units:")
-    echo(f"{'lag':<14}" + "".join(f"{lag:>7}" for lag in pr["lags"]) + f"{'span':>7}")
-    for cell, acc in pr["accuracy"].items():
-        span = pr["span"][cell]
-        echo(f"{cell:<14}" + "".join(f"{100 * a:>6.0f}%" for a in acc)
-             + f"{'-' if span is None else span:>7}")
+         f"held-out lines (chance {100 * pr['chance']:.1f}%), {plural(pr['hidden'], 'unit')}:")
+    rows = [["lag", *map(str, pr["lags"]), "span"]]
+    rows += [[cell, *(f"{100 * a:.0f}%" for a in acc),
+              "-" if pr["span"][cell] is None else str(pr["span"][cell])]
+             for cell, acc in pr["accuracy"].items()]
+    for line in _table(rows):
+        echo(line)
     echo(f"span: the largest lag recalled in at least {100 * pr['threshold']:.0f}% of "
          "held-out lines")
 
@@ -713,31 +849,44 @@ def _wrap(text, width):
 
 def text_chart(series: dict, width=64, height=12, logy=False, xlabel="",
                ymax=None) -> list[str]:
-    """A terminal chart of several (x, y) curves, one marker per curve; y above
-    ymax (if given) is drawn on the top line."""
+    """A terminal chart of several (x, y) curves, one marker per curve. y above
+    ymax (if given) is drawn on a top line of its own, labelled >ymax, and the
+    rest of the chart fits the other points, so that one diverged model
+    leaves the others' curves the whole height."""
     pts = {k: (np.asarray(x, float), np.asarray(y, float)) for k, (x, y) in series.items()}
-    if ymax is not None:
-        pts = {k: (x, np.minimum(y, ymax)) for k, (x, y) in pts.items()}
-    ys = np.concatenate([y[np.isfinite(y) & ((y > 0) if logy else True)] for _, y in pts.values()])
+    drawn = lambda y: np.isfinite(y) & ((y > 0) if logy else True)  # noqa: E731
+    # with ymax, a loss that is not finite is drawn with those above it, as on the page
+    over = {k: ~np.isfinite(y) | (y > ymax) if ymax is not None else np.zeros(len(y), bool)
+            for k, (_, y) in pts.items()}
+    top_row = any(o.any() for o in over.values())   # a line for the clipped points
+    ys = np.concatenate([y[drawn(y) & ~over[k]] for k, (_, y) in pts.items()])
     xs = np.concatenate([x for x, _ in pts.values()])
-    if ys.size == 0:
+    if ys.size == 0 and not top_row:
         return []
     tr = np.log10 if logy else (lambda v: v)
-    lo, hi = tr(ys.min()), tr(ys.max())
+    lo, hi = (tr(ys.min()), tr(ys.max())) if ys.size else (tr(ymax) - 1, tr(ymax))
     hi = hi if hi > lo else lo + 1
     x0, x1 = xs.min(), max(xs.max(), xs.min() + 1)
+    rows = height - top_row                        # rows for the points that fit
     grid = [[" "] * width for _ in range(height)]
     for mark, (name, (x, y)) in zip(MARKERS, pts.items()):
-        ok = np.isfinite(y) & ((y > 0) if logy else True)
-        for xi, yi in zip(x[ok], y[ok]):
+        for xi, yi, o in zip(x, y, over[name]):
+            if not (o or drawn(np.array([yi]))[0]):
+                continue
             col = int(round((xi - x0) / (x1 - x0) * (width - 1)))
-            row = int(round((hi - tr(yi)) / (hi - lo) * (height - 1)))
+            row = 0 if o else top_row + int(round((hi - tr(yi)) / (hi - lo) * (rows - 1)))
             grid[row][col] = mark
     label = (lambda v: f"{10 ** v:9.1e}") if logy else (lambda v: f"{v:9.4g}")
     lines = []
     for r, row in enumerate(grid):
-        v = hi - (hi - lo) * r / (height - 1)
-        lines.append((label(v) if r in (0, height // 2, height - 1) else " " * 9) + " |" + "".join(row))
+        k = r - top_row                            # the row among those that fit
+        if r == 0 and top_row:
+            lab = f"{'>' + format(ymax, '.3g'):>9}"
+        elif k in (0, rows // 2, rows - 1):
+            lab = label(hi - (hi - lo) * k / (rows - 1))
+        else:
+            lab = " " * 9
+        lines.append(lab + " |" + "".join(row))
     lines.append(" " * 10 + "+" + "-" * width)
     lines.append(" " * 11 + f"{x0:<.0f}".ljust(width - 8) + f"{x1:>8.0f}")
     lines.append(" " * 11 + xlabel + "   " + "  ".join(f"{m} {n}" for m, n in zip(MARKERS, pts)))
@@ -753,24 +902,79 @@ def clip_curve(y, top: float):
     return np.where(over, top, y), over
 
 
+def loss_range(curves, top: float) -> tuple[float, float]:
+    """The y range of a validation-loss chart: from the lowest loss to a
+    little above the highest finite one not above `top` (ln V, a uniform
+    guess), so that the curves fill the chart rather than a third of it;
+    points above top are drawn on the chart's upper edge, marked ×
+    (clip_curve). ln V is inside the range only when the losses come near."""
+    ys = np.concatenate([np.asarray(y, float).ravel() for y in curves] + [np.empty(0)])
+    ys = ys[np.isfinite(ys) & (ys <= top)]
+    if not ys.size:                      # every point clipped: all on the edge of a band
+        return top - 1.0, top
+    lo, hi = float(ys.min()), float(ys.max())
+    pad = 0.05 * (hi - lo) if hi > lo else 0.05
+    return lo - pad, hi + pad
+
+
+# The gradient-flow curves, the same in the page and the PNG: one colour per
+# model and one dash per (path, statistic), so that no two series look alike
+# (the median of h and the largest unit of c were once both a dashed line).
+FLOW_STYLES = {("h", "max"): ("-", ""), ("h", "median"): (":", "1.5,3"),
+               ("c", "max"): ("--", "6,3")}
+FLOW_FLOOR = 1e-12        # smaller gradients are drawn on this line, which says so
+
+
+def flow_series(ms) -> list[dict]:
+    """The gradient-flow curves to draw: each model's largest unit of h (and
+    of c), and, with two models or fewer, the median unit of h as well. Each:
+    model (its index, for its colour), path, stat, name, y (floored at
+    FLOW_FLOOR), floored (whether any value was), matplotlib style and SVG
+    stroke-dasharray."""
+    out = []
+    for k, m in enumerate(ms):
+        for path, stat in FLOW_STYLES:
+            f = m["grad_flow"].get(path)
+            if not f or stat not in f or (stat == "median" and len(ms) > 2):
+                continue
+            raw = np.asarray(f[stat], float)
+            unit = "largest" if stat == "max" else stat
+            out.append({"model": k, "path": path, "stat": stat,
+                        "name": f"{m['cell']} {path}, {unit} unit",
+                        "y": np.maximum(raw, FLOW_FLOOR), "floored": bool(np.any(raw < FLOW_FLOOR)),
+                        "style": FLOW_STYLES[path, stat][0], "dash": FLOW_STYLES[path, stat][1]})
+    return out
+
+
 def _figure(rep):
-    """compare.png: validation loss by step (clipped at ln V), the context
-    curve, the gradient flow, and the probe's accuracy by lag, as present."""
+    """compare.png: validation loss by step (its y axis fitted to the losses,
+    points above ln V on the top edge, marked ×), the context curve, the
+    gradient flow (floored at FLOW_FLOOR) and the probe's accuracy by lag, as
+    present. Every legend goes under its panel, so none covers data or labels."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator, NullLocator
     ms, pr = rep["models"], rep.get("probe")
     panels = (["loss", "context", "flow"] if ms else []) + (["probe"] if pr else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.4), squeeze=False)
+    flows = flow_series(ms) if ms else []
+    rows = max([len(ms), (len(flows) + 1) // 2, len(pr["accuracy"]) + 2 if pr else 0])
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.4 + 0.14 * rows),
+                             squeeze=False, layout="constrained")
     ax = dict(zip(panels, axes[0]))
     colours = {}
-    for m in ms:
+    if ms:
         top = math.log(rep["vocab_size"])
+        lo, hi = loss_range([np.array(m["val_curve"]).reshape(-1, 3)[:, 2] for m in ms], top)
+        clipped = False
+    for m in ms:
         v = np.array(m["val_curve"]).reshape(-1, 3)
         y, over = clip_curve(v[:, 2], top)
+        y = np.minimum(y, hi)                   # above the fitted range: on its top edge
         lab = f"{m['cell']} (H={m['hidden']}, {m['params'] / 1e3:.0f}k)"
         if over.any():
-            lab += f", {over.sum()} points above ln V drawn on it"
+            lab += f", {over.sum()} points above ln V (×)"
+            clipped = True
         line, = ax["loss"].plot(v[:, 0], y, marker=".", label=lab)
         colours[m["cell"]] = line.get_color()
         ax["loss"].plot(v[over, 0], y[over], "x", color="red", ms=9, mew=2)
@@ -779,35 +983,56 @@ def _figure(rep):
                                color=line.get_color(),
                                label=f"{m['cell']} (span {cx['span']})")
         ax["context"].set_xticks(cx["k"], [str(k) for k in cx["k"]])
-        for path, style in (("h", "-"), ("c", "--")):
-            f = m["grad_flow"].get(path)
-            if f:
-                g = np.maximum(np.array(f["max"]), 1e-12)
-                ax["flow"].semilogy(np.arange(len(g)), g, style, color=line.get_color(),
-                                    label=f"{m['cell']}: {path}, largest unit")
+    for f in flows:
+        ax["flow"].semilogy(np.arange(len(f["y"])), f["y"], f["style"],
+                            color=colours[ms[f["model"]]["cell"]], label=f["name"])
     if ms:
-        top = math.log(rep["vocab_size"])
-        ax["loss"].axhline(top, color="grey", lw=0.8, ls=":")
+        title = "Validation loss" + (", clipped at ln V" if clipped else "")
+        if top <= hi:
+            near_top = hi - top < 0.1 * (hi - lo)        # the label goes under the line
+            ax["loss"].axhline(top, color="grey", lw=0.8, ls=":")
+            ax["loss"].annotate("ln V, a uniform guess", (1, top),
+                                xycoords=("axes fraction", "data"),
+                                xytext=(-3, -3 if near_top else 3), textcoords="offset points",
+                                ha="right", va="top" if near_top else "bottom", fontsize=7,
+                                color="grey")
+        else:
+            title += f"\n(ln V = {top:.2f}, a uniform guess, lies above)"
+        # room above the top edge for the × of the clipped points, inside the panel
         ax["loss"].set(xlabel="training step", ylabel="validation loss (nats/char)",
-                       title="Validation loss (clipped at ln V)")
+                       title=title, ylim=(lo, hi + (0.04 * (hi - lo) if clipped else 0)))
+        ax["loss"].xaxis.set_major_locator(MaxNLocator(5))   # 10000 12000 … ran together
         ax["context"].set(xlabel="k, characters of context (log scale)",
                           ylabel="loss of the next character (nats/char)",
                           title="Context curve on held-out text")
         ax["flow"].axhline(0.01, color="grey", lw=0.8, ls=":")
         ax["flow"].set(xlabel="k (steps back in time)", ylabel="|dL_t / d state_(t-k)|, k=0 → 1",
-                       title="Gradient flow, largest unit (floor 1e-12)", ylim=(5e-13, None))
+                       title=f"Gradient flow on held-out text (floor {FLOW_FLOOR:.0e})",
+                       ylim=(FLOW_FLOOR / 10, None))
+        if any(f["floored"] for f in flows):
+            # the flat line at the bottom is the floor: said in the band under it,
+            # where no curve can be
+            ax["flow"].axhline(FLOW_FLOOR, color="grey", lw=0.8, ls=":")
+            ax["flow"].annotate(f"floor {FLOW_FLOOR:.0e}: smaller values drawn on it",
+                                (1, FLOW_FLOOR), xycoords=("axes fraction", "data"),
+                                xytext=(-3, -2), textcoords="offset points", ha="right",
+                                va="top", fontsize=7, color="grey")
     if pr:
         for cell, acc in pr["accuracy"].items():
             ax["probe"].semilogx(pr["lags"], 100 * np.array(acc), marker="o", label=cell,
                                  color=colours.get(cell))
         ax["probe"].axhline(100 * pr["chance"], color="grey", lw=0.8, ls=":", label="chance")
-        ax["probe"].axhline(90, color="grey", lw=0.8, ls="--")
+        ax["probe"].axhline(90, color="grey", lw=0.8, ls="--", label="90%: the span's threshold")
         ax["probe"].set(xlabel="lag (characters between key and recall)", ylim=(0, 105),
                         ylabel="keys recalled, held-out lines (%)", title="Memory probe")
+        # the lags themselves on the axis, not 3×10⁰, 4×10⁰, …
+        ax["probe"].set_xticks(pr["lags"], [str(lag) for lag in pr["lags"]])
+        ax["probe"].xaxis.set_minor_locator(NullLocator())
     for a in ax.values():
         a.grid(alpha=0.3)
-        a.legend(fontsize=7)
-    fig.tight_layout()
+        n = len(a.get_legend_handles_labels()[1])
+        a.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14),
+                 ncol=2 if n > 4 else 1, frameon=False)
     return fig
 
 

@@ -237,12 +237,14 @@ def choose(corpus, mcfg: ModelConfig, tcfg: TrainConfig, given: set, *,
     model = replace(mcfg, hidden=hidden, layers=layers, dropout=dropout)
     train = replace(tcfg, lr=lr)
     src = speeds.source() if speeds is not None and budget_s else ""
-    budget = (f"{tcfg.minutes:g} min" if budget_s else f"{tcfg.steps:,} steps" if tcfg.steps
-              else f"{tcfg.epochs:g} epochs")
+    from .compare import plural            # compare prints this line: counts read right
+    budget = (f"{tcfg.minutes:g} min" if budget_s else plural(tcfg.steps, "step") if tcfg.steps
+              else plural(tcfg.epochs, "epoch"))
     what = "" if "hidden" in given else f"; {_given_hint(given)}"
+    per_weight = plural(float(f"{chars / params:.0f}"), "character")
     reason = (f"model: {cell} {layers}×{hidden}, dropout {dropout:g}, lr {lr:g} (about "
-              f"{_round(steps)} steps in {budget} on {_mb(n_text)} here, "
-              f"{chars / params:,.0f} characters per weight"
+              f"{_round(steps)} step{'' if _round(steps) == '1' else 's'} in {budget} on "
+              f"{_mb(n_text)} here, {per_weight} per weight"
               + (f"; speed {src}" if src else "") + what + ")")
     if speeds is not None:
         speeds.keep()

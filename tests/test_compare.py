@@ -92,7 +92,8 @@ def test_text_chart_draws_every_series():
 
 def test_text_chart_clips_at_ymax():
     lines = text_chart({"a": ([0, 1, 2], [1e7, 2, 1])}, ymax=4.0)
-    assert lines[0].startswith("        4 |*")           # 1e7 drawn on the top line
+    assert lines[0].startswith("       >4 |*")           # 1e7 drawn on a top line of its own
+    assert lines[1].startswith("        2 |")            # the rest fits the points below 4
     assert "1e+07" not in "\n".join(lines)
 
 
