@@ -18,7 +18,8 @@ from click.core import ParameterSource
 from .config import (AUTO_EVAL_MIN_STEPS, CELL_LR, CELL_NAMES, DEFAULT_MINUTES, LIMITS,
                      PROBE_HIDDEN, PROBE_MINUTES, SAMPLING_WEIGHTS, ModelConfig, TrainConfig,
                      default_lr)
-from .errors import CharlstmError, shell_line
+from .errors import CharlstmError
+from .words import shell_line
 
 M, TR = ModelConfig(), TrainConfig()
 

@@ -24,6 +24,7 @@ from . import stopping
 from .config import ModelConfig, TrainConfig, default_lr
 from .data import load_corpus
 from .errors import CharlstmError
+from .words import plural
 from .model import n_params
 from .stopping import Stop
 from .train import Trainer
@@ -412,14 +413,6 @@ def _fit_context(n_val: int, k_max: int, log) -> int:
 def _budget(tcfg: TrainConfig) -> str:
     return (plural(tcfg.steps, "step") if tcfg.steps else plural(tcfg.minutes, "minute")
             if tcfg.minutes else plural(tcfg.epochs, "epoch"))
-
-
-def plural(n, word: str, many: str | None = None) -> str:
-    """A count and its noun, the noun singular only for exactly one: "1 minute",
-    "0.5 minutes", "2,000 positions". Whole numbers get thousands commas."""
-    x = float(n)
-    num = f"{int(x):,}" if x.is_integer() else f"{x:g}"
-    return f"{num} {word if x == 1 else (many or word + 's')}"
 
 
 def _job_counts(n_models: int, jobs: int | None) -> tuple[int, int]:

@@ -1,5 +1,4 @@
-"""The one error type a user sees, and the command lines charlstm tells users
-to run (quoted so that they can be pasted)."""
+"""The one error type a user sees, and how to install what is missing."""
 from __future__ import annotations
 
 
@@ -33,10 +32,3 @@ def install_hint(extra: str) -> str:
         return f"{pip} 'charlstm[{extra}]'"
     target = shlex.quote(f"{where}[{extra}]")
     return f"{pip} -e {target}" if editable else f"{pip} {target}"
-
-
-def shell_line(args) -> str:
-    """A command line that a shell runs as exactly these arguments (each
-    quoted where it needs it), so that a printed command can be pasted."""
-    import shlex
-    return " ".join(shlex.quote(str(a)) for a in args)

@@ -24,7 +24,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import stopping
-from .errors import CharlstmError, shell_line
+from .errors import CharlstmError
+from .words import shell_line
 from .model import Model, Workspace
 
 GATES = {"lstm": ("i", "f", "g", "o"), "lstm-peephole": ("i", "f", "g", "o"),

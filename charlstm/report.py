@@ -329,7 +329,7 @@ def _prime(text: str) -> str:
 
 
 def write_report(rep: dict, path: str) -> str:
-    from .compare import plural
+    from .words import plural
     parts = [f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
              f'<meta name="generator" content="charlstm compare">'
              f"<title>charlstm compare</title><style>{CSS}</style></head><body>",
@@ -446,7 +446,7 @@ def _models_html(rep):
 
 
 def _probe_html(pr):
-    from .compare import plural
+    from .words import plural
     head = "".join(f"<th>{lag}</th>" for lag in pr["lags"])
     rows = "".join(f"<tr><td>{_esc(c)}</td>" + "".join(f"<td>{100 * a:.0f}%</td>" for a in acc)
                    + f"<td>{pr['span'][c] if pr['span'][c] is not None else '–'}</td></tr>"

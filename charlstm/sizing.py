@@ -237,7 +237,7 @@ def choose(corpus, mcfg: ModelConfig, tcfg: TrainConfig, given: set, *,
     model = replace(mcfg, hidden=hidden, layers=layers, dropout=dropout)
     train = replace(tcfg, lr=lr)
     src = speeds.source() if speeds is not None and budget_s else ""
-    from .compare import plural            # compare prints this line: counts read right
+    from .words import plural            # compare prints this line: counts read right
     budget = (f"{tcfg.minutes:g} min" if budget_s else plural(tcfg.steps, "step") if tcfg.steps
               else plural(tcfg.epochs, "epoch"))
     what = "" if "hidden" in given else f"; {_given_hint(given)}"
