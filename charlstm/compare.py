@@ -7,6 +7,7 @@ the memory probe at several lags (Hochreiter & Schmidhuber 1997, in small).
 The report goes to the terminal, results.json, compare.png and report.html."""
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -583,8 +584,13 @@ def _in_processes(fn, jobs_list, n_jobs, budgeted):
             stopping.check()
     except KeyboardInterrupt as e:
         signum = getattr(e, "signum", signal.SIGINT)
-        stop_children(multiprocessing.active_children(), signum)   # each saves its model
-        pool.shutdown(wait=False, cancel_futures=True)
+        children = multiprocessing.active_children()
+        for proc in children:                     # each saves its model and stops ...
+            with contextlib.suppress(OSError):
+                os.kill(proc.pid, signum)
+        wait(running, timeout=stopping.GRACE / 2)  # ... and hands back its result
+        pool.shutdown(wait=False, cancel_futures=True)   # then the idle workers leave
+        stop_children(children, 0, grace=5.0)     # (signal 0: only waited for, then killed)
         raise Stop(signum) from None
     pool.shutdown(wait=True)
     return results

@@ -53,7 +53,18 @@ def loads(text):
         raise ValueError("nested too deeply") from None
 
 
+def regular(path: str) -> bool:
+    """Whether path is a regular file (through symlinks): only those are ever
+    opened to be read here (opening a FIFO would wait for a writer for ever)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def _head(path: str, n: int = 4096) -> bytes:
+    if not regular(path):
+        return b""
     try:
         with open(path, "rb") as fh:
             return fh.read(n)
@@ -63,6 +74,8 @@ def _head(path: str, n: int = 4096) -> bytes:
 
 def _npz_format(path: str) -> str | None:
     """The `format` string of an .npz, read alone (a few bytes), or None."""
+    if not regular(path):
+        return None
     try:
         with zipfile.ZipFile(path) as zf:
             info = zf.getinfo("format.npy")
@@ -78,7 +91,7 @@ def _npz_format(path: str) -> str | None:
 
 
 def _safetensors_header(path: str) -> dict | None:
-    head = _head(path, 8)
+    head = _head(path, 8)               # (nothing for a file that is not regular)
     if len(head) < 8:
         return None
     n = int.from_bytes(head, "little")
@@ -153,6 +166,8 @@ def _png_software(path: str) -> str | None:
 
 
 def _json_doc(path: str, limit: int = 64 << 20):
+    if not regular(path):
+        return None
     try:
         if os.path.getsize(path) > limit:
             return None
@@ -207,7 +222,7 @@ def _is_log(path: str) -> bool:
 
 
 def _is_sqlite_study(path: str) -> bool:
-    if not _head(path, 16).startswith(b"SQLite format 3\0"):
+    if not _head(path, 16).startswith(b"SQLite format 3\0"):      # (regular files only)
         return False
     import sqlite3
     try:
@@ -539,8 +554,12 @@ def _alive(pid: int) -> bool:
 
 
 def _lock_pid(path: str) -> int | None:
-    """The pid in a charlstm lock file; 0 for an unreadable one of ours; None
-    for a file that is not a charlstm lock."""
+    """The pid in a charlstm lock file; 0 for none or an empty one of ours;
+    None for anything that is not a charlstm lock (a FIFO, a folder, ...)."""
+    if not os.path.lexists(path):
+        return 0
+    if os.path.islink(path) or not regular(path):
+        return None
     try:
         with open(path, "rb") as fh:
             raw = fh.read(200)

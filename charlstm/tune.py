@@ -467,6 +467,23 @@ def _with_driver(url: str) -> str:
     return url
 
 
+@contextlib.contextmanager
+def reading_study(url: str | None, run_dir: str):
+    """Errors of Optuna reading a study's storage (a damaged or crafted
+    journal, a database of another Optuna version) as one line."""
+    try:
+        yield
+    except CharlstmError:
+        raise
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError, RecursionError) as e:
+        where = redact(url) if url else os.path.join(run_dir, "study.log")
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CharlstmError(scrub(f"the study in {where} does not read ({type(e).__name__}"
+                                  + (f": {first}" if first else "") + "); it is damaged or "
+                                  "was not written by charlstm tune: give another --out-dir "
+                                  "or --storage", url)) from None
+
+
 def check_storage(url: str | None, run_dir: str, inputs: dict) -> None:
     """Up front, under files.check_output's rules: a journal file (the run
     folder's, or one named by --storage) or an SQLite file is a tune study's
@@ -497,7 +514,8 @@ def open_storage(url: str | None, run_dir: str):
         path = url or os.path.join(run_dir, "study.log")
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         try:
-            return JournalStorage(JournalFileBackend(path))
+            with reading_study(url, run_dir):       # the journal is replayed here
+                return JournalStorage(JournalFileBackend(path))
         except OSError as e:
             raise CharlstmError(f"cannot open the study's journal {path}: "
                                 f"{os.strerror(e.errno).lower() if e.errno else e}") from None
@@ -1076,9 +1094,11 @@ def search(text: str, *, space_file: str | None, fixed: dict, trial_minutes: flo
                                           fixed)}
     name = study_name or f"charlstm-{os.path.splitext(os.path.basename(text))[0]}"
     storage = open_storage(storage_url, run_dir)
+    with reading_study(storage_url, run_dir):      # a journal that does not read: one line
+        names = optuna.get_all_study_names(storage)
     cells = asked["requested"]["cell"].get("choices") or [asked["requested"]["cell"]["value"]]
     warm_up(cells, log)
-    if name in optuna.get_all_study_names(storage):
+    if name in names:
         study, saved = open_study(storage, name, None)
         check_same(saved, asked, name)
     else:

@@ -10,6 +10,8 @@ import time
 
 from . import stopping
 
+ORPHAN_GRACE = 10.0      # seconds an orphaned worker has to save before it ends
+
 
 def die_with_parent(parent: int | None = None):
     """A worker process ends when its parent (compare, tune) ends, however it
@@ -31,10 +33,10 @@ def die_with_parent(parent: int | None = None):
 
     def watch():
         while os.getppid() == parent:
-            time.sleep(1.0)
+            time.sleep(0.5)
         os.kill(os.getpid(), signal.SIGTERM)     # save and stop, as on a stop signal
-        time.sleep(stopping.GRACE)
-        os._exit(1)
+        time.sleep(ORPHAN_GRACE)                 # (a checkpoint takes about a second;
+        os._exit(1)                              # nobody is left to take a result)
     threading.Thread(target=watch, name="charlstm-parent-watch", daemon=True).start()
 
 
@@ -59,8 +61,9 @@ def stop_children(procs, signum: int, grace: float | None = None) -> None:
     any still running then."""
     grace = stopping.GRACE / 2 if grace is None else grace
     for proc in procs:
-        with contextlib.suppress(OSError, ProcessLookupError):
-            os.kill(proc.pid, signum)
+        if signum:                               # (0: pass nothing on, only wait)
+            with contextlib.suppress(OSError, ProcessLookupError):
+                os.kill(proc.pid, signum)
     deadline = time.monotonic() + grace
     for proc in procs:
         proc.join(max(0.0, deadline - time.monotonic()))
