@@ -356,7 +356,7 @@ def test_space_file_json_and_toml(tmp_path):
     ({"cell": ["lstm", "transformer"]}, "'transformer' is not one of"),
     ({"hidden": {"low": 64, "high": 512}}, "give a list of values"),
     ({"lr": {"low": 0.1, "high": 0.01}}, "is not below high"),
-    ({"dropout": [0.2, 1.5]}, "outside [0, 1)"),
+    ({"dropout": [0.2, 1.5]}, "outside [0.0, 0.99]"),
     ({"batch_size": []}, "an empty list"),
 ])
 def test_bad_space_files_are_named(tmp_path, text, space, says):
