@@ -182,7 +182,11 @@ def _headers(zf: zipfile.ZipFile, path: str) -> dict:
 
 def _read(zf, headers, key):
     with zf.open(headers[key][2]) as fh:
-        return np.lib.format.read_array(fh, allow_pickle=False)
+        try:
+            return np.lib.format.read_array(fh, allow_pickle=False)
+        except ValueError as e:                  # fewer bytes than its header says
+            raise CharlstmError(f"{zf.filename} is a damaged checkpoint: {key!r} does not "
+                                f"read ({e}); retrain or pick another file") from None
 
 
 def _json_key(zf, headers, key, path):

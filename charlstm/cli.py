@@ -19,7 +19,7 @@ from .config import (AUTO_EVAL_MIN_STEPS, CELL_LR, CELL_NAMES, DEFAULT_MINUTES, 
                      PROBE_HIDDEN, PROBE_MINUTES, SAMPLING_WEIGHTS, ModelConfig, TrainConfig,
                      default_lr)
 from .errors import CharlstmError
-from .words import shell_line
+from .words import path_arg, shell_line
 
 M, TR = ModelConfig(), TrainConfig()
 
@@ -287,7 +287,7 @@ def train_command(text: str, m: ModelConfig, c: TrainConfig, out: str | None = N
     settings (the budget included), quoted for the shell."""
     budget = (["--steps", c.steps] if c.steps else ["--epochs", f"{c.epochs:g}"] if c.epochs
               else ["--minutes", f"{c.minutes:g}"])
-    args = ["charlstm", "train", text, "--cell", m.cell, "--layers", m.layers, "--hidden",
+    args = ["charlstm", "train", path_arg(text), "--cell", m.cell, "--layers", m.layers, "--hidden",
             m.hidden, "--dropout", f"{m.dropout:g}", "--lr", f"{c.lr:g}", "--batch-size",
             c.batch_size, "--seq-len", c.seq_len] + budget
     for key, opt in (("forget_bias", "--forget-bias"),):
@@ -301,7 +301,7 @@ def train_command(text: str, m: ModelConfig, c: TrainConfig, out: str | None = N
             v = getattr(c, key)
             args += [opt, f"{v:g}" if isinstance(v, float) else v]
     if out:
-        args += ["--out", out]
+        args += ["--out", path_arg(out)]
     return shell_line(args)
 
 
@@ -338,7 +338,7 @@ def closing_summary(tr, r, out: str, log_path: str) -> list[str]:
                          "smaller --hidden or more --minutes) or its learning rate is off "
                          "(--lr).")
     lines.append(f"saved {out}; log {log_path}; see the run: "
-                 f"{shell_line(['charlstm', 'show', out])}")
+                 f"{shell_line(['charlstm', 'show', path_arg(out)])}")
     return lines
 
 
@@ -353,7 +353,7 @@ def check_train_outputs(out: str, text: str, resume: str | None, force: bool) ->
     inputs = {text: "the training text"}
     if resume and not continuing:
         inputs[resume] = "the checkpoint being resumed"
-    hint = (f"continue it with --resume {shell_line([out])}, replace it with --force, "
+    hint = (f"continue it with --resume {shell_line([path_arg(out)])}, replace it with --force, "
             "or give another --out")
     for path in (out, best_path(out)):
         files.check_output(path, "checkpoint", option="--out", inputs=inputs, force=force,

@@ -156,13 +156,26 @@ def load_corpus(path: str, val_frac: float) -> Corpus:
     return Corpus(vocab, ids[:len(ids) - n_val], ids[len(ids) - n_val:], h.hexdigest())
 
 
-def file_sha256(path: str) -> str:
-    """The SHA-256 of a file's bytes, read in blocks."""
+def file_sha256(path: str) -> str | None:
+    """The SHA-256 of a regular file's bytes, read in blocks; None for
+    anything else, or a file that yields more bytes than its size says (a
+    /proc file, one growing), which is then no text charlstm trained on."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
     h = hashlib.sha256()
+    left = st.st_size + 1
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
+        while left > 0:
+            block = fh.read(min(1 << 20, left))
+            if not block:
+                break
             h.update(block)
-    return h.hexdigest()
+            left -= len(block)
+    return None if left <= 0 else h.hexdigest()
 
 
 class Batches:

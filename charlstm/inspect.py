@@ -25,7 +25,7 @@ import numpy as np
 
 from . import stopping
 from .errors import CharlstmError
-from .words import shell_line
+from .words import path_arg, shell_line
 from .model import Model, Workspace
 
 GATES = {"lstm": ("i", "f", "g", "o"), "lstm-peephole": ("i", "f", "g", "o"),
@@ -463,10 +463,17 @@ def top_next(logits: np.ndarray, vocab: str, k: int = 5):
     return idx, np.take_along_axis(p, idx, 1)
 
 
-def parse_unit(spec: str, model: Model, rec: dict) -> tuple[int, int, str]:
-    """'L:U' or 'L:U:state' → (layer, unit, state), checked against the model."""
+def state_names(cfg) -> list[str]:
+    """The states record() keeps for a cell, in states()'s order."""
+    from .cells import CELLS
+    return (["c"] if CELLS[cfg.cell].has_c else []) + ["h"] + list(GATES[cfg.cell])
+
+
+def parse_unit(spec: str, model: Model, rec: dict | None = None) -> tuple[int, int, str]:
+    """'L:U' or 'L:U:state' → (layer, unit, state), checked against the model
+    (before anything is recorded)."""
     parts = spec.split(":")
-    st = states(rec)
+    st = state_names(model.cfg)
     try:
         layer, unit = int(parts[0]), int(parts[1])
         state = parts[2] if len(parts) > 2 else next(iter(st))
@@ -508,7 +515,7 @@ def held_out_text(ck, path: str) -> tuple[str, int]:
     if not os.path.isfile(text_path):
         raise CharlstmError(f"the training text recorded in {path}, {text_path}, is not there "
                             "any more; give the text with --text FILE")
-    if file_sha256(text_path) != digest:
+    if file_sha256(text_path) != digest:          # (None: not a regular, stable file)
         raise CharlstmError(f"{text_path}, recorded in {path} as its training text, has changed "
                             "since training (its SHA-256 differs), so its held-out part is not "
                             "the one held out; give a text with --text FILE")
@@ -566,6 +573,10 @@ def run_inspect(path: str, text_path: str | None, chars: int, unit: str | None, 
     if len(text) < 2:
         raise CharlstmError(f"{source} has fewer than 2 characters to inspect")
     ids = np.array([ck.vocab.index(ch) for ch in text], np.intp)
+    if unit:
+        parse_unit(unit, model)                           # checked before the work
+    from . import ablation as A
+    specs = [A.parse_units(spec, model) for spec in ablate]
     t0 = time.perf_counter()
     rec = record(model, ids)
     t_rec = time.perf_counter() - t0
@@ -589,10 +600,6 @@ def run_inspect(path: str, text_path: str | None, chars: int, unit: str | None, 
                             f"a {cfg.cell} cell has no input and forget gates both to open, "
                             "so it cannot count in this sense")
     res["suggestion"] = clamp_suggestion(res, rec, path)
-    if unit:
-        parse_unit(unit, model, rec)
-    from . import ablation as A
-    specs = [A.parse_units(spec, model) for spec in ablate]      # checked before the work
     t0 = time.perf_counter()
     base = A.position_losses(model, ids)
     res["base_loss"] = round(float(np.nanmean(base)), 4)
@@ -632,6 +639,6 @@ def clamp_suggestion(res: dict, rec: dict, path: str) -> str | None:
         value = 2 * (lo if best["sign"] > 0 else hi)
         if abs(value) < 1e-12:
             return None
-    return (shell_line(["charlstm", "sample", path, "--clamp",
+    return (shell_line(["charlstm", "sample", path_arg(path), "--clamp",
                         f"{best['layer']}:{best['unit']}={value:.4g}", "--length", "400"])
             + f"   # holds the {feat} unit's {state} at twice its furthest value")

@@ -260,6 +260,10 @@ class Model:
         return out
 
     def sampling_packs(self, weights: str = "float32") -> tuple[np.ndarray, np.ndarray]:
+        with np.errstate(over="ignore", invalid="ignore"):   # huge weights: inf in float16
+            return self._sampling_packs(weights)
+
+    def _sampling_packs(self, weights: str) -> tuple[np.ndarray, np.ndarray]:
         """The weight matrices batch-1 sampling multiplies by, packed for
         kernels.matmul_packed: Wp, in the order kernels.model_step uses them
         (Wh of layer 0, then Wx and Wh of each layer above, whose input is dense),

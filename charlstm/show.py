@@ -10,6 +10,7 @@ import os
 import numpy as np
 
 from .errors import CharlstmError
+from .words import plural
 
 
 def summary(ck, path: str) -> dict:
@@ -61,12 +62,15 @@ def describe(info: dict) -> list[str]:
     if i["steps"] is None:
         lines.append("an export: settings and weights only, no training history")
         return lines
-    lines.append(f"trained: {i['steps']:,} steps in {_minutes(i['seconds'])}"
-                 + (f" of a {i['budget']} budget" if i["budget"] else "")
+    lines.append(f"trained: {plural(i['steps'], 'step')} in {_minutes(i['seconds'])}"
+                 + (f", its budget {i['budget']}" if i["budget"] else "")
                  + f"; batch {i['batch_size']}×{i['seq_len']}, lr {i['lr']:g} "
                  f"({i['schedule']}, {i['optimizer']}), dropout {i['dropout']:g}")
     if i["last_val"] is None:
         lines.append("validation: none recorded")
+    elif i["best_val"] is None:
+        lines.append(f"validation: last {i['last_val']:.4f} nats/char at step "
+                     f"{i['last_val_step']:,}; no finite loss recorded")
     else:
         lines.append(f"validation: last {i['last_val']:.4f} nats/char at step "
                      f"{i['last_val_step']:,}; best {i['best_val']:.4f} at step "

@@ -282,6 +282,11 @@ class Trainer:
             raise Diverged(self.state["step"])       # never saved as a model
         ck = self.checkpoint()
         for path in ([best_path(self.out)] if best else []) + [self.out]:
+            if os.path.lexists(path) and not _still_ours(path):
+                raise CharlstmError(f"{path} was replaced by something that is not a charlstm "
+                                    "checkpoint while this run trained; charlstm does not "
+                                    "write over it: the run stops here (move that file and "
+                                    f"resume from {self.out if path != self.out else 'it'})")
             try:
                 ckpt.save(ck, path)
             except OSError as e:
@@ -475,13 +480,20 @@ def _round(x):
     return None if x is None or not math.isfinite(x) else round(float(x), 5)
 
 
+def _still_ours(path: str) -> bool:
+    """Whether a file this run writes is still a charlstm checkpoint (a user
+    may have put another file there since the run began)."""
+    from .files import is_checkpoint, regular
+    return regular(path) and is_checkpoint(path)
+
+
 def check_same_text(path: str, ck, resume: str) -> None:
     """A resumed run goes on on the text it was trained on: the digest stored
     in the checkpoint must be that of the file given."""
     want = ck.train.text_sha256
     if want and os.path.isfile(path):
         from .data import file_sha256
-        if file_sha256(path) != want:
+        if file_sha256(path) != want:            # (None: not a regular, stable file)
             raise CharlstmError(f"{path} is not the text {resume} was trained on (its SHA-256 "
                                 f"differs from the one recorded, {want[:12]}…); resume on that "
                                 "text, or train a new model")

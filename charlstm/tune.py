@@ -1081,6 +1081,9 @@ def search(text: str, *, space_file: str | None, fixed: dict, trial_minutes: flo
     from .data import load_corpus
     optuna = need_optuna()
     run_dir = run_dir or default_run_dir(text)
+    if minutes is not None and 60 * trial_minutes * 1.02 + 5 > 60 * minutes:
+        raise CharlstmError(f"--minutes {minutes:g} is shorter than one trial "
+                            f"(--trial-minutes {trial_minutes:g}); give more minutes")
     check_outputs(run_dir, text, storage_url, space_file)
     val_frac = TrainConfig.val_frac
     corpus = load_corpus(text, val_frac)
@@ -1129,9 +1132,6 @@ def search(text: str, *, space_file: str | None, fixed: dict, trial_minutes: flo
     fail_lost(study)
     retry_missing(study, log)
     deadline = None if minutes is None else time.time() + 60 * minutes
-    if deadline is not None and 60 * trial_minutes * 1.02 + 5 > 60 * minutes:
-        raise CharlstmError(f"--minutes {minutes:g} is shorter than one trial "
-                            f"(--trial-minutes {trial_minutes:g}); give more minutes")
     spec = {"text": os.path.abspath(text), "storage": storage_url, "study": name,
             "run_dir": os.path.abspath(run_dir), "space": saved["space"],
             "trial_minutes": trial_minutes, "val_frac": val_frac, "target": trials,

@@ -63,7 +63,8 @@ def best_row(rows: list[dict]) -> dict | None:
 def command(text: str, settings: dict, minutes: float, val_frac: float) -> str:
     """The `charlstm train` command line that trains with these settings for
     the trial budget (every tuned setting is spelled out, even a default)."""
-    args = ["charlstm", "train", text]
+    from .words import path_arg
+    args = ["charlstm", "train", path_arg(text)]
     for key in ORDER:
         if key in settings:
             v = settings[key]

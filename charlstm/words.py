@@ -16,3 +16,9 @@ def shell_line(args) -> str:
     quoted where it needs it), so that a printed command can be pasted."""
     import shlex
     return " ".join(shlex.quote(str(a)) for a in args)
+
+
+def path_arg(path: str) -> str:
+    """A path as a command line's argument: one that starts with '-' would be
+    read as an option, so it is written ./-name."""
+    return "./" + path if path.startswith("-") else path

@@ -812,3 +812,148 @@ def test_tune_on_a_small_text_measures_at_a_batch_it_holds(tmp_path):
     text.write_text("abc def ghi\n" * 60, encoding="utf-8")           # 720 characters
     speed = measure_speed(str(text), load_corpus(str(text), 0.1), 1, seconds=0.2)
     assert speed is not None and speed.flops_rate > 0
+
+
+# -- the second hostile pass's cases ---------------------------------------------------
+
+def _deep_json(path):
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    return path
+
+
+@pytest.mark.parametrize("where", ["sample", "train --out", "inspect --html", "show --png",
+                                   "tune --space", "export --out"])
+def test_json_nested_too_deeply_is_one_line(env, where):
+    deep = _deep_json(env["tmp"] / ("deep" + {"sample": ".json", "train --out": ".npz",
+                                              "inspect --html": ".html", "show --png": ".png",
+                                              "tune --space": ".json",
+                                              "export --out": ".safetensors"}[where]))
+    args = {"sample": ["sample", deep],
+            "train --out": ["train", env["text"], "--out", deep] + TINY,
+            "inspect --html": ["inspect", env["ckpt"], "--html", deep, "--chars", "200"],
+            "show --png": ["show", env["ckpt"], "--png", deep],
+            "tune --space": ["tune", env["text"], "--space", deep, "--trials", "1",
+                             "--out-dir", env["tmp"] / "run", "--no-progress"],
+            "export --out": ["export", env["ckpt"], "--format", "safetensors", "--out", deep,
+                             "--force"]}[where]
+    if where.startswith("tune"):
+        pytest.importorskip("optuna")
+    before = snapshot(deep)
+    refused(run(args))
+    assert snapshot(deep) == before
+
+
+def test_a_fifo_named_like_a_lock_never_hangs(env):
+    os.mkfifo(env["tmp"] / "o.npz.lock")
+    p = subprocess.run([sys.executable, "-m", "charlstm", "train", env["text"], "--out",
+                        str(env["tmp"] / "o.npz")] + TINY, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 1 and "not a charlstm lock" in p.stderr
+
+
+@pytest.mark.parametrize("change", [
+    lambda a: a["history/val"].__setitem__((0, 0), np.nan),
+    lambda a: a["history/val"].__setitem__((0, 0), np.inf),
+    lambda a: a["history/train"].__setitem__((0, 1), np.nan),
+], ids=["nan step", "inf step", "nan time"])
+def test_a_history_with_steps_that_are_not_numbers_is_one_line(env, change):
+    refused(run(["show", _with(change)(env)]))
+
+
+def test_a_history_of_nan_losses_shows(env):
+    p = _with(lambda a: a["history/val"].__setitem__((slice(None), 2), np.nan))(env)
+    assert run(["show", p]).exit_code == 0
+
+
+def test_an_array_shorter_than_its_header_is_one_line(env):
+    a = _arrays(env["ckpt"])
+    p = env["tmp"] / "short.npz"
+    with zipfile.ZipFile(p, "w") as zf:
+        for k, v in a.items():
+            with zf.open(k + ".npy", "w") as fh:
+                data = v.tobytes() if k != "param/Wy" else v.tobytes()[:-100]
+                np.lib.format.write_array_header_1_0(
+                    fh, np.lib.format.header_data_from_array_1_0(v))
+                fh.write(data if v.dtype.kind != "U" else np.asarray(v).tobytes())
+    for reader in ("sample", "show"):
+        refused(run(READERS[reader](env, p)))
+
+
+def test_a_safetensors_shape_that_is_not_a_list_is_one_line(env):
+    refused(run(["sample", _st(env, _tensor("decoder.bias", shape=5))]))
+
+
+def test_every_sqlite_url_is_checked(env):
+    pytest.importorskip("optuna")
+    import sqlite3
+    db = env["tmp"] / "user.db"
+    con = sqlite3.connect(db)
+    con.execute("create table notes (t text)")
+    con.commit()
+    con.close()
+    before = snapshot(db)
+    for url in (f"sqlite+pysqlite:///{db}", f"SQLITE:///{db}"):
+        refused(run(["tune", env["text"], "--storage", url, "--trials", "1", "--trial-minutes",
+                     "0.05", "--out-dir", env["tmp"] / "run", "--no-progress"]))
+    assert snapshot(db) == before
+
+
+def test_show_refuses_one_path_for_both_pictures(env):
+    pytest.importorskip("matplotlib")
+    out = env["tmp"] / "x"
+    assert "--png and --html" in refused(run(["show", env["ckpt"], "--png", out, "--html", out]))
+    assert not out.exists()
+
+
+def test_tune_never_writes_through_a_trials_symlink(env, tmp_path):
+    pytest.importorskip("optuna")
+    run_dir = tmp_path / "run"
+    (run_dir / "trials").mkdir(parents=True)
+    (run_dir / files.RUN_MARKER).write_text(json.dumps({"charlstm": "tune run"}))
+    keep = tmp_path / "keep.txt"
+    keep.write_text("mine")
+    for n in range(4):
+        (run_dir / "trials" / f"trial-{n:04d}.npz").symlink_to(env["text"])
+        (run_dir / "trials" / f"trial-{n:04d}.best.npz").symlink_to(keep)
+    r = run(["tune", env["text"], "--trials", "1", "--trial-minutes", "0.05", "--out-dir",
+             run_dir, "--cell", "lstm", "--hidden", "16", "--layers", "1", "--batch-size", "2",
+             "--seq-len", "16", "--no-progress"])
+    assert r.exit_code != 0
+    assert keep.read_text() == "mine"                 # (and the env fixture checks the text)
+
+
+def test_a_newline_in_a_path_keeps_the_message_on_one_line(env):
+    out = env["tmp"] / "a\nb" / "m.npz"
+    (env["tmp"] / "a\nb").write_text("a file where the folder would be")
+    line = refused(run(["train", env["text"], "--out", out] + TINY))
+    assert "\\n" in line
+
+
+def test_a_text_named_like_an_option_gets_a_command_that_runs(env, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(env["text"], tmp_path / "-t.txt")
+    r = run(["train"] + TINY + ["--", "-t.txt"])
+    assert r.exit_code == 0, r.output
+    again = next(ln for ln in r.output.splitlines() if ln.startswith("the same run again: "))
+    assert " ./-t.txt " in again
+
+
+def test_a_file_put_at_an_output_during_training_is_never_replaced(env):
+    """A run checks its files again at every save: a user's file that has taken
+    a checkpoint's place since the run began is left alone, and the run stops."""
+    from charlstm.config import ModelConfig, TrainConfig
+    from charlstm.train import Trainer
+    out = env["tmp"] / "t.npz"
+    tr = Trainer(env["text"], ModelConfig(hidden=8), TrainConfig(seq_len=8, batch_size=2,
+                                                                 steps=40, eval_every=10),
+                 str(out), progress=False, log=lambda m: None)
+    step = tr.step
+
+    def swap():
+        if tr.state["step"] == 15:
+            (env["tmp"] / "t.best.npz").write_text("mine now")
+        return step()
+    tr.step = swap
+    with pytest.raises(ckpt.CharlstmError, match="replaced"):
+        tr.run()
+    assert (env["tmp"] / "t.best.npz").read_text() == "mine now"
