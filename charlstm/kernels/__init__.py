@@ -139,8 +139,8 @@ from .lstm import lstm_backward, lstm_step  # noqa: E402,F401
 from .nonlinear import exp_, sigmoid, tanh_  # noqa: E402,F401
 from .optim import adagrad_update, adam_update, dropout_mask  # noqa: E402,F401
 from .peephole import peephole_backward, peephole_step  # noqa: E402,F401
-from .recurrence import (CIFG, GRU, IRNN, LSTM, PEEPHOLE, RNN, cell_step,  # noqa: E402,F401
-                         forward, forward_onehot)
+from .recurrence import (CIFG, FORWARD, FORWARD_ONEHOT, GRU, IRNN, LSTM,  # noqa: E402,F401
+                         PEEPHOLE, RNN, STEPS, forward, forward_onehot)
 from .rnn import irnn_backward, irnn_step, rnn_backward, rnn_step  # noqa: E402,F401
-from .sampling import (CHUNK, finish_product, generate, model_step,  # noqa: E402,F401
+from .sampling import (CHUNK, GENERATE, MODEL_STEP, finish_product, generate,  # noqa: E402,F401
                        post_product, product_helper, shared_product)
