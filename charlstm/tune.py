@@ -867,9 +867,8 @@ def worker_main(spec: dict, messages) -> None:
         from .data import load_corpus
         corpus = load_corpus(spec["text"], spec["val_frac"])
         from . import stopping, warmup
-        space = spec["space"]
-        with stopping.interruptible():
-            warmup.run(space["cell"].get("choices") or [space["cell"]["value"]])
+        with stopping.interruptible():          # compiled by the parent: loaded, quietly
+            warmup.run(warmup.tune_units(spec["space"]), log=lambda m: None, live=False)
         while True:                 # (loading the kernels is not charged to a trial)
             stopping.check()
             if spec["deadline"] is not None and (
@@ -1063,8 +1062,8 @@ def search(text: str, *, space_file: str | None, fixed: dict, trial_minutes: flo
                                           fixed)}
     name = study_name or f"charlstm-{os.path.splitext(os.path.basename(text))[0]}"
     storage = open_storage(storage_url, run_dir)
-    cells = asked["requested"]["cell"].get("choices") or [asked["requested"]["cell"]["value"]]
-    warm_up(cells, log)
+    from . import warmup
+    warm_up(warmup.tune_units(asked["requested"]), log)
     if name in optuna.get_all_study_names(storage):
         study, saved = open_study(storage, name, None)
         check_same(saved, asked, name)
