@@ -190,10 +190,12 @@ def _micro(typingctx, n, A, r, Wp, p, C, rc, cc):
     return sig, codegen
 
 
-@njit(**JIT)
+@njit(**JIT, inline="always")
 def matmul_packed(A, Wp, C):
     """C = A Wᵀ for W packed by pack_nt (or C = A W for pack_nn).
-    A (M, K), Wp (P, K, NR), C (M, N) with N <= P·NR; all row-contiguous."""
+    A (M, K), Wp (P, K, NR), C (M, N) with N <= P·NR; all row-contiguous.
+    Inlined into the kernels that call it: compiled on its own as well, it
+    only added a second compile of matmul_panels's code (a second a dtype)."""
     # np.int64(0), not 0: Numba types a literal 0 as a type of its own, and
     # would compile matmul_panels again for it (sampling passes int64 panels).
     matmul_panels(A, Wp, C, np.int64(0), Wp.shape[0])
