@@ -83,11 +83,15 @@ def second_install(python: str, text: str, hidden: int, tmp: str) -> dict:
     first = timed([python, "-m", "charlstm", "train", os.path.abspath(text), "--steps", "1",
                    "--hidden", str(hidden), "--out", os.path.join(tmp, "a.npz"),
                    "--no-progress"], env, tmp)
-    venv = os.path.join(tmp, "venv2")
+    venv, src = os.path.join(tmp, "venv2"), os.path.join(tmp, "src")
+    os.makedirs(src)
+    for name in ("pyproject.toml", "README.md"):    # what the wheel is built from, copied:
+        shutil.copy(os.path.join(ROOT, name), src)  # pip builds in the folder it is given
+    shutil.copytree(os.path.join(ROOT, "charlstm"), os.path.join(src, "charlstm"),
+                    ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc"))
     subprocess.run([python, "-m", "venv", venv], check=True)
     py2 = os.path.join(venv, "bin", "python")
-    subprocess.run([py2, "-m", "pip", "install", "-q", "--no-deps", ROOT], check=True,
-                   cwd=tmp)
+    subprocess.run([py2, "-m", "pip", "install", "-q", "--no-deps", src], check=True, cwd=tmp)
     site2 = subprocess.run([py2, "-c", "import sysconfig; print(sysconfig.get_paths()"
                             "['purelib'])"], capture_output=True, text=True, check=True)
     with open(os.path.join(site2.stdout.strip(), "_charlstm_deps.pth"), "w") as fh:
