@@ -23,7 +23,7 @@ DEMO_MINUTES ?= 6
 CODE := data/code.txt
 CODE_SHA256 := 19ad27876fd24a80c2727d0eca52f7aa6fe25429b611350c424f007f85240628
 
-.PHONY: install data code-data train sample compare demo probe tune test bench bench-inspect quality rightsize clean-cache clean
+.PHONY: install data code-data train sample compare demo probe tune test bench bench-inspect coldstart quality rightsize clean-cache clean
 
 install: $(VENV)/.installed
 
@@ -103,6 +103,13 @@ bench: install
 # What charlstm inspect costs on a 1x768 LSTM over 20,000 characters: peak RSS and page size.
 bench-inspect: install
 	$(PY) -m charlstm.tools.inspectcost
+
+# Cold start: the first `charlstm train FILE --steps 1` and the first `charlstm sample` with an
+# empty kernel cache (medians of 3), then a second venv's `pip install .` of this checkout,
+# which should train with no compiling, and the compile time of every kernel.
+COLDSTART_TEXT ?= README.md
+coldstart: install
+	$(PY) -m charlstm.tools.coldstart $(COLDSTART_TEXT) --second-install --breakdown
 
 # Quality per CPU minute (needs PyTorch: pip install torch==2.13.0): 10 minutes each
 # of charlstm's defaults, PyTorch with the same recipe, PyTorch's reference recipe.

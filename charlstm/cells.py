@@ -1,7 +1,7 @@
 """The recurrent cells. Each is a step/backward kernel pair in charlstm/kernels/
 (one module a cell family) plus the few facts the model needs about it. Adding
-a cell means adding its kernels, its number in kernels/recurrence.py's
-cell_step, and one entry here; the training loop does not change."""
+a cell means adding its kernels, its step in kernels/recurrence.py's STEPS
+(its number is its place there), and one entry here; the training loop does not change."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,7 +16,7 @@ from .config import CELL_NAMES
 @dataclass(frozen=True)
 class Cell:
     name: str
-    kind: int            # its number in kernels.forward / kernels.cell_step
+    kind: int            # its number: its place in kernels.STEPS
     gates: int           # G = gates * H columns in Wx, Wh, b
     has_c: bool          # has a cell state c (long-term memory)
     n_extra: int         # rows of per-unit extra parameters ex (k, H)

@@ -175,18 +175,15 @@ def configs(kw, default_budget: bool = True) -> tuple[ModelConfig, TrainConfig]:
     return mcfg, tcfg
 
 
-def warm_up(cells, log) -> None:
-    """Compile the kernels on a tiny model, telling the user when it takes a
-    while; a stop signal ends it at once (nothing is half-written)."""
+def warm_up(units, log, progress: bool = True) -> None:
+    """Compile the kernels a command needs (warmup.run): silent when they are
+    cached, else a line naming the kernel compiling, k of n, the time so far
+    and an estimate of the time left, rewritten in place on a terminal, plain
+    lines with --no-progress or when stderr is not a terminal. A stop signal
+    ends it at once (nothing is half-written)."""
     from . import stopping, warmup
-    if warmup.is_cached(cells):
-        return                  # cached kernels load as they are first called
-    log("Compiling the Numba kernels (first run only; they are cached afterwards)...")
-    t0 = time.perf_counter()
     with stopping.interruptible():
-        warmup.run(cells)
-    log(f"Compiled in {time.perf_counter() - t0:.0f} s.")
-
+        warmup.run(units, log=log, live=progress and sys.stderr.isatty())
 
 
 def echo_err(msg):
@@ -216,6 +213,8 @@ def train(file, out, resume, force, progress, **kw):
     best one (lowest validation loss, *.best.npz) are kept. Ctrl-C, SIGTERM and
     SIGHUP save and stop. An existing checkpoint is never replaced unless
     --force is given or it is the one resumed."""
+    import numpy as np
+
     from . import files
     from .train import TrainLog, Trainer, default_out
     mcfg, tcfg = configs(kw, default_budget=not resume)
@@ -236,18 +235,27 @@ def train(file, out, resume, force, progress, **kw):
             m, c = tr.model.cfg, tr.cfg
             _same_settings(kw, {**m.__dict__, **c.__dict__}, resume)
             _say_schedule(tr, kw, echo_err)
-            warm_up([m.cell], echo_err)
+            from . import warmup
+            warm_up(warmup.train_units(m.cell, tr.model.dtype, m.layers,
+                                       dropout=m.dropout > 0, optimizer=c.optimizer),
+                    echo_err, progress)
         else:
-            from . import sizing
+            from . import sizing, warmup
             from .data import load_corpus
             corpus = load_corpus(file, tcfg.val_frac)
-            warm_up([mcfg.cell], echo_err)
-            choice = sizing.choose(corpus, mcfg, tcfg, _given(SIZED))
+            given = _given(SIZED)
+            if tcfg.minutes and "hidden" not in given:       # the sizes are timed here
+                warm_up(warmup.train_units(mcfg.cell, np.float32, 1, dropout=True,
+                                           optimizer="adam"), echo_err, progress)
+            choice = sizing.choose(corpus, mcfg, tcfg, given)
             mcfg, tcfg = choice.model, choice.train
             echo_err(choice.reason)
             tr = Trainer(file, mcfg, tcfg, out, progress=progress, log=echo_err,
                          log_path=log_path, corpus=corpus)
             m, c = tr.model.cfg, tr.cfg
+            warm_up(warmup.train_units(m.cell, tr.model.dtype, m.layers,
+                                       dropout=m.dropout > 0, optimizer=c.optimizer),
+                    echo_err, progress)
         echo_err(f"{file}: {len(tr.corpus.train):,} training and {len(tr.corpus.val):,} validation "
                  f"characters, vocabulary {m.vocab_size}; {tr.model.size:,} parameters, batch "
                  f"{c.batch_size}×{c.seq_len}, {tr.batches.n:,} batches per epoch")
@@ -438,8 +446,12 @@ def sample(checkpoint, seed, length, temperature, top_k, greedy, rng_seed, weigh
            stops, interactive, keep_state):
     """Continue the --seed text with a model from CHECKPOINT (default: the
     best model of the newest run in checkpoints/), streaming it to stdout."""
+    import numpy as np
+
     from . import checkpoint as ckpt
-    from .sampling import Sampler
+    from . import warmup
+    from .data import encode_text
+    from .sampling import Sampler, check_clamp
     if keep_state and not interactive:
         raise click.UsageError("--keep-state goes with --interactive")
     stops = tuple(x.encode("utf-8").decode("unicode_escape") if "\\" in x else x
@@ -449,10 +461,12 @@ def sample(checkpoint, seed, length, temperature, top_k, greedy, rng_seed, weigh
     path = checkpoint or ckpt.newest()
     if not checkpoint:
         echo_err(f"sampling from {path} (the best model of the newest run in checkpoints/)")
-    s = Sampler.from_checkpoint(path, weights=weights, clamp=clamps)
-    from .data import encode_text
-    encode_text(seed, s.vocab)                     # unknown characters: refused before output
-    warm_up([s.model.cfg.cell], echo_err)
+    ck = ckpt.load(path)
+    model = ckpt.model_from_checkpoint(ck, np.float32)
+    check_clamp(model, clamps)                     # bad options: refused before compiling,
+    encode_text(seed, ck.vocab)                    # unknown characters before output
+    warm_up(warmup.sample_units(model.cfg.cell, weights), echo_err)
+    s = Sampler(model, ck.vocab, weights=weights, clamp=clamps)
     options = dict(temperature=temperature, top_k=top_k, greedy=greedy)
     if interactive:
         _interactive(s, length, stops, keep_state, rng_seed, options)
@@ -609,7 +623,14 @@ def compare(file, cells, match_params, seed, length, recall_chars, context_max,
     out_dir = out_dir or os.path.join("checkpoints",
                                       "compare-" + time.strftime("%Y%m%d-%H%M%S"))
     check_outputs(out_dir, file, names, probe_cfg, force)     # before compiling or training
-    warm_up(names, echo_err)
+    from . import warmup
+    from .compare import _job_counts
+    threads = _job_counts(len(names), jobs)[1]       # each model's sampler's
+    warm_up([u for c in names for u in
+             warmup.train_units(c, "float32", mcfg.layers, dropout=mcfg.dropout > 0,
+                                optimizer=tcfg.optimizer)
+             + warmup.gradient_units(c, "float64", mcfg.layers)         # gradient flow
+             + warmup.sample_units(c, "float32", threads)], echo_err, progress)
     from .stopping import Stop
     try:
         run_compare(file, names, mcfg, tcfg, cell_lr=kw["lr"] is None,
@@ -673,6 +694,8 @@ def inspect(checkpoint, text_path, chars, unit, top, excerpt, html_path, force, 
     if text_path:
         inputs[text_path] = "the text being inspected"
     files.check_output(html_path, "page", option="--html", inputs=inputs, force=force)
+    from . import warmup
+    warm_up(warmup.forward_units(ck.model.cell, "float32", ck.model.layers), echo_err)
     with files.locked(html_path):
         res, rec, text, model, ck = I.run_inspect(path, text_path, chars, unit, top,
                                                   log=echo_err, ck=ck, ablate=ablate,
@@ -872,7 +895,8 @@ def tune(file, trial_minutes, trials, minutes, cell, hidden, layers, dropout, lr
             tqdm.write(msg, file=sys.stderr)
     rep = T.search(file, space_file=space_file, fixed=fixed, trial_minutes=trial_minutes,
                    trials=trials, minutes=minutes, storage_url=storage, study_name=study_name,
-                   run_dir=out_dir, jobs=jobs, progress=progress, log=log, warm_up=warm_up)
+                   run_dir=out_dir, jobs=jobs, progress=progress, log=log,
+                   warm_up=lambda units, log: warm_up(units, log, progress))
     stop = rep.pop("interrupted")
     if as_json:
         click.echo(R.dumps(rep))
@@ -897,9 +921,12 @@ def tune(file, trial_minutes, trials, minutes, cell, hidden, layers, dropout, lr
 def bench(as_json, repeats, quick, no_memory):
     """Measure training and sampling speed, start-up and memory on this machine,
     against PyTorch when it is installed (pip install torch==2.13.0)."""
-    from . import stopping
+    from . import stopping, warmup
     from .tools import bench as B
-    warm_up(["lstm", "rnn", "gru", "irnn"], echo_err)
+    warm_up([u for c in ("lstm", "rnn", "gru", "irnn")
+             for u in warmup.train_units(c, "float32", layers=2, dropout=c == "lstm")]
+            + [u for w in ("int8", "float16", "float32") for u in warmup.sample_units("lstm", w)],
+            echo_err)
     with stopping.interruptible():           # it writes nothing but its own temporary files
         res = B.run(repeats=repeats, quick=quick, memory=not no_memory, log=echo_err)
     click.echo(B.dumps(res) if as_json else B.table(res))

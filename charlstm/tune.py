@@ -898,9 +898,8 @@ def worker_main(spec: dict, messages) -> None:
         from .data import load_corpus
         corpus = load_corpus(spec["text"], spec["val_frac"])
         from . import stopping, warmup
-        space = spec["space"]
-        with stopping.interruptible():
-            warmup.run(space["cell"].get("choices") or [space["cell"]["value"]])
+        with stopping.interruptible():          # compiled by the parent: loaded, quietly
+            warmup.run(warmup.tune_units(spec["space"]), log=lambda m: None, live=False)
         while True:                 # (loading the kernels is not charged to a trial)
             stopping.check()
             if spec["deadline"] is not None and (
@@ -1099,8 +1098,8 @@ def search(text: str, *, space_file: str | None, fixed: dict, trial_minutes: flo
     storage = open_storage(storage_url, run_dir)
     with reading_study(storage_url, run_dir):      # a journal that does not read: one line
         names = optuna.get_all_study_names(storage)
-    cells = asked["requested"]["cell"].get("choices") or [asked["requested"]["cell"]["value"]]
-    warm_up(cells, log)
+    from . import warmup
+    warm_up(warmup.tune_units(asked["requested"]), log)
     if name in names:
         study, saved = open_study(storage, name, None)
         check_same(saved, asked, name)

@@ -9,13 +9,14 @@ One module a topic, to be read in this order:
     nonlinear.py    tanh, sigmoid and exp, fast in float32
     gemm.py         the packed matrix products and their LLVM-IR micro-kernel
     sampling.py     batch-1 generation and the thread that shares its products
-    _jit.py         Numba's options, for every kernel
+    _jit.py         Numba's options, for every kernel; per_cell
+    _cache.py       where compiled kernels are kept
 
 charlstm/reference.py has the same cells in plain NumPy, and is the place to
-start. Numba's on-disk cache only notices edits to the file a function is
-defined in (numba#1833), so this package keys the whole cache on a hash of
-every module here and Numba's version (cache_key): any edit compiles afresh.
-`make clean-cache` clears it.
+start. Compiled kernels are cached in one folder per version of this package
+(a hash of every module here and of Numba's version, cache_key), shared by
+every install of that version, and any edit compiles afresh (_cache.py).
+`make clean-cache` clears it; charlstm/warmup.py compiles what a command needs.
 
 Notation: f forget, i input, c~ candidate, o output gate (Hochreiter &
 Schmidhuber 1997; Gers, Schmidhuber & Cummins 2000);
@@ -63,70 +64,20 @@ in sampling (batch 1) by a helper thread that shares every product
 """
 from __future__ import annotations
 
-import glob
-import hashlib
-import os
-from importlib import metadata
+from . import _cache
+from ._cache import CACHE_DIR, HERE, KEY, cache_key, cache_root  # noqa: F401
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def cache_key(folder: str = HERE) -> str:
-    """A hash of every kernel module's source and of Numba's and llvmlite's
-    versions: it changes with any edit to any module, or an upgrade."""
-    h = hashlib.sha256()
-    for path in sorted(glob.glob(os.path.join(folder, "*.py"))):
-        h.update(os.path.basename(path).encode() + b"\0")
-        with open(path, "rb") as fh:
-            h.update(fh.read() + b"\0")
-    for pkg in ("numba", "llvmlite"):
-        h.update(f"{pkg}={metadata.version(pkg)}".encode())
-    return h.hexdigest()[:20]
-
-
-def cache_root() -> str:
-    """Where compiled kernels are kept: $CHARLSTM_CACHE_DIR, else
-    $NUMBA_CACHE_DIR, else ~/.cache/charlstm (or $XDG_CACHE_HOME/charlstm)."""
-    base = os.environ.get("CHARLSTM_CACHE_DIR") or os.environ.get("NUMBA_CACHE_DIR")
-    if not base:
-        base = os.path.join(os.environ.get("XDG_CACHE_HOME") or
-                            os.path.join(os.path.expanduser("~"), ".cache"), "charlstm")
-    return base
-
-
-CACHE_DIR = os.path.join(cache_root(), "kernels-" + cache_key())
-
-
-# Each cell's own kernels, as Numba names their cache index files (module.function).
-CELL_KERNELS = {"lstm": ("lstm.lstm_step", "lstm.lstm_backward"),
-                "lstm-peephole": ("peephole.peephole_step", "peephole.peephole_backward"),
-                "cifg": ("cifg.cifg_step", "cifg.cifg_backward"),
-                "gru": ("gru.gru_step", "gru.gru_backward"),
-                "rnn": ("rnn.rnn_step", "rnn.rnn_backward"),
-                "irnn": ("rnn.irnn_step", "rnn.irnn_backward")}
+_cache.install()        # before any kernel is defined: Numba picks a locator then
 
 
 def is_cached(folder: str = CACHE_DIR, cells=()) -> bool:
-    """Whether this version of the kernels has been compiled and cached for
-    this copy of charlstm (and for each of `cells`): the index files Numba
-    writes are in its folder for this package's path (another clone's do not
-    count; they are only counted, not read)."""
-    import hashlib
-    sub = os.path.join(folder, "_".join([os.path.basename(HERE),
-                                         hashlib.sha1(HERE.encode()).hexdigest()]))
-    names = {os.path.basename(p).split("-")[0]
-             for p in glob.glob(os.path.join(sub, "*.nbi"))}
-    return len(names) >= 10 and all(k in names for c in cells for k in CELL_KERNELS[c])
+    """Whether `folder` (default: this version's cache) holds every kernel that
+    `charlstm train` needs for each of `cells`, as compiled for this version of
+    the kernels and this machine, and those every cell's training shares;
+    another version's or machine's do not count (warmup.is_cached)."""
+    from .. import warmup
+    return warmup.is_cached(cells, folder=folder)
 
-
-def _use_cache_dir() -> None:
-    """Point Numba's cache at CACHE_DIR before any kernel is defined (Numba
-    picks a function's cache folder when it is decorated)."""
-    from numba.core import config
-    config.CACHE_DIR = CACHE_DIR
-
-
-_use_cache_dir()
 
 from ._jit import FASTMATH, JIT  # noqa: E402,F401
 from .cifg import cifg_backward, cifg_step  # noqa: E402,F401
@@ -139,8 +90,8 @@ from .lstm import lstm_backward, lstm_step  # noqa: E402,F401
 from .nonlinear import exp_, sigmoid, tanh_  # noqa: E402,F401
 from .optim import adagrad_update, adam_update, dropout_mask  # noqa: E402,F401
 from .peephole import peephole_backward, peephole_step  # noqa: E402,F401
-from .recurrence import (CIFG, GRU, IRNN, LSTM, PEEPHOLE, RNN, cell_step,  # noqa: E402,F401
-                         forward, forward_onehot)
+from .recurrence import (CIFG, FORWARD, FORWARD_ONEHOT, GRU, IRNN, LSTM,  # noqa: E402,F401
+                         PEEPHOLE, RNN, STEPS, forward, forward_onehot)
 from .rnn import irnn_backward, irnn_step, rnn_backward, rnn_step  # noqa: E402,F401
-from .sampling import (CHUNK, finish_product, generate, model_step,  # noqa: E402,F401
+from .sampling import (CHUNK, GENERATE, MODEL_STEP, finish_product, generate,  # noqa: E402,F401
                        post_product, product_helper, shared_product)

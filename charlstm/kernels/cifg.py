@@ -5,7 +5,7 @@ from numba import njit
 from ._jit import JIT
 from .gemm import matmul_packed
 from .lstm import _gate, _output_backward, _same
-from .nonlinear import _as, tanh_
+from .nonlinear import _as, _copy, tanh_
 
 
 # ---------------------------------------------------------------------------
@@ -60,5 +60,5 @@ def _cifg_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, Wh_nn, ex):
                 dxp[t, b, C + j] = dc * (one - f) * (one - g * g)
                 dc_next[b, j] = dc * f
         matmul_packed(dxp[t], Wh_nn, dh_next)
-    dhs[0] = dh_next
-    dcs[0] = dc_next
+    _copy(dhs[0], dh_next)
+    _copy(dcs[0], dc_next)

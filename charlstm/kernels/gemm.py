@@ -86,7 +86,8 @@ def _micro(typingctx, n, A, r, Wp, p, C, rc, cc):
     each vector is widened to float32 as it is loaded, so the sums are float32),
     or int8 weights with their scales (pack_int8; then n = 1, A holds the int16
     input quantise_input makes, and C is float32: _micro_int8).
-    The IR has one unrolled block per row count n, chosen by a switch."""
+    The IR has one unrolled block per row count n, chosen by a switch; for a
+    literal n (matmul_row's 1), only that block."""
     if not (A.layout == "C" and C.layout == "C" and Wp.layout == "C"
             and A.ndim == 2 and C.ndim == 2):
         return None
@@ -173,6 +174,9 @@ def _micro(typingctx, n, A, r, Wp, p, C, rc, cc):
                     dst = builder.gep(c.data, [builder.add(row, ir.Constant(i64, v * lanes))])
                     builder.store(total, builder.bitcast(dst, vec.as_pointer()), align=size)
 
+        if isinstance(n, types.IntegerLiteral):       # one row count, known: no switch
+            block(n.literal_value)
+            return context.get_dummy_value()
         done = builder.append_basic_block("micro.done")
         switch = builder.switch(n_, done)
         for rows in range(1, MR + 1):
@@ -186,11 +190,15 @@ def _micro(typingctx, n, A, r, Wp, p, C, rc, cc):
     return sig, codegen
 
 
-@njit(**JIT)
+@njit(**JIT, inline="always")
 def matmul_packed(A, Wp, C):
     """C = A Wᵀ for W packed by pack_nt (or C = A W for pack_nn).
-    A (M, K), Wp (P, K, NR), C (M, N) with N <= P·NR; all row-contiguous."""
-    matmul_panels(A, Wp, C, 0, Wp.shape[0])
+    A (M, K), Wp (P, K, NR), C (M, N) with N <= P·NR; all row-contiguous.
+    Inlined into the kernels that call it: compiled on its own as well, it
+    only added a second compile of matmul_panels's code (a second a dtype)."""
+    # np.int64(0), not 0: Numba types a literal 0 as a type of its own, and
+    # would compile matmul_panels again for it (sampling passes int64 panels).
+    matmul_panels(A, Wp, C, np.int64(0), Wp.shape[0])
 
 
 @njit(**JIT)
@@ -217,6 +225,24 @@ def matmul_panels(A, Wp, C, p0, p1):
                     for j in range(N - p * NR):
                         C[r + i, p * NR + j] = edge[i, j]
             r += n
+
+
+@njit(**JIT)
+def matmul_row(A, Wp, C, p0, p1):
+    """matmul_panels for an A of one row (batch-1 sampling), by the
+    micro-kernel's one-row block alone: the same arithmetic, without the
+    other MR − 1 blocks, which would only lengthen the compiling of every
+    sampling kernel (docs/performance.md, "Compiling")."""
+    N = C.shape[1]
+    NR = Wp.shape[2]
+    for p in range(p0, p1):
+        if (p + 1) * NR <= N:
+            _micro(1, A, 0, Wp, p, C, 0, p * NR)
+        else:                                     # the last panel is cut short
+            edge = np.empty((1, NR), C.dtype)
+            _micro(1, A, 0, Wp, p, edge, 0, 0)
+            for j in range(N - p * NR):
+                C[0, p * NR + j] = edge[0, j]
 
 
 @njit(**JIT)

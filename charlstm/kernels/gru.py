@@ -6,7 +6,7 @@ from numba import njit
 from ._jit import JIT
 from .gemm import matmul_packed
 from .lstm import _gate
-from .nonlinear import _as, tanh_
+from .nonlinear import _as, _copy, tanh_
 
 
 # ---------------------------------------------------------------------------
@@ -66,4 +66,4 @@ def gru_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, Wh_nn, ex):
                 dhp[t, b, Z + j] = dz
         matmul_packed(dhp[t], Wh_nn, dh_next)
         dh_next += direct
-    dhs[0] = dh_next
+    _copy(dhs[0], dh_next)

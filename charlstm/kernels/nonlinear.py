@@ -1,5 +1,6 @@
 """Nonlinearities: tanh_, sigmoid and exp_, fast in float32 (a rational tanh,
-Cephes' expf) and exact in float64, and _as, which casts constants to an array's type."""
+Cephes' expf) and exact in float64; _as, which casts constants to an array's
+type, and _copy, an array copy that is quick to compile."""
 import math
 
 import numpy as np
@@ -64,6 +65,29 @@ def _as(x, a):
 def _as_impl(x, a):
     cast = np.float32 if a.dtype == types.float32 else np.float64
     return lambda x, a: cast(x)
+
+
+def _copy(dst, src):
+    """dst[...] = src for two arrays of one shape, 1- or 2-dimensional (jitted
+    code only). NumPy's assignment, in Numba, compiles its broadcasting check's
+    error message too: string formatting that took 4 s of compiling on its
+    own, in the first kernel to use it (docs/performance.md, "Compiling")."""
+    dst[...] = src
+
+
+@overload(_copy, jit_options=JIT)
+def _copy_impl(dst, src):
+    if dst.ndim == 1:
+        def impl(dst, src):
+            for j in range(dst.shape[0]):
+                dst[j] = src[j]
+        return impl
+
+    def impl2(dst, src):
+        for i in range(dst.shape[0]):
+            for j in range(dst.shape[1]):
+                dst[i, j] = src[i, j]
+    return impl2
 
 
 def exp_(x):

@@ -5,7 +5,7 @@ from numba import njit
 from ._jit import JIT
 from .gemm import matmul_packed
 from .lstm import _gate, _output_backward, _same
-from .nonlinear import _as, sigmoid, tanh_
+from .nonlinear import _as, _copy, sigmoid, tanh_
 
 
 # ---------------------------------------------------------------------------
@@ -77,5 +77,5 @@ def _peephole_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, Wh_nn, ex):
                 dxp[t, b, F + j] = df
                 dc_next[b, j] = dc * f + dxp[t, b, I + j] * p_i[j] + df * p_f[j]
         matmul_packed(dxp[t], Wh_nn, dh_next)
-    dhs[0] = dh_next
-    dcs[0] = dc_next
+    _copy(dhs[0], dh_next)
+    _copy(dcs[0], dc_next)

@@ -1,11 +1,11 @@
 """The time loop of every cell: forward and forward_onehot run a cell's step
-kernel T times, each after the recurrent product h_(t−1) Whᵀ; cell_step
-dispatches on the cell's number."""
+kernel T times, each after the recurrent product h_(t−1) Whᵀ. Each loop is
+written once and compiled once per cell (per_cell), so that a command compiles
+only the cell it runs."""
 
 import numpy as np
-from numba import njit
 
-from ._jit import JIT
+from ._jit import per_cell
 from .cifg import cifg_step
 from .gemm import matmul_packed
 from .gru import gru_step
@@ -17,23 +17,27 @@ from .rnn import irnn_step, rnn_step
 
 # ---------------------------------------------------------------------------
 # The forward pass of every cell: per time step the recurrent product, then the
-# cell's own equations, its _step kernel (below, next to its backward kernel).
+# cell's own equations, its _step kernel (next to its backward kernel).
 
 LSTM, PEEPHOLE, CIFG, GRU, RNN, IRNN = 0, 1, 2, 3, 4, 5     # cells.Cell.kind
+STEPS = (lstm_step, peephole_step, cifg_step, gru_step, rnn_step, irnn_step)   # by kind
 
 
-@njit(**JIT)
-def forward(kind, hs, cs, acts, aux, xp, Wh_nt, ex):
-    """For t = 0 … T−1:  gh = h_{t−1} Whᵀ,  then the cell's step (cell_step)
-    with x = xp[t]."""
+def step(t, gh, hs, cs, acts, aux, x, ex):
+    """Time step t of a cell, given gh = h_{t−1} Whᵀ: in the loops below (and in
+    sampling's), per_cell puts one cell's step kernel in this name's place."""
+    raise NotImplementedError("the loops are compiled per cell: see per_cell")
+
+
+def _forward(hs, cs, acts, aux, xp, Wh_nt, ex):
+    """For t = 0 … T−1:  gh = h_{t−1} Whᵀ,  then the cell's step with x = xp[t]."""
     gh = np.empty(xp.shape[1:], xp.dtype)
     for t in range(xp.shape[0]):
         matmul_packed(hs[t], Wh_nt, gh)
-        cell_step(kind, t, gh, hs, cs, acts, aux, xp[t], ex)
+        step(t, gh, hs, cs, acts, aux, xp[t], ex)
 
 
-@njit(**JIT)
-def forward_onehot(kind, hs, cs, acts, aux, tokens, Wx, b, Wh_nt, ex):
+def _forward_onehot(hs, cs, acts, aux, tokens, Wx, b, Wh_nt, ex):
     """forward for the first layer, whose input is one-hot (tokens (T, B)):
     x = Wx[token] + b is gathered one step at a time into a (B, G) buffer that
     stays in cache, rather than for all T steps into an xp the steps would
@@ -44,21 +48,20 @@ def forward_onehot(kind, hs, cs, acts, aux, tokens, Wx, b, Wh_nt, ex):
     for t in range(T):
         embed(x, tokens[t], Wx, b)
         matmul_packed(hs[t], Wh_nt, gh)
-        cell_step(kind, t, gh, hs, cs, acts, aux, x, ex)
+        step(t, gh, hs, cs, acts, aux, x, ex)
 
 
-@njit(**JIT)
-def cell_step(kind, t, gh, hs, cs, acts, aux, x, ex):
-    """Time step t of the cell numbered `kind`, given gh = h_{t−1} Whᵀ."""
-    if kind == LSTM:
-        lstm_step(t, gh, hs, cs, acts, aux, x, ex)
-    elif kind == PEEPHOLE:
-        peephole_step(t, gh, hs, cs, acts, aux, x, ex)
-    elif kind == CIFG:
-        cifg_step(t, gh, hs, cs, acts, aux, x, ex)
-    elif kind == GRU:
-        gru_step(t, gh, hs, cs, acts, aux, x, ex)
-    elif kind == RNN:
-        rnn_step(t, gh, hs, cs, acts, aux, x, ex)
-    else:
-        irnn_step(t, gh, hs, cs, acts, aux, x, ex)
+FORWARD = per_cell(_forward, STEPS)                   # forward_lstm, forward_peephole, …
+FORWARD_ONEHOT = per_cell(_forward_onehot, STEPS)     # forward_onehot_lstm, …
+
+
+def forward(kind, hs, cs, acts, aux, xp, Wh_nt, ex):
+    """The time loop of the cell numbered `kind` over input pre-activations xp
+    (T, B, G): for t = 0 … T−1, gh = h_{t−1} Whᵀ, then the cell's step."""
+    FORWARD[kind](hs, cs, acts, aux, xp, Wh_nt, ex)
+
+
+def forward_onehot(kind, hs, cs, acts, aux, tokens, Wx, b, Wh_nt, ex):
+    """forward for the first layer, whose input is one-hot: tokens (T, B),
+    x_t = Wx[tokens[t]] + b gathered step by step (_forward_onehot)."""
+    FORWARD_ONEHOT[kind](hs, cs, acts, aux, tokens, Wx, b, Wh_nt, ex)

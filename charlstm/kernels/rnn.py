@@ -4,7 +4,7 @@ from numba import njit
 
 from ._jit import JIT
 from .gemm import matmul_packed
-from .nonlinear import _as, tanh_
+from .nonlinear import _as, _copy, tanh_
 
 
 # ---------------------------------------------------------------------------
@@ -33,7 +33,7 @@ def rnn_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, Wh_nn, ex):
                 h = hs[t + 1, b, j]
                 dxp[t, b, j] = dh * (one - h * h)
         matmul_packed(dxp[t], Wh_nn, dh_next)
-    dhs[0] = dh_next
+    _copy(dhs[0], dh_next)
 
 
 @njit(**JIT)
@@ -60,4 +60,4 @@ def irnn_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, Wh_nn, ex):
                 dhs[t + 1, b, j] = dh
                 dxp[t, b, j] = dh if hs[t + 1, b, j] > zero else zero
         matmul_packed(dxp[t], Wh_nn, dh_next)
-    dhs[0] = dh_next
+    _copy(dhs[0], dh_next)

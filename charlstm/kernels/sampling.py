@@ -1,21 +1,22 @@
-"""Batch-1 generation: the whole sampling loop in one kernel, and the helper
-thread that shares its products, meeting through atomics."""
+"""Batch-1 generation: the whole sampling loop in one kernel (one per cell),
+and the helper thread that shares its products, meeting through atomics."""
 import math
 
 import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic
 
-from ._jit import JIT
-from .gemm import _input, matmul_packed, matmul_panels
+from ._jit import JIT, per_cell
+from .gemm import _input, matmul_row
 from .loss import embed
-from .nonlinear import tanh_
-from .recurrence import cell_step
+from .nonlinear import _copy, tanh_
+from .recurrence import STEPS, step
 
 
 # ---------------------------------------------------------------------------
 # Sampling: the whole generation loop is jitted. The model is passed as its flat
-# parameter buffer and a table of offsets, so one kernel serves every cell.
+# parameter buffer and a table of offsets, so one kernel serves every model of
+# a cell (one copy per cell: per_cell).
 
 # Sampling on two cores. At batch 1 the recurrent product reads all of Wh for
 # every character, and the memory bandwidth is the limit. A helper thread
@@ -95,7 +96,7 @@ def _take_panels(A, W, C, sync):
         if p >= P:
             return
         n = min(CHUNK, P - p)
-        matmul_panels(A, W, C, p, p + n)
+        matmul_row(A, W, C, p, p + n)
         _atomic_add(sync, 5, n)
 
 
@@ -119,7 +120,7 @@ def finish_product(A, Wp, C, sync):
     the helper's last ones."""
     W = Wp[sync[1]]
     if sync[4] < 2:
-        matmul_panels(A, W, C, 0, W.shape[0])
+        matmul_row(A, W, C, np.int64(0), W.shape[0])   # not a literal 0: see matmul_packed
         return
     _take_panels(A, W, C, sync)
     while _atomic_load(sync, 5) != W.shape[0]:
@@ -150,13 +151,13 @@ def product_helper(sync, A, Wp, C):
             return
 
 
-@njit(**JIT)
-def model_step(tok, flat, offsets, A, Wp, kind, state_h, state_c, hs, cs, gh, acts, aux, x,
-               sync, clamp_at, clamp_to, o_gate, posted=False):
-    """Run one token, tok (1,), through every layer. state_h, state_c: (L, 1, H),
-    updated in place; Wp: the packed products (Model.sampling_packs): Wp[2l] is
-    layer l's Wh for h Whᵀ, Wp[2l − 1] its Wx for x Wx (l ≥ 1; layer 0's input
-    is a row gather, embed); A: the products' input, hs[0] itself or, for int8 weights,
+def _model_step(tok, flat, offsets, A, Wp, state_h, state_c, hs, cs, gh, acts, aux, x, sync,
+                clamp_at, clamp_to, o_gate, posted):
+    """Run one token, tok (1,), through every layer, each by the cell's step
+    (per_cell binds it). state_h, state_c: (L, 1, H), updated in place; Wp:
+    the packed products (Model.sampling_packs): Wp[2l] is layer l's Wh for
+    h Whᵀ, Wp[2l − 1] its Wx for x Wx (l ≥ 1; layer 0's input is a row
+    gather, embed); A: the products' input, hs[0] itself or, for int8 weights,
     its quantised copy (_input); hs, cs (2, 1, H), gh, x (1, G), acts (1, 1, G),
     aux (1, 1, H): scratch; sync: see CHUNK; posted: layer 0's
     product, A = state_h[0] times Wp[0], is already posted.
@@ -166,6 +167,7 @@ def model_step(tok, flat, offsets, A, Wp, kind, state_h, state_c, hs, cs, gh, ac
     among the gates), h_t = value for cells without one (o_gate < 0)."""
     L, _, H = state_h.shape
     G = gh.shape[1]
+    t = np.int64(0)          # the step's t, typed as in training (a literal 0 compiles anew)
     for l in range(L):
         o = offsets[l]
         b = flat[o[2]:o[2] + G]
@@ -173,19 +175,19 @@ def model_step(tok, flat, offsets, A, Wp, kind, state_h, state_c, hs, cs, gh, ac
         if l == 0:
             embed(x, tok, flat[o[0]:o[1]].reshape(-1, G), b)
         else:
-            hs[0] = state_h[l - 1]
+            _copy(hs[0], state_h[l - 1])
             _input(A, hs[0])
             shared_product(2 * l - 1, A, Wp, gh, sync)
             for j in range(G):
                 x[0, j] = gh[0, j] + b[j]
-        cs[0] = state_c[l]
+        _copy(cs[0], state_c[l])
         if l == 0 and posted:
             finish_product(A, Wp, gh, sync)
         else:
-            hs[0] = state_h[l]
+            _copy(hs[0], state_h[l])
             _input(A, hs[0])
             shared_product(2 * l, A, Wp, gh, sync)
-        cell_step(kind, 0, gh, hs, cs, acts, aux, x, ex)
+        step(t, gh, hs, cs, acts, aux, x, ex)
         for k in range(clamp_at.shape[0]):
             if clamp_at[k, 0] == l:
                 u = clamp_at[k, 1]
@@ -194,13 +196,12 @@ def model_step(tok, flat, offsets, A, Wp, kind, state_h, state_c, hs, cs, gh, ac
                     hs[1, 0, u] = acts[0, 0, o_gate * H + u] * tanh_(clamp_to[k])
                 else:
                     hs[1, 0, u] = clamp_to[k]
-        state_h[l] = hs[1]
-        state_c[l] = cs[1]
+        _copy(state_h[l], hs[1])
+        _copy(state_c[l], cs[1])
 
 
-@njit(**JIT)
-def generate(out, prime, u, flat, offsets, A, Wp, Wyp, kind, state_h, state_c,
-             temperature, top_k, greedy, hs, gh, sync, clamp_at, clamp_to, o_gate):
+def _generate(out, prime, u, flat, offsets, A, Wp, Wyp, state_h, state_c, temperature, top_k,
+              greedy, hs, gh, sync, clamp_at, clamp_to, o_gate):
     """Feed the `prime` tokens (may be empty), then sample len(out) tokens,
     each fed back in. The state (L, 1, H) always reflects every token consumed,
     so a later call continues where this one stopped.
@@ -208,12 +209,12 @@ def generate(out, prime, u, flat, offsets, A, Wp, Wyp, kind, state_h, state_c,
     flat: the parameter buffer; offsets: (L + 1, 5) int64 rows
     [Wx, Wh, b, ex, n_ex] per layer, then [Wy, by, V, 0, 0].
     A, Wp: the products' input and the layers' packed weight matrices (see
-    model_step); Wyp: the output layer's Wy, packed (Model.sampling_packs).
+    _model_step); Wyp: the output layer's Wy, packed (Model.sampling_packs).
     hs (2, 1, H), gh (1, G): scratch shared with the helper thread; sync: see
     CHUNK (sync[4] = 1: no helper).
     u: one uniform number per sampled token (the random state is the caller's).
         p = softmax(logits / temperature) over the top_k largest logits
-    clamp_at, clamp_to, o_gate: units held at a value (model_step); none when
+    clamp_at, clamp_to, o_gate: units held at a value (_model_step); none when
     clamp_at has no rows."""
     L, _, H = state_h.shape
     G = offsets[0, 2] - offsets[0, 1]
@@ -228,14 +229,16 @@ def generate(out, prime, u, flat, offsets, A, Wp, Wyp, kind, state_h, state_c,
     probs = np.empty(V, np.float64)
     ranked = np.empty(V, dt)                    # the logits sorted, for top_k
     by = flat[offsets[L, 1]:offsets[L, 1] + V]
+    layer0 = np.int64(0)        # not a literal 0: see matmul_packed
+    posted = np.bool_(True)     # not the literal True, for which _model_step would compile anew
     for n in range(prime.shape[0]):
-        model_step(prime[n:n + 1], flat, offsets, A, Wp, kind, state_h, state_c, hs, cs, gh, acts,
-                   aux, x, sync, clamp_at, clamp_to, o_gate)
+        _model_step(prime[n:n + 1], flat, offsets, A, Wp, state_h, state_c, hs, cs, gh, acts, aux,
+                    x, sync, clamp_at, clamp_to, o_gate, not posted)
     for k in range(out.shape[0]):
-        hs[0] = state_h[0]
+        _copy(hs[0], state_h[0])
         _input(A, hs[0])
-        post_product(0, sync)                    # layer 0's h Whᵀ, needed after the draw
-        matmul_packed(state_h[L - 1], Wyp, y)
+        post_product(layer0, sync)               # layer 0's h Whᵀ, needed after the draw
+        matmul_row(state_h[L - 1], Wyp, y, layer0, Wyp.shape[0])
         logits = y[0, :V]
         for v in range(V):
             logits[v] += by[v]
@@ -244,7 +247,7 @@ def generate(out, prime, u, flat, offsets, A, Wp, Wyp, kind, state_h, state_c,
         else:
             cut = -np.inf
             if 0 < top_k < V:
-                ranked[:] = logits
+                _copy(ranked, logits)
                 ranked.sort()
                 cut = ranked[V - top_k]
             m = logits.max()
@@ -263,5 +266,16 @@ def generate(out, prime, u, flat, offsets, A, Wp, Wyp, kind, state_h, state_c,
             while probs[pick] == 0.0 and pick > 0:   # rounding at the top end; a
                 pick -= 1                             # broken (NaN) model gives 0
         out[k] = pick
-        model_step(out[k:k + 1], flat, offsets, A, Wp, kind, state_h, state_c, hs, cs, gh, acts,
-                   aux, x, sync, clamp_at, clamp_to, o_gate, True)
+        _model_step(out[k:k + 1], flat, offsets, A, Wp, state_h, state_c, hs, cs, gh, acts, aux,
+                    x, sync, clamp_at, clamp_to, o_gate, posted)
+
+
+MODEL_STEP = per_cell(_model_step, STEPS)                        # model_step_lstm, …
+GENERATE = per_cell(_generate, STEPS, _model_step=MODEL_STEP)    # generate_lstm, …
+
+
+def generate(out, prime, u, flat, offsets, A, Wp, Wyp, kind, state_h, state_c, temperature,
+             top_k, greedy, hs, gh, sync, clamp_at, clamp_to, o_gate):
+    """_generate, for the cell numbered `kind` (its copy in GENERATE)."""
+    GENERATE[kind](out, prime, u, flat, offsets, A, Wp, Wyp, state_h, state_c, temperature,
+                   top_k, greedy, hs, gh, sync, clamp_at, clamp_to, o_gate)
