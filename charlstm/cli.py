@@ -180,10 +180,9 @@ def warm_up(units, log, progress: bool = True) -> None:
     cached, else a line naming the kernel compiling, k of n, the time so far
     and an estimate of the time left, rewritten in place on a terminal, plain
     lines with --no-progress or when stderr is not a terminal. A stop signal
-    ends it at once (nothing is half-written)."""
-    from . import stopping, warmup
-    with stopping.interruptible():
-        warmup.run(units, log=log, live=progress and sys.stderr.isatty())
+    ends it at once (warmup.run compiles in a thread of its own)."""
+    from . import warmup
+    warmup.run(units, log=log, live=progress and sys.stderr.isatty())
 
 
 def echo_err(msg):

@@ -6,10 +6,12 @@ The handler never raises in the middle of whatever the process is doing: a
 stop raised inside a lock, a condition wait or a thread pool's bookkeeping
 once left a worker thread waiting for ever. It records the signal; the long
 loops (training steps, validation and recording chunks, sampling pieces,
-compare's and tune's waits) call check() where stopping is safe, and Stop is
-raised there. Work with nothing to leave half-done that may block for long
-(compiling the kernels, an export) runs inside interruptible(), where a
-signal raises Stop at once.
+compare's and tune's waits, the wait for the compiling thread) call check()
+where stopping is safe, and Stop is raised there. Work with nothing to leave
+half-done that may block for long (an export, bench) runs inside
+interruptible(), where a signal raises Stop at once. Not compiling: LLVM
+calls back into Python, and an exception raised in a callback is lost, so
+warmup.run compiles in a thread of its own and the main thread waits.
 
 A signal the process inherited as ignored stays ignored: a shell starts a
 background job with SIGINT ignored, and nohup ignores SIGHUP.

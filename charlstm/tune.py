@@ -898,8 +898,8 @@ def worker_main(spec: dict, messages) -> None:
         from .data import load_corpus
         corpus = load_corpus(spec["text"], spec["val_frac"])
         from . import stopping, warmup
-        with stopping.interruptible():          # compiled by the parent: loaded, quietly
-            warmup.run(warmup.tune_units(spec["space"]), log=lambda m: None, live=False)
+        # (compiled by the parent: loaded, quietly; a stop is taken by warmup.run)
+        warmup.run(warmup.tune_units(spec["space"]), log=lambda m: None, live=False)
         while True:                 # (loading the kernels is not charged to a trial)
             stopping.check()
             if spec["deadline"] is not None and (

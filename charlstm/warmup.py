@@ -218,17 +218,36 @@ def _compile(todo: list[Unit], log, live: bool) -> None:
         "every later run)")
     line = _Line(live)
     t_start = time.perf_counter()
+    failed = []
+
+    def work():
+        try:
+            for k, u in enumerate(todo, 1):
+                rest = [times.get(v.label) for v in todo[k - 1:]]
+                line.show(f"{k}/{n} {u.label}", t_start, time.perf_counter(),
+                          None if None in rest else rest)
+                t0 = time.perf_counter()
+                u.kernel.compile(u.argtypes)
+                times[u.label] = round(time.perf_counter() - t0, 2)
+                _save_times(times)
+        except BaseException as e:                 # handed to the main thread
+            failed.append(e)
+
+    # The compiling runs in a thread of its own, and the main thread waits for
+    # it: a stop signal then ends the command at once, in the main thread, at a
+    # safe point (stopping.check), never inside LLVM's callbacks. What the
+    # thread was compiling is lost; Numba writes its cache files whole.
+    from . import stopping
+    worker = threading.Thread(target=work, name="charlstm-compile", daemon=True)
+    worker.start()
     try:
-        for k, u in enumerate(todo, 1):
-            rest = [times.get(v.label) for v in todo[k - 1:]]
-            line.show(f"{k}/{n} {u.label}", t_start, time.perf_counter(),
-                      None if None in rest else rest)
-            t0 = time.perf_counter()
-            u.kernel.compile(u.argtypes)
-            times[u.label] = round(time.perf_counter() - t0, 2)
-            _save_times(times)
+        while worker.is_alive():
+            worker.join(0.2)
+            stopping.check()
     finally:
         line.close()
+    if failed:
+        raise failed[0]
     log(f"Compiled {n} kernel{'s' * (n > 1)} in {time.perf_counter() - t_start:.0f} s.")
 
 

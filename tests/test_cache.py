@@ -12,7 +12,7 @@ import numba
 import numpy as np
 import pytest
 from numba import njit
-from numba.core import caching, dispatcher, event
+from numba.core import caching, dispatcher
 
 from charlstm import kernels as K
 from charlstm import warmup
