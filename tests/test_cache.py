@@ -122,8 +122,8 @@ def test_train_compiles_its_cell_only_and_sample_its_precision(tmp_path, poem):
     folder = str(tmp_path / "cache" / f"kernels-{K.KEY}")
     out = str(tmp_path / "m.npz")
     train = [sys.executable, "-m", "charlstm", "train", poem, "--cell", "rnn", "--hidden", "8",
-             "--steps", "1", "--batch-size", "2", "--seq-len", "8", "--out", out,
-             "--no-progress", "--force"]
+             "--steps", "1", "--batch-size", "2", "--seq-len", "8", "--dropout", "0.5",
+             "--out", out, "--no-progress", "--force"]
     r = subprocess.run(train, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     n = len(warmup.train_units("rnn"))
