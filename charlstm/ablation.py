@@ -10,13 +10,15 @@ review's sentiment, which `charlstm sample --clamp` does).
 
 How a unit is held at zero, through the forward kernels themselves (no
 per-character Python): a copy of the model whose weights make that unit's
-state stay at its zero start. Its candidate (c~, or the GRU's n, or the
-RNN's whole pre-activation) gets zero weights and bias, so it is tanh(0) = 0
-(relu(0) = 0); and for the LSTM cells its input and forget gates are shut
-(bias −10^4), for CIFG its forget gate is held open (c = f·c + (1 − f)·c~),
-for the GRU its update gate is held open (h = (1 − z)·n + z·h′): nothing new
-is written and the zero start is kept, exactly. The rest of the model reads
-the unit only through its h, which is zero.
+state stay at its zero start, by its cell's recipe (Cell.held_at_zero in
+cells.py). Its candidate (c~, or the GRU's n, or the RNN's whole
+pre-activation) gets zero weights and bias, so it is tanh(0) = 0 (relu(0) =
+0); and the gates that would write into the state or let it go are held:
+for the LSTM cells its input and forget gates are shut (bias −10^4), for
+CIFG its forget gate is held open (c = f·c + (1 − f)·c~), for the GRU its
+update gate is held open (h = (1 − z)·n + z·h′): nothing new is written and
+the zero start is kept, exactly. The rest of the model reads the unit only
+through its h, which is zero.
 
 The loss is scored as the validation loss is: the held-out text cut into
 STREAMS streams, the state carried along each (memory.run_streams), every
@@ -39,32 +41,24 @@ CHUNK_BYTES = 16 << 20    # saved gates a chunk of the streams may hold (memory.
 def held_at_zero(model: Model, units) -> Model:
     """A copy of model in which each (layer, unit) of `units` keeps its state
     (c and h, or h) at zero."""
-    cfg, H = model.cfg, model.cfg.hidden
+    cfg, H, cell = model.cfg, model.cfg.hidden, model.cell
     m = Model(cfg, model.dtype, model.flat.copy())
     for layer, unit in units:
         if not (0 <= layer < cfg.layers and 0 <= unit < H):
             raise CharlstmError(f"--ablate {layer}:{unit}: this model has layers 0-"
                                 f"{cfg.layers - 1} and units 0-{H - 1} in each")
         Wx, Wh, b = m.p[f"l{layer}.Wx"], m.p[f"l{layer}.Wh"], m.p[f"l{layer}.b"]
-
-        def silence(gate):                  # the gate's pre-activation is 0 for this unit
-            col = gate * H + unit
-            Wx[:, col] = 0
-            Wh[col, :] = 0
-            b[col] = 0
-        if cfg.cell in ("lstm", "lstm-peephole"):       # gates i, f, g (c~), o
-            b[0 * H + unit] = -BIG                      # i shut: nothing written
-            b[1 * H + unit] = -BIG                      # f shut: nothing kept
-            silence(2)                                  # and c~ = tanh(0) = 0 besides
-        elif cfg.cell == "cifg":                        # gates f, g, o: c = f c + (1-f) c~
-            b[0 * H + unit] = BIG                       # f open: c keeps its zero start,
-            silence(1)                                  # and c~ = 0 adds nothing
-        elif cfg.cell == "gru":                         # gates r, z, n: h = (1-z) n + z h'
-            b[1 * H + unit] = BIG                       # z open: h keeps its zero start,
-            silence(2)                                  # and n = tanh(0 + r·0) = 0
-            m.p[f"l{layer}.ex"][0, unit] = 0            # (b_hn, inside r ⊙ (…))
-        else:                                           # rnn, irnn: h = act(x Wx + h Whᵀ + b)
-            silence(0)
+        for what, how in cell.held_at_zero:
+            if what in cell.extras:                     # an extra parameter: 0 for this unit
+                m.p[f"l{layer}.ex"][cell.extras.index(what), unit] = 0
+                continue
+            col = cell.blocks.index(what) * H + unit
+            if how == "zero":                           # the block's pre-activation is 0
+                Wx[:, col] = 0
+                Wh[col, :] = 0
+                b[col] = 0
+            else:                                       # a gate held shut (σ = 0) or open (1)
+                b[col] = -BIG if how == "shut" else BIG
     return m
 
 

@@ -1,72 +1,126 @@
-"""The recurrent cells. Each is a step/backward kernel pair in charlstm/kernels/
-(one module a cell family) plus the few facts the model needs about it. Adding
-a cell means adding its kernels, its step in kernels/recurrence.py's STEPS
-(its number is its place there), and one entry here; the training loop does not change."""
+"""The recurrent cells: one row each, and in that row every fact about a cell
+that the rest of charlstm needs (CELLS). Nothing here needs NumPy or Numba,
+so the command line reads the table for --help.
+
+Adding a cell takes four things, each in one place (tests/test_cells.py
+checks that every row has all four):
+
+    1. its row here;
+    2. its kernels, kernels/<row.kernels>.py: <kernels>_step and
+       <kernels>_backward, with the arguments every cell's have (see
+       kernels/__init__.py), and <kernels>_extra_grad if it has extras;
+    3. its forward/backward pair in reference.py (PAIRS);
+    4. its names in PyTorch and ONNX, or None, in export.py (NAMES).
+
+kernels/binding.py binds each row to its kernels; the command line's
+choices, the model's initialisation, the workspace, inspect's gate names,
+the ablation, tune's cost estimate and the default learning rate all read
+the row.
+
+Notation: the G = gates·H columns of Wx (rows of Wh, entries of b) are the
+cell's blocks side by side, H each, in the order `blocks` gives (PyTorch's:
+torch.nn.LSTM, nn.GRU, nn.RNN). i input, f forget, o output gate; g the
+LSTMs' candidate c~; r reset and z update gate, n the GRU's candidate; a an
+RNN's one block, its pre-activation.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
-
-import numpy as np
-
-from . import kernels as K
-from .config import CELL_NAMES
 
 
 @dataclass(frozen=True)
 class Cell:
-    name: str
-    kind: int            # its number: its place in kernels.STEPS
-    gates: int           # G = gates * H columns in Wx, Wh, b
-    has_c: bool          # has a cell state c (long-term memory)
-    n_extra: int         # rows of per-unit extra parameters ex (k, H)
-    separate_dhp: bool   # backward writes dhp apart from dxp (GRU)
-    dxp_in_acts: bool    # backward can write dxp over acts (kernels._same)
-    step: Callable       # one forward time step (run by kernels.forward, forward_onehot)
-    backward: Callable
-    forget_gate: int     # index of the gate whose bias starts at forget_bias, or -1
-    doc: str
+    name: str                    # as --cell names it
+    doc: str                     # what it is, and its source
+    kernels: str                 # its kernel module: kernels/<kernels>.py
+    blocks: tuple[str, ...]      # its blocks of H columns, in order
+    candidate: str               # the block that makes the new content (tanh), not a gate
+    has_c: bool                  # has a cell state c (long-term memory)
+    extras: tuple[str, ...] = ()     # per-unit extra parameters: ex (len(extras), H), by row
+    extras_init: str = "zero"    # ex starts at "zero", or "uniform" as a bias does (±1/√H)
+    forget: str | None = None    # the gate whose bias starts at +forget_bias (start by remembering)
+    output: str | None = None    # the output gate, for a cell whose h = o ⊙ tanh(c)
+    identity_init: bool = False  # Wh starts as the identity and b at zero (Le et al. 2015)
+    lr: float | None = None      # its default peak learning rate (None: TrainConfig.lr)
+    separate_dhp: bool = False   # its backward writes dL/d(h Whᵀ) apart from dxp (the GRU)
+    dxp_in_acts: bool = False    # its backward can write dxp over acts (kernels.lstm._same)
+    # How a unit's state is held at zero (`charlstm inspect --ablate`, ablation.py): each
+    # (block or extra, how): "shut" a gate (bias -BIG: σ = 0), "open" it (bias +BIG:
+    # σ = 1), or "zero" a block's weights and bias (tanh(0) = relu(0) = 0) or an extra.
+    held_at_zero: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def gates(self) -> int:
+        """Blocks of H columns: G = gates · H."""
+        return len(self.blocks)
+
+    @property
+    def gate_names(self) -> tuple[str, ...]:
+        """The blocks whose activations the step keeps in acts, as inspect
+        names them; none for an RNN, whose one block is its pre-activation."""
+        return self.blocks if len(self.blocks) > 1 else ()
+
+    @property
+    def sigmoid_gates(self) -> tuple[str, ...]:
+        """The gates that squash with σ, to [0, 1]: every block but the candidate."""
+        return tuple(g for g in self.gate_names if g != self.candidate)
+
+    @property
+    def n_extra(self) -> int:
+        return len(self.extras)
+
+    @property
+    def forget_gate(self) -> int:
+        """The index of the gate whose bias starts at forget_bias, or -1."""
+        return self.blocks.index(self.forget) if self.forget else -1
 
     @property
     def output_gate(self) -> int:
         """The output gate's index among the gates, for cells whose h = o ⊙ tanh(c);
         -1 for cells without a c."""
-        return {"lstm": 3, "lstm-peephole": 3, "cifg": 2}.get(self.name, -1)
+        return self.blocks.index(self.output) if self.output else -1
 
-    def extra_grad(self, dex, dxp, dhp, hs, cs):
-        """Gradient of the extra parameters, summed over time and streams."""
-        H = dex.shape[1]
-        if self.name == "lstm-peephole":   # p_i, p_f see c_{t-1}; p_o sees c_t
-            dex[0] += np.einsum("tbh,tbh->h", dxp[:, :, 0:H], cs[:-1])
-            dex[1] += np.einsum("tbh,tbh->h", dxp[:, :, H:2 * H], cs[:-1])
-            dex[2] += np.einsum("tbh,tbh->h", dxp[:, :, 3 * H:4 * H], cs[1:])
-        elif self.name == "gru":           # b_hn sits inside r ⊙ (h Wh_n + b_hn)
-            dex[0] += dhp[:, :, 2 * H:].sum(axis=(0, 1))
-
-
-def _cells(*cells: Cell) -> dict[str, Cell]:
-    return {c.name: c for c in cells}
+    def flops_per_char(self, hidden: int, layers: int, V: int) -> float:
+        """Multiply-adds ×2 per character of one training step, forward and back
+        (×3): the recurrent weights G·H×H of every layer, the input weights
+        G·H×H of the layers above the first (the first's input is one-hot, a
+        lookup), and the output layer V×H."""
+        G, H = self.gates, hidden
+        weights = layers * G * H * H + (layers - 1) * G * H * H + V * H
+        return 6.0 * weights
 
 
-CELLS = _cells(
-    Cell(name="lstm", kind=K.LSTM, gates=4, has_c=True, n_extra=0, separate_dhp=False,
-         dxp_in_acts=True, step=K.lstm_step, backward=K.lstm_backward, forget_gate=1,
-         doc="LSTM: gates i, f, o, candidate c~ (Hochreiter & Schmidhuber 1997)"),
-    Cell(name="lstm-peephole", kind=K.PEEPHOLE, gates=4, has_c=True, n_extra=3,
-         separate_dhp=False, dxp_in_acts=True, step=K.peephole_step,
-         backward=K.peephole_backward, forget_gate=1,
-         doc="LSTM with peepholes: gates see c (Gers & Schmidhuber 2000)"),
-    Cell(name="cifg", kind=K.CIFG, gates=3, has_c=True, n_extra=0, separate_dhp=False,
-         dxp_in_acts=True, step=K.cifg_step, backward=K.cifg_backward, forget_gate=0,
-         doc="coupled input-forget gate: c = f c + (1-f) c~ (Greff et al. 2017)"),
-    Cell(name="gru", kind=K.GRU, gates=3, has_c=False, n_extra=1, separate_dhp=True,
-         dxp_in_acts=False, step=K.gru_step, backward=K.gru_backward, forget_gate=1,
-         doc="GRU (Cho et al. 2014), as torch.nn.GRU"),
-    Cell(name="rnn", kind=K.RNN, gates=1, has_c=False, n_extra=0, separate_dhp=False,
-         dxp_in_acts=False, step=K.rnn_step, backward=K.rnn_backward, forget_gate=-1,
-         doc="vanilla RNN: h = tanh(x Wx + h Wh + b)"),
-    Cell(name="irnn", kind=K.IRNN, gates=1, has_c=False, n_extra=0, separate_dhp=False,
-         dxp_in_acts=False, step=K.irnn_step, backward=K.irnn_backward, forget_gate=-1,
-         doc="ReLU RNN, identity-initialised Wh (Le, Jaitly & Hinton 2015)"),
-)
-assert tuple(sorted(CELLS)) == tuple(sorted(CELL_NAMES)), "config.CELL_NAMES names every cell"
+# The rows, in the order the command line lists them. A cell's number (its
+# `kind`, by which the compiled loops are indexed) is its place here.
+CELLS = {c.name: c for c in (
+    Cell(name="lstm", doc="LSTM: gates i, f, o, candidate c~ (Hochreiter & Schmidhuber 1997)",
+         kernels="lstm", blocks=("i", "f", "g", "o"), candidate="g", has_c=True,
+         forget="f", output="o", dxp_in_acts=True,
+         # i shut: nothing written; f shut: nothing kept; and c~ = tanh(0) = 0 besides
+         held_at_zero=(("i", "shut"), ("f", "shut"), ("g", "zero"))),
+    # The plain RNNs' default rates, measured on tinyshakespeare (1x512, 1600 steps,
+    # docs/compare.md): the tanh RNN stops learning at 1e-2 (validation 3.18, unigram
+    # level; 3e-3: 1.91, 2e-3: 2.01) and the ReLU RNN overflows at 5e-3 (1e-3: 2.64,
+    # still falling).
+    Cell(name="rnn", doc="vanilla RNN: h = tanh(x Wx + h Wh + b)",
+         kernels="rnn", blocks=("a",), candidate="a", has_c=False, lr=3e-3,
+         held_at_zero=(("a", "zero"),)),                 # h = tanh(x Wx + h Whᵀ + b) = 0
+    Cell(name="irnn", doc="ReLU RNN, identity-initialised Wh (Le, Jaitly & Hinton 2015)",
+         kernels="irnn", blocks=("a",), candidate="a", has_c=False, identity_init=True,
+         lr=1e-3, held_at_zero=(("a", "zero"),)),         # h = relu(0) = 0
+    Cell(name="lstm-peephole", doc="LSTM with peepholes: gates see c (Gers & Schmidhuber 2000)",
+         kernels="peephole", blocks=("i", "f", "g", "o"), candidate="g", has_c=True,
+         extras=("p_i", "p_f", "p_o"), forget="f", output="o", dxp_in_acts=True,
+         held_at_zero=(("i", "shut"), ("f", "shut"), ("g", "zero"))),   # (as the LSTM)
+    Cell(name="cifg", doc="coupled input-forget gate: c = f c + (1-f) c~ (Greff et al. 2017)",
+         kernels="cifg", blocks=("f", "g", "o"), candidate="g", has_c=True,
+         forget="f", output="o", dxp_in_acts=True,
+         # c = f c + (1 - f) c~: f open, c keeps its zero start, and c~ = 0 adds nothing
+         held_at_zero=(("f", "open"), ("g", "zero"))),
+    # The GRU's update gate z plays the forget gate's part: h = (1 - z) n + z h'.
+    Cell(name="gru", doc="GRU (Cho et al. 2014), as torch.nn.GRU",
+         kernels="gru", blocks=("r", "z", "n"), candidate="n", has_c=False,
+         extras=("b_hn",), extras_init="uniform", forget="z", separate_dhp=True,
+         # z open: h keeps its zero start; n = tanh(0 + r·0) = 0, b_hn (inside r ⊙ (…)) too
+         held_at_zero=(("z", "open"), ("n", "zero"), ("b_hn", "zero"))),
+)}

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from .cells import CELLS
 from .errors import CharlstmError
 
-# The cells' names, for the CLI (which must not import the kernels to show
-# --help); cells.CELLS holds the cells themselves and checks it has these.
-CELL_NAMES = ("lstm", "rnn", "irnn", "lstm-peephole", "cifg", "gru")
+CELL_NAMES = tuple(CELLS)       # the cells, as the command line lists them (cells.py)
 
 
 @dataclass(frozen=True)
@@ -51,10 +50,8 @@ class TrainConfig:
 
 
 # The peak learning rate when --lr is not given: TrainConfig.lr, except for the
-# plain RNNs, measured on tinyshakespeare (1x512, 1600 steps, README: compare):
-# the tanh RNN stops learning at 1e-2 (validation 3.18, unigram level; 3e-3:
-# 1.91, 2e-3: 2.01) and the ReLU RNN overflows at 5e-3 (1e-3: 2.64, still falling).
-CELL_LR = {"rnn": 3e-3, "irnn": 1e-3}
+# cells whose row in cells.py gives one (the plain RNNs: measured there).
+CELL_LR = {name: cell.lr for name, cell in CELLS.items() if cell.lr is not None}
 
 
 def default_lr(cell: str) -> float:

@@ -19,16 +19,42 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from .config import ModelConfig
 from .errors import CharlstmError
 
-TORCH_MODULE = {"lstm": "lstm", "gru": "gru", "rnn": "rnn", "irnn": "rnn"}
-ONNX_CELLS = ("lstm", "gru", "rnn", "irnn")
+
+@dataclass(frozen=True)
+class Names:
+    """What PyTorch and ONNX call a cell."""
+    torch: str                  # its torch.nn module, lower case: the tensors' prefix
+    onnx: str                   # its ONNX operator
+    onnx_order: tuple           # ONNX's gate blocks, as our blocks' numbers (cells.py)
+    nonlinearity: str = "tanh"  # nn.RNN's and ONNX RNN's activation
+    b_hn: bool = False          # ex[0] is bias_hh's n block (the GRU's b_hn)
+
+
+# Every cell's names, by cells.CELLS's names; None: PyTorch has no module and
+# ONNX no operator for it, and its tensors keep charlstm's names (l0.Wx, …).
+# ONNX's gate orders: LSTM i, o, f, c (ours i, f, c~, o); GRU z, r, h (ours r, z, n).
+NAMES = {
+    "lstm": Names("lstm", "LSTM", (0, 3, 1, 2)),
+    "rnn": Names("rnn", "RNN", (0,)),
+    "irnn": Names("rnn", "RNN", (0,), nonlinearity="relu"),
+    "lstm-peephole": None,
+    "cifg": None,
+    "gru": Names("gru", "GRU", (1, 0, 2), b_hn=True),
+}
 FORMAT = "charlstm-safetensors"
+
+
+def _torch(cell: str) -> str | None:
+    """The torch.nn module of a cell (lower case), or None."""
+    names = NAMES[cell]
+    return names and names.torch
 
 
 def need(module: str):
@@ -51,7 +77,7 @@ def torch_tensors(cfg: ModelConfig, p: dict) -> dict[str, np.ndarray]:
     """The parameters under torch.nn's names (or charlstm's, for the cells
     PyTorch has no module for), as float32 arrays."""
     out = {}
-    mod = TORCH_MODULE.get(cfg.cell)
+    mod = _torch(cfg.cell)
     H = cfg.hidden
     for l in range(cfg.layers):
         if mod is None:
@@ -61,7 +87,7 @@ def torch_tensors(cfg: ModelConfig, p: dict) -> dict[str, np.ndarray]:
         out[f"{mod}.weight_hh_l{l}"] = p[f"l{l}.Wh"]
         out[f"{mod}.bias_ih_l{l}"] = p[f"l{l}.b"]
         bias_hh = np.zeros_like(p[f"l{l}.b"])
-        if cfg.cell == "gru":
+        if NAMES[cfg.cell].b_hn:
             bias_hh[2 * H:] = p[f"l{l}.ex"][0]            # b_hn sits inside r ⊙ (…)
         out[f"{mod}.bias_hh_l{l}"] = bias_hh
     out["decoder.weight"] = p["Wy"].T
@@ -71,7 +97,7 @@ def torch_tensors(cfg: ModelConfig, p: dict) -> dict[str, np.ndarray]:
 
 def params_from_torch(cfg: ModelConfig, t: dict) -> dict[str, np.ndarray]:
     """torch_tensors, undone: charlstm's parameters from the exported tensors."""
-    mod = TORCH_MODULE.get(cfg.cell)
+    mod = _torch(cfg.cell)
     H = cfg.hidden
     p = {}
     for l in range(cfg.layers):
@@ -82,7 +108,7 @@ def params_from_torch(cfg: ModelConfig, t: dict) -> dict[str, np.ndarray]:
         p[f"l{l}.Wh"] = t[f"{mod}.weight_hh_l{l}"]
         bhh = t[f"{mod}.bias_hh_l{l}"]
         p[f"l{l}.b"] = t[f"{mod}.bias_ih_l{l}"] + bhh     # the two biases add up ...
-        if cfg.cell == "gru":                             # ... but the GRU's b_hn sits
+        if NAMES[cfg.cell].b_hn:                          # ... but the GRU's b_hn sits
             p[f"l{l}.b"][2 * H:] -= bhh[2 * H:]           # inside r ⊙ (h W_hnᵀ + b_hn)
             p[f"l{l}.ex"] = bhh[None, 2 * H:]
     p["Wy"] = t["decoder.weight"].T
@@ -107,8 +133,9 @@ def safetensors_bytes(ck) -> bytes:
     tensors = torch_tensors(ck.model, ck.params)
     meta = {"format": FORMAT, "vocab": json.dumps(ck.vocab, ensure_ascii=False),
             "model": json.dumps(asdict(ck.model)),
-            "torch_module": TORCH_MODULE.get(ck.model.cell, ""),
-            "nonlinearity": "relu" if ck.model.cell == "irnn" else "tanh"}
+            "torch_module": _torch(ck.model.cell) or "",
+            "nonlinearity": NAMES[ck.model.cell].nonlinearity if NAMES[ck.model.cell]
+            else "tanh"}
     header, offset = {"__metadata__": meta}, 0
     for name in sorted(tensors):
         t = tensors[name]
@@ -127,7 +154,7 @@ def torch_shapes(cfg: ModelConfig) -> dict[str, tuple]:
     file's)."""
     from .model import layout
     shapes = dict(layout(cfg))
-    mod = TORCH_MODULE.get(cfg.cell)
+    mod = _torch(cfg.cell)
     out = {}
     for l in range(cfg.layers):
         if mod is None:
@@ -224,12 +251,6 @@ def load_safetensors_checkpoint(path: str):
 # ---------------------------------------------------------------------------
 # ONNX.
 
-def _perm(cell: str):
-    """ONNX's gate order in terms of ours: LSTM i, o, f, c (ours i, f, c~, o);
-    GRU z, r, h (ours r, z, n); RNN one block."""
-    return {"lstm": [0, 3, 1, 2], "gru": [1, 0, 2]}.get(cell, [0])
-
-
 def _blocks(a: np.ndarray, order, H: int) -> np.ndarray:
     """Reorder the gate blocks of a's first axis (each H long)."""
     return np.concatenate([a[k * H:(k + 1) * H] for k in order], axis=0)
@@ -240,14 +261,15 @@ def onnx_model(ck):
     c0 (L, B, H); outputs logits (T, B, V), hT and (LSTM) cT."""
     onnx = need("onnx")
     from onnx import TensorProto, helper, numpy_helper
+    from .cells import CELLS
     cfg, p = ck.model, ck.params
-    if cfg.cell not in ONNX_CELLS:
+    names = NAMES[cfg.cell]
+    if names is None:
         raise CharlstmError(f"ONNX has no operator for a {cfg.cell} cell; export it with "
                             "--format safetensors (charlstm's names)")
     L, H, V = cfg.layers, cfg.hidden, cfg.vocab_size
-    op = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN", "irnn": "RNN"}[cfg.cell]
-    has_c = cfg.cell == "lstm"
-    order = _perm("lstm" if cfg.cell == "lstm" else "gru" if cfg.cell == "gru" else "rnn")
+    op, order = names.onnx, list(names.onnx_order)
+    has_c = CELLS[cfg.cell].has_c
     f32 = lambda a: np.ascontiguousarray(a, np.float32)  # noqa: E731
     inits = [numpy_helper.from_array(np.eye(V, dtype=np.float32), "onehot")]
     nodes = [helper.make_node("Gather", ["onehot", "tokens"], ["x0"], axis=0)]   # (T, B, V)
@@ -264,7 +286,7 @@ def onnx_model(ck):
         R = _blocks(p[f"l{l}.Wh"], order, H)[None]                      # (1, G, H)
         Wb = _blocks(p[f"l{l}.b"], order, H)
         Rb = np.zeros_like(Wb)
-        if cfg.cell == "gru":
+        if names.b_hn:
             Rb = _blocks(np.concatenate([np.zeros(2 * H, np.float32), p[f"l{l}.ex"][0]]),
                          order, H)
         inits += [numpy_helper.from_array(f32(W), f"W{l}"),
@@ -273,10 +295,10 @@ def onnx_model(ck):
         ins = [x, f"W{l}", f"R{l}", f"B{l}", "", f"h0_{l}"] + ([f"c0_{l}"] if has_c else [])
         outs = [f"y{l}", f"hT_{l}"] + ([f"cT_{l}"] if has_c else [])
         kw = {"hidden_size": H}
-        if cfg.cell == "gru":
+        if names.b_hn:
             kw["linear_before_reset"] = 1                  # as PyTorch: r ⊙ (h W_hnᵀ + b_hn)
         if op == "RNN":
-            kw["activations"] = ["Relu" if cfg.cell == "irnn" else "Tanh"]
+            kw["activations"] = [names.nonlinearity.capitalize()]
         nodes.append(helper.make_node(op, ins, outs, **kw))
         nodes.append(helper.make_node("Squeeze", [f"y{l}", "axis1"], [f"x{l + 1}"]))
         x = f"x{l + 1}"

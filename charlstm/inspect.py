@@ -26,11 +26,9 @@ import numpy as np
 from . import stopping
 from .errors import CharlstmError
 from .words import path_arg, shell_line
+from .cells import CELLS
 from .model import Model, Workspace
 
-GATES = {"lstm": ("i", "f", "g", "o"), "lstm-peephole": ("i", "f", "g", "o"),
-         "cifg": ("f", "g", "o"), "gru": ("r", "z", "n"), "rnn": (), "irnn": ()}
-SIGMOID_GATES = ("i", "f", "o", "r", "z")          # the ones that saturate at 0 and 1
 CHUNK_BYTES = 16 << 20         # the forward pass's workspace, a chunk of text at a time
 
 
@@ -48,7 +46,7 @@ def record(model: Model, ids: np.ndarray) -> dict:
     T = int(max(1, min(N, CHUNK_BYTES // ((G + 3 * H + cfg.vocab_size) * L * 4 * 2))))
     ws = Workspace(cfg, T, 1, model.dtype, backward=False)
     packs = model.packed_Wh(backward=False)
-    names = GATES[cfg.cell]
+    names = cell.gate_names
     out = {"h": np.empty((L, N, H), np.float16),                 # (in [-1, 1])
            "c": np.empty((L, N, H), np.float32) if cell.has_c else None,
            "gates": {g: np.empty((L, N, H), np.float16) for g in names},   # (in [0, 1]
@@ -394,20 +392,21 @@ def rank_units(rec: dict, feats: dict[str, np.ndarray], top: int = 5,
     return ranked, info
 
 
-def saturation(rec: dict, lo: float = 0.1, hi: float = 0.9, most: float = 0.9) -> dict:
-    """Gate saturation (Karpathy et al. 2015, section 4.2): for each σ gate and
-    layer, every unit's share of characters below lo (left-saturated) and above
-    hi (right-saturated); and, for the forget gate (the GRU's z plays its
-    part), the units open (f > hi) or shut (f < lo) for at least `most` of the
-    text: long-memory cells and cells that forget at once."""
+def saturation(rec: dict, cell, lo: float = 0.1, hi: float = 0.9, most: float = 0.9) -> dict:
+    """Gate saturation (Karpathy et al. 2015, section 4.2): for each σ gate of
+    `cell` (its row of cells.py) and layer, every unit's share of characters
+    below lo (left-saturated) and above hi (right-saturated); and, for the
+    forget gate (the GRU's z plays its part: Cell.forget), the units open
+    (f > hi) or shut (f < lo) for at least `most` of the text: long-memory
+    cells and cells that forget at once."""
     out = {}
     for g, arr in rec["gates"].items():
-        if g not in SIGMOID_GATES:
+        if g not in cell.sigmoid_gates:
             continue
         left = (arr < lo).mean(axis=1)
         right = (arr > hi).mean(axis=1)
         out[g] = {"left": left.round(4).tolist(), "right": right.round(4).tolist()}
-        if g in ("f", "z"):
+        if g == cell.forget:
             out[g]["always_open"] = [[int(l), int(u)] for l, u in zip(*np.nonzero(right >= most))]
             out[g]["always_shut"] = [[int(l), int(u)] for l, u in zip(*np.nonzero(left >= most))]
     return out
@@ -465,8 +464,7 @@ def top_next(logits: np.ndarray, vocab: str, k: int = 5):
 
 def state_names(cfg) -> list[str]:
     """The states record() keeps for a cell, in states()'s order."""
-    from .cells import CELLS
-    return (["c"] if CELLS[cfg.cell].has_c else []) + ["h"] + list(GATES[cfg.cell])
+    return (["c"] if CELLS[cfg.cell].has_c else []) + ["h"] + list(CELLS[cfg.cell].gate_names)
 
 
 def parse_unit(spec: str, model: Model, rec: dict | None = None) -> tuple[int, int, str]:
@@ -532,9 +530,8 @@ def bytes_per_char(cfg) -> float:
     a unit), h and every gate (2 bytes: float16), the logits and their
     probabilities, and the ranking of BLOCK units at a time (about 40 bytes a
     value: rank_columns)."""
-    from .cells import CELLS
     LH = cfg.layers * cfg.hidden
-    states = 2 + CELLS[cfg.cell].has_c * 4 + len(GATES[cfg.cell]) * 2
+    states = 2 + CELLS[cfg.cell].has_c * 4 + len(CELLS[cfg.cell].gate_names) * 2
     return LH * states + cfg.vocab_size * 12 + BLOCK * 40
 
 
@@ -592,7 +589,7 @@ def run_inspect(path: str, text_path: str | None, chars: int, unit: str | None, 
            "model": {"cell": cfg.cell, "layers": cfg.layers, "hidden": cfg.hidden},
            "subtitle": f"{path}: {cfg.cell} {cfg.layers}×{cfg.hidden}, on {len(text):,} "
                        f"characters of {source}",
-           "features": ranked, "support": support_, "gates": saturation(rec),
+           "features": ranked, "support": support_, "gates": saturation(rec, model.cell),
            "counters": counters(rec),
            "seconds": {"record": round(t_rec, 3), "rank": round(t_rank, 3)}}
     res["counters_note"] = ("no unit counts in this text" if rec["c"] is not None and

@@ -91,7 +91,7 @@ class Model:
         if cfg.cell not in CELLS:
             raise CharlstmError(f"unknown cell {cfg.cell!r}; choose one of {', '.join(CELLS)}")
         self.cfg = cfg
-        self.cell = CELLS[cfg.cell]
+        self.cell = K.CELL_KERNELS[cfg.cell]         # its row of cells.py, with its kernels
         self.dtype = np.dtype(dtype)
         self.layout = layout(cfg)
         size = sum(int(np.prod(s)) for _, s in self.layout)
@@ -126,7 +126,8 @@ class Model:
         the sum of two such draws (PyTorch's b_ih + b_hh), GRU's b_hn one draw.
         Then +forget_bias on the forget gate (Gers, Schmidhuber & Cummins 2000;
         Jozefowicz, Zaremba & Sutskever 2015: start by
-        remembering). Peepholes start at zero. IRNN: Wh = identity, zero biases.
+        remembering). Extras start at zero (peepholes) or as a bias does (the
+        GRU's b_hn): Cell.extras_init. IRNN: Wh = identity, zero biases.
 
         Random biases matter: measured on tinyshakespeare at 1×512 after 400
         steps, zero gate biases gave validation loss 2.99 against 1.98 with
@@ -137,14 +138,14 @@ class Model:
             if name.endswith(".b"):
                 w[...] = rng.uniform(-k, k, w.shape) + rng.uniform(-k, k, w.shape)
             elif name.endswith(".ex"):
-                w[...] = rng.uniform(-k, k, w.shape) if cfg.cell == "gru" else 0
+                w[...] = rng.uniform(-k, k, w.shape) if self.cell.extras_init == "uniform" else 0
             else:
                 w[...] = rng.uniform(-k, k, w.shape)
         for l in range(cfg.layers):
             if self.cell.forget_gate >= 0:
                 fg = self.cell.forget_gate
                 self.p[f"l{l}.b"][fg * H:(fg + 1) * H] += cfg.forget_bias
-            if cfg.cell == "irnn":
+            if self.cell.identity_init:
                 self.p[f"l{l}.Wh"][...] = np.eye(H)
                 self.p[f"l{l}.b"][...] = 0
         return self

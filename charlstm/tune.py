@@ -36,6 +36,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from .cells import CELLS
 from .config import CELL_NAMES, ModelConfig, TrainConfig
 from .errors import CharlstmError
 
@@ -194,18 +195,9 @@ def requested_space(user: dict | None, fixed: dict, where: str = "--space") -> d
     return space
 
 
-def _gates(cell: str) -> int:
-    return {"lstm": 4, "lstm-peephole": 4, "cifg": 3, "gru": 3, "rnn": 1, "irnn": 1}[cell]
-
-
 def flops_per_char(cell: str, hidden: int, layers: int, V: int) -> float:
-    """Multiply-adds ×2 per character of one training step, forward and back
-    (×3): the recurrent weights G·H×H of every layer, the input weights
-    G·H×H of the layers above the first (the first's input is one-hot, a
-    lookup), and the output layer V×H."""
-    G, H = _gates(cell), hidden
-    weights = layers * G * H * H + (layers - 1) * G * H * H + V * H
-    return 6.0 * weights
+    """The work of a character of training (Cell.flops_per_char)."""
+    return CELLS[cell].flops_per_char(hidden, layers, V)
 
 
 @dataclass(frozen=True)
@@ -269,7 +261,7 @@ def resolve_space(space: dict, speed: Speed | None, minutes: float, V: int, n_tr
     hiddens = hid.get("choices") or [hid["value"]]
     layerss = lay.get("choices") or [lay["value"]]
     cells = space["cell"].get("choices") or [space["cell"]["value"]]
-    slowest = max(cells, key=_gates)
+    slowest = max(cells, key=lambda c: CELLS[c].gates)
     sizes = [(f"{L}x{H}", math.inf if speed is None else
               60 * minutes * speed.chars_per_s(slowest, H, L, V) / (32 * 50))
              for L in sorted(layerss) for H in sorted(hiddens)]

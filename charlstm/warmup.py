@@ -161,8 +161,8 @@ def tune_units(space: dict) -> list[Unit]:
 
 def _of_a_cell(u: Unit) -> bool:
     """Whether u is one cell's own kernel (its time loops, its backward pass)."""
-    from .cells import CELLS
-    return u.kernel in K.FORWARD + K.FORWARD_ONEHOT + tuple(c.backward for c in CELLS.values())
+    return u.kernel in K.FORWARD + K.FORWARD_ONEHOT + tuple(c.backward for c in
+                                                            K.CELL_KERNELS.values())
 
 
 def is_cached(cells=(), folder: str = K.CACHE_DIR) -> bool:

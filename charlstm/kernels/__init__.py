@@ -2,7 +2,9 @@
 
 One module a topic, to be read in this order:
 
-    lstm.py, peephole.py, cifg.py, gru.py, rnn.py   each cell's step and backward
+    lstm.py, peephole.py, cifg.py, gru.py, rnn.py, irnn.py
+                    each cell's step and backward (and its extras' gradient)
+    binding.py      each cell's row of charlstm/cells.py bound to its kernels
     recurrence.py   the time loop that runs a cell's step (forward, forward_onehot)
     loss.py         the one-hot input gather, the softmax cross-entropy
     optim.py        Adam, Adagrad, dropout masks
@@ -80,18 +82,15 @@ def is_cached(folder: str = CACHE_DIR, cells=()) -> bool:
 
 
 from ._jit import FASTMATH, JIT  # noqa: E402,F401
-from .cifg import cifg_backward, cifg_step  # noqa: E402,F401
+from .binding import CELL_KERNELS, KIND, STEPS  # noqa: E402,F401
 from .gemm import (MR, NV, PREFETCH, VBYTES, matmul_packed, matmul_panels,  # noqa: E402,F401
                    pack_int8, pack_nn, pack_nt, packed_shape, panel_width,
                    quantise_input, quantised_input_shape)
-from .gru import gru_backward, gru_step  # noqa: E402,F401
 from .loss import embed, embed_backward, softmax_xent  # noqa: E402,F401
-from .lstm import lstm_backward, lstm_step  # noqa: E402,F401
 from .nonlinear import exp_, sigmoid, tanh_  # noqa: E402,F401
 from .optim import adagrad_update, adam_update, dropout_mask  # noqa: E402,F401
-from .peephole import peephole_backward, peephole_step  # noqa: E402,F401
-from .recurrence import (CIFG, FORWARD, FORWARD_ONEHOT, GRU, IRNN, LSTM,  # noqa: E402,F401
-                         PEEPHOLE, RNN, STEPS, forward, forward_onehot)
-from .rnn import irnn_backward, irnn_step, rnn_backward, rnn_step  # noqa: E402,F401
+from .recurrence import FORWARD, FORWARD_ONEHOT, forward, forward_onehot  # noqa: E402,F401
 from .sampling import (CHUNK, GENERATE, MODEL_STEP, finish_product, generate,  # noqa: E402,F401
                        post_product, product_helper, shared_product)
+
+LSTM, GRU = KIND["lstm"], KIND["gru"]          # two cells' numbers, by name (every cell's: KIND)

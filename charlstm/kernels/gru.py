@@ -1,4 +1,4 @@
-"""The GRU: step and backward."""
+"""The GRU: step and backward, and the gradient of b_hn."""
 
 import numpy as np
 from numba import njit
@@ -67,3 +67,11 @@ def gru_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, Wh_nn, ex):
         matmul_packed(dhp[t], Wh_nn, dh_next)
         dh_next += direct
     _copy(dhs[0], dh_next)
+
+
+def gru_extra_grad(dex, dxp, dhp, hs, cs):
+    """The gradient of b_hn, summed over time and streams (NumPy, after
+    gru_backward): b_hn sits inside r ⊙ (h Wh_nᵀ + b_hn), so its gradient is
+    that of h Wh_nᵀ, dhp's n block."""
+    H = dex.shape[1]
+    dex[0] += dhp[:, :, 2 * H:].sum(axis=(0, 1))

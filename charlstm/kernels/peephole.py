@@ -1,5 +1,6 @@
-"""The LSTM with peepholes: step and backward."""
+"""The LSTM with peepholes: step and backward, and the peepholes' gradient."""
 
+import numpy as np
 from numba import njit
 
 from ._jit import JIT
@@ -79,3 +80,14 @@ def _peephole_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, Wh_nn, ex):
         matmul_packed(dxp[t], Wh_nn, dh_next)
     _copy(dhs[0], dh_next)
     _copy(dcs[0], dc_next)
+
+
+def peephole_extra_grad(dex, dxp, dhp, hs, cs):
+    """The peepholes' gradient, summed over time and streams (NumPy, after
+    peephole_backward): p_i and p_f see c_{t-1}, p_o sees c_t, so
+    dp_i = Σ di ⊙ c_{t-1},  dp_f = Σ df ⊙ c_{t-1},  dp_o = Σ do ⊙ c_t
+    (di, df, do: dxp's blocks, each times its slope already)."""
+    H = dex.shape[1]
+    dex[0] += np.einsum("tbh,tbh->h", dxp[:, :, 0:H], cs[:-1])
+    dex[1] += np.einsum("tbh,tbh->h", dxp[:, :, H:2 * H], cs[:-1])
+    dex[2] += np.einsum("tbh,tbh->h", dxp[:, :, 3 * H:4 * H], cs[1:])

@@ -6,21 +6,15 @@ only the cell it runs."""
 import numpy as np
 
 from ._jit import per_cell
-from .cifg import cifg_step
+from .binding import STEPS
 from .gemm import matmul_packed
-from .gru import gru_step
 from .loss import embed
-from .lstm import lstm_step
-from .peephole import peephole_step
-from .rnn import irnn_step, rnn_step
 
 
 # ---------------------------------------------------------------------------
 # The forward pass of every cell: per time step the recurrent product, then the
-# cell's own equations, its _step kernel (next to its backward kernel).
-
-LSTM, PEEPHOLE, CIFG, GRU, RNN, IRNN = 0, 1, 2, 3, 4, 5     # cells.Cell.kind
-STEPS = (lstm_step, peephole_step, cifg_step, gru_step, rnn_step, irnn_step)   # by kind
+# cell's own equations, its _step kernel (next to its backward kernel). STEPS
+# holds every cell's, by its number (binding.py).
 
 
 def step(t, gh, hs, cs, acts, aux, x, ex):

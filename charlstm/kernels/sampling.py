@@ -10,7 +10,8 @@ from ._jit import JIT, per_cell
 from .gemm import _input, matmul_row
 from .loss import embed
 from .nonlinear import _copy, tanh_
-from .recurrence import STEPS, step
+from .binding import STEPS
+from .recurrence import step
 
 
 # ---------------------------------------------------------------------------
