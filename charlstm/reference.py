@@ -1,20 +1,30 @@
 """Every cell, forward and backward, in plain NumPy: the file to read first.
 
 Straight from the equations, one time step at a time over a batch, with no
-speed tricks: charlstm/kernels/ computes the same numbers fast, and the tests hold
-it to these (tests/test_reference.py), forward and gradients, for every cell.
-The gradient checks cover these functions too.
+speed tricks: charlstm/kernels/ computes the same numbers fast, and the tests
+hold it to these (tests/test_reference.py, tests/test_cells.py), forward and
+gradients, for every cell. The gradient checks cover these functions too.
+
+Each cell is a pair of functions side by side, one time step and its undoing,
+in the order of cells.py's table (PAIRS names them):
+
+    <cell>_forward(a, r, h, c, p) -> (h_t, c_t, saved)
+    <cell>_backward(dh, dc, s, p, g) -> (da, dr, dh_direct, dc_prev)
+
+a = x_t Wx + b and r = h_(t−1) Whᵀ, each (B, G), are the input's and the
+recurrent part of every block's pre-activation (the GRU keeps them apart);
+h, c (B, H) the state before the step (c passes through a cell without one).
+The backward step takes dh = dL/dh_t (from above and from step t + 1), dc =
+dL/dc_t from step t + 1, the step's record s (its inputs x, h_prev, c_prev,
+what the forward step saved, and h), and returns dL/da and dL/dr, the part of
+dL/dh_(t−1) that does not go through r (the GRU's; None otherwise) and
+dL/dc_(t−1) (None without a c); extra parameters' gradients are added into g.
+
+forward() and backward() run a pair over time; logits() runs a whole model.
 
 Shapes: x (T, B, D) inputs, h0 and c0 (B, H); per layer Wx (D, G), Wh (G, H),
 b (G,), with G = gates·H, the gates side by side in Wx's columns and Wh's rows
-in the order given for each cell (that of torch.nn.LSTM, nn.GRU, nn.RNN). The
-pre-activations of a step are a = x_t Wx + b + h_(t−1) Whᵀ.
-
-forward(cell, x, h0, c0, p) returns (hs, cs, cache): hs, cs (T, B, H) the
-states after each step. backward(cell, dhs, cache, p, dhT, dcT) takes dL/dh_t
-(T, B, H) from above (the output layer or the next layer) and the gradient
-arriving at the final state, and returns the gradients of every parameter,
-of x, and of h0 and c0.
+in the order given for each cell (that of torch.nn.LSTM, nn.GRU, nn.RNN).
 """
 from __future__ import annotations
 
@@ -26,69 +36,205 @@ def sigmoid(z):
 
 
 # ---------------------------------------------------------------------------
-# Forward: one function per cell, one step at a time.
+# The LSTM (Hochreiter & Schmidhuber 1997; the forget gate of Gers, Schmidhuber
+# & Cummins 2000). Blocks i, f, c~ (g), o.
 
-def forward(cell: str, x, h0, c0, p):
-    """p: {"Wx", "Wh", "b", and "ex" for the peephole (p_i, p_f, p_o) and the GRU (b_hn)}."""
-    T, B, _ = x.shape
-    H = h0.shape[1]
-    h, c = h0, c0
-    hs, cs, steps = [], [], []
-    for t in range(T):
-        a = x[t] @ p["Wx"] + p["b"]            # the input's part of every gate, (B, G)
-        r = h @ p["Wh"].T                       # the recurrent part, (B, G)
-        step = {"x": x[t], "h_prev": h, "c_prev": c}
-        if cell == "lstm":                      # gates i, f, c~ (g), o
-            z = a + r
-            i, f = sigmoid(z[:, :H]), sigmoid(z[:, H:2 * H])
-            g, o = np.tanh(z[:, 2 * H:3 * H]), sigmoid(z[:, 3 * H:])
-            c = f * c + i * g                   # c_t = f ⊙ c_(t−1) + i ⊙ c~
-            h = o * np.tanh(c)                  # h_t = o ⊙ tanh(c_t)
-            step.update(i=i, f=f, g=g, o=o, c=c)
-        elif cell == "lstm-peephole":           # i and f see c_(t−1), o sees c_t
-            z = a + r
-            pi, pf, po = p["ex"]
-            i = sigmoid(z[:, :H] + pi * c)
-            f = sigmoid(z[:, H:2 * H] + pf * c)
-            g = np.tanh(z[:, 2 * H:3 * H])
-            c = f * c + i * g
-            o = sigmoid(z[:, 3 * H:] + po * c)
-            h = o * np.tanh(c)
-            step.update(i=i, f=f, g=g, o=o, c=c)
-        elif cell == "cifg":                    # gates f, c~ (g), o; the input gate is 1 − f
-            z = a + r
-            f, g, o = sigmoid(z[:, :H]), np.tanh(z[:, H:2 * H]), sigmoid(z[:, 2 * H:])
-            c = f * c + (1 - f) * g
-            h = o * np.tanh(c)
-            step.update(f=f, g=g, o=o, c=c)
-        elif cell == "gru":                     # gates r, z, n (as torch.nn.GRU)
-            q = r[:, 2 * H:] + p["ex"][0]       # h_(t−1) Wh_nᵀ + b_hn
-            rg = sigmoid(a[:, :H] + r[:, :H])
-            zg = sigmoid(a[:, H:2 * H] + r[:, H:2 * H])
-            n = np.tanh(a[:, 2 * H:] + rg * q)
-            h = (1 - zg) * n + zg * h           # h_t = (1 − z) ⊙ n + z ⊙ h_(t−1)
-            step.update(r=rg, z=zg, n=n, q=q)
-        elif cell == "rnn":
-            h = np.tanh(a + r)
-        elif cell == "irnn":
-            step["pre"] = a + r
-            h = np.maximum(0.0, step["pre"])
-        else:
-            raise ValueError(f"unknown cell {cell!r}")
-        step["h"] = h
-        hs.append(h)
-        cs.append(c)
-        steps.append(step)
-    return np.stack(hs), np.stack(cs), steps
+def lstm_forward(a, r, h, c, p):
+    """i = σ(z_i), f = σ(z_f), g = tanh(z_g), o = σ(z_o)   with z = a + r
+    c_t = f ⊙ c_(t−1) + i ⊙ g
+    h_t = o ⊙ tanh(c_t)"""
+    H = h.shape[1]
+    z = a + r
+    i, f = sigmoid(z[:, :H]), sigmoid(z[:, H:2 * H])
+    g, o = np.tanh(z[:, 2 * H:3 * H]), sigmoid(z[:, 3 * H:])
+    c = f * c + i * g
+    return o * np.tanh(c), c, dict(i=i, f=f, g=g, o=o, c=c)
+
+
+def lstm_backward(dh, dc, s, p, g):
+    """do = dh ⊙ tanh(c_t);  dc_t = dc + dh ⊙ o ⊙ (1 − tanh² c_t)
+    di = dc_t ⊙ g,  df = dc_t ⊙ c_(t−1),  dg = dc_t ⊙ i   (each times its slope)
+    dc_(t−1) = dc_t ⊙ f"""
+    i, f, gg, o, c = s["i"], s["f"], s["g"], s["o"], s["c"]
+    tc = np.tanh(c)
+    do = dh * tc                                # h = o ⊙ tanh(c)
+    dzo = do * o * (1 - o)
+    dc = dc + dh * o * (1 - tc ** 2)
+    dzi = dc * gg * i * (1 - i)                 # c = f ⊙ c_prev + i ⊙ g
+    dzf = dc * s["c_prev"] * f * (1 - f)
+    dzg = dc * i * (1 - gg ** 2)
+    da = np.concatenate([dzi, dzf, dzg, dzo], axis=1)
+    return da, da, None, dc * f
 
 
 # ---------------------------------------------------------------------------
-# Backward: the same steps in reverse, each rule beside the one it undoes.
+# The LSTM with peepholes (Gers & Schmidhuber 2000): i and f see c_(t−1), o sees
+# c_t, through p["ex"] = (p_i, p_f, p_o). Blocks i, f, c~ (g), o.
+
+def peephole_forward(a, r, h, c, p):
+    """i = σ(z_i + p_i ⊙ c_(t−1)),  f = σ(z_f + p_f ⊙ c_(t−1)),  g = tanh(z_g)
+    c_t = f ⊙ c_(t−1) + i ⊙ g
+    o = σ(z_o + p_o ⊙ c_t),  h_t = o ⊙ tanh(c_t)"""
+    H = h.shape[1]
+    z = a + r
+    pi, pf, po = p["ex"]
+    i = sigmoid(z[:, :H] + pi * c)
+    f = sigmoid(z[:, H:2 * H] + pf * c)
+    g = np.tanh(z[:, 2 * H:3 * H])
+    c = f * c + i * g
+    o = sigmoid(z[:, 3 * H:] + po * c)
+    return o * np.tanh(c), c, dict(i=i, f=f, g=g, o=o, c=c)
+
+
+def peephole_backward(dh, dc, s, p, g):
+    """As the LSTM's, with each peephole's path: dc_t gains do' ⊙ p_o (o saw
+    c_t), dc_(t−1) gains di' ⊙ p_i + df' ⊙ p_f; dp_i = Σ di' ⊙ c_(t−1),
+    dp_f = Σ df' ⊙ c_(t−1), dp_o = Σ do' ⊙ c_t (', times the slope)."""
+    i, f, gg, o, c = s["i"], s["f"], s["g"], s["o"], s["c"]
+    pi, pf, po = p["ex"]
+    tc = np.tanh(c)
+    do = dh * tc
+    dzo = do * o * (1 - o)
+    dc = dc + dh * o * (1 - tc ** 2)
+    dc = dc + dzo * po                          # o saw c_t
+    dzi = dc * gg * i * (1 - i)
+    dzf = dc * s["c_prev"] * f * (1 - f)
+    dzg = dc * i * (1 - gg ** 2)
+    g["ex"][0] += (dzi * s["c_prev"]).sum(0)
+    g["ex"][1] += (dzf * s["c_prev"]).sum(0)
+    g["ex"][2] += (dzo * c).sum(0)
+    da = np.concatenate([dzi, dzf, dzg, dzo], axis=1)
+    return da, da, None, dc * f + dzi * pi + dzf * pf
+
+
+# ---------------------------------------------------------------------------
+# The coupled input-forget gate LSTM (CIFG, Greff et al. 2017): the input gate
+# is 1 − f. Blocks f, c~ (g), o.
+
+def cifg_forward(a, r, h, c, p):
+    """f = σ(z_f), g = tanh(z_g), o = σ(z_o)   with z = a + r
+    c_t = f ⊙ c_(t−1) + (1 − f) ⊙ g
+    h_t = o ⊙ tanh(c_t)"""
+    H = h.shape[1]
+    z = a + r
+    f, g, o = sigmoid(z[:, :H]), np.tanh(z[:, H:2 * H]), sigmoid(z[:, 2 * H:])
+    c = f * c + (1 - f) * g
+    return o * np.tanh(c), c, dict(f=f, g=g, o=o, c=c)
+
+
+def cifg_backward(dh, dc, s, p, g):
+    """do = dh ⊙ tanh(c_t);  dc_t = dc + dh ⊙ o ⊙ (1 − tanh² c_t)
+    df = dc_t ⊙ (c_(t−1) − g),  dg = dc_t ⊙ (1 − f)   (each times its slope)
+    dc_(t−1) = dc_t ⊙ f"""
+    f, gg, o, c = s["f"], s["g"], s["o"], s["c"]
+    tc = np.tanh(c)
+    dzo = dh * tc * o * (1 - o)
+    dc = dc + dh * o * (1 - tc ** 2)
+    dzf = dc * (s["c_prev"] - gg) * f * (1 - f)   # c = f c_prev + (1 − f) g
+    dzg = dc * (1 - f) * (1 - gg ** 2)
+    da = np.concatenate([dzf, dzg, dzo], axis=1)
+    return da, da, None, dc * f
+
+
+# ---------------------------------------------------------------------------
+# The GRU (Cho et al. 2014), as torch.nn.GRU: blocks r, z, n; p["ex"][0] = b_hn,
+# inside the reset: n = tanh(a_n + r ⊙ (h Wh_nᵀ + b_hn)).
+
+def gru_forward(a, r, h, c, p):
+    """r = σ(a_r + r_r), z = σ(a_z + r_z)   (r_·: the recurrent parts)
+    n = tanh(a_n + r ⊙ q),  q = h_(t−1) Wh_nᵀ + b_hn
+    h_t = (1 − z) ⊙ n + z ⊙ h_(t−1)"""
+    H = h.shape[1]
+    q = r[:, 2 * H:] + p["ex"][0]               # h_(t−1) Wh_nᵀ + b_hn
+    rg = sigmoid(a[:, :H] + r[:, :H])
+    zg = sigmoid(a[:, H:2 * H] + r[:, H:2 * H])
+    n = np.tanh(a[:, 2 * H:] + rg * q)
+    return (1 - zg) * n + zg * h, c, dict(r=rg, z=zg, n=n, q=q)
+
+
+def gru_backward(dh, dc, s, p, g):
+    """dn = dh ⊙ (1 − z),  dz = dh ⊙ (h_(t−1) − n),  da_n = dn ⊙ (1 − n²)
+    dr = da_n ⊙ q (times its slope),  dq = da_n ⊙ r  (the recurrent part of n)
+    dh_(t−1) gains dh ⊙ z directly; db_hn = Σ dq"""
+    rg, zg, n, q, hp = s["r"], s["z"], s["n"], s["q"], s["h_prev"]
+    dn = dh * (1 - zg)                          # h = (1 − z) n + z h_prev
+    dzz = dh * (hp - n) * zg * (1 - zg)
+    dan = dn * (1 - n ** 2)                     # n = tanh(a_n + r ⊙ q)
+    drr = dan * q * rg * (1 - rg)
+    dq = dan * rg
+    g["ex"][0] += dq.sum(0)
+    da = np.concatenate([drr, dzz, dan], axis=1)
+    dr = np.concatenate([drr, dzz, dq], axis=1)
+    return da, dr, dh * zg, None
+
+
+# ---------------------------------------------------------------------------
+# The vanilla RNN, and the ReLU RNN (IRNN, Le, Jaitly & Hinton 2015): one block.
+
+def rnn_forward(a, r, h, c, p):
+    """h_t = tanh(a + r)"""
+    return np.tanh(a + r), c, {}
+
+
+def rnn_backward(dh, dc, s, p, g):
+    """da = dh ⊙ (1 − h_t²)"""
+    da = dh * (1 - s["h"] ** 2)
+    return da, da, None, None
+
+
+def irnn_forward(a, r, h, c, p):
+    """h_t = max(0, a + r)"""
+    pre = a + r
+    return np.maximum(0.0, pre), c, dict(pre=pre)
+
+
+def irnn_backward(dh, dc, s, p, g):
+    """da = dh ⊙ [a + r > 0]"""
+    da = dh * (s["pre"] > 0)
+    return da, da, None, None
+
+
+# Each cell's pair, by its name in cells.py.
+PAIRS = {"lstm": (lstm_forward, lstm_backward), "rnn": (rnn_forward, rnn_backward),
+         "irnn": (irnn_forward, irnn_backward),
+         "lstm-peephole": (peephole_forward, peephole_backward),
+         "cifg": (cifg_forward, cifg_backward), "gru": (gru_forward, gru_backward)}
+
+
+def _pair(cell: str):
+    if cell not in PAIRS:
+        raise ValueError(f"unknown cell {cell!r}")
+    return PAIRS[cell]
+
+
+# ---------------------------------------------------------------------------
+# Through time: a layer, then the whole model.
+
+def forward(cell: str, x, h0, c0, p):
+    """A layer of `cell` over x (T, B, D) from (h0, c0). p: {"Wx", "Wh", "b",
+    and "ex" for the peephole (p_i, p_f, p_o) and the GRU (b_hn)}. Returns
+    (hs, cs, steps): the states after each step, each (T, B, H), and each
+    step's record for backward."""
+    step = _pair(cell)[0]
+    h, c = h0, c0
+    hs, cs, steps = [], [], []
+    for t in range(x.shape[0]):
+        a = x[t] @ p["Wx"] + p["b"]            # the input's part of every block, (B, G)
+        r = h @ p["Wh"].T                       # the recurrent part, (B, G)
+        s = {"x": x[t], "h_prev": h, "c_prev": c}
+        h, c, saved = step(a, r, h, c, p)
+        s.update(saved, h=h)
+        hs.append(h)
+        cs.append(c)
+        steps.append(s)
+    return np.stack(hs), np.stack(cs), steps
+
 
 def backward(cell: str, dhs, steps, p, dhT=None, dcT=None):
     """Backprop through time. dhs (T, B, H): dL/dh_t from above; dhT, dcT: the
     gradient at the final state (default 0). Returns {"Wx", "Wh", "b", "ex",
     "x", "h0", "c0"}, gradients of the same shapes."""
+    step_back = _pair(cell)[1]
     T, B, H = dhs.shape
     g = {k: np.zeros_like(v) for k, v in p.items()}
     dx = np.zeros((T, B, p["Wx"].shape[0]))
@@ -97,59 +243,27 @@ def backward(cell: str, dhs, steps, p, dhT=None, dcT=None):
     for t in range(T - 1, -1, -1):
         s = steps[t]
         dh = dhs[t] + dh_next                   # from above, and from step t + 1
-        dc_prev = np.zeros((B, H))
-        if cell in ("lstm", "lstm-peephole"):
-            i, f, gg, o, c = s["i"], s["f"], s["g"], s["o"], s["c"]
-            tc = np.tanh(c)
-            do = dh * tc                        # h = o ⊙ tanh(c)
-            dzo = do * o * (1 - o)
-            dc = dc_next + dh * o * (1 - tc ** 2)
-            if cell == "lstm-peephole":
-                pi, pf, po = p["ex"]
-                dc = dc + dzo * po              # o saw c_t
-            dzi = dc * gg * i * (1 - i)         # c = f ⊙ c_prev + i ⊙ g
-            dzf = dc * s["c_prev"] * f * (1 - f)
-            dzg = dc * i * (1 - gg ** 2)
-            dc_prev = dc * f
-            if cell == "lstm-peephole":
-                dc_prev = dc_prev + dzi * pi + dzf * pf
-                g["ex"][0] += (dzi * s["c_prev"]).sum(0)
-                g["ex"][1] += (dzf * s["c_prev"]).sum(0)
-                g["ex"][2] += (dzo * c).sum(0)
-            da = np.concatenate([dzi, dzf, dzg, dzo], axis=1)
-            dr = da
-        elif cell == "cifg":
-            f, gg, o, c = s["f"], s["g"], s["o"], s["c"]
-            tc = np.tanh(c)
-            dzo = dh * tc * o * (1 - o)
-            dc = dc_next + dh * o * (1 - tc ** 2)
-            dzf = dc * (s["c_prev"] - gg) * f * (1 - f)   # c = f c_prev + (1 − f) g
-            dzg = dc * (1 - f) * (1 - gg ** 2)
-            dc_prev = dc * f
-            da = np.concatenate([dzf, dzg, dzo], axis=1)
-            dr = da
-        elif cell == "gru":
-            rg, zg, n, q, hp = s["r"], s["z"], s["n"], s["q"], s["h_prev"]
-            dn = dh * (1 - zg)                  # h = (1 − z) n + z h_prev
-            dzz = dh * (hp - n) * zg * (1 - zg)
-            dan = dn * (1 - n ** 2)             # n = tanh(a_n + r ⊙ q)
-            drr = dan * q * rg * (1 - rg)
-            dq = dan * rg
-            g["ex"][0] += dq.sum(0)
-            da = np.concatenate([drr, dzz, dan], axis=1)
-            dr = np.concatenate([drr, dzz, dq], axis=1)
-            dh = dh * zg                        # the direct path to h_prev, added below
-        elif cell == "rnn":
-            da = dh * (1 - s["h"] ** 2)
-            dr = da
-        elif cell == "irnn":
-            da = dh * (s["pre"] > 0)
-            dr = da
-        g["Wx"] += s["x"].T @ da                # a = x Wx + b + h_prev Whᵀ
+        da, dr, dh_direct, dc_prev = step_back(dh, dc_next, s, p, g)
+        g["Wx"] += s["x"].T @ da                # a = x Wx + b, r = h_prev Whᵀ
         g["b"] += da.sum(0)
         g["Wh"] += dr.T @ s["h_prev"]
         dx[t] = da @ p["Wx"].T
-        dh_next = dr @ p["Wh"] + (dh if cell == "gru" else 0)
-        dc_next = dc_prev
+        dh_next = dr @ p["Wh"] if dh_direct is None else dr @ p["Wh"] + dh_direct
+        dc_next = np.zeros((B, H)) if dc_prev is None else dc_prev
     g["x"], g["h0"], g["c0"] = dx, dh_next, dc_next
     return g
+
+
+def logits(model, tokens, h0, c0):
+    """A whole model.Model's forward pass (no dropout), in float64: the one-hot
+    input through each layer, then the output layer. tokens (T, B); h0, c0
+    (L, B, H). Returns the logits (T·B, V)."""
+    cfg, p = model.cfg, model.p
+    T, B = tokens.shape
+    x = np.eye(cfg.vocab_size)[tokens]          # (T, B, V)
+    for l in range(cfg.layers):
+        layer = {k: p[f"l{l}.{k}"].astype(np.float64) for k in ("Wx", "Wh", "b", "ex")
+                 if f"l{l}.{k}" in p}
+        x, _, _ = forward(cfg.cell, x, h0[l].astype(np.float64), c0[l].astype(np.float64),
+                          layer)
+    return (x @ p["Wy"] + p["by"]).reshape(T * B, -1)

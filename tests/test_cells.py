@@ -53,3 +53,34 @@ def test_backward_writing_over_acts_matches_a_separate_dxp(cell, dtype):
     for a, b in zip(out["separate"], out["in acts"]):
         np.testing.assert_array_equal(a, b)
     assert np.abs(out["separate"][0]).max() > 0
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_every_cell_has_its_four_places(cell):
+    """A cell is four things (cells.py): its row in cells.CELLS, its kernels in
+    kernels/<row.kernels>.py, its forward/backward pair in reference.py and
+    its names in other tools (or None) in export.py; every row has all four,
+    and the row's facts name its own blocks and extras."""
+    import os
+
+    from charlstm import export, reference
+    from charlstm import kernels as K
+    row = CELLS[cell]
+    assert os.path.isfile(os.path.join(K.HERE, row.kernels + ".py"))
+    bound = K.CELL_KERNELS[cell]
+    assert bound.step.py_func.__name__ == row.kernels + "_step"
+    assert bound.backward.py_func.__name__ == row.kernels + "_backward"
+    assert (bound.extra_grad is not None) == bool(row.extras)
+    assert K.STEPS[bound.kind] is bound.step and K.FORWARD[bound.kind].__name__.endswith(
+        "_" + row.kernels)
+    forward, backward = reference.PAIRS[cell]
+    assert forward.__name__.endswith("_forward") and backward.__name__.endswith("_backward")
+    assert cell in export.NAMES
+    names = export.NAMES[cell]
+    assert names is None or sorted(names.onnx_order) == list(range(row.gates))
+    assert row.candidate in row.blocks and row.gates >= 1
+    assert all(g in row.blocks for g in (row.forget, row.output) if g is not None)
+    assert row.has_c or row.output is None
+    assert all(what in row.blocks + row.extras and how in ("shut", "open", "zero")
+               for what, how in row.held_at_zero) and row.held_at_zero
+    assert row.extras_init in ("zero", "uniform")
