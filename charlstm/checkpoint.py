@@ -386,6 +386,68 @@ def check_state(state, path: str) -> dict:
     return state
 
 
+# ---------------------------------------------------------------------------
+# Resuming. A checkpoint that loads whole may still not be a run that can go
+# on: start.resumed asks these in turn, and the command line asks
+# check_same_settings of the options it was given.
+
+def check_not_export(ck: Checkpoint, path: str) -> None:
+    """An export (a safetensors file) holds a model and no training state."""
+    if not (ck.opt_m is not None or ck.state):
+        raise CharlstmError(f"{path} holds a model but no training state (it is an "
+                            "export); resume the .npz checkpoint it came from")
+
+
+def check_same_text(text: str, ck: Checkpoint, path: str) -> None:
+    """A resumed run goes on on the text it was trained on: the digest stored
+    in the checkpoint must be that of the file given."""
+    want = ck.train.text_sha256
+    if want and os.path.isfile(text):
+        from .data import file_sha256
+        if file_sha256(text) != want:            # (None: not a regular, stable file)
+            raise CharlstmError(f"{text} is not the text {path} was trained on (its SHA-256 "
+                                f"differs from the one recorded, {want[:12]}…); resume on that "
+                                "text, or train a new model")
+
+
+def check_position(ck: Checkpoint, path: str, text: str, n_batches: int) -> None:
+    """The batch the run stopped at must be one of this text's (n_batches an epoch)."""
+    if ck.state["batch"] > n_batches:
+        raise CharlstmError(
+            f"{text} is shorter than the text {path} was trained on (it stopped at "
+            f"batch {ck.state['batch']} of an epoch; this text has {n_batches}); "
+            "resume on the same text")
+
+
+def check_training_state(ck: Checkpoint, path: str) -> None:
+    """Everything a run needs to go on besides the model: the optimizer's
+    moments, the carried state and the random-number state."""
+    missing = [name for name, v in (("optimizer moments", ck.opt_m),
+                                    ("optimizer moments", ck.opt_v),
+                                    ("carried state", ck.carry_h),
+                                    ("carried state", ck.carry_c)) if v is None]
+    if "rng" not in ck.state or not isinstance(ck.state.get("rng"), dict):
+        missing.append("random-number state")
+    if missing:
+        raise CharlstmError(f"{path} lacks the {', '.join(sorted(set(missing)))} "
+                            "needed to resume it; it can still be sampled from: "
+                            "train a new model to go on")
+
+
+def check_same_settings(given: dict, saved: dict, path: str) -> None:
+    """A resumed run keeps the settings saved in its checkpoint: a setting
+    given on the command line (given: {name: value}) that would change one
+    (saved: {name: value}) is an error, not ignored; only the budget may."""
+    changed = [k for k, v in given.items() if k not in ("epochs", "steps", "minutes")
+               and saved.get(k) != v]
+    if changed:
+        saved_as = ", ".join(f"--{k.replace('_', '-')} {saved[k]}" for k in changed)
+        raise CharlstmError(f"{path} was trained with {saved_as}, and a resumed run keeps "
+                            "its settings: leave those options out (only the budget, "
+                            "--steps, --epochs or --minutes, can change), or train a new "
+                            "model")
+
+
 def newest(folder: str = "checkpoints") -> str:
     """The best checkpoint of the newest run in `folder`: the most recently
     written checkpoint that is not a best file, then its best file if it has

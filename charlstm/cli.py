@@ -214,6 +214,7 @@ def train(file, out, resume, force, progress, **kw):
     --force is given or it is the one resumed."""
     import numpy as np
 
+    from . import checkpoint as ckpt
     from . import files
     from .train import TrainLog, Trainer, default_out
     mcfg, tcfg = configs(kw, default_budget=not resume)
@@ -232,7 +233,10 @@ def train(file, out, resume, force, progress, **kw):
             tr = Trainer(file, mcfg, tcfg, out, resume=resume, progress=progress, log=echo_err,
                          log_path=log_path)
             m, c = tr.model.cfg, tr.cfg
-            _same_settings(kw, {**m.__dict__, **c.__dict__}, resume)
+            ctx = click.get_current_context()
+            ckpt.check_same_settings({k: v for k, v in kw.items() if ctx.get_parameter_source(k)
+                                      is ParameterSource.COMMANDLINE},
+                                     {**m.__dict__, **c.__dict__}, resume)
             _say_schedule(tr, kw, echo_err)
             from . import warmup
             warm_up(warmup.train_units(m.cell, tr.model.dtype, m.layers,
@@ -380,21 +384,6 @@ def _say_schedule(tr, kw, log):
             f"been started with this budget: the learning rate goes on at "
             f"{lr_at(tr.cfg, tr.state['step'], tr.progress_frac()):.3g}, which may be above "
             "where it had decayed to")
-
-
-def _same_settings(kw, saved, path):
-    """A resumed run keeps the settings saved in its checkpoint; an option given
-    on the command line that would change one is an error, not ignored."""
-    ctx = click.get_current_context()
-    changed = [k for k, v in kw.items() if k not in ("epochs", "steps", "minutes")
-               and ctx.get_parameter_source(k) is ParameterSource.COMMANDLINE
-               and saved.get(k) != v]
-    if changed:
-        saved_as = ", ".join(f"--{k.replace('_', '-')} {saved[k]}" for k in changed)
-        raise CharlstmError(f"{path} was trained with {saved_as}, and a resumed run keeps "
-                            "its settings: leave those options out (only the budget, "
-                            "--steps, --epochs or --minutes, can change), or train a new "
-                            "model")
 
 
 def _clamps(ctx, param, values):

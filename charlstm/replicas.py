@@ -116,6 +116,12 @@ class Replicas:
                        for _ in range(model.cfg.layers)] if model.cfg.dropout > 0 else None
                       for lo, hi in self.parts]
         self.pool = ThreadPoolExecutor(W - 1) if W > 1 else None   # and this thread
+        self.zero_grad()
+
+    def zero_grad(self) -> None:
+        """Zero the model's gradient, into which loss() adds (it is worker 0's
+        buffer; each other worker zeroes its own as it starts)."""
+        self.model.grad[:] = 0
 
     def first(self, T: int) -> Replicas:
         """These replicas on a shorter window, of the first T steps: the same
@@ -126,8 +132,8 @@ class Replicas:
         return r
 
     def loss(self, tokens, targets, h0, c0, dropout_key=None, grad=True, repack=True):
-        """Mean loss over the batch; with grad, leaves the gradient in model.grad
-        (zeroed here first: the one place gradients are zeroed). With a
+        """Mean loss over the batch; with grad, adds its gradient to model.grad
+        (zero it first: zero_grad; a new Replicas starts at zero). With a
         dropout_key (an int, new for every step), each worker makes its
         streams' dropout masks (kernels.dropout_mask). repack=False reuses the
         packed weights of the call before (the weights unchanged since, and
@@ -142,7 +148,7 @@ class Replicas:
         def part(k):
             lo, hi = self.parts[k]
             try:
-                if grad:
+                if grad and k > 0:          # a buffer of the worker's own, summed below
                     self.grads[k][:] = 0
                 mk = None if dropout_key is None else self.masks[k]   # None without dropout
                 for l, mask in enumerate(mk or []):

@@ -1,7 +1,6 @@
 """The training loop: Python around the jitted work, one step per batch."""
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import signal
@@ -14,10 +13,10 @@ from . import checkpoint as ckpt
 from . import kernels as K
 from . import stopping
 from .config import AUTO_EVAL_MIN_STEPS, AUTO_EVAL_SHARE, ModelConfig, TrainConfig
-from .data import Batches, Corpus, encode_file, load_corpus
+from .data import Batches, Corpus
 from .errors import CharlstmError
-from .model import Model
 from .replicas import Replicas
+from .start import fresh, resumed
 from .stopping import Stop  # noqa: F401  (the stop signals' exception, for callers)
 
 LN2 = math.log(2)
@@ -55,6 +54,13 @@ def grad_norm(g: np.ndarray) -> float:
         return big * float(np.sqrt(np.dot(u, u)))
 
 
+def clip(g: np.ndarray, norm: float, max_norm: float) -> None:
+    """Global-norm clipping (Pascanu, Mikolov & Bengio 2013): g, whose norm is
+    `norm`, scaled in place to max_norm if it is longer."""
+    if norm > max_norm:
+        g *= max_norm / norm
+
+
 def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
     """Linear warm-up, then constant or cosine decay to lr·min_lr_frac at the
     end of the budget (progress in [0, 1])."""
@@ -90,7 +96,11 @@ class Trainer:
                  resume: str | None = None, progress: bool = True, log=print,
                  corpus: Corpus | None = None, bar_position: int | None = None,
                  workers: int | None = None, stop_when=None, log_path: str | None = None):
-        """stop_when: None, or a function of the trainer called after every
+        """resume: a checkpoint to go on from, exactly where it stopped, with its
+        saved settings (model_cfg and cfg give only a new budget: start.resumed);
+        otherwise a new model of model_cfg (start.fresh; corpus: the text read
+        already).
+        stop_when: None, or a function of the trainer called after every
         validation pass (and its checkpoint); when it returns True, training
         ends there as if the budget were spent (compare's memory probe stops a
         model that has solved its task; a search could prune a poor trial).
@@ -103,70 +113,14 @@ class Trainer:
         self.stopped_early = False
         self.bar_position = bar_position
         self.text_path = text
-        if resume:
-            ck = ckpt.load(resume)
-            if not (ck.opt_m is not None or ck.state):
-                raise CharlstmError(f"{resume} holds a model but no training state (it is an "
-                                    "export); resume the .npz checkpoint it came from")
-            check_same_text(text, ck, resume)
-            ids = encode_file_for(text, ck.vocab)
-            n_val = int(len(ids) * ck.train.val_frac)
-            corpus = Corpus(ck.vocab, ids[:len(ids) - n_val], ids[len(ids) - n_val:])
-            model_cfg, self.state = ck.model, dict(ck.state)
-            cfg = _resume_cfg(ck.train, cfg)
-        else:
-            corpus = corpus or load_corpus(text, cfg.val_frac)
-            model_cfg = dataclasses.replace(model_cfg, vocab_size=corpus.V)
-            if os.path.isfile(text):
-                cfg = dataclasses.replace(cfg, text=os.path.abspath(text),
-                                          text_sha256=corpus.sha256)
-            self.state = dict(step=0, epoch=0, batch=0, elapsed=0.0, train_time=0.0,
-                              best_val=None, rng=None)
-        self.cfg, self.corpus = cfg, corpus
-        T, B = cfg.seq_len, cfg.batch_size
-        need = B * (T + 1)
-        if len(corpus.train) < need:
-            raise CharlstmError(
-                f"{text} is too short for one batch: the training part has "
-                f"{len(corpus.train)} characters and one batch needs batch-size × "
-                f"(seq-len + 1) = {need}; lower --batch-size or --seq-len, or use a longer text")
-        self.batches = Batches(corpus.train, B, T)
-        if resume and self.state["batch"] > self.batches.n:
-            raise CharlstmError(
-                f"{text} is shorter than the text {resume} was trained on (it stopped at "
-                f"batch {self.state['batch']} of an epoch; this text has {self.batches.n}); "
-                "resume on the same text")
-        dtype = np.dtype(cfg.dtype)
-        self.rng = np.random.default_rng(cfg.rng_seed)
-        if resume:
-            missing = [name for name, v in (("optimizer moments", ck.opt_m),
-                                            ("optimizer moments", ck.opt_v),
-                                            ("carried state", ck.carry_h),
-                                            ("carried state", ck.carry_c)) if v is None]
-            if "rng" not in ck.state or not isinstance(ck.state.get("rng"), dict):
-                missing.append("random-number state")
-            if missing:
-                raise CharlstmError(f"{resume} lacks the {', '.join(sorted(set(missing)))} "
-                                    "needed to resume it; it can still be sampled from: "
-                                    "train a new model to go on")
-            self.model = ckpt.model_from_checkpoint(ck, dtype)
-            self.m, self.v = ck.opt_m.astype(dtype), ck.opt_v.astype(dtype)
-            self.h, self.c = ck.carry_h.astype(dtype), ck.carry_c.astype(dtype)
-            try:
-                self.rng.bit_generator.state = ck.state["rng"]
-            except (TypeError, ValueError, KeyError, OverflowError) as e:
-                raise CharlstmError(f"{resume} is a damaged checkpoint: its random-number "
-                                    f"state does not load ({e.__class__.__name__}); retrain "
-                                    "or pick another file") from None
-            self.hist_train = [list(r) for r in ck.history_train]
-            self.hist_val = [list(r) for r in ck.history_val]
-            self.hist_norm = [list(r) for r in ck.history_norm]
-        else:
-            self.model = Model(model_cfg, dtype).init(self.rng)
-            self.m = np.zeros_like(self.model.flat)
-            self.v = np.zeros_like(self.model.flat)
-            self.h, self.c = self.model.zero_state(B)
-            self.hist_train, self.hist_val, self.hist_norm = [], [], []
+        start = resumed(resume, text, cfg) if resume else fresh(text, model_cfg, cfg, corpus)
+        self.cfg, self.corpus, self.batches = start.cfg, start.corpus, start.batches
+        self.model, self.rng, self.state = start.model, start.rng, start.state
+        self.m, self.v = start.m, start.v           # the optimizer's moments
+        self.h, self.c = start.h, start.c           # the state carried into the next batch
+        self.hist_train, self.hist_val, self.hist_norm = (start.hist_train, start.hist_val,
+                                                          start.hist_norm)
+        T, B = self.cfg.seq_len, self.cfg.batch_size
         self.replicas = Replicas(self.model, T, B, workers)
         self.written: list[str] = []
         self.corrupt = False            # an update made the parameters non-finite
@@ -194,23 +148,34 @@ class Trainer:
     # -- one step -----------------------------------------------------------
 
     def step(self) -> float:
+        """One optimizer step on the next batch, line by line as nanoGPT's loop
+        takes one: zero the gradient; the forward and the backward pass (the
+        batch's streams split among the cores: replicas.py); clip the gradient
+        by its global norm; update the parameters; carry the state into the
+        next batch. A loss or gradient that is not finite, or an update that
+        made a parameter so, raises Diverged; the update is then not kept."""
         cfg, s, model = self.cfg, self.state, self.model
         x, y = self.batches.get(s["batch"])
-        loss, h, c = self.replicas.loss(x, y, self.h, self.c,     # zeroes, then fills grad
-                                        self._dropout_key())
-        g = model.grad
-        norm = grad_norm(g)                                  # recorded before clipping
-        self.grad_norm = norm
+        self.replicas.zero_grad()
+        loss, h, c = self.replicas.loss(x, y, self.h, self.c, self._dropout_key())
+        self.grad_norm = norm = grad_norm(model.grad)         # recorded before clipping
         if not math.isfinite(norm) or not math.isfinite(loss):
             raise Diverged(s["step"])
-        if norm > cfg.clip:
-            g *= cfg.clip / norm
+        clip(model.grad, norm, cfg.clip)
+        self.update()
+        self.carry(h, c)
+        return loss
+
+    def update(self) -> None:
+        """Adam (or Adagrad) at this step's learning rate (lr_at)."""
+        cfg, s, model = self.cfg, self.state, self.model
         lr = lr_at(cfg, s["step"], self.progress_frac())
         s["step"] += 1
         if cfg.optimizer == "adagrad":
-            K.adagrad_update(model.flat, g, self.m, lr, 1e-8)
+            K.adagrad_update(model.flat, model.grad, self.m, lr, 1e-8)
         else:
-            K.adam_update(model.flat, g, self.m, self.v, lr, 0.9, 0.999, 1e-8, s["step"])
+            K.adam_update(model.flat, model.grad, self.m, self.v, lr, 0.9, 0.999, 1e-8,
+                          s["step"])
         # An update too large for float32 (a huge --lr) leaves inf or nan in the
         # parameters; a float64 sum sees either (cheaper than a copy a step).
         with np.errstate(invalid="ignore", over="ignore"):
@@ -218,16 +183,25 @@ class Trainer:
         if not math.isfinite(total):
             self.corrupt = True
             raise Diverged(s["step"])
-        if cfg.state_reset > 0:       # forget now and then, so that the state cannot
-            lost = self.rng.random(cfg.batch_size) < cfg.state_reset   # become a clock
-            h[:, lost] = 0                                    # (see README: training)
+
+    def carry(self, h, c) -> None:
+        """Truncated BPTT: stream b of the next batch goes on in the text where
+        stream b of this one stopped (data.Batches cuts the text so), so this
+        batch's final state (h_T, c_T, each (L, B, H), from Replicas.loss) is
+        the next one's initial state; the gradient stops there. Each stream's
+        state is zeroed with chance state_reset, so that it cannot become a
+        clock (docs/design.md), and every stream's at a new epoch, where the
+        streams start the text over."""
+        cfg, s = self.cfg, self.state
+        if cfg.state_reset > 0:
+            lost = self.rng.random(cfg.batch_size) < cfg.state_reset
+            h[:, lost] = 0
             c[:, lost] = 0
-        self.h, self.c = h, c                               # carried to the next batch
+        self.h, self.c = h, c
         s["batch"] += 1
         if s["batch"] >= self.batches.n:                     # new epoch: start afresh
             s["batch"], s["epoch"] = 0, s["epoch"] + 1
-            self.h, self.c = model.zero_state(cfg.batch_size)
-        return loss
+            self.h, self.c = self.model.zero_state(cfg.batch_size)
 
     def _dropout_key(self) -> int | None:
         """This step's dropout masks are a hash of (seed, step, layer, stream,
@@ -485,35 +459,6 @@ def _still_ours(path: str) -> bool:
     may have put another file there since the run began)."""
     from .files import is_checkpoint, regular
     return regular(path) and is_checkpoint(path)
-
-
-def check_same_text(path: str, ck, resume: str) -> None:
-    """A resumed run goes on on the text it was trained on: the digest stored
-    in the checkpoint must be that of the file given."""
-    want = ck.train.text_sha256
-    if want and os.path.isfile(path):
-        from .data import file_sha256
-        if file_sha256(path) != want:            # (None: not a regular, stable file)
-            raise CharlstmError(f"{path} is not the text {resume} was trained on (its SHA-256 "
-                                f"differs from the one recorded, {want[:12]}…); resume on that "
-                                "text, or train a new model")
-
-
-def encode_file_for(path: str, vocab: str) -> np.ndarray:
-    try:
-        return encode_file(path, vocab)
-    except CharlstmError as e:
-        raise CharlstmError(f"{path} does not fit the checkpoint being resumed: {e}; "
-                            "resume on the text it was trained on") from None
-
-
-def _resume_cfg(saved: TrainConfig, given: TrainConfig) -> TrainConfig:
-    """Resume keeps the saved settings; only the budget may be extended."""
-    changes = {}
-    for key in ("epochs", "steps", "minutes"):
-        if getattr(given, key):
-            changes = {"epochs": 0.0, "steps": 0, "minutes": 0.0, key: getattr(given, key)}
-    return dataclasses.replace(saved, **changes)
 
 
 def unigram_loss(corpus: Corpus) -> float:
