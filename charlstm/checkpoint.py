@@ -29,7 +29,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .config import ModelConfig, TrainConfig, from_dict
+from .config import MAX_VOCAB, ModelConfig, TrainConfig, check_settings, from_dict
+from .data import vocab_from_ids
 from .errors import CharlstmError
 
 FORMAT = "charlstm-checkpoint"
@@ -131,8 +132,9 @@ def load(path: str) -> Checkpoint:
         head = fh.read(4)
     if head != b"PK\x03\x04":
         if sniff(path).startswith("a safetensors file exported by charlstm"):
-            from .export import load_safetensors_checkpoint
-            return load_safetensors_checkpoint(path)
+            from .export import read_safetensors
+            cfg, vocab, params = read_safetensors(path)
+            return Checkpoint(model=cfg, train=TrainConfig(), vocab=vocab, params=params)
         raise CharlstmError(f"{path} is {sniff(path)}, not a charlstm checkpoint (.npz); "
                             "give a .npz written by charlstm train")
     try:
@@ -284,9 +286,6 @@ def _load_zip(zf: zipfile.ZipFile, path: str) -> Checkpoint:
     return ck
 
 
-MAX_VOCAB = 1 << 20
-
-
 def _dict(d) -> dict:
     if not isinstance(d, dict):
         raise TypeError("not a JSON object")
@@ -315,53 +314,6 @@ def expected_arrays(m: ModelConfig, t: TrainConfig, version: int = VERSION) -> d
                 "carry/c": (state, "f"), "history/train": (3, "fiu"), "history/val": (3, "fiu"),
                 "history/grad_norm": (2, "fiu")})
     return out
-
-
-def vocab_from_ids(ids: np.ndarray, path: str) -> str:
-    """The vocabulary from its code points: distinct Unicode scalar values
-    (no surrogates), each a character that can be printed or written."""
-    ids = np.asarray(ids).astype(np.int64)
-    bad = ids[(ids < 0) | (ids > 0x10FFFF) | ((ids >= 0xD800) & (ids <= 0xDFFF))]
-    if len(bad):
-        raise _damaged(path, f"its vocabulary holds {int(bad[0]):#x}, which is not a Unicode "
-                             "character")
-    if len(np.unique(ids)) != len(ids):
-        raise _damaged(path, "its vocabulary lists a character twice")
-    return "".join(map(chr, ids.tolist()))
-
-
-def check_settings(m: ModelConfig, t: TrainConfig, vocab: str, path: str) -> None:
-    """The settings must describe a model this charlstm can build, for this
-    vocabulary, and a run it can resume: every value of the right type and
-    within config.LIMITS, the ranges the command line allows."""
-    from .cells import CELLS
-    from .config import LIMITS, in_limits
-    problems = []
-    for obj in (m, t):
-        for name in LIMITS:
-            if hasattr(obj, name) and not in_limits(name, getattr(obj, name)):
-                low, high, _ = LIMITS[name]
-                problems.append(f"{name} is {getattr(obj, name)!r}, not a number from {low} "
-                                f"to {high}")
-    if m.cell not in CELLS:
-        problems.append(f"cell is {m.cell!r}, not one of {', '.join(CELLS)}")
-    if not isinstance(m.vocab_size, int) or isinstance(m.vocab_size, bool) \
-            or not 1 <= m.vocab_size <= MAX_VOCAB:
-        problems.append(f"vocab_size is {m.vocab_size!r}, not a whole number from 1 to "
-                        f"{MAX_VOCAB}")
-    elif m.vocab_size != len(vocab):
-        problems.append(f"vocab_size is {m.vocab_size} but the vocabulary has "
-                        f"{len(vocab)} symbols")
-    for key, options in (("schedule", ("cosine", "constant")), ("optimizer", ("adam", "adagrad")),
-                         ("dtype", ("float32", "float64"))):
-        if getattr(t, key) not in options:
-            problems.append(f"{key} is {getattr(t, key)!r}, not one of {', '.join(options)}")
-    for key in ("text", "text_sha256"):
-        if not isinstance(getattr(t, key), str):
-            problems.append(f"{key} is not a string")
-    if problems:
-        raise CharlstmError(f"{path} has settings charlstm cannot use: " + "; ".join(problems)
-                            + "; retrain or pick another file")
 
 
 def check_state(state, path: str) -> dict:

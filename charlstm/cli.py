@@ -806,12 +806,37 @@ def export(checkpoint, fmt, out, force):
     existing file is replaced only with --force, and only if it is an export
     of the same format."""
     from . import stopping
-    from .export import export as run_export
     if out == "":
         raise click.BadParameter("give a file name", param_hint="--out")
     with stopping.interruptible():          # nothing is half-written: the file is renamed in
-        path = run_export(checkpoint, fmt, out, force)
+        path = write_export(checkpoint, fmt, out, force)
     click.echo(f"wrote {path}")
+
+
+def write_export(path: str, fmt: str, out: str | None = None, force: bool = False) -> str:
+    """Write the model of `path` (a checkpoint, or an earlier safetensors
+    export) as `fmt` to `out`, under files.check_output's rules: never over
+    the checkpoint read, its training text or any file not an export of the
+    same kind; an earlier export only with --force; atomically."""
+    from . import checkpoint as ckpt
+    from . import files
+    from .export import need, onnx_model, safetensors_bytes
+    ck = ckpt.load(path)
+    ckpt.model_from_checkpoint(ck)                 # every parameter checked, finite
+    root = path[:-4] if path.endswith(".npz") else os.path.splitext(path)[0]
+    out = out or f"{root}.{fmt}"
+    inputs = {path: "the checkpoint being exported"}
+    if ck.train.text:
+        inputs[ck.train.text] = "the training text"
+    files.check_output(out, fmt, option="--out", inputs=inputs, force=force)
+    if fmt == "safetensors":
+        data = safetensors_bytes(ck)
+    else:
+        need("onnx")
+        data = onnx_model(ck).SerializeToString()
+    with files.locked(out):
+        files.write_bytes(out, data)
+    return out
 
 
 @main.command()

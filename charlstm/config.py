@@ -66,7 +66,7 @@ AUTO_EVAL_SHARE = 0.05          # ...and spend about this share of the time on i
 
 
 # The range of every setting: one table for the command line (cli.py), the
-# check of a loaded checkpoint (checkpoint.check_settings) and tune's --space
+# check of a loaded checkpoint (check_settings) and tune's --space
 # entries, so that anything one accepts, the others accept too.
 # name: (low, high, low excluded)
 LIMITS = {
@@ -102,6 +102,41 @@ def from_dict(cls, d: dict):
             f"unknown {cls.__name__} settings {sorted(unknown)}: this checkpoint was "
             "written by a different charlstm version; retrain or upgrade charlstm")
     return cls(**d)
+
+MAX_VOCAB = 1 << 20               # symbols a vocabulary read from a file may have
+
+
+def check_settings(m: ModelConfig, t: TrainConfig, vocab: str, path: str) -> None:
+    """The settings read from the file at `path` (a checkpoint or an export)
+    must describe a model this charlstm can build, for this vocabulary, and a
+    run it can resume: every value of the right type and within LIMITS, the
+    ranges the command line allows."""
+    problems = []
+    for obj in (m, t):
+        for name in LIMITS:
+            if hasattr(obj, name) and not in_limits(name, getattr(obj, name)):
+                low, high, _ = LIMITS[name]
+                problems.append(f"{name} is {getattr(obj, name)!r}, not a number from {low} "
+                                f"to {high}")
+    if m.cell not in CELLS:
+        problems.append(f"cell is {m.cell!r}, not one of {', '.join(CELLS)}")
+    if not isinstance(m.vocab_size, int) or isinstance(m.vocab_size, bool) \
+            or not 1 <= m.vocab_size <= MAX_VOCAB:
+        problems.append(f"vocab_size is {m.vocab_size!r}, not a whole number from 1 to "
+                        f"{MAX_VOCAB}")
+    elif m.vocab_size != len(vocab):
+        problems.append(f"vocab_size is {m.vocab_size} but the vocabulary has "
+                        f"{len(vocab)} symbols")
+    for key, options in (("schedule", ("cosine", "constant")), ("optimizer", ("adam", "adagrad")),
+                         ("dtype", ("float32", "float64"))):
+        if getattr(t, key) not in options:
+            problems.append(f"{key} is {getattr(t, key)!r}, not one of {', '.join(options)}")
+    for key in ("text", "text_sha256"):
+        if not isinstance(getattr(t, key), str):
+            problems.append(f"{key} is not a string")
+    if problems:
+        raise CharlstmError(f"{path} has settings charlstm cannot use: " + "; ".join(problems)
+                            + "; retrain or pick another file")
 
 # The precisions sampling can multiply by (model.Model.sampling_packs), the default first.
 SAMPLING_WEIGHTS = ("int8", "float16", "float32")

@@ -132,6 +132,22 @@ def encode_text(text: str, vocab: str) -> np.ndarray:
     return np.array([index[ch] for ch in text], np.int64)
 
 
+def vocab_from_ids(ids: np.ndarray, path: str) -> str:
+    """The vocabulary of the file at `path` (a checkpoint or an export) from its
+    code points: distinct Unicode scalar values (no surrogates), each a
+    character that can be printed or written."""
+    ids = np.asarray(ids).astype(np.int64)
+    bad = ids[(ids < 0) | (ids > 0x10FFFF) | ((ids >= 0xD800) & (ids <= 0xDFFF))]
+    if len(bad):
+        raise CharlstmError(f"{path} is a damaged checkpoint: its vocabulary holds "
+                            f"{int(bad[0]):#x}, which is not a Unicode character; retrain or "
+                            "pick another file")
+    if len(np.unique(ids)) != len(ids):
+        raise CharlstmError(f"{path} is a damaged checkpoint: its vocabulary lists a "
+                            "character twice; retrain or pick another file")
+    return "".join(map(chr, ids.tolist()))
+
+
 def read_text_for(path: str, vocab: str, label: str) -> str:
     """The whole text of `path`, every character of which must be in vocab."""
     text = "".join(_chunks(path))

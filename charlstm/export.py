@@ -170,12 +170,13 @@ def torch_shapes(cfg: ModelConfig) -> dict[str, tuple]:
     return {k: tuple(v) for k, v in out.items()}
 
 
-def load_safetensors_checkpoint(path: str):
-    """A checkpoint.Checkpoint (settings, vocabulary, parameters; nothing to
-    resume) from a safetensors file charlstm exported, every tensor's name,
-    type, shape and place checked against the settings before it is read."""
-    from .checkpoint import Checkpoint, check_settings, vocab_from_ids
-    from .config import TrainConfig, from_dict
+def read_safetensors(path: str) -> tuple[ModelConfig, str, dict[str, np.ndarray]]:
+    """The settings, vocabulary and parameters (nothing to resume) of a
+    safetensors file charlstm exported, every tensor's name, type, shape and
+    place checked against the settings before it is read (checkpoint.load
+    reads such a file through this)."""
+    from .config import TrainConfig, check_settings, from_dict
+    from .data import vocab_from_ids
     from .files import check_memory, loads, sniff
 
     def bad(what):
@@ -244,8 +245,7 @@ def load_safetensors_checkpoint(path: str):
             fh.seek(base + begin)
             tensors[name] = np.frombuffer(fh.read(end - begin), "<f4").reshape(shape) \
                 .astype(np.float32)
-    return Checkpoint(model=cfg, train=TrainConfig(), vocab=vocab,
-                      params=params_from_torch(cfg, tensors))
+    return cfg, vocab, params_from_torch(cfg, tensors)
 
 
 # ---------------------------------------------------------------------------
@@ -323,28 +323,3 @@ def onnx_model(ck):
                                    "model": json.dumps(asdict(cfg))})
     onnx.checker.check_model(model)
     return model
-
-
-def export(path: str, fmt: str, out: str | None = None, force: bool = False) -> str:
-    """Write the model of `path` (a checkpoint, or an earlier safetensors
-    export) as `fmt` to `out`, under files.check_output's rules: never over
-    the checkpoint read, its training text or any file not an export of the
-    same kind; an earlier export only with --force; atomically."""
-    from . import checkpoint as ckpt
-    from . import files
-    ck = ckpt.load(path)
-    ckpt.model_from_checkpoint(ck)                 # every parameter checked, finite
-    root = path[:-4] if path.endswith(".npz") else os.path.splitext(path)[0]
-    out = out or f"{root}.{fmt}"
-    inputs = {path: "the checkpoint being exported"}
-    if ck.train.text:
-        inputs[ck.train.text] = "the training text"
-    files.check_output(out, fmt, option="--out", inputs=inputs, force=force)
-    if fmt == "safetensors":
-        data = safetensors_bytes(ck)
-    else:
-        need("onnx")
-        data = onnx_model(ck).SerializeToString()
-    with files.locked(out):
-        files.write_bytes(out, data)
-    return out
