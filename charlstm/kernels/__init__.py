@@ -11,6 +11,8 @@ One module a topic, to be read in this order:
     nonlinear.py    tanh, sigmoid and exp, fast in float32
     gemm.py         the packed matrix products and their LLVM-IR micro-kernel
     sampling.py     batch-1 generation and the thread that shares its products
+    units.py        what each command calls, with its argument types (warmup.py
+                    compiles them; is_cached asks the cache for them)
     _jit.py         Numba's options, for every kernel; per_cell
     _cache.py       where compiled kernels are kept
 
@@ -72,15 +74,6 @@ from ._cache import CACHE_DIR, HERE, KEY, cache_key, cache_root  # noqa: F401
 _cache.install()        # before any kernel is defined: Numba picks a locator then
 
 
-def is_cached(folder: str = CACHE_DIR, cells=()) -> bool:
-    """Whether `folder` (default: this version's cache) holds every kernel that
-    `charlstm train` needs for each of `cells`, as compiled for this version of
-    the kernels and this machine, and those every cell's training shares;
-    another version's or machine's do not count (warmup.is_cached)."""
-    from .. import warmup
-    return warmup.is_cached(cells, folder=folder)
-
-
 from ._jit import FASTMATH, JIT  # noqa: E402,F401
 from .binding import CELL_KERNELS, KIND, STEPS  # noqa: E402,F401
 from .gemm import (MR, NV, PREFETCH, VBYTES, matmul_packed, matmul_panels,  # noqa: E402,F401
@@ -92,5 +85,14 @@ from .optim import adagrad_update, adam_update, dropout_mask  # noqa: E402,F401
 from .recurrence import FORWARD, FORWARD_ONEHOT, forward, forward_onehot  # noqa: E402,F401
 from .sampling import (CHUNK, GENERATE, MODEL_STEP, finish_product, generate,  # noqa: E402,F401
                        post_product, product_helper, shared_product)
+from . import units  # noqa: E402
+
+
+def is_cached(folder: str = CACHE_DIR, cells=()) -> bool:
+    """Whether `folder` (default: this version's cache) holds every kernel that
+    `charlstm train` needs for each of `cells`, as compiled for this version of
+    the kernels and this machine, and those every cell's training shares;
+    another version's or machine's do not count (units.is_cached)."""
+    return units.is_cached(cells, folder=folder)
 
 LSTM, GRU = KIND["lstm"], KIND["gru"]          # two cells' numbers, by name (every cell's: KIND)
