@@ -612,8 +612,9 @@ def compare(file, cells, match_params, seed, length, recall_chars, context_max,
                                       "compare-" + time.strftime("%Y%m%d-%H%M%S"))
     check_outputs(out_dir, file, names, probe_cfg, force)     # before compiling or training
     from . import warmup
-    from .compare import _job_counts
-    threads = _job_counts(len(names), jobs)[1]       # each model's sampler's
+    from .compare import JOBS
+    from .workers import job_counts
+    threads = job_counts(jobs, len(names), JOBS)[1]  # each model's sampler's
     warm_up([u for c in names for u in
              warmup.train_units(c, "float32", mcfg.layers, dropout=mcfg.dropout > 0,
                                 optimizer=tcfg.optimizer)

@@ -29,9 +29,10 @@ from .words import plural
 from .model import n_params
 from .stopping import Stop
 from .train import Trainer
-from .workers import die_with_parent, one_blas_thread, stop_children
+from .workers import die_with_parent, job_counts, one_blas_thread, stop_children
 
 MARKERS = "*o+x#@%&"
+JOBS = min(2, os.cpu_count() or 1)     # models trained at once by default (workers.job_counts)
 
 
 # ---------------------------------------------------------------------------
@@ -221,7 +222,7 @@ def run_probe(cells, lags, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=True
     each for tcfg's budget, or, with `minutes`, all of them sharing that much
     wall-clock time (_run_jobs), the shortest lags first, so that the time
     they leave when they are solved early goes to the longer ones."""
-    n_jobs, threads = _job_counts(len(cells) * len(lags), jobs)
+    n_jobs, threads = job_counts(jobs, len(cells) * len(lags), JOBS)
     work = []
     for lag in sorted(lags):
         T = max(tcfg.seq_len, 2 * (lag + 4))          # truncated BPTT must reach the key
@@ -350,7 +351,7 @@ def _compare(report, text, cells, mcfg, tcfg, corpus, target, *, cell_lr, match_
     t0 = time.perf_counter()
     jobs_list = []
     if text is not None:
-        n_jobs, threads = _job_counts(len(cells), jobs)
+        n_jobs, threads = job_counts(jobs, len(cells), JOBS)
         chosen = _sizes(cells, mcfg, tcfg, corpus, given, cell_lr, threads, log)
         if match_params:
             target = n_params(replace(chosen.get("lstm", (mcfg, tcfg))[0], cell="lstm",
@@ -414,14 +415,6 @@ def _fit_context(n_val: int, k_max: int, log) -> int:
 def _budget(tcfg: TrainConfig) -> str:
     return (plural(tcfg.steps, "step") if tcfg.steps else plural(tcfg.minutes, "minute")
             if tcfg.minutes else plural(tcfg.epochs, "epoch"))
-
-
-def _job_counts(n_models: int, jobs: int | None) -> tuple[int, int]:
-    """(models trained at once, threads each): by default two at a time on a
-    machine of two or more cores, sharing the cores between them."""
-    n_jobs = jobs or (2 if n_models > 1 and (os.cpu_count() or 1) >= 2 else 1)
-    n_jobs = max(1, min(n_jobs, n_models))
-    return n_jobs, max(1, (os.cpu_count() or 1) // n_jobs)
 
 
 def _run_jobs(fn, jobs_list, n_jobs, minutes=None):

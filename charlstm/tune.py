@@ -933,18 +933,6 @@ def worker_main(spec: dict, messages) -> None:
 
 # -- the parent -------------------------------------------------------------
 
-def job_counts(jobs: int | None, trials_left: int | None) -> tuple[int, int]:
-    """(worker processes, threads each). Default: one trial at a time on all
-    the cores (docs/tune.md: on 2 cores, two trials at once on one thread each
-    made 0.99-1.19 times the steps of one on both, and each ran at 49-59% of
-    the speed its settings will train at later)."""
-    cores = os.cpu_count() or 1
-    n = jobs or 1
-    if trials_left is not None:
-        n = max(1, min(n, trials_left))
-    return n, max(1, cores // n)
-
-
 def run_tune(spec: dict, jobs: int | None, progress: bool, log) -> dict:
     """Start the workers and watch the study until they end; on Ctrl-C (or
     SIGTERM, SIGHUP) tell them to stop, wait for them, and re-raise."""
@@ -954,12 +942,15 @@ def run_tune(spec: dict, jobs: int | None, progress: bool, log) -> dict:
 
     from . import stopping
     from .stopping import Stop
-    from .workers import one_blas_thread, stop_children
+    from .workers import job_counts, one_blas_thread, stop_children
     optuna = need_optuna()
     storage = open_storage(spec["storage"], spec["run_dir"])
     study = optuna.load_study(study_name=spec["study"], storage=storage)
     done0 = count_done(study)
     left = None if spec["target"] is None else max(0, spec["target"] - done0)
+    # By default one trial at a time, on all the cores (docs/tune.md: on 2 cores, two
+    # trials at once on one thread each made 0.99-1.19 times the steps of one on both,
+    # and each ran at 49-59% of the speed its settings will train at later).
     n_jobs, threads = job_counts(jobs, left)
     spec = dict(spec, threads=threads, parent=os.getpid())
     if left == 0:
@@ -1096,6 +1087,7 @@ def search(text: str, *, space_file: str | None, fixed: dict, trial_minutes: flo
         study, saved = open_study(storage, name, None)
         check_same(saved, asked, name)
     else:
+        from .workers import job_counts
         n_jobs, threads = job_counts(jobs, trials)
         speed = measure_speed(text, corpus, threads)
         if speed is not None:

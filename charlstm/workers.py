@@ -13,6 +13,19 @@ from . import stopping
 ORPHAN_GRACE = 10.0      # seconds an orphaned worker has to save before it ends
 
 
+def job_counts(jobs: int | None, items: int | None = None,
+               default: int = 1) -> tuple[int, int]:
+    """(worker processes, threads each): `jobs` at a time (None: `default`;
+    compare's is two, tune's one: docs/tune.md), at least one and no more
+    than `items`, the things to run (None: no bound); the cores shared
+    among them."""
+    cores = os.cpu_count() or 1
+    n = jobs or default
+    if items is not None:
+        n = max(1, min(n, items))
+    return n, max(1, cores // n)
+
+
 def die_with_parent(parent: int | None = None):
     """A worker process ends when its parent (compare, tune) ends, however it
     ends (SIGTERM, SIGKILL): it would otherwise train on, orphaned, to the end
