@@ -348,7 +348,7 @@ def _effect_note(e) -> str:
 def _ablation_html(res: dict) -> str:
     """The ablations asked for (--ablate) as a table, and the top-k against
     random-k curves (--ablate-top) as one chart per feature."""
-    from .report import svg_chart
+    from .charts import svg_chart
     out = []
     abl = res.get("ablation") or []
     if abl:

@@ -103,7 +103,7 @@ def curves(ck) -> dict:
 
 
 def terminal_chart(ck) -> list[str]:
-    from .compare import text_chart
+    from .charts import text_chart
     c = curves(ck)
     series = {name: (x, y) for name, (x, _, y) in c.items()}
     if not series:
@@ -140,7 +140,7 @@ def figure(ck, info: dict):
 
 
 def page(ck, info: dict) -> str:
-    from .report import CSS, svg_chart
+    from .charts import CSS, svg_chart
     c = curves(ck)
     charts = []
     for by, label in ((0, "step"), (1, "minutes of training")):
