@@ -140,28 +140,63 @@ def _print(rep, echo):
             echo("  " + line)
 
 
+# The models' table, the same columns in the terminal and on the page (report.py):
+# each column's heading in the terminal, on the page (None: not there), and a
+# model's cell as `said` writes it (Terminal here, report.Page there), which
+# says how each writes text, numbers that may be missing, and the marks.
+MODEL_COLUMNS = (
+    ("cell", "cell", lambda m, said: said.text(m["cell"])),
+    ("hidden", "hidden", lambda m, said: str(m["hidden"])),
+    ("params", "params", lambda m, said: f"{m['params']:,}"),
+    ("lr", "lr", lambda m, said: f"{m['lr']:g}"),
+    ("steps", "steps", lambda m, said: f"{m['steps']}" + (said.diverged if m.get("diverged")
+                                                           else "")),
+    ("train", "train", lambda m, said: said.num(m["train_loss"], ".3f")),
+    ("val", "val", lambda m, said: said.val(said.num(m["val_loss"], ".3f"),
+                                            m.get("val_overflow"))),
+    ("val@{k}", "val@{k}", lambda m, said: said.num(m["context"]["loss"][-1], ".3f")),
+    ("chars/s", "chars/s", lambda m, said: f"{m['chars_per_s']:,.0f}"),
+    ("wall s", None, lambda m, said: f"{m['wall_s']:.0f}"),
+    ("prefix", "recall prefix", lambda m, said: said.num(m["recall"]["prefix_mean"], ".1f")),
+    ("forced", "teacher-forced",
+     lambda m, said: said.num(m["recall"]["teacher_forced"]
+                              and 100 * m["recall"]["teacher_forced"], ".0f") + "%"),
+    ("context", "context span", lambda m, said: said.num(m["context"]["span"], "d")),
+    ("reach", "gradient reach",
+     lambda m, said: said.beyond + str(m["horizon"]["T"]) if m["horizon"]["reach"] is None
+     else str(m["horizon"]["reach"])),
+)
+
+
+class Terminal:
+    """How the terminal writes the models' table (MODEL_COLUMNS): a loss no
+    better than a uniform guess marked †, the other rows keeping its place
+    (keep) so that the numbers line up under "val"."""
+    diverged = "!"
+    beyond = ">"
+
+    def __init__(self, keep: str = ""):
+        self.keep = keep
+
+    def text(self, s: str) -> str:
+        return s
+
+    def num(self, x, spec: str) -> str:
+        return _fmt(x, spec)
+
+    def val(self, text: str, bad) -> str:
+        return text + ("†" if bad else self.keep)
+
+
 def _print_models(rep, echo):
     ms = rep["models"]
     kmax = rep["context_max"]
     # a † marks a loss no better than a uniform guess; the other rows (and the
     # header) keep its place so that the numbers line up under "val"
     keep = " " if any(m.get("val_overflow") for m in ms) else ""
-    head = ["cell", "hidden", "params", "lr", "steps", "train", "val" + keep, f"val@{kmax}",
-            "chars/s", "wall s", "prefix", "forced", "context", "reach"]
-    rows = [head]
-    for m in ms:
-        reach = m["horizon"]["reach"]
-        rec = m["recall"]
-        rows.append([
-            m["cell"], str(m["hidden"]), f"{m['params']:,}", f"{m['lr']:g}",
-            f"{m['steps']}" + ("!" if m.get("diverged") else ""),
-            _fmt(m["train_loss"], ".3f"),
-            _fmt(m["val_loss"], ".3f") + ("†" if m.get("val_overflow") else keep),
-            _fmt(m["context"]["loss"][-1], ".3f"), f"{m['chars_per_s']:,.0f}",
-            f"{m['wall_s']:.0f}", _fmt(rec["prefix_mean"], ".1f"),
-            _fmt(rec["teacher_forced"] and 100 * rec["teacher_forced"], ".0f") + "%",
-            _fmt(m["context"]["span"], "d"),
-            f">{m['horizon']['T']}" if reach is None else str(reach)])
+    said = Terminal(keep)
+    rows = [[head.format(k=kmax) + (keep if head == "val" else "") for head, _, _ in MODEL_COLUMNS]]
+    rows += [[cell(m, said) for _, _, cell in MODEL_COLUMNS] for m in ms]
     lines = _table(rows)
     echo("")
     echo(lines[0])

@@ -10,6 +10,7 @@ import re
 import numpy as np
 
 from .charts import COLOURS, CSS, _label, svg_chart
+from .compare_show import MODEL_COLUMNS
 from .charts import _hits, chart_layout, overlaps  # noqa: F401  (tests' imports, until the layout moves)
 
 
@@ -72,28 +73,30 @@ def write_report(rep: dict, path: str) -> str:
     return path
 
 
+class Page:
+    """How the page writes the models' table (compare_show.MODEL_COLUMNS)."""
+    diverged = ' <span class="bad">diverged</span>'
+    beyond = "&gt;"
+
+    def text(self, s: str) -> str:
+        return _esc(s)
+
+    def num(self, x, spec: str) -> str:
+        return _num(x, spec)
+
+    def val(self, text: str, bad) -> str:
+        return f'<span class="bad">{text} †</span>' if bad else text
+
+
 def _models_html(rep):
     ms, kmax = rep["models"], rep["context_max"]
     top = math.log(rep["vocab_size"])
-    rows = []
-    for m in ms:
-        bad = m.get("val_overflow")
-        rows.append(
-            "<tr>" + "".join(f"<td>{c}</td>" for c in [
-                _esc(m["cell"]), m["hidden"], f'{m["params"]:,}', f'{m["lr"]:g}',
-                f'{m["steps"]}' + (' <span class="bad">diverged</span>' if m["diverged"] else ""),
-                _num(m["train_loss"]),
-                (f'<span class="bad">{_num(m["val_loss"])} †</span>' if bad else _num(m["val_loss"])),
-                _num(m["context"]["loss"][-1]), f'{m["chars_per_s"]:,.0f}',
-                _num(m["recall"]["prefix_mean"], ".1f"),
-                _num(m["recall"]["teacher_forced"] and 100 * m["recall"]["teacher_forced"], ".0f") + "%",
-                m["context"]["span"] if m["context"]["span"] is not None else "–",
-                m["horizon"]["reach"] if m["horizon"]["reach"] is not None
-                else f'&gt;{m["horizon"]["T"]}']) + "</tr>")
-    out = ["<h2>Models</h2><table><tr><th>cell</th><th>hidden</th><th>params</th><th>lr</th>"
-           "<th>steps</th><th>train</th><th>val</th>"
-           f"<th>val@{kmax}</th><th>chars/s</th><th>recall prefix</th><th>teacher-forced</th>"
-           "<th>context span</th><th>gradient reach</th></tr>" + "".join(rows) + "</table>",
+    said = Page()
+    rows = ["<tr>" + "".join(f"<td>{cell(m, said)}</td>" for _, head, cell in MODEL_COLUMNS
+                             if head) + "</tr>" for m in ms]
+    out = ["<h2>Models</h2><table><tr>" + "".join(f"<th>{head.format(k=kmax)}</th>" for _, head, _
+                                                  in MODEL_COLUMNS if head)
+           + "</tr>" + "".join(rows) + "</table>",
            f'<p class="note">Losses in nats/char. <b>val</b>: held-out text with the state carried '
            f'through it; <b>val@{kmax}</b>: each held-out character given only the {kmax} before '
            f'it, from a zero state. † no better than a uniform guess (ln V = {top:.2f}) or not '
