@@ -47,7 +47,7 @@ def held_at_zero(model: Model, units) -> Model:
         if not (0 <= layer < cfg.layers and 0 <= unit < H):
             raise CharlstmError(f"--ablate {layer}:{unit}: this model has layers 0-"
                                 f"{cfg.layers - 1} and units 0-{H - 1} in each")
-        Wx, Wh, b = m.p[f"l{layer}.Wx"], m.p[f"l{layer}.Wh"], m.p[f"l{layer}.b"]
+        Wx, Wh, b = m.p[f"l{layer}.Wx"], m.p.get(f"l{layer}.Wh"), m.p[f"l{layer}.b"]
         for what, how in cell.held_at_zero:
             if what in cell.extras:                     # an extra parameter: 0 for this unit
                 m.p[f"l{layer}.ex"][cell.extras.index(what), unit] = 0
@@ -55,7 +55,8 @@ def held_at_zero(model: Model, units) -> Model:
             col = cell.blocks.index(what) * H + unit
             if how == "zero":                           # the block's pre-activation is 0
                 Wx[:, col] = 0
-                Wh[col, :] = 0
+                if Wh is not None:                      # (the min cells have none)
+                    Wh[col, :] = 0
                 b[col] = 0
             else:                                       # a gate held shut (σ = 0) or open (1)
                 b[col] = -BIG if how == "shut" else BIG

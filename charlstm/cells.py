@@ -21,7 +21,7 @@ Notation: the G = gates·H columns of Wx (rows of Wh, entries of b) are the
 cell's blocks side by side, H each, in the order `blocks` gives (PyTorch's:
 torch.nn.LSTM, nn.GRU, nn.RNN). i input, f forget, o output gate; g the
 LSTMs' candidate c~; r reset and z update gate, n the GRU's candidate; a an
-RNN's one block, its pre-activation.
+RNN's one block, its pre-activation; the min cells' n (the paper's h~) is linear.
 """
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ class Cell:
     doc: str                     # what it is, and its source
     kernels: str                 # its kernel module: kernels/<kernels>.py
     blocks: tuple[str, ...]      # its blocks of H columns, in order
-    candidate: str               # the block that makes the new content (tanh), not a gate
+    candidate: str               # the block that makes the new content (tanh; linear in
+                                 # the min cells), not a gate
     has_c: bool                  # has a cell state c (long-term memory)
     extras: tuple[str, ...] = ()     # per-unit extra parameters: ex (len(extras), H), by row
     extras_init: str = "zero"    # ex starts at "zero", or "uniform" as a bias does (±1/√H)
@@ -44,6 +45,11 @@ class Cell:
     lr: float | None = None      # its default peak learning rate (None: TrainConfig.lr)
     separate_dhp: bool = False   # its backward writes dL/d(h Whᵀ) apart from dxp (the GRU)
     dxp_in_acts: bool = False    # its backward can write dxp over acts (kernels.lstm._same)
+    # Whether it has recurrent weights Wh. A cell without (the min cells, Feng et al.
+    # 2024: gates from x alone) has no l{l}.Wh in the model's layout, its loops make
+    # no product h Whᵀ (gh is left unwritten: its step must not read it), and its
+    # backward gives dL/dh_{t−1} directly, element-wise.
+    recurrent: bool = True
     # How a unit's state is held at zero (`charlstm inspect --ablate`, ablation.py): each
     # (block or extra, how): "shut" a gate (bias -BIG: σ = 0), "open" it (bias +BIG:
     # σ = 1), or "zero" a block's weights and bias (tanh(0) = relu(0) = 0) or an extra.
@@ -82,11 +88,11 @@ class Cell:
 
     def flops_per_char(self, hidden: int, layers: int, V: int) -> float:
         """Multiply-adds ×2 per character of one training step, forward and back
-        (×3): the recurrent weights G·H×H of every layer, the input weights
-        G·H×H of the layers above the first (the first's input is one-hot, a
-        lookup), and the output layer V×H."""
+        (×3): the recurrent weights G·H×H of every layer (none for a cell that
+        is not recurrent), the input weights G·H×H of the layers above the
+        first (the first's input is one-hot, a lookup), and the output layer V×H."""
         G, H = self.gates, hidden
-        weights = layers * G * H * H + (layers - 1) * G * H * H + V * H
+        weights = self.recurrent * layers * G * H * H + (layers - 1) * G * H * H + V * H
         return 6.0 * weights
 
 
@@ -123,4 +129,12 @@ CELLS = {c.name: c for c in (
          extras=("b_hn",), extras_init="uniform", forget="z", separate_dhp=True,
          # z open: h keeps its zero start; n = tanh(0 + r·0) = 0, b_hn (inside r ⊙ (…)) too
          held_at_zero=(("z", "open"), ("n", "zero"), ("b_hn", "zero"))),
+    # The min cells (Feng et al. 2024, "Were RNNs All We Needed?", arXiv:2410.01201),
+    # run in the paper's sequential mode: every block from x_t alone, no Wh. Their z
+    # is the paper's: the share of the new content, h = (1 − z) h' + z n (the GRU's
+    # z above is the share kept). n, h~ in the paper, is linear: no tanh.
+    Cell(name="mingru", doc="minGRU: z, h~ from x alone, no Wh (Feng et al. 2024)",
+         kernels="mingru", blocks=("z", "n"), candidate="n", has_c=False, recurrent=False,
+         dxp_in_acts=True,
+         held_at_zero=(("n", "zero"),)),     # h = (1 − z) 0 + z ⊙ 0 = 0 whatever z
 )}

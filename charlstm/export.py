@@ -47,6 +47,11 @@ NAMES = {
     "lstm-peephole": None,
     "cifg": None,
     "gru": Names("gru", "GRU", (1, 0, 2), b_hn=True),
+    # The min cells: torch.nn has no module for them, and ONNX no operator (its RNN,
+    # GRU and LSTM all have recurrent weights, R, and a minGRU's is not an RNN with
+    # R = 0: its n is linear and h mixes h_(t−1) in directly). A graph of plain
+    # ops (Sigmoid, Mul, Add in a Loop) could run them; charlstm does not write one.
+    "mingru": None,
 }
 FORMAT = "charlstm-safetensors"
 

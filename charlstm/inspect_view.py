@@ -408,7 +408,7 @@ def _tables_html(res: dict) -> str:
     out = ["<h2>Every feature's best units</h2><table><tr><th>feature</th><th>runs</th>"
            "<th>positions</th><th>chance</th>"
            "<th colspan=5>layer:unit state score, best first</th></tr>" + rows + "</table>"]
-    mem = res["gates"].get("f") or res["gates"].get("z")
+    mem = next((m for m in map(res["gates"].get, "fz") if m and "always_open" in m), None)
     if mem is not None:
         g = "f" if "f" in res["gates"] else "z"
         out.append(f"<h2>Long memory</h2><p>{len(mem['always_open'])} units whose gate {g} is "

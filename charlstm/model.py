@@ -7,7 +7,8 @@ one flat loop each). Python orchestrates; the arithmetic is in charlstm/kernels/
 Per layer l (gate order as torch.nn.LSTM / nn.GRU, so weight_ih_l{l} = Wx.T,
 weight_hh_l{l} = Wh, bias_ih_l{l} = b, bias_hh_l{l} = 0):
     l{l}.Wx (D, G)  l{l}.Wh (G, H)  l{l}.b (G,)  l{l}.ex (k, H) if the cell has extras
-then the output layer Wy (H, V), by (V,).
+(no l{l}.Wh for a cell that is not recurrent: the min cells), then the output
+layer Wy (H, V), by (V,).
 """
 from __future__ import annotations
 
@@ -29,7 +30,10 @@ def layout(cfg: ModelConfig) -> list[tuple[str, tuple[int, ...]]]:
     G = cell.gates * H
     out = []
     for l in range(cfg.layers):
-        out += [(f"l{l}.Wx", (V if l == 0 else H, G)), (f"l{l}.Wh", (G, H)), (f"l{l}.b", (G,))]
+        out.append((f"l{l}.Wx", (V if l == 0 else H, G)))
+        if cell.recurrent:
+            out.append((f"l{l}.Wh", (G, H)))
+        out.append((f"l{l}.b", (G,)))
         if cell.n_extra:
             out.append((f"l{l}.ex", (cell.n_extra, H)))
     return out + [("Wy", (H, V)), ("by", (V,))]
@@ -108,7 +112,8 @@ class Model:
         return self.flat.size
 
     def _offsets(self) -> np.ndarray:
-        """Table for the jitted sampler: [Wx, Wh, b, ex, n_ex] per layer, then [Wy, by, V]."""
+        """Table for the jitted sampler: [Wx, Wh, b, ex, n_ex] per layer, then [Wy, by, V]
+        (a cell without Wh: its Wh starts, and is empty, where b starts)."""
         start, k = {}, 0
         for name, shape in self.layout:
             start[name] = k
@@ -116,7 +121,8 @@ class Model:
         rows = []
         for l in range(self.cfg.layers):
             ex = start.get(f"l{l}.ex", start[f"l{l}.b"])
-            rows.append([start[f"l{l}.Wx"], start[f"l{l}.Wh"], start[f"l{l}.b"], ex,
+            rows.append([start[f"l{l}.Wx"], start.get(f"l{l}.Wh", start[f"l{l}.b"]),
+                         start[f"l{l}.b"], ex,
                          self.cell.n_extra])
         rows.append([start["Wy"], start["by"], self.cfg.vocab_size, 0, 0])
         return np.array(rows, np.int64)
@@ -219,10 +225,10 @@ class Model:
                                w["acts"], w["aux"], Wh_nn[l], self._ex(l))
             dxp = w["dxp"].reshape(T * B, -1)
             dhp, h = w["dhp"].reshape(T * B, -1), w["hs"][:-1].reshape(T * B, -1)
-            dWh, G = g[f"l{l}.Wh"], dhp.shape[1]
-            for lo, hi in ((0, G // 2), (G // 2, G)):   # dW_h = Σ_t dhp_tᵀ h_{t−1}, in two
-                # jobs, so that two workers can share it
-                todo.append(partial(_add_product, dWh[lo:hi], dhp[:, lo:hi].T, h))
+            G = dhp.shape[1]
+            for lo, hi in ((0, G // 2), (G // 2, G)) if self.cell.recurrent else ():
+                # dW_h = Σ_t dhp_tᵀ h_{t−1}, in two jobs, so that two workers can share it
+                todo.append(partial(_add_product, g[f"l{l}.Wh"][lo:hi], dhp[:, lo:hi].T, h))
             if self.cell.n_extra:
                 todo.append(partial(self.cell.extra_grad, g[f"l{l}.ex"], w["dxp"], w["dhp"],
                                     w["hs"], w["cs"]))
@@ -247,9 +253,13 @@ class Model:
         (kernels.matmul_packed): Wh_nt (L, ...) for h Whᵀ in the forward pass,
         Wh_nn (L, ...) for dxp Wh in the backward pass (None if not backward).
         Written into `out` (an earlier result) when given, so training reuses
-        the buffers step after step."""
+        the buffers step after step. A cell without Wh gets empty arrays of the
+        same types, which its kernels never read."""
         L, H = self.cfg.layers, self.cfg.hidden
         G = self.cell.gates * H
+        if not self.cell.recurrent:
+            none = np.zeros((L, 0, 0, 0), self.dtype)
+            return none, (none if backward else None)
         if out is None or (backward and out[1] is None):
             out = (np.empty((L,) + K.packed_shape(G, H, self.dtype), self.dtype),
                    np.empty((L,) + K.packed_shape(H, G, self.dtype), self.dtype)
@@ -282,9 +292,11 @@ class Model:
         G = self.cell.gates * H
         Wyp = np.empty(K.packed_shape(V, H, self.dtype), self.dtype)
         K.pack_nn(self.p["Wy"], Wyp)
-        mats = [self.p["l0.Wh"]]                       # each (N, K), for y = x Wᵀ
+        none = np.zeros((G, H), self.dtype)            # no Wh: a place the kernel never reads
+        Wh = lambda l: self.p.get(f"l{l}.Wh", none)  # noqa: E731
+        mats = [Wh(0)]                                 # each (N, K), for y = x Wᵀ
         for l in range(1, L):
-            mats += [self.p[f"l{l}.Wx"].T, self.p[f"l{l}.Wh"]]
+            mats += [self.p[f"l{l}.Wx"].T, Wh(l)]
         if weights == "int8":
             return (np.stack([K.pack_int8(W) for W in mats]),
                     Wyp.astype(np.float16).view(np.uint16))

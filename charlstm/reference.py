@@ -12,7 +12,8 @@ in the order of cells.py's table (PAIRS names them):
     <cell>_backward(dh, dc, s, p, g) -> (da, dr, dh_direct, dc_prev)
 
 a = x_t Wx + b and r = h_(t−1) Whᵀ, each (B, G), are the input's and the
-recurrent part of every block's pre-activation (the GRU keeps them apart);
+recurrent part of every block's pre-activation (the GRU keeps them apart; r
+is None for a cell without Wh, and so is the dL/dr its backward returns);
 h, c (B, H) the state before the step (c passes through a cell without one).
 The backward step takes dh = dL/dh_t (from above and from step t + 1), dc =
 dL/dc_t from step t + 1, the step's record s (its inputs x, h_prev, c_prev,
@@ -194,11 +195,34 @@ def irnn_backward(dh, dc, s, p, g):
     return da, da, None, None
 
 
+# ---------------------------------------------------------------------------
+# The min cells (Feng, Tung, Ahmed, Bengio & Hajimirsadeghi 2024, "Were RNNs
+# All We Needed?", arXiv:2410.01201, sections 3.1.2 and 3.2.3, the sequential
+# mode): every block from the input alone. They have no Wh, so r is None, and
+# dL/dh_(t−1) is all direct.
+
+def mingru_forward(a, r, h, c, p):
+    """z = σ(a_z),  n = a_n   (the paper's h~, linear)
+    h_t = (1 − z) ⊙ h_(t−1) + z ⊙ n"""
+    H = h.shape[1]
+    z, n = sigmoid(a[:, :H]), a[:, H:]
+    return (1 - z) * h + z * n, c, dict(z=z, n=n)
+
+
+def mingru_backward(dh, dc, s, p, g):
+    """dz = dh ⊙ (n − h_(t−1)) (times its slope),  dn = dh ⊙ z
+    dh_(t−1) = dh ⊙ (1 − z), all of it direct"""
+    z, n, hp = s["z"], s["n"], s["h_prev"]
+    da = np.concatenate([dh * (n - hp) * z * (1 - z), dh * z], axis=1)
+    return da, None, dh * (1 - z), None
+
+
 # Each cell's pair, by its name in cells.py.
 PAIRS = {"lstm": (lstm_forward, lstm_backward), "rnn": (rnn_forward, rnn_backward),
          "irnn": (irnn_forward, irnn_backward),
          "lstm-peephole": (peephole_forward, peephole_backward),
-         "cifg": (cifg_forward, cifg_backward), "gru": (gru_forward, gru_backward)}
+         "cifg": (cifg_forward, cifg_backward), "gru": (gru_forward, gru_backward),
+         "mingru": (mingru_forward, mingru_backward)}
 
 
 def _pair(cell: str):
@@ -211,8 +235,9 @@ def _pair(cell: str):
 # Through time: a layer, then the whole model.
 
 def forward(cell: str, x, h0, c0, p):
-    """A layer of `cell` over x (T, B, D) from (h0, c0). p: {"Wx", "Wh", "b",
-    and "ex" for the peephole (p_i, p_f, p_o) and the GRU (b_hn)}. Returns
+    """A layer of `cell` over x (T, B, D) from (h0, c0). p: {"Wx", "Wh" (not
+    for the min cells), "b", and "ex" for the peephole (p_i, p_f, p_o) and the
+    GRU (b_hn)}. Returns
     (hs, cs, steps): the states after each step, each (T, B, H), and each
     step's record for backward."""
     step = _pair(cell)[0]
@@ -220,7 +245,7 @@ def forward(cell: str, x, h0, c0, p):
     hs, cs, steps = [], [], []
     for t in range(x.shape[0]):
         a = x[t] @ p["Wx"] + p["b"]            # the input's part of every block, (B, G)
-        r = h @ p["Wh"].T                       # the recurrent part, (B, G)
+        r = h @ p["Wh"].T if "Wh" in p else None    # the recurrent part, (B, G)
         s = {"x": x[t], "h_prev": h, "c_prev": c}
         h, c, saved = step(a, r, h, c, p)
         s.update(saved, h=h)
@@ -246,9 +271,13 @@ def backward(cell: str, dhs, steps, p, dhT=None, dcT=None):
         da, dr, dh_direct, dc_prev = step_back(dh, dc_next, s, p, g)
         g["Wx"] += s["x"].T @ da                # a = x Wx + b, r = h_prev Whᵀ
         g["b"] += da.sum(0)
-        g["Wh"] += dr.T @ s["h_prev"]
         dx[t] = da @ p["Wx"].T
-        dh_next = dr @ p["Wh"] if dh_direct is None else dr @ p["Wh"] + dh_direct
+        dh_next = np.zeros((B, H))
+        if dr is not None:
+            g["Wh"] += dr.T @ s["h_prev"]
+            dh_next = dh_next + dr @ p["Wh"]
+        if dh_direct is not None:
+            dh_next = dh_next + dh_direct
         dc_next = np.zeros((B, H)) if dc_prev is None else dc_prev
     g["x"], g["h0"], g["c0"] = dx, dh_next, dc_next
     return g

@@ -11,6 +11,9 @@ def cell_step(cell, x, h, c, Wx, Wh, b, ex):
     """One step of one cell for one input vector x: returns (h, c)."""
     H = h.shape[0]
     a = x @ Wx + b
+    if cell == "mingru":                        # no Wh (Wh is None)
+        z = sigmoid(a[:H])
+        return (1 - z) * h + z * a[H:], c
     r = h @ Wh.T
     if cell == "rnn":
         return np.tanh(a + r), c
@@ -58,7 +61,8 @@ def logits(model, tokens, h0, c0):
             for l in range(cfg.layers):
                 ex = p.get(f"l{l}.ex", np.zeros((0, cfg.hidden)))
                 h[l], c[l] = cell_step(cfg.cell, x, h[l], c[l], p[f"l{l}.Wx"].astype(np.float64),
-                                       p[f"l{l}.Wh"].astype(np.float64),
+                                       p[f"l{l}.Wh"].astype(np.float64)
+                                       if f"l{l}.Wh" in p else None,
                                        p[f"l{l}.b"].astype(np.float64), ex.astype(np.float64))
                 x = h[l]
             out[t, s] = x @ p["Wy"] + p["by"]

@@ -380,7 +380,8 @@ def test_held_at_zero_keeps_the_state_at_zero():
     """Every cell's way keeps the unit's state at zero."""
     from charlstm.ablation import held_at_zero
     text = code_text(40)
-    for cell in ("lstm", "lstm-peephole", "cifg", "gru", "rnn", "irnn"):
+    from charlstm.cells import CELLS
+    for cell in CELLS:
         vocab = "".join(sorted(set(text)))
         m = Model(ModelConfig(cell=cell, hidden=8, dropout=0.0, vocab_size=len(vocab)))
         m.init(np.random.default_rng(0))

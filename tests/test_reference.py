@@ -5,21 +5,22 @@ import numpy as np
 import pytest
 
 from charlstm import reference as R
+from charlstm.cells import CELLS as ROWS
 from charlstm.config import ModelConfig
 from charlstm.model import Model, Workspace
 
-CELLS = ["lstm", "lstm-peephole", "cifg", "gru", "rnn", "irnn"]
-GATES = {"lstm": 4, "lstm-peephole": 4, "cifg": 3, "gru": 3, "rnn": 1, "irnn": 1}
+CELLS = list(ROWS)
 
 
 def params(cell, D, H, rng):
-    G = GATES[cell] * H
-    p = {"Wx": rng.normal(0, 0.5, (D, G)), "Wh": rng.normal(0, 0.5, (G, H)),
-         "b": rng.normal(0, 0.3, G)}
-    if cell == "lstm-peephole":
-        p["ex"] = rng.normal(0, 0.5, (3, H))
-    elif cell == "gru":
-        p["ex"] = rng.normal(0, 0.5, (1, H))
+    row = ROWS[cell]
+    G = row.gates * H
+    p = {"Wx": rng.normal(0, 0.5, (D, G))}
+    if row.recurrent:
+        p["Wh"] = rng.normal(0, 0.5, (G, H))
+    p["b"] = rng.normal(0, 0.3, G)
+    if row.extras:
+        p["ex"] = rng.normal(0, 0.5, (row.n_extra, H))
     return p
 
 
@@ -40,7 +41,7 @@ def test_reference_gradients_match_finite_differences(cell):
     h0, c0 = rng.normal(0, 0.5, (B, H)), rng.normal(0, 0.5, (B, H))
     up, upc = rng.normal(0, 1, (T, B, H)), rng.normal(0, 1, (B, H))
     hs, cs, steps = R.forward(cell, x, h0, c0, p)
-    has_c = cell in ("lstm", "lstm-peephole", "cifg")
+    has_c = ROWS[cell].has_c
     g = R.backward(cell, up, steps, p, dcT=upc if has_c else None)
     if not has_c:
         upc = np.zeros_like(upc)
@@ -81,10 +82,7 @@ def test_fast_kernels_match_the_reference(cell):
     logits = ws.logits.reshape(T, B, V).copy()
 
     def layer(l):
-        p = {"Wx": m.p[f"l{l}.Wx"], "Wh": m.p[f"l{l}.Wh"], "b": m.p[f"l{l}.b"]}
-        if f"l{l}.ex" in m.p:
-            p["ex"] = m.p[f"l{l}.ex"]
-        return p
+        return {k: m.p[f"l{l}.{k}"] for k in ("Wx", "Wh", "b", "ex") if f"l{l}.{k}" in m.p}
 
     x, steps = one_hot(tokens, V), []
     for l in range(L):                         # the reference forward, layer by layer
@@ -102,7 +100,7 @@ def test_fast_kernels_match_the_reference(cell):
     dh = dlogits @ m.p["Wy"].T
     for l in range(L - 1, -1, -1):             # the reference backward, from the top
         g = R.backward(cell, dh, steps[l], layer(l))
-        for name in ("Wx", "Wh", "b") + (("ex",) if f"l{l}.ex" in m.p else ()):
+        for name in (k for k in ("Wx", "Wh", "b", "ex") if f"l{l}.{k}" in m.p):
             np.testing.assert_allclose(m.g[f"l{l}.{name}"], g[name], rtol=1e-7, atol=1e-11,
                                        err_msg=f"layer {l} {name}")
         dh = g["x"]
@@ -115,6 +113,6 @@ def test_fast_kernels_match_the_reference(cell):
     for l in range(L - 1, -1, -1):
         g = R.backward(cell, dh, steps[l], layer(l))
         np.testing.assert_allclose(dh0[l], g["h0"], rtol=1e-7, atol=1e-11)
-        if cell in ("lstm", "lstm-peephole", "cifg"):
+        if ROWS[cell].has_c:
             np.testing.assert_allclose(dc0[l], g["c0"], rtol=1e-7, atol=1e-11)
         dh = g["x"]

@@ -33,10 +33,12 @@ def test_sampling_on_two_cores_matches_one(cell, weights):
     np.testing.assert_array_equal(runs[0][2], runs[1][2])
 
 
-def test_sampling_state_matches_the_forward_pass():
-    """Feeding ids through the sampler leaves the state Model.forward computes."""
+@pytest.mark.parametrize("cell", ["lstm", "mingru"])
+def test_sampling_state_matches_the_forward_pass(cell):
+    """Feeding ids through the sampler leaves the state Model.forward computes
+    (the LSTM, and each cell whose sampling step differs: no Wh)."""
     from charlstm.sampling import Sampler
-    cfg = ModelConfig(cell="lstm", hidden=40, layers=2, vocab_size=11)
+    cfg = ModelConfig(cell=cell, hidden=40, layers=2, vocab_size=11)
     m = Model(cfg, np.float32).init(np.random.default_rng(5))
     ids = np.random.default_rng(1).integers(0, 11, 50)
     h, c = m.zero_state(1)

@@ -39,3 +39,4 @@ class BoundCell(Cell):
 CELL_KERNELS = {name: BoundCell.bind(k, cell) for k, (name, cell) in enumerate(CELLS.items())}
 KIND = {name: c.kind for name, c in CELL_KERNELS.items()}        # each cell's number
 STEPS = tuple(c.step for c in CELL_KERNELS.values())             # the step kernels, by kind
+RECURRENT = tuple(c.recurrent for c in CELL_KERNELS.values())    # whether each has a Wh, by kind

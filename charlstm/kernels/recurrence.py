@@ -6,7 +6,7 @@ only the cell it runs."""
 import numpy as np
 
 from ._jit import per_cell
-from .binding import STEPS
+from .binding import RECURRENT, STEPS
 from .gemm import matmul_packed
 from .loss import embed
 
@@ -19,7 +19,9 @@ from .loss import embed
 
 def step(t, gh, hs, cs, acts, aux, x, ex):
     """Time step t of a cell, given gh = h_{t−1} Whᵀ: in the loops below (and in
-    sampling's), per_cell puts one cell's step kernel in this name's place."""
+    sampling's), per_cell puts one cell's step kernel in this name's place, and
+    in `recurrent` whether the cell has a Wh (a constant: Numba drops the
+    product of a cell without one, whose step does not read gh)."""
     raise NotImplementedError("the loops are compiled per cell: see per_cell")
 
 
@@ -27,7 +29,8 @@ def _forward(hs, cs, acts, aux, xp, Wh_nt, ex):
     """For t = 0 … T−1:  gh = h_{t−1} Whᵀ,  then the cell's step with x = xp[t]."""
     gh = np.empty(xp.shape[1:], xp.dtype)
     for t in range(xp.shape[0]):
-        matmul_packed(hs[t], Wh_nt, gh)
+        if recurrent:
+            matmul_packed(hs[t], Wh_nt, gh)
         step(t, gh, hs, cs, acts, aux, xp[t], ex)
 
 
@@ -41,12 +44,15 @@ def _forward_onehot(hs, cs, acts, aux, tokens, Wx, b, Wh_nt, ex):
     gh = np.empty_like(x)
     for t in range(T):
         embed(x, tokens[t], Wx, b)
-        matmul_packed(hs[t], Wh_nt, gh)
+        if recurrent:
+            matmul_packed(hs[t], Wh_nt, gh)
         step(t, gh, hs, cs, acts, aux, x, ex)
 
 
-FORWARD = per_cell(_forward, STEPS)                   # forward_lstm, forward_peephole, …
-FORWARD_ONEHOT = per_cell(_forward_onehot, STEPS)     # forward_onehot_lstm, …
+recurrent = True     # bound per cell by per_cell (RECURRENT), as `step` is
+
+FORWARD = per_cell(_forward, STEPS, recurrent=RECURRENT)       # forward_lstm, forward_peephole, …
+FORWARD_ONEHOT = per_cell(_forward_onehot, STEPS, recurrent=RECURRENT)  # forward_onehot_lstm, …
 
 
 def forward(kind, hs, cs, acts, aux, xp, Wh_nt, ex):

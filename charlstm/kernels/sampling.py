@@ -10,8 +10,8 @@ from ._jit import JIT, per_cell
 from .gemm import _input, matmul_row
 from .loss import embed
 from .nonlinear import _copy, tanh_
-from .binding import STEPS
-from .recurrence import step
+from .binding import RECURRENT, STEPS
+from .recurrence import recurrent, step  # noqa: F401  (bound per cell: per_cell)
 
 
 # ---------------------------------------------------------------------------
@@ -161,7 +161,8 @@ def _model_step(tok, flat, offsets, A, Wp, state_h, state_c, hs, cs, gh, acts, a
     gather, embed); A: the products' input, hs[0] itself or, for int8 weights,
     its quantised copy (_input); hs, cs (2, 1, H), gh, x (1, G), acts (1, 1, G),
     aux (1, 1, H): scratch; sync: see CHUNK; posted: layer 0's
-    product, A = state_h[0] times Wp[0], is already posted.
+    product, A = state_h[0] times Wp[0], is already posted. A cell that is
+    not recurrent makes no h Whᵀ (its Wp[2l] are never read) and posts nothing.
     clamp_at (K, 2) int64 rows [layer, unit], clamp_to (K,): after each step
     that unit's state is held at the value (sample --clamp): c_t = value and
     h_t = o_t ⊙ tanh(value) for cells with a c (o_gate: the output gate's index
@@ -182,7 +183,9 @@ def _model_step(tok, flat, offsets, A, Wp, state_h, state_c, hs, cs, gh, acts, a
             for j in range(G):
                 x[0, j] = gh[0, j] + b[j]
         _copy(cs[0], state_c[l])
-        if l == 0 and posted:
+        if not recurrent:                   # no Wh: h_{t−1} goes to the step alone
+            _copy(hs[0], state_h[l])
+        elif l == 0 and posted:
             finish_product(A, Wp, gh, sync)
         else:
             _copy(hs[0], state_h[l])
@@ -218,8 +221,7 @@ def _generate(out, prime, u, flat, offsets, A, Wp, Wyp, state_h, state_c, temper
     clamp_at, clamp_to, o_gate: units held at a value (_model_step); none when
     clamp_at has no rows."""
     L, _, H = state_h.shape
-    G = offsets[0, 2] - offsets[0, 1]
-    G = G // H
+    G = gh.shape[1]
     V = offsets[L, 2]
     dt = flat.dtype
     cs = np.zeros((2, 1, H), dt)
@@ -237,8 +239,9 @@ def _generate(out, prime, u, flat, offsets, A, Wp, Wyp, state_h, state_c, temper
                     x, sync, clamp_at, clamp_to, o_gate, not posted)
     for k in range(out.shape[0]):
         _copy(hs[0], state_h[0])
-        _input(A, hs[0])
-        post_product(layer0, sync)               # layer 0's h Whᵀ, needed after the draw
+        if recurrent:
+            _input(A, hs[0])
+            post_product(layer0, sync)           # layer 0's h Whᵀ, needed after the draw
         matmul_row(state_h[L - 1], Wyp, y, layer0, Wyp.shape[0])
         logits = y[0, :V]
         for v in range(V):
@@ -271,8 +274,9 @@ def _generate(out, prime, u, flat, offsets, A, Wp, Wyp, state_h, state_c, temper
                     x, sync, clamp_at, clamp_to, o_gate, posted)
 
 
-MODEL_STEP = per_cell(_model_step, STEPS)                        # model_step_lstm, …
-GENERATE = per_cell(_generate, STEPS, _model_step=MODEL_STEP)    # generate_lstm, …
+MODEL_STEP = per_cell(_model_step, STEPS, recurrent=RECURRENT)   # model_step_lstm, …
+GENERATE = per_cell(_generate, STEPS, _model_step=MODEL_STEP,
+                    recurrent=RECURRENT)                           # generate_lstm, …
 
 
 def generate(out, prime, u, flat, offsets, A, Wp, Wyp, kind, state_h, state_c, temperature,

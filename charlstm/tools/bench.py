@@ -36,7 +36,8 @@ SAMPLE_CONFIGS = [(1, 512), (2, 512)]
 
 def train_flops_per_char(cell: str, L: int, H: int) -> float:
     G = CELLS[cell].gates * H
-    fwd = sum(2 * H * G + (2 * H * G if l > 0 else 0) for l in range(L)) + 2 * H * V
+    rec = 2 * H * G if CELLS[cell].recurrent else 0          # the min cells have no h Whᵀ
+    fwd = sum(rec + (2 * H * G if l > 0 else 0) for l in range(L)) + 2 * H * V
     return 3.0 * fwd
 
 
