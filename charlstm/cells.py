@@ -137,4 +137,10 @@ CELLS = {c.name: c for c in (
          kernels="mingru", blocks=("z", "n"), candidate="n", has_c=False, recurrent=False,
          dxp_in_acts=True,
          held_at_zero=(("n", "zero"),)),     # h = (1 − z) 0 + z ⊙ 0 = 0 whatever z
+    # The minLSTM's f and i are normalised, f' = f / (f + i), i' = i / (f + i), and
+    # h = f' h' + i' g: f starts at +forget_bias, so that h starts by remembering.
+    Cell(name="minlstm", doc="minLSTM: f, i, h~ from x alone, no Wh (Feng et al. 2024)",
+         kernels="minlstm", blocks=("f", "i", "g"), candidate="g", has_c=False,
+         recurrent=False, forget="f", dxp_in_acts=True,
+         held_at_zero=(("g", "zero"),)),     # h = f' 0 + i' ⊙ 0 = 0 whatever f, i
 )}

@@ -52,6 +52,7 @@ NAMES = {
     # R = 0: its n is linear and h mixes h_(t−1) in directly). A graph of plain
     # ops (Sigmoid, Mul, Add in a Loop) could run them; charlstm does not write one.
     "mingru": None,
+    "minlstm": None,
 }
 FORMAT = "charlstm-safetensors"
 

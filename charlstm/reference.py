@@ -217,12 +217,36 @@ def mingru_backward(dh, dc, s, p, g):
     return da, None, dh * (1 - z), None
 
 
+def minlstm_forward(a, r, h, c, p):
+    """f = σ(a_f), i = σ(a_i), g = a_g   (the paper's h~, linear)
+    f' = f / (f + i),  i' = i / (f + i)
+    h_t = f' ⊙ h_(t−1) + i' ⊙ g"""
+    H = h.shape[1]
+    f, i, gg = sigmoid(a[:, :H]), sigmoid(a[:, H:2 * H]), a[:, 2 * H:]
+    s = f + i
+    return (f / s) * h + (i / s) * gg, c, dict(f=f, i=i, g=gg)
+
+
+def minlstm_backward(dh, dc, s, p, g):
+    """df' = dh ⊙ h_(t−1),  di' = dh ⊙ g;  with s = f + i,
+    df = (df' − di') ⊙ i / s²,  di = (di' − df') ⊙ f / s²   (each times its slope)
+    dg = dh ⊙ i',  dh_(t−1) = dh ⊙ f', all of it direct"""
+    f, i, gg, hp = s["f"], s["i"], s["g"], s["h_prev"]
+    sm = f + i
+    dfp, dip = dh * hp, dh * gg                # h = f' h_prev + i' g
+    df = (dfp - dip) * i / sm ** 2             # f' = f / (f + i), i' = i / (f + i)
+    di = (dip - dfp) * f / sm ** 2
+    da = np.concatenate([df * f * (1 - f), di * i * (1 - i), dh * i / sm], axis=1)
+    return da, None, dh * f / sm, None
+
+
 # Each cell's pair, by its name in cells.py.
 PAIRS = {"lstm": (lstm_forward, lstm_backward), "rnn": (rnn_forward, rnn_backward),
          "irnn": (irnn_forward, irnn_backward),
          "lstm-peephole": (peephole_forward, peephole_backward),
          "cifg": (cifg_forward, cifg_backward), "gru": (gru_forward, gru_backward),
-         "mingru": (mingru_forward, mingru_backward)}
+         "mingru": (mingru_forward, mingru_backward),
+         "minlstm": (minlstm_forward, minlstm_backward)}
 
 
 def _pair(cell: str):

@@ -14,6 +14,9 @@ def cell_step(cell, x, h, c, Wx, Wh, b, ex):
     if cell == "mingru":                        # no Wh (Wh is None)
         z = sigmoid(a[:H])
         return (1 - z) * h + z * a[H:], c
+    if cell == "minlstm":
+        f, i = sigmoid(a[:H]), sigmoid(a[H:2 * H])
+        return (f * h + i * a[2 * H:]) / (f + i), c
     r = h @ Wh.T
     if cell == "rnn":
         return np.tanh(a + r), c

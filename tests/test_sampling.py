@@ -33,7 +33,7 @@ def test_sampling_on_two_cores_matches_one(cell, weights):
     np.testing.assert_array_equal(runs[0][2], runs[1][2])
 
 
-@pytest.mark.parametrize("cell", ["lstm", "mingru"])
+@pytest.mark.parametrize("cell", ["lstm", "mingru", "minlstm"])
 def test_sampling_state_matches_the_forward_pass(cell):
     """Feeding ids through the sampler leaves the state Model.forward computes
     (the LSTM, and each cell whose sampling step differs: no Wh)."""

@@ -2,7 +2,7 @@
 
 One module a topic, to be read in this order:
 
-    lstm.py, peephole.py, cifg.py, gru.py, rnn.py, irnn.py
+    lstm.py, peephole.py, cifg.py, gru.py, rnn.py, irnn.py, mingru.py, minlstm.py
                     each cell's step and backward (and its extras' gradient)
     binding.py      each cell's row of charlstm/cells.py bound to its kernels
     recurrence.py   the time loop that runs a cell's step (forward, forward_onehot)
@@ -43,7 +43,8 @@ need to know which cell they run:
                          steps, done by the caller); the first layer's input is
                          one-hot, and forward_onehot gathers its rows step by step
     x       (B, G)       step t's input pre-activations (xp[t], or that gather)
-    Wh_nt, Wh_nn         the recurrent weights Wh (G, H), PyTorch's weight_hh,
+    Wh_nt, Wh_nn         the recurrent weights Wh (G, H), PyTorch's weight_hh
+                         (empty, never read, for a cell without: Cell.recurrent),
                          packed for the two products each step makes with it:
                          h_{t-1} Whᵀ = matmul_packed(h_{t-1}, Wh_nt)   (pack_nt)
                          dxp_t Wh    = matmul_packed(dxp_t, Wh_nn)     (pack_nn)
