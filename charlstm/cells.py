@@ -50,6 +50,10 @@ class Cell:
     # no product h Whᵀ (gh is left unwritten: its step must not read it), and its
     # backward gives dL/dh_{t−1} directly, element-wise.
     recurrent: bool = True
+    # c's columns per unit: its state c is (…, c_width·H). The sLSTM's c holds c, n and
+    # m side by side (3H), so that they are carried between batches, saved with a
+    # checkpoint and passed through the sampler as every cell's c is.
+    c_width: int = 1
     # How a unit's state is held at zero (`charlstm inspect --ablate`, ablation.py): each
     # (block or extra, how): "shut" a gate (bias -BIG: σ = 0), "open" it (bias +BIG:
     # σ = 1), or "zero" a block's weights and bias (tanh(0) = relu(0) = 0) or an extra.
@@ -143,4 +147,14 @@ CELLS = {c.name: c for c in (
          kernels="minlstm", blocks=("f", "i", "g"), candidate="g", has_c=False,
          recurrent=False, forget="f", dxp_in_acts=True,
          held_at_zero=(("g", "zero"),)),     # h = f' 0 + i' ⊙ 0 = 0 whatever f, i
+    # The sLSTM's i is exponential (i = exp(ĩ)) and its f a sigmoid, as the paper
+    # allows; its state is (h, c, n, m), c_width = 3 (kernels/slstm.py). acts keeps the
+    # stabilised i' = exp(ĩ − m) in [0, 1] as its i. h = o ⊙ c / n, not o ⊙ tanh(c):
+    # no `output` for sample --clamp, which then holds h.
+    Cell(name="slstm", doc="sLSTM: exponential input gate, normaliser n (Beck et al. 2024)",
+         kernels="slstm", blocks=("z", "i", "f", "o"), candidate="z", has_c=True, c_width=3,
+         forget="f",
+         # z = tanh(0) = 0: c = f' c + i' ⊙ 0 keeps its zero start, n > 0, h = o ⊙ 0 / n.
+         # (Not i shut: n too would stay 0, and h = 0 / 0.)
+         held_at_zero=(("z", "zero"),)),
 )}

@@ -7,7 +7,8 @@ or to resume training exactly where it stopped.
     vocab             the vocabulary, as Unicode code points (uint32)
     param/<name>      every parameter under its name (see model.py)
     opt/m, opt/v      optimizer moments, flat, in the parameter buffer's layout
-    carry/h, carry/c  the hidden state carried into the next batch, (L, B, H)
+    carry/h, carry/c  the hidden state carried into the next batch, (L, B, H) and
+                      (L, B, c_width·H) (the sLSTM's c holds c, n, m: cells.py)
     state             JSON: step, epoch, batch, elapsed seconds, RNG state, best
                       validation loss
     history/train     rows [step, seconds, loss]
@@ -29,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .cells import CELLS
 from .config import MAX_VOCAB, ModelConfig, TrainConfig, check_settings, from_dict
 from .data import vocab_from_ids
 from .errors import CharlstmError
@@ -310,8 +312,10 @@ def expected_arrays(m: ModelConfig, t: TrainConfig, version: int = VERSION) -> d
         out["param/" + name] = (tuple(shape), "f")
         n += int(np.prod(shape))
     state = (m.layers, t.batch_size, m.hidden)
+    width = CELLS[m.cell].c_width if m.cell in CELLS else 1
+    c_state = state[:2] + (m.hidden * width,)                   # the sLSTM's c, n, m
     out.update({"opt/m": ((n,), "f"), "opt/v": ((n,), "f"), "carry/h": (state, "f"),
-                "carry/c": (state, "f"), "history/train": (3, "fiu"), "history/val": (3, "fiu"),
+                "carry/c": (c_state, "f"), "history/train": (3, "fiu"), "history/val": (3, "fiu"),
                 "history/grad_norm": (2, "fiu")})
     return out
 

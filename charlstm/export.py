@@ -53,6 +53,9 @@ NAMES = {
     # ops (Sigmoid, Mul, Add in a Loop) could run them; charlstm does not write one.
     "mingru": None,
     "minlstm": None,
+    # The sLSTM: neither has one (an exponential input gate, a normaliser state n and
+    # a stabiliser m, none of which ONNX's LSTM operator has).
+    "slstm": None,
 }
 FORMAT = "charlstm-safetensors"
 

@@ -63,7 +63,7 @@ def record(model: Model, ids: np.ndarray) -> dict:
             for l, lay in enumerate(w.layers):
                 out["h"][l, t0:t0 + t] = lay["hs"][1:, 0]
                 if out["c"] is not None:
-                    out["c"][l, t0:t0 + t] = lay["cs"][1:, 0]
+                    out["c"][l, t0:t0 + t] = lay["cs"][1:, 0, :H]    # (sLSTM: c, not n, m)
                 for k, g in enumerate(names):
                     out["gates"][g][l, t0:t0 + t] = lay["acts"][:, 0, k * H:(k + 1) * H]
             h, c = model.final_state(w)

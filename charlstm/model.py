@@ -61,14 +61,15 @@ class Workspace:
     def __init__(self, cfg: ModelConfig, T: int, B: int, dtype, backward: bool = True):
         cell = CELLS[cfg.cell]
         H, V, G = cfg.hidden, cfg.vocab_size, CELLS[cfg.cell].gates * cfg.hidden
+        C = cell.c_width * H                # c's columns (the sLSTM's: c, n, m)
         self.T, self.B = T, B
         z = lambda *s: np.zeros(s, dtype)  # noqa: E731
         zb = z if backward else (lambda *s: None)  # noqa: E731
         self.layers = []
         for l in range(cfg.layers):        # no xp for the first layer: its input is a gather
-            w = dict(xp=z(T, B, G) if l > 0 else None, hs=z(T + 1, B, H), cs=z(T + 1, B, H),
+            w = dict(xp=z(T, B, G) if l > 0 else None, hs=z(T + 1, B, H), cs=z(T + 1, B, C),
                      acts=z(T, B, G), aux=z(T, B, H), dhs=zb(T + 1, B, H),
-                     dcs=zb(T + 1, B, H), dy=zb(T, B, H), y=None, mask=None)
+                     dcs=zb(T + 1, B, C), dy=zb(T, B, H), y=None, mask=None)
             w["dxp"] = (w["acts"] if cell.dxp_in_acts else zb(T, B, G)) if backward else None
             w["dhp"] = (zb(T, B, G) if cell.separate_dhp else w["dxp"]) if backward else None
             self.layers.append(w)
@@ -157,15 +158,17 @@ class Model:
         return self
 
     def zero_state(self, B: int):
-        """Initial (h, c): each (L, B, H)."""
+        """Initial (h, c): (L, B, H) and (L, B, c_width·H), zero (the sLSTM's c, n
+        and m too: its n becomes i' > 0 at the first step)."""
         L, H = self.cfg.layers, self.cfg.hidden
-        return np.zeros((L, B, H), self.dtype), np.zeros((L, B, H), self.dtype)
+        return (np.zeros((L, B, H), self.dtype),
+                np.zeros((L, B, self.cell.c_width * H), self.dtype))
 
     # -- forward and backward, side by side --------------------------------
 
     def forward(self, ws: Workspace, tokens: np.ndarray, h0, c0, masks=None,
                 packs=None) -> np.ndarray:
-        """tokens: (T, B) input ids; h0, c0: (L, B, H); masks: None or one (T, B, H)
+        """tokens: (T, B) input ids; h0, c0: (L, B, H), (L, B, c_width·H); masks: None or one (T, B, H)
         inverted-dropout mask per layer output; packs: packed_Wh() of the current
         weights (default: made here). Returns logits (T·B, V)."""
         T, B = ws.T, ws.B
@@ -214,7 +217,7 @@ class Model:
         dy = top["dy"]
         np.matmul(dlogits, self.p["Wy"].T, out=dy.reshape(T * B, -1))
         dh0 = np.zeros((L, B, self.cfg.hidden), self.dtype)
-        dc0 = np.zeros_like(dh0)
+        dc0 = np.zeros((L, B, self.cell.c_width * self.cfg.hidden), self.dtype)
         for l in range(L - 1, -1, -1):
             w = ws.layers[l]
             if w["mask"] is not None:

@@ -14,7 +14,8 @@ in the order of cells.py's table (PAIRS names them):
 a = x_t Wx + b and r = h_(t−1) Whᵀ, each (B, G), are the input's and the
 recurrent part of every block's pre-activation (the GRU keeps them apart; r
 is None for a cell without Wh, and so is the dL/dr its backward returns);
-h, c (B, H) the state before the step (c passes through a cell without one).
+h, c (B, H) the state before the step (c passes through a cell without one;
+the sLSTM's is (B, 3H): c, n, m).
 The backward step takes dh = dL/dh_t (from above and from step t + 1), dc =
 dL/dc_t from step t + 1, the step's record s (its inputs x, h_prev, c_prev,
 what the forward step saved, and h), and returns dL/da and dL/dr, the part of
@@ -240,13 +241,70 @@ def minlstm_backward(dh, dc, s, p, g):
     return da, None, dh * f / sm, None
 
 
+# ---------------------------------------------------------------------------
+# The sLSTM (Beck et al. 2024, "xLSTM: Extended Long Short-Term Memory",
+# arXiv:2405.04517, section 2.2, equations 8-17, one head): an exponential input
+# gate, a sigmoid forget gate (the paper allows either), a normaliser n and the
+# stabiliser m. Its c is (B, 3H): c, n and m side by side. Blocks z, i, f, o.
+
+def log_sigmoid(x):
+    """log σ(x), finite for every finite x."""
+    return np.minimum(x, 0) - np.log1p(np.exp(-np.abs(x)))
+
+
+def slstm_forward(a, r, h, c, p):
+    """z = tanh(z~), ĩ, f = σ(f~), o = σ(o~)   with (z~, ĩ, f~, o~) = a + r
+    m_t = max(log f + m_(t−1), ĩ)
+    i' = exp(ĩ − m_t),  f' = exp(log f + m_(t−1) − m_t)
+    c_t = f' c_(t−1) + i' z,  n_t = f' n_(t−1) + i'
+    h_t = o ⊙ c_t / n_t
+    (The unstabilised i = exp(ĩ), f in place of i', f' give the same h:
+    c and n are each e^(−m_t) times theirs.)"""
+    H = h.shape[1]
+    pre = a + r
+    z, it = np.tanh(pre[:, :H]), pre[:, H:2 * H]
+    f, o = sigmoid(pre[:, 2 * H:3 * H]), sigmoid(pre[:, 3 * H:])
+    cp, npv, mp = c[:, :H], c[:, H:2 * H], c[:, 2 * H:]
+    lf = log_sigmoid(pre[:, 2 * H:3 * H]) + mp           # log f + m_(t−1)
+    side = lf >= it                                      # which side is the max
+    m = np.where(side, lf, it)
+    ip, fp = np.exp(it - m), np.exp(lf - m)
+    cn, nn = fp * cp + ip * z, fp * npv + ip
+    return o * cn / nn, np.concatenate([cn, nn, m], axis=1), dict(
+        z=z, f=f, o=o, ip=ip, fp=fp, side=side, c=cn, n=nn)
+
+
+def slstm_backward(dh, dc, s, p, g):
+    """q = c_t / n_t:  do = dh ⊙ q,  dc_t = dc + dh ⊙ o / n_t,
+    dn_t = dn − dh ⊙ o ⊙ q / n_t
+    df' = dc_t ⊙ c_(t−1) + dn_t ⊙ n_(t−1),  di' = dc_t ⊙ z + dn_t,  dz = dc_t ⊙ i'
+    dĩ = di' i',  d(log f) = dm_(t−1) = df' f',  dm_t = dm − di' i' − df' f',
+    and dm_t to the side of the max that m_t is (log f + m_(t−1), or ĩ)
+    d f~ = d(log f) ⊙ (1 − f);  dc_(t−1) = dc_t f',  dn_(t−1) = dn_t f'"""
+    H = dh.shape[1]
+    z, f, o, ip, fp, side = s["z"], s["f"], s["o"], s["ip"], s["fp"], s["side"]
+    cn, nn, cp, npv = s["c"], s["n"], s["c_prev"][:, :H], s["c_prev"][:, H:2 * H]
+    q = cn / nn
+    dzo = dh * q * o * (1 - o)                  # h = o ⊙ c / n
+    dcn = dc[:, :H] + dh * o / nn
+    dnn = dc[:, H:2 * H] - dh * o * q / nn
+    dfp = (dcn * cp + dnn * npv) * fp           # times f' (f' = exp(·): its own slope)
+    dip = (dcn * z + dnn) * ip
+    dm = dc[:, 2 * H:] - dip - dfp              # m_t in i' and f'
+    dit = dip + np.where(side, 0.0, dm)         # m_t = max(log f + m_(t−1), ĩ)
+    dlf = dfp + np.where(side, dm, 0.0)
+    da = np.concatenate([dcn * ip * (1 - z ** 2), dit, dlf * (1 - f), dzo], axis=1)
+    return da, da, None, np.concatenate([dcn * fp, dnn * fp, dlf], axis=1)
+
+
 # Each cell's pair, by its name in cells.py.
 PAIRS = {"lstm": (lstm_forward, lstm_backward), "rnn": (rnn_forward, rnn_backward),
          "irnn": (irnn_forward, irnn_backward),
          "lstm-peephole": (peephole_forward, peephole_backward),
          "cifg": (cifg_forward, cifg_backward), "gru": (gru_forward, gru_backward),
          "mingru": (mingru_forward, mingru_backward),
-         "minlstm": (minlstm_forward, minlstm_backward)}
+         "minlstm": (minlstm_forward, minlstm_backward),
+         "slstm": (slstm_forward, slstm_backward)}
 
 
 def _pair(cell: str):
@@ -288,7 +346,7 @@ def backward(cell: str, dhs, steps, p, dhT=None, dcT=None):
     g = {k: np.zeros_like(v) for k, v in p.items()}
     dx = np.zeros((T, B, p["Wx"].shape[0]))
     dh_next = np.zeros((B, H)) if dhT is None else dhT.copy()
-    dc_next = np.zeros((B, H)) if dcT is None else dcT.copy()
+    dc_next = np.zeros_like(steps[0]["c_prev"]) if dcT is None else dcT.copy()   # (B, c_width·H)
     for t in range(T - 1, -1, -1):
         s = steps[t]
         dh = dhs[t] + dh_next                   # from above, and from step t + 1
@@ -302,7 +360,7 @@ def backward(cell: str, dhs, steps, p, dhT=None, dcT=None):
             dh_next = dh_next + dr @ p["Wh"]
         if dh_direct is not None:
             dh_next = dh_next + dh_direct
-        dc_next = np.zeros((B, H)) if dc_prev is None else dc_prev
+        dc_next = np.zeros_like(s["c_prev"]) if dc_prev is None else dc_prev
     g["x"], g["h0"], g["c0"] = dx, dh_next, dc_next
     return g
 

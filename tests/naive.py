@@ -7,6 +7,16 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def random_c(cell, rng, lead, H, scale=0.5):
+    """A random initial c of shape lead + (c_width·H,): normal, but for the
+    sLSTM, whose c holds c, n and m, an n away from 0 (n_0 > 0, as every n_t)."""
+    from charlstm.cells import CELLS
+    c = rng.normal(0, scale, tuple(lead) + (CELLS[cell].c_width * H,))
+    if CELLS[cell].c_width == 3:
+        c[..., H:2 * H] = 0.5 + np.abs(c[..., H:2 * H])
+    return c
+
+
 def cell_step(cell, x, h, c, Wx, Wh, b, ex):
     """One step of one cell for one input vector x: returns (h, c)."""
     H = h.shape[0]
@@ -18,6 +28,15 @@ def cell_step(cell, x, h, c, Wx, Wh, b, ex):
         f, i = sigmoid(a[:H]), sigmoid(a[H:2 * H])
         return (f * h + i * a[2 * H:]) / (f + i), c
     r = h @ Wh.T
+    if cell == "slstm":                         # unstabilised: i = exp(ĩ), c = [c, n, m]
+        z = a + r
+        m = c[2 * H:]                           # c and n are e^(-m) times the true ones
+        cc, nn = c[:H] * np.exp(m), c[H:2 * H] * np.exp(m)
+        i, f = np.exp(z[H:2 * H]), sigmoid(z[2 * H:3 * H])
+        cc, nn = f * cc + i * np.tanh(z[:H]), f * nn + i
+        m_new = np.maximum(np.log(f) + m, z[H:2 * H])
+        h = sigmoid(z[3 * H:]) * cc / nn
+        return h, np.concatenate([cc * np.exp(-m_new), nn * np.exp(-m_new), m_new])
     if cell == "rnn":
         return np.tanh(a + r), c
     if cell == "irnn":

@@ -19,7 +19,7 @@ def test_fast_float32_matches_reference(cell):
     T, B = 12, 4
     tokens = rng.integers(0, 9, (T, B))
     h0 = rng.normal(0, 0.5, (2, B, 24)).astype(np.float32)
-    c0 = rng.normal(0, 0.5, (2, B, 24)).astype(np.float32)
+    c0 = naive.random_c(cell, rng, (2, B), 24).astype(np.float32)
     fast = m.forward(Workspace(cfg, T, B, np.float32), tokens, h0, c0)
     ref = naive.logits(m, tokens, h0, c0)
     np.testing.assert_allclose(fast, ref, atol=2e-5, rtol=1e-4)
@@ -84,3 +84,58 @@ def test_every_cell_has_its_four_places(cell):
     assert all(what in row.blocks + row.extras and how in ("shut", "open", "zero")
                for what, how in row.held_at_zero) and row.held_at_zero
     assert row.extras_init in ("zero", "uniform")
+
+
+@pytest.mark.parametrize("shift", [100.0, 1000.0])
+def test_slstm_stabiliser_keeps_huge_input_gates_finite(shift):
+    """The sLSTM with input-gate pre-activations ĩ ≈ shift, where exp(ĩ)
+    overflows float32 (shift 100) or even float64 (1000): the float32 kernels'
+    logits are finite and equal the unstabilised float64 ones where those are
+    finite, and every gradient is finite, and equal in float64 to the
+    reference's (which goes through the max of the stabiliser)."""
+    from charlstm import reference as R
+    H, L, V, T, B = 8, 2, 9, 10, 3
+    cfg = ModelConfig(cell="slstm", hidden=H, layers=L, dropout=0.0, vocab_size=V)
+    rng = np.random.default_rng(11)
+    tokens, targets = rng.integers(0, V, (T, B)), rng.integers(0, V, (T, B))
+    m64 = Model(cfg, np.float64).init(rng)
+    for l in range(L):
+        m64.p[f"l{l}.b"][H:2 * H] += shift                  # ĩ ≈ shift
+    h0, c0 = m64.zero_state(B)
+    m32 = Model(cfg, np.float32, m64.flat.astype(np.float32))
+    with np.errstate(over="ignore", invalid="ignore"):
+        assert not np.isfinite(np.exp(np.float32(shift)))   # unstabilised: inf
+        plain = naive.logits(m64, tokens, h0, c0)            # float64, unstabilised
+    fast = m32.forward(Workspace(cfg, T, B, np.float32), tokens, h0.astype(np.float32),
+                       c0.astype(np.float32)).copy()
+    stable = R.logits(m64, tokens, h0, c0)
+    assert np.isfinite(fast).all() and np.isfinite(stable).all()
+    np.testing.assert_allclose(fast, stable, atol=2e-4, rtol=1e-4)
+    if shift == 100.0:
+        assert np.isfinite(plain).all()
+        np.testing.assert_allclose(stable, plain, rtol=1e-9, atol=1e-9)
+    else:
+        assert not np.isfinite(plain).all()                  # float64 overflows too
+    m32.grad[:] = 0
+    m32.loss(Workspace(cfg, T, B, np.float32), tokens, targets, h0.astype(np.float32),
+             c0.astype(np.float32))
+    assert np.isfinite(m32.grad).all() and np.abs(m32.grad).max() > 0
+    # float64 kernels against the reference's backward, layer by layer
+    ws = Workspace(cfg, T, B, np.float64)
+    m64.grad[:] = 0
+    m64.loss(ws, tokens, targets, h0, c0)
+    x, steps = np.eye(V)[tokens], []
+    layer = lambda l: {k: m64.p[f"l{l}.{k}"] for k in ("Wx", "Wh", "b")}  # noqa: E731
+    for l in range(L):
+        hs, _, st = R.forward("slstm", x, h0[l], c0[l], layer(l))
+        steps.append(st)
+        x = hs
+    z = x @ m64.p["Wy"] + m64.p["by"]
+    prob = np.exp(z - z.max(-1, keepdims=True))
+    prob /= prob.sum(-1, keepdims=True)
+    dh = ((prob - np.eye(V)[targets]) / (T * B)) @ m64.p["Wy"].T
+    for l in range(L - 1, -1, -1):
+        g = R.backward("slstm", dh, steps[l], layer(l))
+        for k in ("Wx", "Wh", "b"):
+            np.testing.assert_allclose(m64.g[f"l{l}.{k}"], g[k], rtol=1e-7, atol=1e-11)
+        dh = g["x"]

@@ -8,6 +8,8 @@ from charlstm.cells import CELLS
 from charlstm.config import ModelConfig
 from charlstm.model import Model, Workspace
 
+from . import naive
+
 T, B, H, V = 5, 3, 6, 7
 EPS = 1e-5
 TOL = 1e-6
@@ -24,7 +26,7 @@ def setup(cell, layers, dropout):
     m.flat[:] += rng.normal(0, 0.3, m.size)           # off the initial symmetric point
     tokens = rng.integers(0, V, (T, B))
     h0 = rng.normal(0, 0.5, (layers, B, H))
-    c0 = rng.normal(0, 0.5, (layers, B, H))
+    c0 = naive.random_c(cell, rng, (layers, B), H)
     R = rng.normal(0, 1, (T * B, V))                   # random upstream gradient
     masks = None
     if dropout:

@@ -9,6 +9,8 @@ from charlstm.cells import CELLS as ROWS
 from charlstm.config import ModelConfig
 from charlstm.model import Model, Workspace
 
+from . import naive
+
 CELLS = list(ROWS)
 
 
@@ -38,8 +40,8 @@ def test_reference_gradients_match_finite_differences(cell):
     T, B, D, H = 4, 2, 3, 3
     p = params(cell, D, H, rng)
     x = rng.normal(0, 1, (T, B, D))
-    h0, c0 = rng.normal(0, 0.5, (B, H)), rng.normal(0, 0.5, (B, H))
-    up, upc = rng.normal(0, 1, (T, B, H)), rng.normal(0, 1, (B, H))
+    h0, c0 = rng.normal(0, 0.5, (B, H)), naive.random_c(cell, rng, (B,), H)
+    up, upc = rng.normal(0, 1, (T, B, H)), rng.normal(0, 1, c0.shape)
     hs, cs, steps = R.forward(cell, x, h0, c0, p)
     has_c = ROWS[cell].has_c
     g = R.backward(cell, up, steps, p, dcT=upc if has_c else None)
@@ -75,7 +77,7 @@ def test_fast_kernels_match_the_reference(cell):
     m = Model(cfg, np.float64).init(rng)
     m.flat[:] += rng.normal(0, 0.3, m.size)
     tokens, targets = rng.integers(0, V, (T, B)), rng.integers(0, V, (T, B))
-    h0, c0 = rng.normal(0, 0.5, (L, B, H)), rng.normal(0, 0.5, (L, B, H))
+    h0, c0 = rng.normal(0, 0.5, (L, B, H)), naive.random_c(cell, rng, (L, B), H)
     ws = Workspace(cfg, T, B, np.float64)
     m.grad[:] = 0
     m.loss(ws, tokens, targets, h0, c0)

@@ -8,6 +8,8 @@ from charlstm.cells import CELLS
 from charlstm.config import ModelConfig
 from charlstm.model import Model, Workspace
 
+from . import naive
+
 
 
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
@@ -43,7 +45,7 @@ def test_each_gradient_is_written_by_one_weight_gradient_job(cell):
     x = rng.permutation(np.arange(T * B) % 7).reshape(T, B)    # every row of W_x has a gradient
     y = rng.integers(0, 7, (T, B))
     h0 = rng.normal(0, 0.5, (2, B, 16)).astype(np.float32)
-    c0 = rng.normal(0, 0.5, (2, B, 16)).astype(np.float32)
+    c0 = naive.random_c(cell, rng, (2, B), 16).astype(np.float32)
     m.grad[:] = 0
     m.loss(Workspace(cfg, T, B, np.float32), x, y, h0, c0)         # jobs run in place
     inline = m.grad.copy()

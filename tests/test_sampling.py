@@ -33,10 +33,10 @@ def test_sampling_on_two_cores_matches_one(cell, weights):
     np.testing.assert_array_equal(runs[0][2], runs[1][2])
 
 
-@pytest.mark.parametrize("cell", ["lstm", "mingru", "minlstm"])
+@pytest.mark.parametrize("cell", ["lstm", "mingru", "minlstm", "slstm"])
 def test_sampling_state_matches_the_forward_pass(cell):
     """Feeding ids through the sampler leaves the state Model.forward computes
-    (the LSTM, and each cell whose sampling step differs: no Wh)."""
+    (the LSTM, and each cell whose sampling step differs: no Wh, or a wider c)."""
     from charlstm.sampling import Sampler
     cfg = ModelConfig(cell=cell, hidden=40, layers=2, vocab_size=11)
     m = Model(cfg, np.float32).init(np.random.default_rng(5))

@@ -2,7 +2,8 @@
 
 One module a topic, to be read in this order:
 
-    lstm.py, peephole.py, cifg.py, gru.py, rnn.py, irnn.py, mingru.py, minlstm.py
+    lstm.py, peephole.py, cifg.py, gru.py, rnn.py, irnn.py, mingru.py, minlstm.py,
+    slstm.py
                     each cell's step and backward (and its extras' gradient)
     binding.py      each cell's row of charlstm/cells.py bound to its kernels
     recurrence.py   the time loop that runs a cell's step (forward, forward_onehot)
@@ -37,8 +38,10 @@ need to know which cell they run:
     <cell>_backward(dxp, dhp, dhs, dcs, dy, hs, cs, acts, aux, Wh_nn, ex)
 
     hs, cs  (T+1, B, H)  hs[0], cs[0] hold the initial state; step t writes hs[t+1]
+                         (cs: (T+1, B, c_width·H); the sLSTM's holds c, n, m)
     acts    (T, B, G)    gate activations saved for the backward pass
-    aux     (T, B, H)    any other saved value a cell needs (GRU: h Wh_nᵀ + b_hn)
+    aux     (T, B, H)    any other saved value a cell needs (GRU: h Wh_nᵀ + b_hn;
+                         sLSTM: f')
     xp      (T, B, G)    input pre-activations  x_t Wx + b  (one GEMM for all T
                          steps, done by the caller); the first layer's input is
                          one-hot, and forward_onehot gathers its rows step by step
@@ -55,7 +58,7 @@ need to know which cell they run:
     dy      (T, B, H)    dL/dh_t arriving from above (output layer or next layer)
     dhs,dcs (T+1, B, H)  on entry [T] holds the gradient from beyond the window
                          (zero in truncated BPTT); on exit [t] is the total dL/dh_t,
-                         dL/dc_t, so [0] is dL/dh0, dL/dc0
+                         dL/dc_t, so [0] is dL/dh0, dL/dc0 (dcs as wide as cs)
     dxp     (T, B, G)    dL/d(input pre-activations): gives dWx, db and dx; may be
                          acts itself, overwritten (LSTM, peephole, CIFG; see _same)
     dhp     (T, B, G)    dL/d(h_{t-1} Whᵀ): gives dWh = sum_t dhp_tᵀ h_{t-1}.

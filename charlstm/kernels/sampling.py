@@ -224,7 +224,7 @@ def _generate(out, prime, u, flat, offsets, A, Wp, Wyp, state_h, state_c, temper
     G = gh.shape[1]
     V = offsets[L, 2]
     dt = flat.dtype
-    cs = np.zeros((2, 1, H), dt)
+    cs = np.zeros((2, 1, state_c.shape[2]), dt)       # c_width·H: the sLSTM's c, n, m
     acts = np.empty((1, 1, G), dt)
     aux = np.empty((1, 1, H), dt)
     x = np.empty((1, G), dt)
