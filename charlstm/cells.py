@@ -13,9 +13,10 @@ checks that every row has all four):
     4. its names in PyTorch and ONNX, or None, in export.py (NAMES).
 
 kernels/binding.py binds each row to its kernels; the command line's
-choices, the model's initialisation, the workspace, inspect's gate names,
-the ablation, tune's cost estimate and the default learning rate all read
-the row.
+choices, the model's layout (no Wh without `recurrent`) and initialisation,
+the workspace and the carried state (c_width), the time loops and the
+sampler (recurrent), inspect's gate names, the ablation, tune's cost
+estimate and the default learning rate all read the row.
 
 Notation: the G = gates·H columns of Wx (rows of Wh, entries of b) are the
 cell's blocks side by side, H each, in the order `blocks` gives (PyTorch's:

@@ -420,7 +420,7 @@ def _clamps(ctx, param, values):
                    "the checkpoint exactly.")
 @click.option("--clamp", "clamps", multiple=True, callback=_clamps, metavar="L:U=VALUE",
               help="Hold unit U of layer L (0-based) at VALUE after every step: its cell "
-                   "state c, or h for cells without one. Repeatable. Try a unit that "
+                   "state c, or h for cells without one (and the sLSTM's). Repeatable. Try a unit that "
                    "charlstm inspect finds.")
 @click.option("--stop-at", "stops", multiple=True, metavar="STRING",
               help="Stop after the first occurrence of STRING in the continuation (write a "

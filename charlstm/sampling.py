@@ -24,8 +24,9 @@ class Sampler:
 
     def __init__(self, model: Model, vocab: str = "", threads: int | None = None,
                  weights: str = "float32", clamp=()):
-        """clamp: (layer, unit, value) triples, 0-based: that unit's state (c, or
-        h for cells without a c) is held at value after every step."""
+        """clamp: (layer, unit, value) triples, 0-based: that unit's state (c for
+        the cells whose h = o ⊙ tanh(c), Cell.output; h for the others, the
+        sLSTM among them) is held at value after every step."""
         self.model, self.vocab = model, vocab
         self.clamp_at, self.clamp_to = check_clamp(model, clamp)
         self.chars = np.array(list(vocab))
