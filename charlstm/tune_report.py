@@ -7,7 +7,8 @@ import math
 import shlex
 
 from .config import TrainConfig
-from .tune import MODEL_KEYS, TRAIN_KEYS, trial_kind
+from .tune_space import MODEL_KEYS, TRAIN_KEYS
+from .tune_study import trial_kind
 
 # The table's columns: the settings in the order a user reads a model.
 ORDER = ("cell", "layers", "hidden", "dropout", "lr", "seq_len", "batch_size",
