@@ -33,8 +33,8 @@ def summary(ck, path: str) -> dict:
                           else "changed since training")
         else:
             text_state = "not checked (no digest recorded)"
-    budget = (f"{t.steps:,} steps" if t.steps else f"{t.minutes:g} minutes" if t.minutes
-              else f"{t.epochs:g} epochs" if t.epochs else None)
+    budget = (plural(t.steps, "step") if t.steps else plural(t.minutes, "minute") if t.minutes
+              else plural(t.epochs, "epoch") if t.epochs else None)
     return {
         "path": path, "cell": m.cell, "layers": m.layers, "hidden": m.hidden,
         "params": n_params(m), "vocab_size": m.vocab_size, "dropout": m.dropout,
