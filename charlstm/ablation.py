@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import memory as M
+from . import memory
 from .errors import CharlstmError
 from .model import Model
 
@@ -78,9 +78,10 @@ def position_losses(model: Model, ids: np.ndarray, streams: int = STREAMS) -> np
         rows = slice(t0, min(t0 + t, L - 1))
         k = rows.stop - rows.start
         if k > 0:
-            lp[rows, s0:s0 + b] = M.log_softmax_at(logits[:k], tok[t0 + 1:t0 + 1 + k, s0:s0 + b])
+            lp[rows, s0:s0 + b] = memory.log_softmax_at(logits[:k],
+                                                        tok[t0 + 1:t0 + 1 + k, s0:s0 + b])
 
-    M.run_streams(model, tok, visit, budget=CHUNK_BYTES)
+    memory.run_streams(model, tok, visit, budget=CHUNK_BYTES)
     scored = (np.arange(S)[None, :] * L + np.arange(1, L)[:, None])   # target positions
     out[scored.ravel()] = -lp.ravel()
     return out
@@ -169,15 +170,15 @@ def ablate_top(model: Model, ids, feats: dict, ranked: dict, K: int, base: np.nd
             continue
         f = feats[name]
         top = [(u["layer"], u["unit"]) for u in units[:K]]
-        curve = [_r(feature_effect(position_losses(held_at_zero(model, top[:k]), ids) - base, f))
-                 for k in range(1, len(top) + 1)]
+        curve = [rounded(feature_effect(position_losses(held_at_zero(model, top[:k]), ids)
+                                        - base, f)) for k in range(1, len(top) + 1)]
         out[name] = {"units": [list(u) for u in top], "top": curve,
-                     "random": [[_r(feature_effect(d, f)) for d in row[:len(top)]]
+                     "random": [[rounded(feature_effect(d, f)) for d in row[:len(top)]]
                                 for row in random]}
     return out
 
 
-def _r(x):
+def rounded(x):
     return None if x is None else round(float(x), 4)
 
 

@@ -360,7 +360,7 @@ def check_train_outputs(out: str, text: str, resume: str | None, force: bool) ->
     log's path."""
     from . import files
     from .train import TrainLog, best_path
-    continuing = bool(resume) and os.path.exists(out) and files._same(out, resume)
+    continuing = bool(resume) and os.path.exists(out) and files.same_file(out, resume)
     inputs = {text: "the training text"}
     if resume and not continuing:
         inputs[resume] = "the checkpoint being resumed"

@@ -165,7 +165,7 @@ def _png_software(path: str) -> str | None:
     return None
 
 
-def _json_doc(path: str, limit: int = 64 << 20):
+def json_doc(path: str, limit: int = 64 << 20):
     if not regular(path):
         return None
     try:
@@ -202,7 +202,7 @@ def _is_page(path: str) -> bool:
 
 
 def _is_json(path: str) -> bool:
-    d = _json_doc(path)
+    d = json_doc(path)
     if not isinstance(d, dict):
         return False
     return ("charlstm" in d
@@ -302,7 +302,7 @@ def sniff(path: str) -> str:
     low = text.lstrip().lower()
     if low.startswith(("<!doctype html", "<html")):
         return "an HTML page"
-    if low.startswith(("{", "[")) and _json_doc(path) is not None:
+    if low.startswith(("{", "[")) and json_doc(path) is not None:
         return "a JSON file"
     return "a text file"
 
@@ -310,7 +310,7 @@ def sniff(path: str) -> str:
 # ---------------------------------------------------------------------------
 # Checking an output before any long work.
 
-def _same(a: str, b: str) -> bool:
+def same_file(a: str, b: str) -> bool:
     try:
         return os.path.samefile(a, b)
     except OSError:
@@ -367,7 +367,7 @@ def check_output(path: str, kind: str, *, option: str, inputs=(), force: bool = 
         raise CharlstmError(f"{option} {path}: {probe} is a file, not a folder; choose "
                             "another path")
     for inp, label in dict(inputs).items():
-        if inp and os.path.lexists(real) and _same(real, inp):
+        if inp and os.path.lexists(real) and same_file(real, inp):
             raise CharlstmError(f"{option} {path} would replace {label} {inp}, which this "
                                 f"command reads; charlstm never writes over it: give another "
                                 f"{option}, e.g. {_example(path, kind)}")
@@ -440,7 +440,7 @@ def check_run_folder(folder: str, kind: str, *, option: str = "--out-dir",
         raise CharlstmError(f"{option} {folder} is {sniff(folder)}, not a folder; give a folder")
     if os.path.isdir(folder):
         every = os.listdir(folder)
-        mark = _json_doc(os.path.join(folder, RUN_MARKER)) if RUN_MARKER in every else None
+        mark = json_doc(os.path.join(folder, RUN_MARKER)) if RUN_MARKER in every else None
         names = [n for n in every if not n.startswith((TEMP_PREFIX, RUN_MARKER))
                  and not (n.endswith(".lock")
                           and _lock_pid(os.path.join(folder, n)) is not None)]
@@ -463,7 +463,7 @@ def check_run_folder(folder: str, kind: str, *, option: str = "--out-dir",
 
 
 def own_run_folder(folder: str, kind: str) -> bool:
-    mark = _json_doc(os.path.join(folder, RUN_MARKER))
+    mark = json_doc(os.path.join(folder, RUN_MARKER))
     return isinstance(mark, dict) and mark.get("charlstm") == f"{kind} run"
 
 
@@ -543,7 +543,7 @@ def inline_json(obj) -> str:
 # ---------------------------------------------------------------------------
 # Locks.
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -578,7 +578,7 @@ def _lock_pid(path: str) -> int | None:
 def lock_holder(real: str) -> int | None:
     """The pid of the live process (not this one) that holds real's lock, or None."""
     pid = _lock_pid(real + ".lock")
-    if pid and pid != os.getpid() and _alive(pid):
+    if pid and pid != os.getpid() and pid_alive(pid):
         return pid
     return None
 
@@ -608,7 +608,7 @@ def lock(path: str) -> str:
                                     "replaces it: move it, or give another output") from None
             if pid == os.getpid():
                 return lpath
-            if pid and _alive(pid):
+            if pid and pid_alive(pid):
                 raise CharlstmError(f"{real} is being written by another charlstm run (pid "
                                     f"{pid}); wait for it to finish or give another output") \
                     from None
@@ -658,7 +658,7 @@ def clean_stale_temps(folder: str) -> list[str]:
             pid = int(n[len(TEMP_PREFIX):].split("-")[0])
         except ValueError:
             continue
-        if not _alive(pid):
+        if not pid_alive(pid):
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(folder or ".", n))
                 removed.append(n)

@@ -572,8 +572,8 @@ def run_inspect(path: str, text_path: str | None, chars: int, unit: str | None, 
     ids = np.array([ck.vocab.index(ch) for ch in text], np.intp)
     if unit:
         parse_unit(unit, model)                           # checked before the work
-    from . import ablation as A
-    specs = [A.parse_units(spec, model) for spec in ablate]
+    from . import ablation
+    specs = [ablation.parse_units(spec, model) for spec in ablate]
     t0 = time.perf_counter()
     rec = record(model, ids)
     t_rec = time.perf_counter() - t0
@@ -598,20 +598,21 @@ def run_inspect(path: str, text_path: str | None, chars: int, unit: str | None, 
                             "so it cannot count in this sense")
     res["suggestion"] = clamp_suggestion(res, rec, path)
     t0 = time.perf_counter()
-    base = A.position_losses(model, ids)
+    base = ablation.position_losses(model, ids)
     res["base_loss"] = round(float(np.nanmean(base)), 4)
     res["effects"] = {}
     for feat, units in ranked.items():               # each found unit, held at zero alone
         if units:
             u = (units[0]["layer"], units[0]["unit"])
-            d = A.position_losses(A.held_at_zero(model, [u]), ids) - base
-            eff = A.feature_effect(d, feats[feat])
-            res["effects"][feat] = {"unit": list(u), "on_feature": A._r(eff),
-                                    "overall": A._r(np.nanmean(d))}
-    res["ablation"] = [A.effect(base, A.position_losses(A.held_at_zero(model, units), ids),
-                                feats, text, units) for units in specs]
+            d = ablation.position_losses(ablation.held_at_zero(model, [u]), ids) - base
+            eff = ablation.feature_effect(d, feats[feat])
+            res["effects"][feat] = {"unit": list(u), "on_feature": ablation.rounded(eff),
+                                    "overall": ablation.rounded(np.nanmean(d))}
+    res["ablation"] = [ablation.effect(base, ablation.position_losses(
+                           ablation.held_at_zero(model, units), ids), feats, text, units)
+                       for units in specs]
     if ablate_top:
-        res["ablation_top"] = A.ablate_top(model, ids, feats, ranked, ablate_top, base)
+        res["ablation_top"] = ablation.ablate_top(model, ids, feats, ranked, ablate_top, base)
     res["seconds"]["ablate"] = round(time.perf_counter() - t0, 3)
     return res, rec, text, model, ck
 

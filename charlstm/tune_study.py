@@ -302,7 +302,7 @@ def fail_lost(study, storage, now: float | None = None) -> list[int]:
     from for LOST_AFTER_S (killed with -9, or its machine went down).
     storage: the one the study was opened on (Optuna has no public way from
     a study to its storage, so its opener passes it)."""
-    from .files import _alive
+    from .files import pid_alive
     now = time.time() if now is None else now
     study_id = storage.get_study_id_from_name(study.study_name)
     lost = []
@@ -314,7 +314,7 @@ def fail_lost(study, storage, now: float | None = None) -> list[int]:
             start = t.datetime_start.timestamp() if t.datetime_start else now
             gone = now - start > LOST_AFTER_S
         else:
-            gone = ((w["host"] == HOST and not _alive(w["pid"]))
+            gone = ((w["host"] == HOST and not pid_alive(w["pid"]))
                     or now - w["alive"] > LOST_AFTER_S)
         if gone:
             try:

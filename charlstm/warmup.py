@@ -63,7 +63,7 @@ def _unique(units) -> list[Unit]:
 
 def missing(units, folder: str = K.CACHE_DIR) -> list[Unit]:
     """The units `folder` does not hold (each once)."""
-    return [u for u in _unique(units) if not K._cache.compiled(u.kernel, u.argtypes, folder)]
+    return [u for u in _unique(units) if not K.compiled(u.kernel, u.argtypes, folder)]
 
 
 def run(units, log=print, live: bool | None = None) -> None:
