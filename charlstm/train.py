@@ -457,7 +457,7 @@ def _round(x):
 def _still_ours(path: str) -> bool:
     """Whether a file this run writes is still a charlstm checkpoint (a user
     may have put another file there since the run began)."""
-    from .files import is_checkpoint, regular
+    from .file_kinds import is_checkpoint, regular
     return regular(path) and is_checkpoint(path)
 
 

@@ -115,7 +115,7 @@ def load_space_file(path: str) -> dict:
     """A space of the user's own: JSON, or TOML (.toml), mapping setting names
     (as the options spell them, seq-len or seq_len) to a value, a list of
     values or a range {"low": a, "high": b, "log": true}."""
-    from .files import sniff
+    from .file_kinds import sniff
     try:
         if os.path.getsize(path) > MAX_SPACE_BYTES:
             raise CharlstmError(f"--space {path} is {sniff(path)} of "
@@ -137,7 +137,7 @@ def load_space_file(path: str) -> dict:
             except RecursionError:
                 raise ValueError("nested too deeply") from None
         else:
-            from .files import loads
+            from .file_kinds import loads
             d = loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         kind = "TOML" if path.endswith(".toml") else "JSON"

@@ -158,7 +158,7 @@ def open_storage(url: str | None, run_dir: str):
             raise CharlstmError(f"cannot open the study's journal {path}: "
                                 f"{os.strerror(e.errno).lower() if e.errno else e}") from None
         except (ValueError, UnicodeDecodeError) as e:
-            from .files import sniff
+            from .file_kinds import sniff
             raise CharlstmError(f"--storage {path} is {sniff(path)}, not a tune study's "
                                 f"journal ({type(e).__name__}); give another") from None
     try:
