@@ -11,7 +11,8 @@ import os
 
 import numpy as np
 
-from .inspect import FEATURES, MIN_RUNS, states
+from .inspect import MIN_RUNS, states
+from .inspect_features import FEATURES
 
 
 def rgb(v: float) -> tuple[int, int, int]:
