@@ -2,7 +2,7 @@
 vanilla RNN? Several cells are trained on the same text with the same seed and
 budget, then measured side by side: loss, speed, samples, the recall of
 training passages, the context curve and how far back gradients reach
-(memory.py holds the measurements). With --probe, every cell is also trained on
+(spans.py holds the measurements). With --probe, every cell is also trained on
 the memory probe at several lags (Hochreiter & Schmidhuber 1997, in small).
 The report goes to the terminal (compare_show.py), results.json, compare.png
 (compare_figure.py) and report.html (report.py)."""
@@ -20,7 +20,7 @@ from multiprocessing import get_context
 import numpy as np
 
 from . import files
-from . import memory
+from . import spans
 from . import stopping
 from .config import ModelConfig, TrainConfig, default_lr
 from .data import load_corpus
@@ -89,8 +89,8 @@ def recall_scores(sampler, passages) -> dict:
         rows.append({"prime": "".join(vocab[i] for i in prime),
                      "truth": "".join(vocab[i] for i in truth),
                      "output": "".join(vocab[i] for i in out),
-                     "prefix": memory.exact_prefix(out, truth),
-                     "teacher_forced": memory.teacher_forced_accuracy(sampler.model, prime, truth)})
+                     "prefix": spans.exact_prefix(out, truth),
+                     "teacher_forced": spans.teacher_forced_accuracy(sampler.model, prime, truth)})
     mean = lambda key: float(np.mean([r[key] for r in rows])) if rows else None  # noqa: E731
     return {"prefix_mean": mean("prefix"), "teacher_forced": mean("teacher_forced"),
             "chars": len(passages[0][1]) if passages else 0, "passages": rows}
@@ -123,13 +123,13 @@ def train_one(job: dict) -> dict:
     sampler = Sampler(m, corpus.vocab, threads=job["threads"])
     sample = sampler.text(job["seed"], job["length"], temperature=0.8, rng_seed=tcfg.rng_seed)
     held = corpus.val if len(corpus.val) > job["context_max"] + 100 else corpus.train
-    ks = memory.context_ks(job["context_max"])
-    pos = memory.context_positions(len(held), ks[-1], job["context_positions"])
+    ks = spans.context_ks(job["context_max"])
+    pos = spans.context_positions(len(held), ks[-1], job["context_positions"])
     t1 = time.perf_counter()
-    ctx = memory.context_curve(m, held, ks, pos)
+    ctx = spans.context_curve(m, held, ks, pos)
     ctx_s = time.perf_counter() - t1
     flow_ids = corpus.val if len(corpus.val) > 8 * job["flow_T"] else corpus.train
-    flow = memory.gradient_flow(m, flow_ids, job["flow_T"])
+    flow = spans.gradient_flow(m, flow_ids, job["flow_T"])
     hist = np.array(tr.hist_val).reshape(-1, 3)
     return {
         "cell": mcfg.cell, "hidden": mcfg.hidden, "layers": mcfg.layers, "params": m.size,
@@ -139,7 +139,7 @@ def train_one(job: dict) -> dict:
         "val_overflow": diverged_val(r.val_loss, corpus.V),
         "best_val": r.best_val, "chars_per_s": r.chars_per_s, "wall_s": wall,
         "sample": sample, "recall": recall_scores(sampler, passages),
-        "context": {"k": ks, "loss": ctx.tolist(), "span": memory.context_span(ks, ctx),
+        "context": {"k": ks, "loss": ctx.tolist(), "span": spans.context_span(ks, ctx),
                     "positions": len(pos), "held_out": held is corpus.val, "seconds": ctx_s},
         "grad_flow": flow, "horizon": flow_horizons(flow),
         "val_curve": hist.tolist(), "checkpoint": r.path,
@@ -180,7 +180,7 @@ def flow_horizons(flow: dict) -> dict:
     out = {}
     for path in ("h", "c"):
         if flow.get(path):
-            out[path] = {stat: memory.horizon(v) for stat, v in flow[path].items()}
+            out[path] = {stat: spans.horizon(v) for stat, v in flow[path].items()}
     reach = [out[p]["max"] for p in out]
     out["reach"] = None if None in reach else max(reach)
     out["T"] = flow["T"]
@@ -194,13 +194,13 @@ def probe_one(job: dict) -> dict:
     """Train one cell on the probe at one lag, stopping once it recalls the key
     in ≥ 99% of held-out lines; report its accuracy on held-out lines."""
     mcfg, tcfg = ModelConfig(**job["model"]), TrainConfig(**job["train"])
-    corpus = memory.probe_corpus(job["lag"], seed=job["seed"])
+    corpus = spans.probe_corpus(job["lag"], seed=job["seed"])
     mcfg = replace(mcfg, vocab_size=corpus.V)
     check = corpus.val[:len(corpus.val) // 4]          # scored as it trains, to stop early
     curve = []
 
     def solved(tr):
-        acc = memory.probe_accuracy(tr.model, check, corpus.vocab)
+        acc = spans.probe_accuracy(tr.model, check, corpus.vocab)
         curve.append([tr.state["step"], tr.state["elapsed"], acc])
         return acc >= 0.99
 
@@ -212,8 +212,8 @@ def probe_one(job: dict) -> dict:
         r = tr.run()
     if r.interrupted:
         return {"cell": mcfg.cell, "lag": job["lag"], "interrupted": True, "signum": r.signum}
-    acc = memory.probe_accuracy(tr.model, corpus.val[len(check):], corpus.vocab)
-    flow = memory.gradient_flow(tr.model, corpus.val, min(job["flow_T"], 2 * (job["lag"] + 4)))
+    acc = spans.probe_accuracy(tr.model, corpus.val[len(check):], corpus.vocab)
+    flow = spans.gradient_flow(tr.model, corpus.val, min(job["flow_T"], 2 * (job["lag"] + 4)))
     return {"cell": mcfg.cell, "lag": job["lag"], "accuracy": acc, "steps": r.steps,
             "seconds": r.seconds, "budget_s": 60 * tcfg.minutes if tcfg.minutes else None,
             "solved_early": tr.stopped_early, "seq_len": tcfg.seq_len,
@@ -247,10 +247,10 @@ def run_probe(cells, lags, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=True
     _raise_if_stopped(rows)
     acc = {c: [next(r["accuracy"] for r in rows if r["cell"] == c and r["lag"] == lag)
                for lag in lags] for c in cells}
-    return {"lags": list(lags), "accuracy": acc, "chance": 1 / len(memory.PROBE_KEYS),
-            "span": {c: memory.memory_span(lags, acc[c]) for c in cells},
+    return {"lags": list(lags), "accuracy": acc, "chance": 1 / len(spans.PROBE_KEYS),
+            "span": {c: spans.memory_span(lags, acc[c]) for c in cells},
             "threshold": 0.9, "hidden": mcfg.hidden, "runs": rows,
-            "example": memory.probe_text(memory.probe_ids(min(lags), 2, np.random.default_rng(0)))}
+            "example": spans.probe_text(spans.probe_ids(min(lags), 2, np.random.default_rng(0)))}
 
 
 # ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import numpy as np
 
 from .charts import text_chart
 from .config import TrainConfig
-from .memory import PROBE_KEYS
+from .spans import PROBE_KEYS
 from .words import plural
 
 

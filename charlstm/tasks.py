@@ -151,7 +151,7 @@ def accuracy(model, task: Task, ids: np.ndarray, scored: np.ndarray,
     state carried, as in training; a stream starts inside a line, so only
     the positions after its first newline are scored."""
     from .errors import CharlstmError
-    from .memory import run_streams
+    from .spans import run_streams
     L = len(ids) // streams
     if L < 2:
         raise CharlstmError("too few held-out task lines to score")

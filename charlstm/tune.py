@@ -239,13 +239,13 @@ def search(text: str, *, space_file: str | None, fixed: dict, trial_minutes: flo
         pass
     checkpoint = ({"path": os.path.join(run_dir, "best.npz"), "trial": held["trial"]}
                   if held and os.path.exists(os.path.join(run_dir, "best.npz")) else None)
-    from . import tune_report
-    rep = tune_report.report(study, saved, text, run_dir, redact(storage_url) if storage_url else
-                              os.path.join(run_dir, "study.log"), checkpoint)
+    from .tune_report import dumps, plot, report
+    rep = report(study, saved, text, run_dir, redact(storage_url) if storage_url else
+                 os.path.join(run_dir, "study.log"), checkpoint)
     rep.update(jobs=ran["jobs"], threads=ran["threads"])
     path = os.path.join(run_dir, "tune.json")
-    files.write_text(path, tune_report.dumps(rep))
+    files.write_text(path, dumps(rep))
     png = os.path.join(run_dir, "tune.png")
-    rep["png"] = png if tune_report.plot(rep, png) else None
+    rep["png"] = png if plot(rep, png) else None
     rep["interrupted"] = ran["interrupted"]
     return rep

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from charlstm.cli import main
 from charlstm.compare import agreement, clip_curve, match_hidden, text_chart
-from charlstm.memory import gradient_flow, horizon
+from charlstm.spans import gradient_flow, horizon
 from charlstm.config import CELL_NAMES, ModelConfig, TrainConfig, default_lr
 from charlstm.model import Model, Workspace, n_params
 

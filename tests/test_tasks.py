@@ -30,7 +30,7 @@ def test_mqar_queries_every_key_once_with_its_value():
 
 
 def test_lag_lines_match_the_probe():
-    from charlstm import memory as M
+    from charlstm import spans as M
     a, _ = K.lag_lines(6, 50, np.random.default_rng(3))
     b = M.probe_ids(6, 50, np.random.default_rng(3))
     assert K.LAG_VOCAB == M.probe_vocab() and (a == b).all()

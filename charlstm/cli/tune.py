@@ -64,7 +64,7 @@ def tune(file, trial_minutes, trials, minutes, cell, hidden, layers, dropout, lr
     resume it, or the same command on other machines with one --storage to
     share it. Prints the trials, the best settings as a `charlstm train`
     command, and keeps the best model. Needs the tune extra (Optuna)."""
-    from .. import tune_report
+    from ..tune_report import dumps, summary, table
     from ..tune import need_optuna, search
     need_optuna()
     if trials is None and minutes is None:
@@ -84,10 +84,10 @@ def tune(file, trial_minutes, trials, minutes, cell, hidden, layers, dropout, lr
                warm_up=lambda units, log: warm_up(units, log, progress))
     stop = rep.pop("interrupted")
     if as_json:
-        click.echo(tune_report.dumps(rep))
+        click.echo(dumps(rep))
     else:
-        click.echo(tune_report.table(rep))
-        click.echo(tune_report.summary(rep))
+        click.echo(table(rep))
+        click.echo(summary(rep))
         click.echo(f"wrote {os.path.join(rep['run_dir'], 'tune.json')}"
                    + (f" and {rep['png']}" if rep["png"] else
                       " (no PNG: pip install matplotlib for it)"))
