@@ -3,7 +3,7 @@ memory predicts the next character, and the accuracy counted there."""
 import numpy as np
 import pytest
 
-from charlstm import tasks as K
+from charlstm.lab import tasks as K
 from charlstm.config import ModelConfig
 from charlstm.model import Model
 
@@ -30,7 +30,7 @@ def test_mqar_queries_every_key_once_with_its_value():
 
 
 def test_lag_lines_match_the_probe():
-    from charlstm import spans as M
+    from charlstm.lab import spans as M
     a, _ = K.lag_lines(6, 50, np.random.default_rng(3))
     b = M.probe_ids(6, 50, np.random.default_rng(3))
     assert K.LAG_VOCAB == M.probe_vocab() and (a == b).all()

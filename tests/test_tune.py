@@ -16,8 +16,8 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 
-from charlstm import tune as T  # noqa: E402
-from charlstm import tune_report as R  # noqa: E402
+from charlstm.lab.tune import run as T  # noqa: E402
+from charlstm.lab.tune import report as R  # noqa: E402
 from charlstm.errors import CharlstmError  # noqa: E402
 
 from .conftest import POEM  # noqa: E402

@@ -73,7 +73,7 @@ def compare(file, cells, match_params, seed, length, recall_chars, context_max,
     first 100,000 held-out characters, so that the budget goes to training.
     Everything is written to the run folder: checkpoints, results.json,
     compare.png and report.html."""
-    from ..compare import check_outputs, run_compare
+    from ..lab.compare.run import check_outputs, run_compare
     names = [c.strip() for c in cells.split(",") if c.strip()]
     bad = [c for c in names if c not in CELL_NAMES]
     if bad or not names:
@@ -99,8 +99,8 @@ def compare(file, cells, match_params, seed, length, recall_chars, context_max,
                                       "compare-" + time.strftime("%Y%m%d-%H%M%S"))
     check_outputs(out_dir, file, names, probe_cfg, force)     # before compiling or training
     from .. import warmup
-    from ..compare import JOBS
-    from ..workers import job_counts
+    from ..lab.compare.run import JOBS
+    from ..lab.workers import job_counts
     threads = job_counts(jobs, len(names), JOBS)[1]  # each model's sampler's
     warm_up([u for c in names for u in
              warmup.train_units(c, "float32", mcfg.layers, dropout=mcfg.dropout > 0,

@@ -44,8 +44,8 @@ def inspect(checkpoint, text_path, chars, unit, top, excerpt, html_path, force, 
 
     from .. import checkpoint as ckpt
     from .. import files
-    from .. import inspect as probe
-    from .. import inspect_view as view
+    from ..lab.inspect import probe
+    from ..lab.inspect import view
     path = checkpoint or ckpt.newest()
     ck = ckpt.load(path)
     html_path = html_path or (path[:-4] if path.endswith(".npz") else path) + ".inspect.html"

@@ -23,7 +23,7 @@ def show(checkpoint, png, html_path, force, as_json):
     import json as _json
 
     from .. import checkpoint as ckpt
-    from ..show import run_show
+    from ..lab.show import run_show
     path = checkpoint or ckpt.newest()
     if as_json:
         info = run_show(path, png, html_path, force, echo=lambda m: None)

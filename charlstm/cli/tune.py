@@ -64,8 +64,8 @@ def tune(file, trial_minutes, trials, minutes, cell, hidden, layers, dropout, lr
     resume it, or the same command on other machines with one --storage to
     share it. Prints the trials, the best settings as a `charlstm train`
     command, and keeps the best model. Needs the tune extra (Optuna)."""
-    from ..tune_report import dumps, summary, table
-    from ..tune import need_optuna, search
+    from ..lab.tune.report import dumps, summary, table
+    from ..lab.tune.run import need_optuna, search
     need_optuna()
     if trials is None and minutes is None:
         trials = 20

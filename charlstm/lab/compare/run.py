@@ -19,23 +19,23 @@ from multiprocessing import get_context
 
 import numpy as np
 
-from . import files
-from . import spans
-from . import stopping
-from .config import ModelConfig, TrainConfig, default_lr
-from .data import load_corpus
-from .errors import CharlstmError
-from .words import plural
-from .model import n_params
-from .stopping import Stop
-from .train import Trainer
-from .workers import die_with_parent, job_counts, one_blas_thread, stop_children
-from .compare_figure import _plot
-from .compare_show import _budget, _fmt, _print, agreement
+from ... import files
+from .. import spans
+from ... import stopping
+from ...config import ModelConfig, TrainConfig, default_lr
+from ...data import load_corpus
+from ...errors import CharlstmError
+from ...words import plural
+from ...model import n_params
+from ...stopping import Stop
+from ...train import Trainer
+from ..workers import die_with_parent, job_counts, one_blas_thread, stop_children
+from .figure import _plot
+from .results import _budget, _fmt, _print, agreement
 # (tests' imports, until the layout moves)
-from .charts import text_chart  # noqa: F401
-from .compare_figure import _figure  # noqa: F401
-from .compare_show import clip_curve, flow_series, loss_range, unequal_steps  # noqa: F401
+from ..charts import text_chart  # noqa: F401
+from .figure import _figure  # noqa: F401
+from .results import clip_curve, flow_series, loss_range, unequal_steps  # noqa: F401
 
 JOBS = min(2, os.cpu_count() or 1)     # models trained at once by default (workers.job_counts)
 
@@ -119,7 +119,7 @@ def train_one(job: dict) -> dict:
     m = tr.model
     passages = recall_passages(corpus.train, corpus.vocab, job["recall_passages"],
                                job["recall_prime"], job["recall_chars"])
-    from .sampling import Sampler
+    from ...sampling import Sampler
     sampler = Sampler(m, corpus.vocab, threads=job["threads"])
     sample = sampler.text(job["seed"], job["length"], temperature=0.8, rng_seed=tcfg.rng_seed)
     held = corpus.val if len(corpus.val) > job["context_max"] + 100 else corpus.train
@@ -283,7 +283,7 @@ def run_compare(text, cells, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=Fa
         context_max = _fit_context(len(corpus.val), context_max, log)
         if not seed:
             seed = _default_seed(corpus)
-        from .data import encode_text
+        from ...data import encode_text
         encode_text(seed, corpus.vocab)                   # unknown characters: fail now
         target = n_params(replace(mcfg, cell="lstm", vocab_size=corpus.V))
         report.update(lstm_params=target, vocab_size=corpus.V, seed=seed,
@@ -304,7 +304,7 @@ def check_outputs(out_dir: str, text, cells, probe, force: bool) -> None:
     folder is new, empty, or an earlier compare run's (replaced only with
     --force); no file in it is the training text, locked by a live run, or
     not charlstm's own of its kind."""
-    from .train import best_path
+    from ...train import best_path
     files.check_run_folder(out_dir, "compare", force=force, legacy=_legacy_run)
     inputs = {text: "the training text"} if text else {}
     outs = [(os.path.join(out_dir, n), k) for n, k in (("results.json", "json"),
@@ -336,7 +336,7 @@ def _sizes(cells, mcfg, tcfg, corpus, given, cell_lr, threads, log) -> dict:
     """Each cell's settings: the hidden size (and dropout) that sizing.choose
     gives it for its own speed on its share of the cores, unless --hidden was
     given; its own default learning rate unless --lr was."""
-    from . import sizing
+    from ... import sizing
     out = {}
     for cell in cells:
         m = replace(mcfg, cell=cell)
@@ -391,7 +391,7 @@ def _compare(report, text, cells, mcfg, tcfg, corpus, target, *, cell_lr, match_
     path = os.path.join(out_dir, "results.json")
     files.write_json(path, {"charlstm": "compare results", **report}, indent=1,
                      ensure_ascii=False)
-    from .report import write_report
+    from .page import write_report
     page = write_report(report, os.path.join(out_dir, "report.html"))
     _print(report, echo)
     echo(f"\nresults: {path}" + (f"\nplot:    {report['png']}" if report["png"] else "")

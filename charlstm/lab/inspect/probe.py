@@ -23,16 +23,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import stopping
-from .errors import CharlstmError
-from .words import path_arg, shell_line
-from .cells import CELLS
-from .model import Model, Workspace
-from .inspect_features import features
+from ... import stopping
+from ...errors import CharlstmError
+from ...words import path_arg, shell_line
+from ...cells import CELLS
+from ...model import Model, Workspace
+from .features import features
 # The features, as tests read them here.
-from .inspect_features import (FEATURES, bracket_depth, caps_line, in_comment,  # noqa: F401
-                               in_quotes, indentation, line_position, sentence_start,
-                               word_position)
+from .features import (FEATURES, bracket_depth, caps_line, in_comment,  # noqa: F401
+                       in_quotes, indentation,
+                       line_position, sentence_start, word_position)
 
 CHUNK_BYTES = 16 << 20         # the forward pass's workspace, a chunk of text at a time
 
@@ -363,7 +363,7 @@ def held_out_text(ck, path: str) -> tuple[str, int]:
     checkpoint cannot make inspect read, or put on its page, any other file."""
     import os
 
-    from .data import file_sha256, read_text_for
+    from ...data import file_sha256, read_text_for
     text_path, digest = ck.train.text, ck.train.text_sha256
     if not text_path:
         raise CharlstmError(f"{path} does not record the text it was trained on; give the "
@@ -418,8 +418,8 @@ def run_inspect(path: str, text_path: str | None, chars: int, unit: str | None, 
     Returns (result, recording, text, model, checkpoint)."""
     import time
 
-    from . import checkpoint as ckpt
-    from .data import read_text_for
+    from ... import checkpoint as ckpt
+    from ...data import read_text_for
     ck = ck or ckpt.load(path)
     check_chars(ck.model, chars)
     model = ckpt.model_from_checkpoint(ck, np.float32)

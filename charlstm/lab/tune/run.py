@@ -26,20 +26,17 @@ import os
 import signal
 import time
 
-from .config import ModelConfig, TrainConfig
-from .errors import CharlstmError
-from .tune_space import (defaults_params, load_space_file, measure_speed, requested_space,
-                         resolve_space)
-from .tune_study import (STATES_DONE, check_same, check_storage, count_done, fail_lost,
-                         need_optuna, open_storage, open_study, reading_study, redact,
-                         retry_missing, trial_kind)
-from .tune_worker import worker_main
+from ...config import ModelConfig, TrainConfig
+from ...errors import CharlstmError
+from .space import defaults_params, load_space_file, measure_speed, requested_space, resolve_space
+from .study import (STATES_DONE, check_same, check_storage, count_done, fail_lost, need_optuna,
+                    open_storage, open_study, reading_study, redact, retry_missing, trial_kind)
+from .worker import worker_main
 # (tests' imports, until the layout moves)
-from .tune_space import (MIN_TRIAL_STEPS, Speed, configs, expected_steps,  # noqa: F401
-                         suggest)
-from .tune_study import HOST, LOST_AFTER_S, PRUNE_FROM_PCT, _pruner, _with_driver, claim  # noqa: F401
-from .tune_study import trial_id  # noqa: F401
-from .tune_worker import Reporter, run_trial  # noqa: F401
+from .space import MIN_TRIAL_STEPS, Speed, configs, expected_steps, suggest  # noqa: F401
+from .study import HOST, LOST_AFTER_S, PRUNE_FROM_PCT, _pruner, _with_driver, claim  # noqa: F401
+from .study import trial_id  # noqa: F401
+from .worker import Reporter, run_trial  # noqa: F401
 
 # -- the parent -------------------------------------------------------------
 
@@ -50,9 +47,9 @@ def run_tune(spec: dict, jobs: int | None, progress: bool, log) -> dict:
 
     from tqdm import tqdm
 
-    from . import stopping
-    from .stopping import Stop
-    from .workers import job_counts, one_blas_thread, stop_children
+    from ... import stopping
+    from ...stopping import Stop
+    from ..workers import job_counts, one_blas_thread, stop_children
     optuna = need_optuna()
     storage = open_storage(spec["storage"], spec["run_dir"])
     study = optuna.load_study(study_name=spec["study"], storage=storage)
@@ -80,7 +77,7 @@ def run_tune(spec: dict, jobs: int | None, progress: bool, log) -> dict:
                disable=not progress, dynamic_ncols=True)
     seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
     interrupted = None
-    from .tune_report import trial_line
+    from .report import trial_line
     try:
         while True:
             stopping.check()
@@ -132,7 +129,7 @@ def check_run_dir(run_dir: str) -> None:
     """tune writes into a new or empty folder, or an earlier tune run's (its
     marker, or the journal of a run of an earlier charlstm), which it goes on
     in: its study is resumed."""
-    from . import files
+    from ... import files
     files.check_run_folder(run_dir, "tune", continuing=True, legacy=_legacy_run)
     trials = os.path.join(run_dir, "trials")
     if os.path.lexists(trials) and not os.path.isdir(trials):
@@ -141,7 +138,7 @@ def check_run_dir(run_dir: str) -> None:
 
 
 def _legacy_run(folder: str) -> bool:
-    from . import files
+    from ... import files
     log = os.path.join(folder, "study.log")
     return os.path.isfile(log) and files.KINDS["journal"].recognise(log)
 
@@ -150,7 +147,7 @@ def check_outputs(run_dir: str, text: str, storage_url: str | None,
                   space_file: str | None) -> None:
     """Every file tune writes, checked before any work: the run folder, the
     study's storage, best.npz, best.json, tune.json and tune.png."""
-    from . import files
+    from ... import files
     check_run_dir(run_dir)
     inputs = {text: "the training text"}
     if space_file:
@@ -169,8 +166,8 @@ def search(text: str, *, space_file: str | None, fixed: dict, trial_minutes: flo
     """charlstm tune, start to end: the study opened (or created and its space
     resolved), the interrupted trials queued again, the workers run, and the
     report built. The report's "interrupted" is the stop signal, if any."""
-    from . import files
-    from .data import load_corpus
+    from ... import files
+    from ...data import load_corpus
     optuna = need_optuna()
     run_dir = run_dir or default_run_dir(text)
     if minutes is not None and 60 * trial_minutes * 1.02 + 5 > 60 * minutes:
@@ -191,13 +188,13 @@ def search(text: str, *, space_file: str | None, fixed: dict, trial_minutes: flo
     storage = open_storage(storage_url, run_dir)
     with reading_study(storage_url, run_dir):      # a journal that does not read: one line
         names = optuna.get_all_study_names(storage)
-    from . import warmup
+    from ... import warmup
     warm_up(warmup.tune_units(asked["requested"]), log)
     if name in names:
         study, saved = open_study(storage, name, None)
         check_same(saved, asked, name)
     else:
-        from .workers import job_counts
+        from ..workers import job_counts
         n_jobs, threads = job_counts(jobs, trials)
         speed = measure_speed(text, corpus, threads)
         if speed is not None:
@@ -208,7 +205,7 @@ def search(text: str, *, space_file: str | None, fixed: dict, trial_minutes: flo
         asked["flops_rate"] = speed and speed.flops_rate
         study, saved = open_study(storage, name, asked)
         if not study.get_trials(deepcopy=False):
-            from . import sizing
+            from ... import sizing
             cell = fixed.get("cell", ModelConfig.cell)
             given = set(fixed)
             m0 = ModelConfig(cell=cell, **{k: fixed[k] for k in ("hidden", "layers", "dropout")
@@ -239,7 +236,7 @@ def search(text: str, *, space_file: str | None, fixed: dict, trial_minutes: flo
         pass
     checkpoint = ({"path": os.path.join(run_dir, "best.npz"), "trial": held["trial"]}
                   if held and os.path.exists(os.path.join(run_dir, "best.npz")) else None)
-    from .tune_report import dumps, plot, report
+    from .report import dumps, plot, report
     rep = report(study, saved, text, run_dir, redact(storage_url) if storage_url else
                  os.path.join(run_dir, "study.log"), checkpoint)
     rep.update(jobs=ran["jobs"], threads=ran["threads"])

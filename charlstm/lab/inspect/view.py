@@ -12,8 +12,8 @@ import sys
 
 import numpy as np
 
-from .inspect import MIN_RUNS, parse_unit, states
-from .inspect_features import FEATURES
+from .probe import MIN_RUNS, parse_unit, states
+from .features import FEATURES
 
 
 def rgb(v: float) -> tuple[int, int, int]:
@@ -344,7 +344,7 @@ def write_page(path: str, res: dict, rec: dict, text: str, vocab: str, top_ids, 
     (int8 over each unit's range), the gate-saturation scatters and the
     counters. The next-character guesses go as bytes, not JSON lists, so
     that 20,000 characters of a 1×768 model stay under 3 MB."""
-    from .files import inline_json, write_text
+    from ...files import inline_json, write_text
     st = states(rec)
     shown = min(len(text), PAGE_CHARS)
     text, top_ids, top_p = text[:shown], top_ids[:shown], top_p[:shown]
@@ -424,7 +424,7 @@ def _effect_note(e) -> str:
 def _ablation_html(res: dict) -> str:
     """The ablations asked for (--ablate) as a table, and the top-k against
     random-k curves (--ablate-top) as one chart per feature."""
-    from .charts import svg_chart
+    from ..charts import svg_chart
     out = []
     abl = res.get("ablation") or []
     if abl:

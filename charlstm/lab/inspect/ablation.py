@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import spans
-from .errors import CharlstmError
-from .model import Model
+from .. import spans
+from ...errors import CharlstmError
+from ...model import Model
 
 BIG = 1e4                 # a gate bias that saturates σ to within 1e-7 (float32 kernels)
 STREAMS = 32              # streams the text is scored in (as validation is)

@@ -10,10 +10,10 @@ from itertools import zip_longest
 
 import numpy as np
 
-from .charts import text_chart
-from .config import TrainConfig
-from .spans import PROBE_KEYS
-from .words import plural
+from ..charts import text_chart
+from ...config import TrainConfig
+from ..spans import PROBE_KEYS
+from ...words import plural
 
 
 def _budget(tcfg: TrainConfig) -> str:

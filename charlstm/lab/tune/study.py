@@ -17,7 +17,7 @@ import re
 import socket
 import time
 
-from .errors import CharlstmError
+from ...errors import CharlstmError
 
 HOST = socket.gethostname()
 HEARTBEAT_S = 20.0          # a running trial's worker says it is alive this often
@@ -33,7 +33,7 @@ def need_optuna():
     try:
         import optuna
     except ImportError:
-        from .errors import install_hint
+        from ...errors import install_hint
         raise CharlstmError("charlstm tune needs Optuna, an optional extra: install it with "
                             f"{install_hint('tune')}") from None
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -126,7 +126,7 @@ def check_storage(url: str | None, run_dir: str, inputs: dict) -> None:
     """Up front, under files.check_output's rules: a journal file (the run
     folder's, or one named by --storage) or an SQLite file is a tune study's
     own or new; never the training text or any other file."""
-    from . import files
+    from ... import files
     if url is None or "://" not in url:
         path = url or os.path.join(run_dir, "study.log")
         own = url is None and os.path.isfile(path) and os.path.getsize(path) == 0
@@ -158,7 +158,7 @@ def open_storage(url: str | None, run_dir: str):
             raise CharlstmError(f"cannot open the study's journal {path}: "
                                 f"{os.strerror(e.errno).lower() if e.errno else e}") from None
         except (ValueError, UnicodeDecodeError) as e:
-            from .file_kinds import sniff
+            from ...file_kinds import sniff
             raise CharlstmError(f"--storage {path} is {sniff(path)}, not a tune study's "
                                 f"journal ({type(e).__name__}); give another") from None
     try:
@@ -176,7 +176,7 @@ def open_storage(url: str | None, run_dir: str):
                     raise
                 time.sleep(0.5 + attempt)
     except ImportError as e:
-        from .errors import install_hint
+        from ...errors import install_hint
         raise CharlstmError(scrub(f"--storage {redact(url)}: the database driver is missing "
                                   f"({e}); for PostgreSQL, {install_hint('tune')} installs "
                                   "psycopg; for MySQL, pip install pymysql and give "
@@ -302,7 +302,7 @@ def fail_lost(study, storage, now: float | None = None) -> list[int]:
     from for LOST_AFTER_S (killed with -9, or its machine went down).
     storage: the one the study was opened on (Optuna has no public way from
     a study to its storage, so its opener passes it)."""
-    from .files import pid_alive
+    from ...files import pid_alive
     now = time.time() if now is None else now
     study_id = storage.get_study_id_from_name(study.study_name)
     lost = []

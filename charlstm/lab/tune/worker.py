@@ -15,10 +15,10 @@ import os
 import threading
 import time
 
-from .errors import CharlstmError
-from .tune_space import MIN_TRIAL_STEPS, configs, expected_steps, suggest
-from .tune_study import (HEARTBEAT_S, HOST, PRUNE_UNTIL_PCT, claim, count_done, fail_lost,
-                         load_study, need_optuna, open_storage, scrub, trial_id)
+from ...errors import CharlstmError
+from .space import MIN_TRIAL_STEPS, configs, expected_steps, suggest
+from .study import (HEARTBEAT_S, HOST, PRUNE_UNTIL_PCT, claim, count_done, fail_lost, load_study,
+                    need_optuna, open_storage, scrub, trial_id)
 
 
 class Reporter:
@@ -86,7 +86,7 @@ def run_trial(trial, spec: dict, corpus) -> float:
     """Train the trial's settings for the trial budget; its best validation
     loss. Raises optuna.TrialPruned when pruned, Interrupted when stopped."""
     optuna = need_optuna()
-    from .train import Diverged, Trainer
+    from ...train import Diverged, Trainer
     settings = suggest(trial, spec["space"])
     trial.set_user_attr("settings", settings)
     trial.set_user_attr("host", HOST)
@@ -101,8 +101,8 @@ def run_trial(trial, spec: dict, corpus) -> float:
         trial.set_user_attr("reason", f"too slow: ~{steps:.0f} steps")
         raise optuna.TrialPruned()
     out = trial_path(spec["run_dir"], trial.number)
-    from . import files
-    from .train import best_path
+    from ... import files
+    from ...train import best_path
     for p in (out, best_path(out)):          # a trial's files are the run folder's own
         files.check_output(p, "checkpoint", option="--out-dir", continuing=True,
                            inputs={spec["text"]: "the training text"})
@@ -110,7 +110,7 @@ def run_trial(trial, spec: dict, corpus) -> float:
     tr = Trainer(spec["text"], mcfg, tcfg, out, progress=False, log=lambda m: None,
                  corpus=corpus, workers=spec["threads"], stop_when=reporter)
     trial.set_user_attr("params", tr.model.size)
-    from . import files
+    from ... import files
     try:
         with files.locked(out):
             r = tr.run()
@@ -142,8 +142,8 @@ def keep_if_best(run_dir: str, number: int, value: float) -> bool:
     way. A lock file orders the workers of this machine."""
     import fcntl
 
-    from . import files
-    from .train import best_path
+    from ... import files
+    from ...train import best_path
     out = trial_path(run_dir, number)
     kept = False
     with open(os.path.join(run_dir, ".best.lock"), "a") as lock:
@@ -171,7 +171,7 @@ def keep_if_best(run_dir: str, number: int, value: float) -> bool:
 
 
 def remove_trial_files(run_dir: str, number: int) -> None:
-    from .train import best_path
+    from ...train import best_path
     out = trial_path(run_dir, number)
     for p in (out, best_path(out), out + ".lock"):
         with contextlib.suppress(FileNotFoundError):
@@ -184,10 +184,10 @@ def worker_main(spec: dict, messages) -> None:
     However it ends, the trial it was at is told to the study (a stopped one
     as interrupted, to be run again), and a problem goes to `messages`."""
     os.setpgrp()                    # Ctrl-C reaches the parent only, which tells us
-    from .workers import die_with_parent
+    from ..workers import die_with_parent
     die_with_parent(spec["parent"])
-    from .stopping import Stop
-    from .train import Diverged
+    from ...stopping import Stop
+    from ...train import Diverged
     optuna = need_optuna()
     FAIL, PRUNED = optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED
     study = trial = None
@@ -212,9 +212,9 @@ def worker_main(spec: dict, messages) -> None:
     try:
         storage = open_storage(spec["storage"], spec["run_dir"])
         study = load_study(storage, spec["study"])
-        from .data import load_corpus
+        from ...data import load_corpus
         corpus = load_corpus(spec["text"], spec["val_frac"])
-        from . import stopping, warmup
+        from ... import stopping, warmup
         # (compiled by the parent: loaded, quietly; a stop is taken by warmup.run)
         warmup.run(warmup.tune_units(spec["space"]), log=lambda m: None, live=False)
         while True:                 # (loading the kernels is not charged to a trial)

@@ -41,7 +41,7 @@ class Task:
         """(data.Corpus, scored mask of the held-out ids): the training text,
         about train_chars characters of whole lines, and held-out lines,
         from separate random streams."""
-        from .data import Corpus
+        from ..data import Corpus
         probe, _ = self.make(difficulty, 1, np.random.default_rng(0))
         line = probe.shape[1]
         n = max(1000, train_chars // line)
@@ -150,7 +150,7 @@ def accuracy(model, task: Task, ids: np.ndarray, scored: np.ndarray,
     the right one. The lines run as `streams` contiguous streams with the
     state carried, as in training; a stream starts inside a line, so only
     the positions after its first newline are scored."""
-    from .errors import CharlstmError
+    from ..errors import CharlstmError
     from .spans import run_streams
     L = len(ids) // streams
     if L < 2:

@@ -10,9 +10,9 @@ import os
 import time
 from dataclasses import dataclass
 
-from .cells import CELLS
-from .config import CELL_NAMES, ModelConfig, TrainConfig
-from .errors import CharlstmError
+from ...cells import CELLS
+from ...config import CELL_NAMES, ModelConfig, TrainConfig
+from ...errors import CharlstmError
 
 # The settings a space may name, and where each one goes.
 MODEL_KEYS = ("cell", "hidden", "layers", "dropout", "forget_bias")
@@ -55,13 +55,13 @@ def _entry(name: str, v, where: str) -> dict:
         if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
             raise bad(f"{x!r} is not a number")
         if name in INT_KEYS:
-            from .config import LIMITS
+            from ...config import LIMITS
             low, high, _ = LIMITS[name]
             if x != int(x) or not low <= x <= high:
                 raise bad(f"{x!r} is not a whole number from {low} to {high}, the range "
                           "charlstm train takes")
             return int(x)
-        from .config import LIMITS, in_limits
+        from ...config import LIMITS, in_limits
         if name in LIMITS and not in_limits(name, float(x)):
             low, high, open_low = LIMITS[name]
             raise bad(f"{x!r} is outside {'(' if open_low else '['}{low}, {high}], the range "
@@ -115,7 +115,7 @@ def load_space_file(path: str) -> dict:
     """A space of the user's own: JSON, or TOML (.toml), mapping setting names
     (as the options spell them, seq-len or seq_len) to a value, a list of
     values or a range {"low": a, "high": b, "log": true}."""
-    from .file_kinds import sniff
+    from ...file_kinds import sniff
     try:
         if os.path.getsize(path) > MAX_SPACE_BYTES:
             raise CharlstmError(f"--space {path} is {sniff(path)} of "
@@ -137,7 +137,7 @@ def load_space_file(path: str) -> dict:
             except RecursionError:
                 raise ValueError("nested too deeply") from None
         else:
-            from .file_kinds import loads
+            from ...file_kinds import loads
             d = loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         kind = "TOML" if path.endswith(".toml") else "JSON"
@@ -192,7 +192,7 @@ def steps_per_s(text: str, mcfg: ModelConfig, threads: int, seconds: float,
     """Training steps per second of mcfg at batch_size x seq_len (default:
     charlstm train's) on `threads` threads, timed for `seconds` (and at least
     3 steps) after `warm` untimed ones."""
-    from .train import Trainer
+    from ...train import Trainer
     tr = Trainer(text, mcfg, TrainConfig(steps=10 ** 9, eval_every=10 ** 9,
                                          batch_size=batch_size, seq_len=seq_len), os.devnull,
                  progress=False, log=lambda m: None, corpus=corpus, workers=threads)
@@ -314,7 +314,7 @@ def configs(settings: dict, minutes: float) -> tuple[ModelConfig, TrainConfig]:
     m = {k: settings[k] for k in MODEL_KEYS if k in settings}
     t = {k: settings[k] for k in TRAIN_KEYS if k in settings}
     if "lr" not in t:
-        from .config import default_lr
+        from ...config import default_lr
         t["lr"] = default_lr(m.get("cell", ModelConfig.cell))
     return ModelConfig(**m), TrainConfig(**t, minutes=minutes)
 

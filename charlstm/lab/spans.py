@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import kernels as K
-from . import stopping
-from .errors import CharlstmError
-from .model import Model, Workspace
+from .. import kernels as K
+from .. import stopping
+from ..errors import CharlstmError
+from ..model import Model, Workspace
 
 # ---------------------------------------------------------------------------
 # Evaluation in bounded chunks.
@@ -133,7 +133,7 @@ def probe_corpus(lag: int, train_chars: int = 1_000_000, val_lines: int = 2000,
                  seed: int = 0):
     """The probe's training text (about train_chars characters of whole lines)
     and held-out lines, drawn from separate random streams."""
-    from .data import Corpus
+    from ..data import Corpus
     line = lag + 4
     train = probe_ids(lag, max(1000, train_chars // line), np.random.default_rng([seed, lag, 0]))
     val = probe_ids(lag, val_lines, np.random.default_rng([seed, lag, 1]))
