@@ -44,9 +44,10 @@ class Cell:
     lr: float | None = None      # its default peak learning rate (None: TrainConfig.lr)
     separate_dhp: bool = False   # its backward writes dL/d(h Whᵀ) apart from dxp (the GRU)
     dxp_in_acts: bool = False    # its backward can write dxp over acts (kernels.lstm._same)
-    # How a unit's state is held at zero (`charlstm inspect --ablate`, ablation.py): each
-    # (block or extra, how): "shut" a gate (bias -BIG: σ = 0), "open" it (bias +BIG:
-    # σ = 1), or "zero" a block's weights and bias (tanh(0) = relu(0) = 0) or an extra.
+    # How a unit's state is held at zero (`charlstm inspect --ablate`,
+    # lab/inspect/ablation.py): each (block or extra, how): "shut" a gate (bias -BIG:
+    # σ = 0), "open" it (bias +BIG: σ = 1), or "zero" a block's weights and bias
+    # (tanh(0) = relu(0) = 0) or an extra.
     held_at_zero: tuple[tuple[str, str], ...] = ()
 
     @property

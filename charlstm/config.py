@@ -65,7 +65,7 @@ AUTO_EVAL_MIN_STEPS = 100       # eval_every=0: validate at most this often...
 AUTO_EVAL_SHARE = 0.05          # ...and spend about this share of the time on it
 
 
-# The range of every setting: one table for the command line (cli.py), the
+# The range of every setting: one table for the command line (cli/), the
 # check of a loaded checkpoint (check_settings) and tune's --space
 # entries, so that anything one accepts, the others accept too.
 # name: (low, high, low excluded)

@@ -30,8 +30,8 @@ from .kernels.units import (Unit, forward_units, gradient_units, is_cached,  # n
 # What each command runs: kernels/units.py; and tune's trials.
 
 def tune_units(space: dict) -> list[Unit]:
-    """Every trial of `charlstm tune` over `space` (tune.requested_space's
-    entries, or tune.resolve_space's, whose `size` is "LxH"), and the LSTM
+    """Every trial of `charlstm tune` over `space` (lab.tune.space.requested_space's
+    entries, or lab.tune.space.resolve_space's, whose `size` is "LxH"), and the LSTM
     its speed measurement and its defaults trial train."""
     def values(name, default):
         e = space.get(name)

@@ -11,7 +11,6 @@ import numpy as np
 
 from ..charts import COLOURS, CSS, _label, svg_chart
 from .results import MODEL_COLUMNS
-from ..charts import _hits, chart_layout, overlaps  # noqa: F401  (tests' imports, until the layout moves)
 
 
 def _esc(s):
@@ -74,7 +73,7 @@ def write_report(rep: dict, path: str) -> str:
 
 
 class Page:
-    """How the page writes the models' table (compare_show.MODEL_COLUMNS)."""
+    """How the page writes the models' table (results.MODEL_COLUMNS)."""
     diverged = ' <span class="bad">diverged</span>'
     beyond = "&gt;"
 

@@ -4,8 +4,8 @@ budget, then measured side by side: loss, speed, samples, the recall of
 training passages, the context curve and how far back gradients reach
 (spans.py holds the measurements). With --probe, every cell is also trained on
 the memory probe at several lags (Hochreiter & Schmidhuber 1997, in small).
-The report goes to the terminal (compare_show.py), results.json, compare.png
-(compare_figure.py) and report.html (report.py)."""
+The report goes to the terminal (results.py), results.json, compare.png
+(figure.py) and report.html (page.py)."""
 from __future__ import annotations
 
 import contextlib
@@ -32,10 +32,6 @@ from ...train import Trainer
 from ..workers import die_with_parent, job_counts, one_blas_thread, stop_children
 from .figure import _plot
 from .results import _budget, _fmt, _print, agreement
-# (tests' imports, until the layout moves)
-from ..charts import text_chart  # noqa: F401
-from .figure import _figure  # noqa: F401
-from .results import clip_curve, flow_series, loss_range, unequal_steps  # noqa: F401
 
 JOBS = min(2, os.cpu_count() or 1)     # models trained at once by default (workers.job_counts)
 
@@ -255,7 +251,7 @@ def run_probe(cells, lags, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=True
 
 # ---------------------------------------------------------------------------
 # The whole command: the models trained and measured, the probe, the report
-# (printed by compare_show.py, drawn by compare_figure.py, paged by report.py).
+# (printed by results.py, drawn by figure.py, paged by page.py).
 
 def run_compare(text, cells, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=False,
                 match_params=False, seed="", length=300, recall_chars=200, out_dir=None,

@@ -3,10 +3,10 @@ Fei-Fei 2015, "Visualizing and Understanding Recurrent Networks").
 
 record() runs a text through the model as one stream, through the jitted
 forward kernels in chunks, and keeps every layer's h, c and gate activations.
-features() (inspect_features.py) computes properties of the text itself (line position, bracket
+features() (features.py) computes properties of the text itself (line position, bracket
 depth, inside quotes, ...). rank_units() scores every unit of every layer and
 state against each feature; saturation() and counters() read the gates.
-The terminal and HTML views are in inspect_view.py.
+The terminal and HTML views are in view.py.
 
 The score of a unit for a feature is a rank statistic of its value after each
 character against the feature's value there, 1 for a perfect relation and 0

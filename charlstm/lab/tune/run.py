@@ -5,19 +5,19 @@ Each trial trains a model with `charlstm train`'s Trainer for the same number
 of minutes (--trial-minutes, the budget the user means to train for) and is
 scored by its best validation loss. The pieces, one module each:
 
-- the search space (tune_space.py): the settings, their ranges, and the
+- the search space (space.py): the settings, their ranges, and the
   model sizes dropped up front because they cannot make enough steps in the
   budget;
-- the study (tune_study.py): Optuna's journal file in the run folder by
+- the study (study.py): Optuna's journal file in the run folder by
   default, or any database Optuna's RDBStorage takes (--storage), where
   every worker on every machine adds its trials and reads everyone else's;
-- the workers (tune_worker.py): processes of their own, each asking the
+- the workers (worker.py): processes of their own, each asking the
   study for a trial, training it, and telling the study the result;
 - the parent (run_tune, here): starts the workers, shows a bar over the
   trials, and stops the workers cleanly on Ctrl-C. Nothing is lost but the
   trials that were running; the next run of the same command trains those
   again;
-- the report (tune_report.py): the table, the command, the JSON and the PNG.
+- the report (report.py): the table, the command, the JSON and the PNG.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from .space import defaults_params, load_space_file, measure_speed, requested_sp
 from .study import (STATES_DONE, check_same, check_storage, count_done, fail_lost, need_optuna,
                     open_storage, open_study, reading_study, redact, retry_missing, trial_kind)
 from .worker import worker_main
-# (tests' imports, until the layout moves)
+# The pieces' names, as tests/test_tune.py reads them here.
 from .space import MIN_TRIAL_STEPS, Speed, configs, expected_steps, suggest  # noqa: F401
 from .study import HOST, LOST_AFTER_S, PRUNE_FROM_PCT, _pruner, _with_driver, claim  # noqa: F401
 from .study import trial_id  # noqa: F401
