@@ -7,14 +7,14 @@ CORPUS := data/shakespeare.txt
 CORPUS_SHA256 := 04decea0dd965df5e6cfc4a538b0c62623aaa3bfd848ac7fad6734e59c96624d
 SEED ?= By this
 # make train's model: 512 units, not charlstm train's default 768 (tuned for 10 minutes
-# on 1 MB). In 12 minutes on this 5 MB corpus 512 units reached 1.415-1.419, 768 1.446 (README).
+# on 1 MB). In 12 minutes on this 5 MB corpus 512 units reached 1.415-1.419, 768 1.446 (docs/history.md).
 TRAIN_HIDDEN ?= 512
 MINUTES ?= 2
 QUALITY_TEXT ?= ../shared/data/tinyshakespeare.txt
 
 # make demo: the RNN-versus-LSTM recall demo on one poem of the same sdist
 # (POEM=rape_of_lucrece, sonnets, passionate_pilgrim, ... for another). Both cells get
-# the same hidden size, no dropout and the same minutes, on one core each (README: compare).
+# the same hidden size, no dropout and the same minutes, on one core each (README, compare).
 POEM ?= lovers_complaint
 DEMO_HIDDEN ?= 512
 DEMO_MINUTES ?= 6
