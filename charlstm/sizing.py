@@ -140,7 +140,7 @@ def time_steps(corpus, cell, hidden, layers, B, T, dropout, threads,
     from .model import Model
     from .replicas import Replicas
     import numpy as np
-    from . import kernels as K
+    from . import kernels
     from .data import Batches
     cfg = ModelConfig(cell=cell, hidden=hidden, layers=layers, dropout=dropout,
                       vocab_size=corpus.V)
@@ -155,7 +155,7 @@ def time_steps(corpus, cell, hidden, layers, B, T, dropout, threads,
     def step(k):
         x, y = batches.get(k % batches.n)
         rep.loss(x, y, h, c, key)
-        K.adam_update(m.flat, m.grad, mv, vv, 1e-3, 0.9, 0.999, 1e-8, k + 1)
+        kernels.adam_update(m.flat, m.grad, mv, vv, 1e-3, 0.9, 0.999, 1e-8, k + 1)
     step(0)
     n, t0 = 0, time.perf_counter()
     while n < 2 or time.perf_counter() - t0 < seconds:

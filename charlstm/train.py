@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import checkpoint as ckpt
-from . import kernels as K
+from . import kernels
 from . import stopping
 from .config import AUTO_EVAL_MIN_STEPS, AUTO_EVAL_SHARE, ModelConfig, TrainConfig
 from .data import Batches, Corpus
@@ -172,10 +172,10 @@ class Trainer:
         lr = lr_at(cfg, s["step"], self.progress_frac())
         s["step"] += 1
         if cfg.optimizer == "adagrad":
-            K.adagrad_update(model.flat, model.grad, self.m, lr, 1e-8)
+            kernels.adagrad_update(model.flat, model.grad, self.m, lr, 1e-8)
         else:
-            K.adam_update(model.flat, model.grad, self.m, self.v, lr, 0.9, 0.999, 1e-8,
-                          s["step"])
+            kernels.adam_update(model.flat, model.grad, self.m, self.v, lr, 0.9, 0.999, 1e-8,
+                                s["step"])
         # An update too large for float32 (a huge --lr) leaves inf or nan in the
         # parameters; a float64 sum sees either (cheaper than a copy a step).
         with np.errstate(invalid="ignore", over="ignore"):

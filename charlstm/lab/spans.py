@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import kernels as K
+from .. import kernels
 from .. import stopping
 from ..errors import CharlstmError
 from ..model import Model, Workspace
@@ -286,8 +286,8 @@ def gradient_flow(model: Model, ids: np.ndarray, T: int, B: int = 16) -> dict:
         logits = model.forward(ws, x, h, c)
         dlogits = np.zeros_like(logits)
         last = slice((T - 1) * B, T * B)                             # only L at the last step
-        K.softmax_xent(dlogits[last], np.ascontiguousarray(logits[last]),
-                       np.ascontiguousarray(y[-1], dtype=np.intp), 1.0)
+        kernels.softmax_xent(dlogits[last], np.ascontiguousarray(logits[last]),
+                             np.ascontiguousarray(y[-1], dtype=np.intp), 1.0)
         model.grad[:] = 0
         model.backward(ws, dlogits)
     w = ws.layers[0]
