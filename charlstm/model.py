@@ -17,7 +17,7 @@ from functools import partial
 
 import numpy as np
 
-from . import kernels as K
+from . import kernels
 from .cells import CELLS
 from .config import SAMPLING_WEIGHTS, ModelConfig
 from .errors import CharlstmError
@@ -96,7 +96,7 @@ class Model:
         if cfg.cell not in CELLS:
             raise CharlstmError(f"unknown cell {cfg.cell!r}; choose one of {', '.join(CELLS)}")
         self.cfg = cfg
-        self.cell = K.CELL_KERNELS[cfg.cell]         # its row of cells.py, with its kernels
+        self.cell = kernels.CELL_KERNELS[cfg.cell]         # its row of cells.py, with its kernels
         self.dtype = np.dtype(dtype)
         self.layout = layout(cfg)
         size = sum(int(np.prod(s)) for _, s in self.layout)
@@ -180,13 +180,13 @@ class Model:
             w["hs"][0] = h0[l]
             w["cs"][0] = c0[l]
             if l == 0:                                  # one-hot input: a row gather
-                K.forward_onehot(self.cell.kind, w["hs"], w["cs"], w["acts"], w["aux"],
-                                 ws.tokens, Wx, b, Wh_nt[l], self._ex(l))
+                kernels.forward_onehot(self.cell.kind, w["hs"], w["cs"], w["acts"], w["aux"],
+                                       ws.tokens, Wx, b, Wh_nt[l], self._ex(l))
             else:
                 np.matmul(x.reshape(T * B, -1), Wx, out=w["xp"].reshape(T * B, -1))
                 w["xp"] += b
-                K.forward(self.cell.kind, w["hs"], w["cs"], w["acts"], w["aux"], w["xp"],
-                          Wh_nt[l], self._ex(l))
+                kernels.forward(self.cell.kind, w["hs"], w["cs"], w["acts"], w["aux"], w["xp"],
+                                Wh_nt[l], self._ex(l))
             w["mask"] = None if masks is None else masks[l]
             x = w["hs"][1:] if w["mask"] is None else w["hs"][1:] * w["mask"]
             w["y"] = x
@@ -236,7 +236,7 @@ class Model:
                 todo.append(partial(self.cell.extra_grad, g[f"l{l}.ex"], w["dxp"], w["dhp"],
                                     w["hs"], w["cs"]))
             if l == 0:                                              # dWx and db
-                todo.append(partial(K.embed_backward, g["l0.Wx"], g["l0.b"], ws.tokens,
+                todo.append(partial(kernels.embed_backward, g["l0.Wx"], g["l0.b"], ws.tokens,
                                     w["dxp"]))
             else:
                 below = ws.layers[l - 1]
@@ -264,13 +264,13 @@ class Model:
             none = np.zeros((L, 0, 0, 0), self.dtype)
             return none, (none if backward else None)
         if out is None or (backward and out[1] is None):
-            out = (np.empty((L,) + K.packed_shape(G, H, self.dtype), self.dtype),
-                   np.empty((L,) + K.packed_shape(H, G, self.dtype), self.dtype)
+            out = (np.empty((L,) + kernels.packed_shape(G, H, self.dtype), self.dtype),
+                   np.empty((L,) + kernels.packed_shape(H, G, self.dtype), self.dtype)
                    if backward else None)
         for l in range(L):
-            K.pack_nt(self.p[f"l{l}.Wh"], out[0][l])
+            kernels.pack_nt(self.p[f"l{l}.Wh"], out[0][l])
             if backward:
-                K.pack_nn(self.p[f"l{l}.Wh"], out[1][l])
+                kernels.pack_nn(self.p[f"l{l}.Wh"], out[1][l])
         return out
 
     def sampling_packs(self, weights: str = "float32") -> tuple[np.ndarray, np.ndarray]:
@@ -293,19 +293,19 @@ class Model:
         if weights != "float32" and self.dtype != np.float32:
             raise ValueError(f"{weights} weights are for float32 models")
         G = self.cell.gates * H
-        Wyp = np.empty(K.packed_shape(V, H, self.dtype), self.dtype)
-        K.pack_nn(self.p["Wy"], Wyp)
+        Wyp = np.empty(kernels.packed_shape(V, H, self.dtype), self.dtype)
+        kernels.pack_nn(self.p["Wy"], Wyp)
         none = np.zeros((G, H), self.dtype)            # no Wh: a place the kernel never reads
         Wh = lambda l: self.p.get(f"l{l}.Wh", none)  # noqa: E731
         mats = [Wh(0)]                                 # each (N, K), for y = x Wᵀ
         for l in range(1, L):
             mats += [self.p[f"l{l}.Wx"].T, Wh(l)]
         if weights == "int8":
-            return (np.stack([K.pack_int8(W) for W in mats]),
+            return (np.stack([kernels.pack_int8(W) for W in mats]),
                     Wyp.astype(np.float16).view(np.uint16))
-        Wp = np.empty((len(mats),) + K.packed_shape(G, H, self.dtype), self.dtype)
+        Wp = np.empty((len(mats),) + kernels.packed_shape(G, H, self.dtype), self.dtype)
         for k, W in enumerate(mats):
-            K.pack_nt(np.ascontiguousarray(W), Wp[k])
+            kernels.pack_nt(np.ascontiguousarray(W), Wp[k])
         if weights == "float16":
             return tuple(w.astype(np.float16).view(np.uint16) for w in (Wp, Wyp))
         return Wp, Wyp
@@ -331,7 +331,7 @@ class Model:
             logits = self.forward(ws, tokens, h0, c0, masks, packs)
             tg = np.ascontiguousarray(targets, dtype=np.intp).reshape(-1)
             n = n_total or tg.size
-            total = K.softmax_xent(ws.dlogits, logits, tg, 1.0 / n)
+            total = kernels.softmax_xent(ws.dlogits, logits, tg, 1.0 / n)
             if grad:
                 self.backward(ws, ws.dlogits, g=g, packs=packs, jobs=jobs)
         return total / n

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import kernels as K
+from . import kernels
 from .model import Model, Workspace, views
 
 
@@ -152,7 +152,7 @@ class Replicas:
                     self.grads[k][:] = 0
                 mk = None if dropout_key is None else self.masks[k]   # None without dropout
                 for l, mask in enumerate(mk or []):
-                    K.dropout_mask(mask, np.uint64((dropout_key + l) % 2 ** 64), lo, keep)
+                    kernels.dropout_mask(mask, np.uint64((dropout_key + l) % 2 ** 64), lo, keep)
                 loss = self.model.loss(self.ws[k], tokens[:, lo:hi], targets[:, lo:hi],
                                        h0[:, lo:hi], c0[:, lo:hi], mk, grad, self.g[k], n,
                                        self.packs, shared.offer(k))

@@ -9,7 +9,7 @@ import threading
 import numpy as np
 
 from . import checkpoint as ckpt
-from . import kernels as K
+from . import kernels
 from . import stopping
 from .data import encode_text
 from .errors import CharlstmError
@@ -34,11 +34,11 @@ class Sampler:
         H = model.cfg.hidden
         self.hs = np.zeros((2, 1, H), model.dtype)              # shared with the helper
         self.gh = np.zeros((1, model.cell.gates * H), model.dtype)
-        self.A = (np.zeros(K.quantised_input_shape(H), np.int16) if weights == "int8"
+        self.A = (np.zeros(kernels.quantised_input_shape(H), np.int16) if weights == "int8"
                   else self.hs[0])                              # the products' input
         self.threads = min(2, threads or os.cpu_count() or 1)
         if self.threads > 1:         # compile (or load) the helper here, so that a failure
-            K.product_helper(self._sync(stop=True), self.A, self.Wp, self.gh)  # shows now
+            kernels.product_helper(self._sync(stop=True), self.A, self.Wp, self.gh)  # shows now
 
     @classmethod
     def from_checkpoint(cls, path: str, weights: str = "float32", clamp=()) -> "Sampler":
@@ -55,13 +55,14 @@ class Sampler:
         sync = self._sync()
         helper = None
         if self.threads > 1:
-            helper = threading.Thread(target=K.product_helper,
+            helper = threading.Thread(target=kernels.product_helper,
                                       args=(sync, self.A, self.Wp, self.gh), daemon=True)
             helper.start()
         try:
-            K.generate(out, prime, u, m.flat, m.offsets, self.A, self.Wp, self.Wyp, m.cell.kind,
-                       h, c, float(temperature), int(top_k), bool(greedy), self.hs, self.gh,
-                       sync, self.clamp_at, self.clamp_to, m.cell.output_gate)
+            kernels.generate(out, prime, u, m.flat, m.offsets, self.A, self.Wp, self.Wyp,
+                             m.cell.kind, h, c, float(temperature), int(top_k), bool(greedy),
+                             self.hs, self.gh, sync, self.clamp_at, self.clamp_to,
+                             m.cell.output_gate)
         finally:
             sync[3] = 1                                          # the helper stops
             if helper is not None:

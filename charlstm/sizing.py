@@ -9,12 +9,16 @@ units (and the dropout and learning rate that go with them) from:
   timed here for a fraction of a second each, or read from the measurement
   cached for this machine (speeds.json in the cache folder).
 
-The rule (RULE below, and its evidence in docs/sizing.md) is a ratio: the
-largest hidden size whose run will see at least CHARS_PER_PARAM characters
-per parameter. A bigger model learns more per character but sees fewer of
-them in the same time; at short budgets the models that won were those that
-saw some tens of characters per weight (compare Hoffmann et al. 2022, about
-20 tokens per parameter for compute-optimal Transformers).
+The rule (its evidence in docs/sizing.md): with a time budget, the largest
+hidden size that will make at least MIN_STEPS training steps in it. A bigger
+model learns more from each step but makes fewer of them in the same time;
+in a sweep over 1, 3 and 10 minutes and texts of 100 KB to 5 MB, prose and
+code, the size that won (or came within 0.03 of the winner) was the largest
+that still made a few thousand steps: 192 or 256 units in 1 minute, 384 in 3,
+768 in 10, on this 2-core machine. With a budget of steps or epochs, which
+bounds the data but not the time, the largest size that sees at least
+CHARS_PER_WEIGHT characters per weight (Hoffmann et al. 2022 found about 20
+tokens per parameter compute-optimal for Transformers; here 3 to 40 won).
 
 Every option the user gives wins, and the rest is still chosen around it:
 --hidden 512 alone still gets its dropout and learning rate; --batch-size
@@ -32,7 +36,8 @@ from .config import ModelConfig, TrainConfig
 
 # Hidden sizes the rule chooses from (1 layer, LSTM).
 CANDIDATES = (64, 96, 128, 192, 256, 384, 512, 768, 1024)
-CHARS_PER_PARAM = 20.0       # fitted on the sweep in docs/sizing.md
+MIN_STEPS = 3500             # a time budget: the largest size making this many steps
+CHARS_PER_WEIGHT = 10.0      # a budget of steps or epochs: at least this many per weight
 SPEED_SECONDS = 0.25         # how long each candidate's speed is timed
 SPEED_FILE = "speeds.json"   # in kernels.cache_root(): this machine's speeds
 
@@ -135,7 +140,7 @@ def time_steps(corpus, cell, hidden, layers, B, T, dropout, threads,
     from .model import Model
     from .replicas import Replicas
     import numpy as np
-    from . import kernels as K
+    from . import kernels
     from .data import Batches
     cfg = ModelConfig(cell=cell, hidden=hidden, layers=layers, dropout=dropout,
                       vocab_size=corpus.V)
@@ -150,7 +155,7 @@ def time_steps(corpus, cell, hidden, layers, B, T, dropout, threads,
     def step(k):
         x, y = batches.get(k % batches.n)
         rep.loss(x, y, h, c, key)
-        K.adam_update(m.flat, m.grad, mv, vv, 1e-3, 0.9, 0.999, 1e-8, k + 1)
+        kernels.adam_update(m.flat, m.grad, mv, vv, 1e-3, 0.9, 0.999, 1e-8, k + 1)
     step(0)
     n, t0 = 0, time.perf_counter()
     while n < 2 or time.perf_counter() - t0 < seconds:
@@ -221,13 +226,14 @@ def choose(corpus, mcfg: ModelConfig, tcfg: TrainConfig, given: set, *,
         hidden = mcfg.hidden
     else:
         hidden = CANDIDATES[0]
-        for H in CANDIDATES:                       # chars/param falls as H grows
+        for H in CANDIDATES:                       # steps, and chars/param, fall as H grows
             d = mcfg.dropout if "dropout" in given else 0.5
             steps = steps_of(H, d)
-            if steps * per_step / n_params_of(cell, H, layers, V) >= CHARS_PER_PARAM:
-                hidden = H
-            else:
+            enough = (steps >= MIN_STEPS if budget_s else
+                      steps * per_step / n_params_of(cell, H, layers, V) >= CHARS_PER_WEIGHT)
+            if not enough:
                 break
+            hidden = H
     steps = steps_of(hidden, mcfg.dropout if "dropout" in given else 0.5)
     chars = steps * per_step
     epochs = chars / max(1, n_text)
@@ -269,8 +275,8 @@ def _mb(n: int) -> str:
 
 
 def describe_rule() -> str:
-    return (f"the largest hidden size that sees at least {CHARS_PER_PARAM:g} characters per "
-            "weight in the budget")
+    return (f"the largest hidden size that makes at least {MIN_STEPS:,} steps in the time, or "
+            f"with a budget of steps, sees at least {CHARS_PER_WEIGHT:g} characters per weight")
 
 
 def given_options(ctx, names) -> set:

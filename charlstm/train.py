@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import checkpoint as ckpt
-from . import kernels as K
+from . import kernels
 from . import stopping
 from .config import AUTO_EVAL_MIN_STEPS, AUTO_EVAL_SHARE, ModelConfig, TrainConfig
 from .data import Batches, Corpus
@@ -172,10 +172,10 @@ class Trainer:
         lr = lr_at(cfg, s["step"], self.progress_frac())
         s["step"] += 1
         if cfg.optimizer == "adagrad":
-            K.adagrad_update(model.flat, model.grad, self.m, lr, 1e-8)
+            kernels.adagrad_update(model.flat, model.grad, self.m, lr, 1e-8)
         else:
-            K.adam_update(model.flat, model.grad, self.m, self.v, lr, 0.9, 0.999, 1e-8,
-                          s["step"])
+            kernels.adam_update(model.flat, model.grad, self.m, self.v, lr, 0.9, 0.999, 1e-8,
+                                s["step"])
         # An update too large for float32 (a huge --lr) leaves inf or nan in the
         # parameters; a float64 sum sees either (cheaper than a copy a step).
         with np.errstate(invalid="ignore", over="ignore"):
@@ -323,7 +323,7 @@ class Trainer:
         if interrupted:
             self.log(f"stopped by {stopping.signal_name(signum)} at step {s['step']}: "
                      f"saved {self.out}")
-        return Result(self.out, best_path(self.out), s["step"], self._recent_train_loss(), val,
+        return Result(self.out, best_path(self.out), s["step"], self.recent_train_loss(), val,
                       s["best_val"], s["elapsed"],
                       s["step"] * chars / max(s["train_time"], 1e-9), self.grad_norm, interrupted,
                       diverged, signum, tuple(self.written))
@@ -342,7 +342,7 @@ class Trainer:
         s, c = self.state, self.cfg
         return s["step"] >= self.total_steps() or bool(c.minutes and s["elapsed"] >= 60 * c.minutes)
 
-    def _recent_train_loss(self) -> float:
+    def recent_train_loss(self) -> float:
         """Mean training loss over the last 50 steps."""
         return float(np.mean([r[2] for r in self.hist_train[-50:]])) if self.hist_train else float("nan")
 
@@ -352,7 +352,7 @@ class Trainer:
         # The score, the best so far and both files, together (a stop signal only
         # takes effect at the next stopping.check()).
         s["last_val"] = val
-        score = val if val is not None else self._recent_train_loss()
+        score = val if val is not None else self.recent_train_loss()
         if val is not None:
             self.hist_val.append([s["step"], s["elapsed"], val])
         best = math.isfinite(score) and (s["best_val"] is None
@@ -438,7 +438,7 @@ class TrainLog:
         import json
         s, c = tr.state, tr.cfg
         row = {"step": s["step"], "minutes": round(s["elapsed"] / 60, 4),
-               "train_loss": _round(tr._recent_train_loss()), "val_loss": _round(val),
+               "train_loss": _round(tr.recent_train_loss()), "val_loss": _round(val),
                "lr": float(f"{lr_at(c, s['step'], tr.progress_frac()):.6g}"),
                "chars_per_s": round(s["step"] * c.seq_len * c.batch_size
                                     / max(s["train_time"], 1e-9)),
@@ -457,7 +457,7 @@ def _round(x):
 def _still_ours(path: str) -> bool:
     """Whether a file this run writes is still a charlstm checkpoint (a user
     may have put another file there since the run began)."""
-    from .files import is_checkpoint, regular
+    from .file_kinds import is_checkpoint, regular
     return regular(path) and is_checkpoint(path)
 
 

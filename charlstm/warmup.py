@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 
-from . import kernels as K
+from . import kernels
 from .kernels.units import (Unit, forward_units, gradient_units, is_cached,  # noqa: F401
                             sample_units, train_units)
 
@@ -30,8 +30,8 @@ from .kernels.units import (Unit, forward_units, gradient_units, is_cached,  # n
 # What each command runs: kernels/units.py; and tune's trials.
 
 def tune_units(space: dict) -> list[Unit]:
-    """Every trial of `charlstm tune` over `space` (tune.requested_space's
-    entries, or tune.resolve_space's, whose `size` is "LxH"), and the LSTM
+    """Every trial of `charlstm tune` over `space` (lab.tune.space.requested_space's
+    entries, or lab.tune.space.resolve_space's, whose `size` is "LxH"), and the LSTM
     its speed measurement and its defaults trial train."""
     def values(name, default):
         e = space.get(name)
@@ -61,9 +61,9 @@ def _unique(units) -> list[Unit]:
     return out
 
 
-def missing(units, folder: str = K.CACHE_DIR) -> list[Unit]:
+def missing(units, folder: str = kernels.CACHE_DIR) -> list[Unit]:
     """The units `folder` does not hold (each once)."""
-    return [u for u in _unique(units) if not K._cache.compiled(u.kernel, u.argtypes, folder)]
+    return [u for u in _unique(units) if not kernels.compiled(u.kernel, u.argtypes, folder)]
 
 
 def run(units, log=print, live: bool | None = None) -> None:
@@ -168,7 +168,7 @@ class _Line:
 
 def _load_times() -> dict:
     try:
-        with open(os.path.join(K.cache_root(), TIMES), encoding="utf-8") as fh:
+        with open(os.path.join(kernels.cache_root(), TIMES), encoding="utf-8") as fh:
             times = json.load(fh)
         return times if isinstance(times, dict) else {}
     except (OSError, ValueError):
@@ -177,7 +177,7 @@ def _load_times() -> dict:
 
 def _save_times(times: dict) -> None:
     """Written beside and renamed over (another process may read it)."""
-    path = os.path.join(K.cache_root(), TIMES)
+    path = os.path.join(kernels.cache_root(), TIMES)
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
@@ -195,7 +195,7 @@ def _compiling_lock(log):
     other's entries); the others wait, then find the kernels compiled."""
     try:
         import fcntl
-        fh = open(os.path.join(K.CACHE_DIR, ".compiling"), "a")
+        fh = open(os.path.join(kernels.CACHE_DIR, ".compiling"), "a")
     except (ImportError, OSError):            # no locks here: compile anyway
         yield
         return

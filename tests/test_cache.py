@@ -259,7 +259,7 @@ def test_the_units_are_every_kernel_that_training_calls(cell, tmp_path, poem, py
 
 
 def test_the_units_are_every_kernel_that_sampling_and_gradient_flow_call(python_calls):
-    from charlstm import memory
+    from charlstm.lab import spans as memory
     from charlstm.config import ModelConfig
     from charlstm.model import Model
     from charlstm.sampling import Sampler

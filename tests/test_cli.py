@@ -273,9 +273,9 @@ def test_learning_rate_defaults_by_cell(tmp_path, text, args, lr):
 def test_compare_sizes_each_cell_unless_hidden_is_given(monkeypatch, text):
     """compare sizes every cell for its budget and share of the cores
     (sizing.choose) unless --hidden is given, which then holds for all."""
-    import charlstm.compare
+    import charlstm.lab.compare.run
     seen = []
-    monkeypatch.setattr(charlstm.compare, "run_compare",
+    monkeypatch.setattr(charlstm.lab.compare.run, "run_compare",
                         lambda text, cells, mcfg, tcfg, **kw: seen.append(
                             (kw["given"], mcfg.hidden)))
     assert run(["compare", text, "--steps", "1"]).exit_code == 0

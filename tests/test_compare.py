@@ -8,8 +8,10 @@ import pytest
 from click.testing import CliRunner
 
 from charlstm.cli import main
-from charlstm.compare import agreement, clip_curve, match_hidden, text_chart
-from charlstm.memory import gradient_flow, horizon
+from charlstm.lab.charts import text_chart
+from charlstm.lab.compare.results import agreement, clip_curve
+from charlstm.lab.compare.run import match_hidden
+from charlstm.lab.spans import gradient_flow, horizon
 from charlstm.config import CELL_NAMES, ModelConfig, TrainConfig, default_lr
 from charlstm.model import Model, Workspace, n_params
 
@@ -209,7 +211,7 @@ def test_the_png_stays_readable_with_a_diverged_model():
     """A model whose validation loss reached 3.2 million must not squash the
     others' curves: the loss panel's y axis stays near ln V."""
     pytest.importorskip("matplotlib")
-    from charlstm.compare import _figure
+    from charlstm.lab.compare.figure import _figure
     V = 65
 
     def model(cell, vals):

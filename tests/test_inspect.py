@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from charlstm import checkpoint as ckpt
-from charlstm import inspect as I
+from charlstm.lab.inspect import probe as I
 from charlstm.cli import main
 from charlstm.config import ModelConfig, TrainConfig
 from charlstm.model import Model
@@ -220,7 +220,7 @@ def test_inspect_prints_colours_only_to_a_terminal(tmp_path, monkeypatch):
 
 
 def test_colour_modes():
-    from charlstm import inspect_view as view
+    from charlstm.lab.inspect import view
 
     class Tty:
         def isatty(self):
@@ -378,7 +378,7 @@ def test_many_quotes_rank_the_unit_first_and_ablation_shows_its_effect(tmp_path)
 
 def test_held_at_zero_keeps_the_state_at_zero():
     """Every cell's way keeps the unit's state at zero."""
-    from charlstm.ablation import held_at_zero
+    from charlstm.lab.inspect.ablation import held_at_zero
     text = code_text(40)
     from charlstm.cells import CELLS
     for cell in CELLS:

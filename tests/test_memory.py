@@ -1,4 +1,4 @@
-"""The measurements of memory (charlstm.memory): the probe text, the context
+"""The measurements of memory (charlstm.lab.spans): the probe text, the context
 curve, the recall scores, evaluation in bounded chunks, and compare --probe."""
 import json
 import os
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import charlstm.memory as M
+import charlstm.lab.spans as M
 from charlstm.cli import main
-from charlstm.compare import recall_scores
+from charlstm.lab.compare.run import recall_scores
 from charlstm.config import ModelConfig
 from charlstm.model import Model
 

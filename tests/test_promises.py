@@ -807,7 +807,7 @@ def test_tune_space_files_with_impossible_ranges_are_one_line(env, tmp_path):
 def test_tune_on_a_small_text_measures_at_a_batch_it_holds(tmp_path):
     pytest.importorskip("optuna")
     from charlstm.data import load_corpus
-    from charlstm.tune import measure_speed
+    from charlstm.lab.tune.run import measure_speed
     text = tmp_path / "t.txt"
     text.write_text("abc def ghi\n" * 60, encoding="utf-8")           # 720 characters
     speed = measure_speed(str(text), load_corpus(str(text), 0.1), 1, seconds=0.2)

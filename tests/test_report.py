@@ -14,8 +14,8 @@ import shutil
 
 import pytest
 
-from charlstm import compare
-from charlstm.compare import plural
+from charlstm.lab.compare import results as compare
+from charlstm.words import plural
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "compare_run.json")
 
@@ -147,7 +147,7 @@ def test_table_cells_never_run_together():
 
 def page(rep, tmp_path) -> str:
     """The report page for rep, as written to disk."""
-    from charlstm.report import write_report
+    from charlstm.lab.compare.page import write_report
     return open(write_report(rep, str(tmp_path / "report.html")), encoding="utf-8").read()
 
 
@@ -289,7 +289,7 @@ def test_every_flow_series_has_its_own_colour_or_dash(tmp_path):
                         r'([^"]+)")?/><text [^>]*class="lg">([^<]+)</text>', svg)
     assert [(c, d, n) for c, d, n in legend] == lines          # the legend shows each as drawn
     pytest.importorskip("matplotlib")
-    from charlstm.compare import _figure
+    from charlstm.lab.compare.figure import _figure
     fig = _figure(rep)
     drawn = [(ln.get_color(), ln.get_linestyle()) for ln in fig.axes[2].get_lines()
              if not ln.get_label().startswith("_")]
@@ -302,7 +302,7 @@ def test_more_models_than_two_still_look_apart():
     rnn, lstm = rep["models"]
     names = ["rnn", "lstm", "irnn", "cifg", "lstm-peephole", "gru"]
     rep["models"] = [dict(m, cell=c) for m, c in zip([rnn, lstm] * 3, names)]
-    from charlstm.report import COLOURS
+    from charlstm.lab.charts import COLOURS
     fl = compare.flow_series(rep["models"])
     looks = [(COLOURS[s["model"]], s["dash"]) for s in fl]
     assert len(set(looks)) == len(looks) == 9
@@ -329,7 +329,7 @@ def validation_layout(rep):
     import math
 
     import numpy as np
-    from charlstm.report import chart_layout
+    from charlstm.lab.charts import chart_layout
     top = math.log(rep["vocab_size"])
     series = []
     for m in rep["models"]:
@@ -344,7 +344,7 @@ def validation_layout(rep):
 
 @pytest.mark.parametrize("case", ["as run", "diverged", "near ln V"])
 def test_the_legend_covers_no_label_and_no_data(case):
-    from charlstm.report import _hits, overlaps
+    from charlstm.lab.charts import _hits, overlaps
     lay, top = validation_layout(chart_cases()[case])
     box = lay["legend_box"]
     if case == "near ln V":
@@ -361,7 +361,7 @@ def test_the_legend_goes_beside_a_crowded_plot():
     """Curves through every corner and side: the legend goes beside the plot,
     and the chart grows by its width instead of squeezing the plot."""
     import numpy as np
-    from charlstm.report import chart_layout
+    from charlstm.lab.charts import chart_layout
     x = np.linspace(0, 1, 200)
     series = [{"x": x, "y": y, "name": n} for y, n in
               ((x, "rising"), (1 - x, "falling"), (0.5 + 0.5 * np.sin(20 * x), "waving"))]
@@ -389,7 +389,7 @@ def test_the_validation_range_fits_the_losses(tmp_path):
     ticks = [float(t) for t in re.findall(r'text-anchor="end">([\d.]+)</text>', svg)]
     assert max(ticks) < 3.3 < top
     pytest.importorskip("matplotlib")
-    from charlstm.compare import _figure
+    from charlstm.lab.compare.figure import _figure
     lo, hi = _figure(chart_cases()["diverged"]).axes[0].get_ylim()
     assert 2.0 < lo < 2.08 and 3.23 < hi < 3.4
 
@@ -414,7 +414,7 @@ def test_png_legends_sit_outside_the_plots():
     """No legend covers a plot: each sits under its panel, clear of the axes,
     of every tick label and of the x label."""
     pytest.importorskip("matplotlib")
-    from charlstm.compare import _figure
+    from charlstm.lab.compare.figure import _figure
     for case, rep in chart_cases().items():
         fig = _figure(rep)
         fig.canvas.draw()
@@ -437,7 +437,7 @@ PROBE = {"lags": [3, 10], "chance": 0.125, "hidden": 8, "threshold": 0.9,
 
 def test_png_legends_sit_outside_the_probe_panel_too():
     pytest.importorskip("matplotlib")
-    from charlstm.compare import _figure
+    from charlstm.lab.compare.figure import _figure
     rep = real_run()
     rep["probe"] = PROBE
     fig = _figure(rep)
@@ -492,7 +492,7 @@ def test_in_chromium_no_legend_touches_a_label_and_each_fits_its_box(tmp_path):
     """The overlap checks of chart_layout rest on estimated text widths: in a
     real browser, every legend entry stays inside its white box (or the
     chart, beside the plot) and clear of every hline label."""
-    from charlstm.report import overlaps
+    from charlstm.lab.charts import overlaps
     rep = chart_cases()["near ln V"]                     # ln V labelled at the top right
     rep["probe"] = PROBE
     charts = drawn_boxes(page(rep, tmp_path), tmp_path)
@@ -521,7 +521,7 @@ def test_the_terminal_chart_fits_the_losses_and_marks_the_rest():
 
 def test_a_series_without_a_legend_entry():
     """legend=False leaves a series out of the legend, and out of its size."""
-    from charlstm.report import chart_layout, svg_chart
+    from charlstm.lab.charts import chart_layout, svg_chart
     series = [{"x": [0, 1], "y": [0, 1], "name": "shown"},
               {"x": [0, 1], "y": [1, 0], "name": "a much longer name, not shown", "legend": False}]
     svg = svg_chart(series)

@@ -23,7 +23,7 @@ def text(tmp_path):
     return str(p)
 
 
-def fake_speeds(rate=3e9):
+def fake_speeds(rate=1e11):
     """Steps per second in proportion to 1/FLOPs per step, as the kernels run."""
     def sps(cell, hidden, layers, dropout):
         return rate / (6 * (4 * hidden * hidden + 60 * hidden) * 32 * 50)
@@ -32,16 +32,24 @@ def fake_speeds(rate=3e9):
     return sps
 
 
-def test_the_largest_size_that_sees_enough_characters_per_weight(text):
+def test_the_largest_size_that_makes_enough_steps_in_the_time(text):
     corpus = load_corpus(text, 0.1)
     c = sizing.choose(corpus, ModelConfig(), TrainConfig(minutes=3), set(),
                       speeds=fake_speeds())
-    assert c.chars / c.params >= sizing.CHARS_PER_PARAM
+    assert c.steps >= sizing.MIN_STEPS
     bigger = [H for H in sizing.CANDIDATES if H > c.model.hidden]
     if bigger:
-        p = sizing.n_params_of("lstm", bigger[0], 1, corpus.V)
-        steps = 180 * fake_speeds()("lstm", bigger[0], 1, 0.5) * 0.95
-        assert steps * 1600 / p < sizing.CHARS_PER_PARAM
+        assert 180 * fake_speeds()("lstm", bigger[0], 1, 0.5) * 0.95 < sizing.MIN_STEPS
+
+
+def test_a_step_budget_sees_enough_characters_per_weight(text):
+    corpus = load_corpus(text, 0.1)
+    c = sizing.choose(corpus, ModelConfig(), TrainConfig(steps=3000), set())
+    assert c.chars / c.params >= sizing.CHARS_PER_WEIGHT
+    bigger = [H for H in sizing.CANDIDATES if H > c.model.hidden]
+    if bigger:
+        assert 3000 * 1600 / sizing.n_params_of("lstm", bigger[0], 1, corpus.V) \
+            < sizing.CHARS_PER_WEIGHT
 
 
 def test_more_time_gives_a_bigger_model(text):

@@ -109,7 +109,7 @@ def test_ctrl_c_inside_a_step_takes_effect_after_it(tmp_path, tiny_text, monkeyp
     checkpoint is of step 6 whole, and resuming it ends where an uninterrupted
     run ends."""
     from charlstm import train
-    adam = train.K.adam_update
+    adam = train.kernels.adam_update
 
     @contextlib.contextmanager
     def inside_step(tr):
@@ -118,7 +118,7 @@ def test_ctrl_c_inside_a_step_takes_effect_after_it(tmp_path, tiny_text, monkeyp
             if tr.state["step"] == 6:
                 os.kill(os.getpid(), signal.SIGINT)
         with monkeypatch.context() as mp:
-            mp.setattr(train.K, "adam_update", adam_then_ctrl_c)
+            mp.setattr(train.kernels, "adam_update", adam_then_ctrl_c)
             yield
     _resume_after_ctrl_c(tmp_path, tiny_text, inside_step, saved_at=6)
 

@@ -16,8 +16,8 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 
-from charlstm import tune as T  # noqa: E402
-from charlstm import tune_report as R  # noqa: E402
+from charlstm.lab.tune import run as T  # noqa: E402
+from charlstm.lab.tune import report as R  # noqa: E402
 from charlstm.errors import CharlstmError  # noqa: E402
 
 from .conftest import POEM  # noqa: E402
@@ -169,8 +169,8 @@ def test_a_killed_workers_trial_is_found_lost_and_tried_again(tmp_path):
     alive.suggest_float("x", 0, 1)
     storage.set_trial_system_attr(alive._trial_id, "charlstm:worker",
                                   {"host": T.HOST, "pid": os.getpid(), "alive": time.time()})
-    assert T.fail_lost(study) == [t.number]
-    assert T.fail_lost(study, now=time.time() + T.LOST_AFTER_S + 1) == [alive.number]
+    assert T.fail_lost(study, storage) == [t.number]
+    assert T.fail_lost(study, storage, now=time.time() + T.LOST_AFTER_S + 1) == [alive.number]
     assert T.retry_missing(study) == [t.number, alive.number]
     assert T.retry_missing(study) == []                       # queued once only
     again = study.ask()
@@ -479,3 +479,20 @@ def test_the_png_draws_every_kind_of_trial(tmp_path):
                       row(4, "complete", 1.50, lr=0.02), row(5, "complete", 3.3, lr=1e-3)]}
     path = tmp_path / "tune.png"
     assert R.plot(rep, str(path)) and path.stat().st_size > 20_000
+
+
+def test_trials_are_found_by_optunas_public_storage_api(tmp_path):
+    """A worker's heartbeat and fail_lost reach a trial through the storage
+    charlstm opened, by the public get_study_id_from_name and
+    get_trial_id_from_study_id_trial_number."""
+    storage = journal(str(tmp_path / "study.log"))
+    study = optuna.create_study(study_name="s", storage=storage)
+    trials = [study.ask() for _ in range(3)]
+    for t in trials:
+        assert T.trial_id(storage, "s", t.number) == t._trial_id
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    storage.set_trial_system_attr(trials[1]._trial_id, "charlstm:worker",
+                                  {"host": T.HOST, "pid": dead.pid, "alive": time.time()})
+    assert T.fail_lost(study, storage) == [trials[1].number]
+    assert study.get_trials()[1].user_attrs["lost"] and T.trial_kind(study.get_trials()[1]) == "lost"

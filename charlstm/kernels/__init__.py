@@ -73,7 +73,7 @@ in sampling (batch 1) by a helper thread that shares every product
 from __future__ import annotations
 
 from . import _cache
-from ._cache import CACHE_DIR, HERE, KEY, cache_key, cache_root  # noqa: F401
+from ._cache import CACHE_DIR, HERE, KEY, cache_key, cache_root, compiled  # noqa: F401
 
 _cache.install()        # before any kernel is defined: Numba picks a locator then
 

@@ -123,7 +123,7 @@ def train_units(cell: str, dtype="float32", layers: int = 1, dropout: bool = Tru
 
 def gradient_units(cell: str, dtype="float64", layers: int = 1) -> list[Unit]:
     """A forward and backward pass without an optimizer (compare's gradient
-    flow, on a float64 copy of the model: memory.gradient_flow)."""
+    flow, on a float64 copy of the model: lab.spans.gradient_flow)."""
     units = train_units(cell, dtype, layers, dropout=False)
     return [u for u in units if u.kernel is not adam_update]
 

@@ -24,7 +24,7 @@ MODELS = [("lstm", 256, 1), ("lstm", 512, 1), ("lstm", 512, 2), ("gru", 768, 1)]
 def steps_per_s(text: str, cell: str, hidden: int, layers: int, threads: int,
                 seconds: float) -> float:
     from ..config import ModelConfig
-    from ..tune import steps_per_s as timed
+    from ..lab.tune.space import steps_per_s as timed
     return timed(text, ModelConfig(cell=cell, hidden=hidden, layers=layers), threads, seconds,
                  warm=3)
 

@@ -6,8 +6,9 @@ import json
 import math
 import shlex
 
-from .config import TrainConfig
-from .tune import MODEL_KEYS, TRAIN_KEYS, trial_kind
+from ...config import TrainConfig
+from .space import MODEL_KEYS, TRAIN_KEYS
+from .study import trial_kind
 
 # The table's columns: the settings in the order a user reads a model.
 ORDER = ("cell", "layers", "hidden", "dropout", "lr", "seq_len", "batch_size",
@@ -63,7 +64,7 @@ def best_row(rows: list[dict]) -> dict | None:
 def command(text: str, settings: dict, minutes: float, val_frac: float) -> str:
     """The `charlstm train` command line that trains with these settings for
     the trial budget (every tuned setting is spelled out, even a default)."""
-    from .words import path_arg
+    from ...words import path_arg
     args = ["charlstm", "train", path_arg(text)]
     for key in ORDER:
         if key in settings:
@@ -251,7 +252,7 @@ def plot(rep: dict, path: str) -> bool:
         _effect(a, key, space[key], done, others, top)
         if done:
             a.set_ylim(*ax.get_ylim())
-    from .files import save_figure
+    from ...files import save_figure
     save_figure(fig, path, bbox_inches="tight")
     plt.close(fig)
     return True

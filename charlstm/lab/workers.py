@@ -8,7 +8,7 @@ import os
 import signal
 import time
 
-from . import stopping
+from .. import stopping
 
 ORPHAN_GRACE = 10.0      # seconds an orphaned worker has to save before it ends
 

@@ -9,9 +9,8 @@ import re
 
 import numpy as np
 
-from .charts import COLOURS, CSS, _label, svg_chart
-from .compare_show import MODEL_COLUMNS
-from .charts import _hits, chart_layout, overlaps  # noqa: F401  (tests' imports, until the layout moves)
+from ..charts import COLOURS, CSS, _label, svg_chart
+from .results import MODEL_COLUMNS
 
 
 def _esc(s):
@@ -28,7 +27,7 @@ def _marked(out: str, prefix: int) -> str:
     """A continuation with its right prefix shaded and its first miss in red:
     a miss that is whitespace as its glyph (⏎, ␠, →), never an empty block;
     a newline still breaks the line after its glyph."""
-    from .compare_show import WHITESPACE_NAMES, glyph
+    from .results import WHITESPACE_NAMES, glyph
     right, rest = out[:prefix], out[prefix:]
     s = f'<span class="ok">{_esc(right)}</span>'
     if rest:
@@ -47,12 +46,12 @@ def _marked(out: str, prefix: int) -> str:
 def _prime(text: str) -> str:
     """A prime or seed for the page: as it is, unless it is nothing but
     whitespace (or nothing), which would show as an empty box: then as glyphs."""
-    from .compare_show import visible
+    from .results import visible
     return _esc(text) if text.strip() else (_esc(visible(text)) or "(nothing)")
 
 
 def write_report(rep: dict, path: str) -> str:
-    from .words import plural
+    from ...words import plural
     parts = [f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
              f'<meta name="generator" content="charlstm compare">'
              f"<title>charlstm compare</title><style>{CSS}</style></head><body>",
@@ -68,13 +67,13 @@ def write_report(rep: dict, path: str) -> str:
         parts.append("<h2>Do the measures of memory agree?</h2><ul>"
                      + "".join(f"<li>{_esc(a)}</li>" for a in rep["agreement"]) + "</ul>")
     parts.append("</body></html>")
-    from .files import write_text
+    from ...files import write_text
     write_text(path, "\n".join(parts))
     return path
 
 
 class Page:
-    """How the page writes the models' table (compare_show.MODEL_COLUMNS)."""
+    """How the page writes the models' table (results.MODEL_COLUMNS)."""
     diverged = ' <span class="bad">diverged</span>'
     beyond = "&gt;"
 
@@ -107,7 +106,7 @@ def _models_html(rep):
            f"history. <b>context span</b>: the smallest k within 0.01 nats/char of k = {kmax}. "
            "<b>gradient reach</b>: the k at which the largest unit's |∂L_t/∂h_(t−k)| (or ∂c) "
            "falls below 1% of its value at k = 0.</p>"]
-    from .compare_show import unequal_steps
+    from .results import unequal_steps
     steps_note = unequal_steps(rep)
     if steps_note:                 # right under the table: it changes how the table reads
         said = re.sub(r"(--[a-z-]+(?: \d+)?)", r"<code>\1</code>", _esc(steps_note))  # unbroken
@@ -115,7 +114,7 @@ def _models_html(rep):
     notes = [m["cell"] + ": " + n for m in ms for n in m.get("notes", [])]
     if notes:
         out.append("<ul class=note>" + "".join(f"<li>{_esc(n)}</li>" for n in notes) + "</ul>")
-    from .compare_show import FLOW_FLOOR, clip_curve, flow_series, loss_range
+    from .results import FLOW_FLOOR, clip_curve, flow_series, loss_range
     charts = []
     series = []
     for m in ms:
@@ -148,7 +147,7 @@ def _models_html(rep):
                                    "drawn on it")] if floored else []),
         height=340, width=560, legend="right"))
     out.append('<h2>Curves</h2><div class="charts">' + "".join(charts) + "</div>")
-    from .compare_show import describe_prime
+    from .results import describe_prime
     out.append(f"<h2>Samples, each continuing {_esc(describe_prime(rep['seed']))}</h2>"
                "<div class=samples>"
                + "".join(f'<div class=sample><b>{_esc(m["cell"])}</b><pre>'
@@ -171,7 +170,7 @@ def _models_html(rep):
 
 
 def _probe_html(pr):
-    from .words import plural
+    from ...words import plural
     head = "".join(f"<th>{lag}</th>" for lag in pr["lags"])
     rows = "".join(f"<tr><td>{_esc(c)}</td>" + "".join(f"<td>{100 * a:.0f}%</td>" for a in acc)
                    + f"<td>{pr['span'][c] if pr['span'][c] is not None else '–'}</td></tr>"

@@ -9,32 +9,32 @@ import os
 
 import numpy as np
 
-from .errors import CharlstmError
-from .words import plural
+from ..errors import CharlstmError
+from ..words import plural
 
 
 def summary(ck, path: str) -> dict:
     """Everything show prints, as plain data."""
-    from .model import n_params
+    from ..model import n_params
     m, t, s = ck.model, ck.train, ck.state
     hv = np.asarray(ck.history_val, float).reshape(-1, 3)
     ht = np.asarray(ck.history_train, float).reshape(-1, 3)
     ok = np.isfinite(hv[:, 2]) if len(hv) else np.zeros(0, bool)
     best = int(np.flatnonzero(ok)[np.argmin(hv[ok, 2])]) if ok.any() else None
-    from .train import best_path
+    from ..train import best_path
     bp = best_path(path) if path.endswith(".npz") and not path.endswith(".best.npz") else None
     text_state = None
     if t.text:
         if not os.path.isfile(t.text):
             text_state = "not there any more"
         elif t.text_sha256:
-            from .data import file_sha256
+            from ..data import file_sha256
             text_state = ("unchanged since training" if file_sha256(t.text) == t.text_sha256
                           else "changed since training")
         else:
             text_state = "not checked (no digest recorded)"
-    budget = (f"{t.steps:,} steps" if t.steps else f"{t.minutes:g} minutes" if t.minutes
-              else f"{t.epochs:g} epochs" if t.epochs else None)
+    budget = (plural(t.steps, "step") if t.steps else plural(t.minutes, "minute") if t.minutes
+              else plural(t.epochs, "epoch") if t.epochs else None)
     return {
         "path": path, "cell": m.cell, "layers": m.layers, "hidden": m.hidden,
         "params": n_params(m), "vocab_size": m.vocab_size, "dropout": m.dropout,
@@ -173,8 +173,8 @@ def page(ck, info: dict) -> str:
 
 
 def run_show(path: str, png: str | None, html_path: str | None, force: bool, echo) -> dict:
-    from . import checkpoint as ckpt
-    from . import files
+    from .. import checkpoint as ckpt
+    from .. import files
     ck = ckpt.load(path)
     inputs = {path: "the checkpoint being shown", ck.train.text: "the training text"}
     if png and html_path and os.path.abspath(png) == os.path.abspath(html_path):
@@ -191,7 +191,7 @@ def run_show(path: str, png: str | None, html_path: str | None, force: bool, ech
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            from .errors import install_hint
+            from ..errors import install_hint
             raise CharlstmError(f"--png needs matplotlib: {install_hint('plot')}") from None
         import matplotlib.pyplot as plt
         fig = figure(ck, info)

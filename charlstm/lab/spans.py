@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import kernels as K
-from . import stopping
-from .errors import CharlstmError
-from .model import Model, Workspace
+from .. import kernels
+from .. import stopping
+from ..errors import CharlstmError
+from ..model import Model, Workspace
 
 # ---------------------------------------------------------------------------
 # Evaluation in bounded chunks.
@@ -133,7 +133,7 @@ def probe_corpus(lag: int, train_chars: int = 1_000_000, val_lines: int = 2000,
                  seed: int = 0):
     """The probe's training text (about train_chars characters of whole lines)
     and held-out lines, drawn from separate random streams."""
-    from .data import Corpus
+    from ..data import Corpus
     line = lag + 4
     train = probe_ids(lag, max(1000, train_chars // line), np.random.default_rng([seed, lag, 0]))
     val = probe_ids(lag, val_lines, np.random.default_rng([seed, lag, 1]))
@@ -286,8 +286,8 @@ def gradient_flow(model: Model, ids: np.ndarray, T: int, B: int = 16) -> dict:
         logits = model.forward(ws, x, h, c)
         dlogits = np.zeros_like(logits)
         last = slice((T - 1) * B, T * B)                             # only L at the last step
-        K.softmax_xent(dlogits[last], np.ascontiguousarray(logits[last]),
-                       np.ascontiguousarray(y[-1], dtype=np.intp), 1.0)
+        kernels.softmax_xent(dlogits[last], np.ascontiguousarray(logits[last]),
+                             np.ascontiguousarray(y[-1], dtype=np.intp), 1.0)
         model.grad[:] = 0
         model.backward(ws, dlogits)
     w = ws.layers[0]

@@ -3,10 +3,10 @@ Fei-Fei 2015, "Visualizing and Understanding Recurrent Networks").
 
 record() runs a text through the model as one stream, through the jitted
 forward kernels in chunks, and keeps every layer's h, c and gate activations.
-features() computes properties of the text itself (line position, bracket
+features() (features.py) computes properties of the text itself (line position, bracket
 depth, inside quotes, ...). rank_units() scores every unit of every layer and
 state against each feature; saturation() and counters() read the gates.
-The terminal and HTML views are in inspect_view.py.
+The terminal and HTML views are in view.py.
 
 The score of a unit for a feature is a rank statistic of its value after each
 character against the feature's value there, 1 for a perfect relation and 0
@@ -23,11 +23,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import stopping
-from .errors import CharlstmError
-from .words import path_arg, shell_line
-from .cells import CELLS
-from .model import Model, Workspace
+from ... import stopping
+from ...errors import CharlstmError
+from ...words import path_arg, shell_line
+from ...cells import CELLS
+from ...model import Model, Workspace
+from .features import features
+# The features, as tests read them here.
+from .features import (FEATURES, bracket_depth, caps_line, in_comment,  # noqa: F401
+                       in_quotes, indentation,
+                       line_position, sentence_start, word_position)
 
 CHUNK_BYTES = 16 << 20         # the forward pass's workspace, a chunk of text at a time
 
@@ -76,148 +81,6 @@ def states(rec: dict) -> dict[str, np.ndarray]:
     out = {} if rec["c"] is None else {"c": rec["c"]}
     out["h"] = rec["h"]
     out.update(rec["gates"])
-    return out
-
-
-# ---------------------------------------------------------------------------
-# Features of the text: the value after reading each character.
-
-OPEN, CLOSE = "([{", ")]}"
-
-
-def line_position(text: str) -> np.ndarray:
-    """Characters read since the last newline (0 on the newline itself)."""
-    out = np.empty(len(text), np.float32)
-    n = 0
-    for t, ch in enumerate(text):
-        n = 0 if ch == "\n" else n + 1
-        out[t] = n
-    return out
-
-
-def bracket_depth(text: str) -> np.ndarray:
-    """How many of ( [ { are open (never below 0)."""
-    out = np.empty(len(text), np.float32)
-    d = 0
-    for t, ch in enumerate(text):
-        if ch in OPEN:
-            d += 1
-        elif ch in CLOSE:
-            d = max(0, d - 1)
-        out[t] = d
-    return out
-
-
-def in_quotes(text: str) -> np.ndarray:
-    """1 from a '"' up to the next '"' (the opening quote counts as inside, the
-    closing one as outside), else 0."""
-    out = np.empty(len(text), np.float32)
-    q = 0
-    for t, ch in enumerate(text):
-        if ch == '"':
-            q = 1 - q
-        out[t] = q
-    return out
-
-
-def word_position(text: str) -> np.ndarray:
-    """Letters read since the word began (0 outside a word)."""
-    out = np.empty(len(text), np.float32)
-    n = 0
-    for t, ch in enumerate(text):
-        n = n + 1 if ch.isalpha() or (ch == "'" and n) else 0
-        out[t] = n
-    return out
-
-
-def in_comment(text: str) -> np.ndarray:
-    """1 inside a comment: # or // to the end of the line, /* to */. The
-    character that makes a comment (#, the second / of //, the * of /*) and the
-    closing / are inside; the newline that ends a line comment is not."""
-    out = np.zeros(len(text), np.float32)
-    state, prev = 0, ""                 # 0 code, 1 line comment, 2 block comment
-    for t, ch in enumerate(text):
-        if state == 0 and (ch == "#" or (prev == "/" and ch == "/")):
-            state = 1
-        elif state == 0 and prev == "/" and ch == "*":
-            state = 2
-        elif state == 1 and ch == "\n":
-            state = 0
-        elif state == 2 and prev == "*" and ch == "/":
-            out[t] = 1
-            state, ch = 0, ""
-        out[t] = max(out[t], state > 0)
-        prev = ch
-    return out
-
-
-def indentation(text: str) -> np.ndarray:
-    """The width of the current line's leading spaces (a tab counts 4), as read so far."""
-    out = np.empty(len(text), np.float32)
-    width, leading = 0, True
-    for t, ch in enumerate(text):
-        if ch == "\n":
-            width, leading = 0, True
-        elif leading and ch in " \t":
-            width += 4 if ch == "\t" else 1
-        else:
-            leading = False
-        out[t] = width
-    return out
-
-
-def sentence_start(text: str) -> np.ndarray:
-    """1 from the end of a sentence (. ! ? and the space or newline after it)
-    until the next letter, which starts the next sentence."""
-    out = np.zeros(len(text), np.float32)
-    state = 0                           # 0 in a sentence, 1 after . ! ?, 2 waiting for a letter
-    for t, ch in enumerate(text):
-        if ch in ".!?":
-            state = 1
-        elif state == 1 and ch in " \n":
-            state = 2
-        elif state == 1:
-            state = 0
-        elif state == 2 and ch.isalpha():
-            state = 0
-        out[t] = state == 2
-    return out
-
-
-def caps_line(text: str) -> np.ndarray:
-    """1 while the current line so far has two or more letters, all capitals
-    (a speaker's name: "ROMEO.")."""
-    out = np.zeros(len(text), np.float32)
-    letters, lower = 0, False
-    for t, ch in enumerate(text):
-        if ch == "\n":
-            letters, lower = 0, False
-        elif ch.isalpha():
-            letters += 1
-            lower = lower or not ch.isupper()
-        out[t] = letters >= 2 and not lower
-    return out
-
-
-FEATURES = {
-    "line_position": (line_position, "characters since the last newline"),
-    "bracket_depth": (bracket_depth, "nesting depth of ( [ {"),
-    "in_quotes": (in_quotes, 'inside "double quotes"'),
-    "word_position": (word_position, "letters since the word began"),
-    "in_comment": (in_comment, "inside a # or // line comment or a /* */ block"),
-    "indentation": (indentation, "leading spaces of the line"),
-    "sentence_start": (sentence_start, "between a sentence's end and the next one's first letter"),
-    "caps_line": (caps_line, "a line of capitals so far, such as a speaker's name"),
-}
-
-
-def features(text: str) -> dict[str, np.ndarray]:
-    """Every feature that varies over this text (a constant one says nothing)."""
-    out = {}
-    for name, (fn, _) in FEATURES.items():
-        v = fn(text)
-        if len(v) and v.min() != v.max():
-            out[name] = v
     return out
 
 
@@ -500,7 +363,7 @@ def held_out_text(ck, path: str) -> tuple[str, int]:
     checkpoint cannot make inspect read, or put on its page, any other file."""
     import os
 
-    from .data import file_sha256, read_text_for
+    from ...data import file_sha256, read_text_for
     text_path, digest = ck.train.text, ck.train.text_sha256
     if not text_path:
         raise CharlstmError(f"{path} does not record the text it was trained on; give the "
@@ -555,8 +418,8 @@ def run_inspect(path: str, text_path: str | None, chars: int, unit: str | None, 
     Returns (result, recording, text, model, checkpoint)."""
     import time
 
-    from . import checkpoint as ckpt
-    from .data import read_text_for
+    from ... import checkpoint as ckpt
+    from ...data import read_text_for
     ck = ck or ckpt.load(path)
     check_chars(ck.model, chars)
     model = ckpt.model_from_checkpoint(ck, np.float32)
@@ -572,8 +435,8 @@ def run_inspect(path: str, text_path: str | None, chars: int, unit: str | None, 
     ids = np.array([ck.vocab.index(ch) for ch in text], np.intp)
     if unit:
         parse_unit(unit, model)                           # checked before the work
-    from . import ablation as A
-    specs = [A.parse_units(spec, model) for spec in ablate]
+    from . import ablation
+    specs = [ablation.parse_units(spec, model) for spec in ablate]
     t0 = time.perf_counter()
     rec = record(model, ids)
     t_rec = time.perf_counter() - t0
@@ -598,20 +461,21 @@ def run_inspect(path: str, text_path: str | None, chars: int, unit: str | None, 
                             "so it cannot count in this sense")
     res["suggestion"] = clamp_suggestion(res, rec, path)
     t0 = time.perf_counter()
-    base = A.position_losses(model, ids)
+    base = ablation.position_losses(model, ids)
     res["base_loss"] = round(float(np.nanmean(base)), 4)
     res["effects"] = {}
     for feat, units in ranked.items():               # each found unit, held at zero alone
         if units:
             u = (units[0]["layer"], units[0]["unit"])
-            d = A.position_losses(A.held_at_zero(model, [u]), ids) - base
-            eff = A.feature_effect(d, feats[feat])
-            res["effects"][feat] = {"unit": list(u), "on_feature": A._r(eff),
-                                    "overall": A._r(np.nanmean(d))}
-    res["ablation"] = [A.effect(base, A.position_losses(A.held_at_zero(model, units), ids),
-                                feats, text, units) for units in specs]
+            d = ablation.position_losses(ablation.held_at_zero(model, [u]), ids) - base
+            eff = ablation.feature_effect(d, feats[feat])
+            res["effects"][feat] = {"unit": list(u), "on_feature": ablation.rounded(eff),
+                                    "overall": ablation.rounded(np.nanmean(d))}
+    res["ablation"] = [ablation.effect(base, ablation.position_losses(
+                           ablation.held_at_zero(model, units), ids), feats, text, units)
+                       for units in specs]
     if ablate_top:
-        res["ablation_top"] = A.ablate_top(model, ids, feats, ranked, ablate_top, base)
+        res["ablation_top"] = ablation.ablate_top(model, ids, feats, ranked, ablate_top, base)
     res["seconds"]["ablate"] = round(time.perf_counter() - t0, 3)
     return res, rec, text, model, ck
 

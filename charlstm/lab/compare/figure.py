@@ -7,8 +7,8 @@ import math
 
 import numpy as np
 
-from . import files
-from .compare_show import FLOW_FLOOR, clip_curve, flow_series, loss_range
+from ... import files
+from .results import FLOW_FLOOR, clip_curve, flow_series, loss_range
 
 
 def _figure(rep):

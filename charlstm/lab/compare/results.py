@@ -2,7 +2,7 @@
 the notes a reader needs (unequal_steps, agreement), the columns of the
 models' table (MODEL_COLUMNS, in the terminal's words and the page's), and
 the series every chart of the curves draws, in the terminal, the PNG
-(compare_figure.py) and the page (report.py)."""
+(figure.py) and the page (page.py)."""
 from __future__ import annotations
 
 import math
@@ -10,10 +10,10 @@ from itertools import zip_longest
 
 import numpy as np
 
-from .charts import text_chart
-from .config import TrainConfig
-from .memory import PROBE_KEYS
-from .words import plural
+from ..charts import text_chart
+from ...config import TrainConfig
+from ..spans import PROBE_KEYS
+from ...words import plural
 
 
 def _budget(tcfg: TrainConfig) -> str:
@@ -140,7 +140,7 @@ def _print(rep, echo):
             echo("  " + line)
 
 
-# The models' table, the same columns in the terminal and on the page (report.py):
+# The models' table, the same columns in the terminal and on the page (page.py):
 # each column's heading in the terminal, on the page (None: not there), and a
 # model's cell as `said` writes it (Terminal here, report.Page there), which
 # says how each writes text, numbers that may be missing, and the marks.

@@ -2,10 +2,10 @@
 vanilla RNN? Several cells are trained on the same text with the same seed and
 budget, then measured side by side: loss, speed, samples, the recall of
 training passages, the context curve and how far back gradients reach
-(memory.py holds the measurements). With --probe, every cell is also trained on
+(spans.py holds the measurements). With --probe, every cell is also trained on
 the memory probe at several lags (Hochreiter & Schmidhuber 1997, in small).
-The report goes to the terminal (compare_show.py), results.json, compare.png
-(compare_figure.py) and report.html (report.py)."""
+The report goes to the terminal (results.py), results.json, compare.png
+(figure.py) and report.html (page.py)."""
 from __future__ import annotations
 
 import contextlib
@@ -19,23 +19,19 @@ from multiprocessing import get_context
 
 import numpy as np
 
-from . import files
-from . import memory as M
-from . import stopping
-from .config import ModelConfig, TrainConfig, default_lr
-from .data import load_corpus
-from .errors import CharlstmError
-from .words import plural
-from .model import n_params
-from .stopping import Stop
-from .train import Trainer
-from .workers import die_with_parent, job_counts, one_blas_thread, stop_children
-from .compare_figure import _plot
-from .compare_show import _budget, _fmt, _print, agreement
-# (tests' imports, until the layout moves)
-from .charts import text_chart  # noqa: F401
-from .compare_figure import _figure  # noqa: F401
-from .compare_show import clip_curve, flow_series, loss_range, unequal_steps  # noqa: F401
+from ... import files
+from .. import spans
+from ... import stopping
+from ...config import ModelConfig, TrainConfig, default_lr
+from ...data import load_corpus
+from ...errors import CharlstmError
+from ...words import plural
+from ...model import n_params
+from ...stopping import Stop
+from ...train import Trainer
+from ..workers import die_with_parent, job_counts, one_blas_thread, stop_children
+from .figure import _plot
+from .results import _budget, _fmt, _print, agreement
 
 JOBS = min(2, os.cpu_count() or 1)     # models trained at once by default (workers.job_counts)
 
@@ -89,8 +85,8 @@ def recall_scores(sampler, passages) -> dict:
         rows.append({"prime": "".join(vocab[i] for i in prime),
                      "truth": "".join(vocab[i] for i in truth),
                      "output": "".join(vocab[i] for i in out),
-                     "prefix": M.exact_prefix(out, truth),
-                     "teacher_forced": M.teacher_forced_accuracy(sampler.model, prime, truth)})
+                     "prefix": spans.exact_prefix(out, truth),
+                     "teacher_forced": spans.teacher_forced_accuracy(sampler.model, prime, truth)})
     mean = lambda key: float(np.mean([r[key] for r in rows])) if rows else None  # noqa: E731
     return {"prefix_mean": mean("prefix"), "teacher_forced": mean("teacher_forced"),
             "chars": len(passages[0][1]) if passages else 0, "passages": rows}
@@ -119,17 +115,17 @@ def train_one(job: dict) -> dict:
     m = tr.model
     passages = recall_passages(corpus.train, corpus.vocab, job["recall_passages"],
                                job["recall_prime"], job["recall_chars"])
-    from .sampling import Sampler
+    from ...sampling import Sampler
     sampler = Sampler(m, corpus.vocab, threads=job["threads"])
     sample = sampler.text(job["seed"], job["length"], temperature=0.8, rng_seed=tcfg.rng_seed)
     held = corpus.val if len(corpus.val) > job["context_max"] + 100 else corpus.train
-    ks = M.context_ks(job["context_max"])
-    pos = M.context_positions(len(held), ks[-1], job["context_positions"])
+    ks = spans.context_ks(job["context_max"])
+    pos = spans.context_positions(len(held), ks[-1], job["context_positions"])
     t1 = time.perf_counter()
-    ctx = M.context_curve(m, held, ks, pos)
+    ctx = spans.context_curve(m, held, ks, pos)
     ctx_s = time.perf_counter() - t1
     flow_ids = corpus.val if len(corpus.val) > 8 * job["flow_T"] else corpus.train
-    flow = M.gradient_flow(m, flow_ids, job["flow_T"])
+    flow = spans.gradient_flow(m, flow_ids, job["flow_T"])
     hist = np.array(tr.hist_val).reshape(-1, 3)
     return {
         "cell": mcfg.cell, "hidden": mcfg.hidden, "layers": mcfg.layers, "params": m.size,
@@ -139,7 +135,7 @@ def train_one(job: dict) -> dict:
         "val_overflow": diverged_val(r.val_loss, corpus.V),
         "best_val": r.best_val, "chars_per_s": r.chars_per_s, "wall_s": wall,
         "sample": sample, "recall": recall_scores(sampler, passages),
-        "context": {"k": ks, "loss": ctx.tolist(), "span": M.context_span(ks, ctx),
+        "context": {"k": ks, "loss": ctx.tolist(), "span": spans.context_span(ks, ctx),
                     "positions": len(pos), "held_out": held is corpus.val, "seconds": ctx_s},
         "grad_flow": flow, "horizon": flow_horizons(flow),
         "val_curve": hist.tolist(), "checkpoint": r.path,
@@ -180,7 +176,7 @@ def flow_horizons(flow: dict) -> dict:
     out = {}
     for path in ("h", "c"):
         if flow.get(path):
-            out[path] = {stat: M.horizon(v) for stat, v in flow[path].items()}
+            out[path] = {stat: spans.horizon(v) for stat, v in flow[path].items()}
     reach = [out[p]["max"] for p in out]
     out["reach"] = None if None in reach else max(reach)
     out["T"] = flow["T"]
@@ -194,13 +190,13 @@ def probe_one(job: dict) -> dict:
     """Train one cell on the probe at one lag, stopping once it recalls the key
     in ≥ 99% of held-out lines; report its accuracy on held-out lines."""
     mcfg, tcfg = ModelConfig(**job["model"]), TrainConfig(**job["train"])
-    corpus = M.probe_corpus(job["lag"], seed=job["seed"])
+    corpus = spans.probe_corpus(job["lag"], seed=job["seed"])
     mcfg = replace(mcfg, vocab_size=corpus.V)
     check = corpus.val[:len(corpus.val) // 4]          # scored as it trains, to stop early
     curve = []
 
     def solved(tr):
-        acc = M.probe_accuracy(tr.model, check, corpus.vocab)
+        acc = spans.probe_accuracy(tr.model, check, corpus.vocab)
         curve.append([tr.state["step"], tr.state["elapsed"], acc])
         return acc >= 0.99
 
@@ -212,8 +208,8 @@ def probe_one(job: dict) -> dict:
         r = tr.run()
     if r.interrupted:
         return {"cell": mcfg.cell, "lag": job["lag"], "interrupted": True, "signum": r.signum}
-    acc = M.probe_accuracy(tr.model, corpus.val[len(check):], corpus.vocab)
-    flow = M.gradient_flow(tr.model, corpus.val, min(job["flow_T"], 2 * (job["lag"] + 4)))
+    acc = spans.probe_accuracy(tr.model, corpus.val[len(check):], corpus.vocab)
+    flow = spans.gradient_flow(tr.model, corpus.val, min(job["flow_T"], 2 * (job["lag"] + 4)))
     return {"cell": mcfg.cell, "lag": job["lag"], "accuracy": acc, "steps": r.steps,
             "seconds": r.seconds, "budget_s": 60 * tcfg.minutes if tcfg.minutes else None,
             "solved_early": tr.stopped_early, "seq_len": tcfg.seq_len,
@@ -247,15 +243,15 @@ def run_probe(cells, lags, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=True
     _raise_if_stopped(rows)
     acc = {c: [next(r["accuracy"] for r in rows if r["cell"] == c and r["lag"] == lag)
                for lag in lags] for c in cells}
-    return {"lags": list(lags), "accuracy": acc, "chance": 1 / len(M.PROBE_KEYS),
-            "span": {c: M.memory_span(lags, acc[c]) for c in cells},
+    return {"lags": list(lags), "accuracy": acc, "chance": 1 / len(spans.PROBE_KEYS),
+            "span": {c: spans.memory_span(lags, acc[c]) for c in cells},
             "threshold": 0.9, "hidden": mcfg.hidden, "runs": rows,
-            "example": M.probe_text(M.probe_ids(min(lags), 2, np.random.default_rng(0)))}
+            "example": spans.probe_text(spans.probe_ids(min(lags), 2, np.random.default_rng(0)))}
 
 
 # ---------------------------------------------------------------------------
 # The whole command: the models trained and measured, the probe, the report
-# (printed by compare_show.py, drawn by compare_figure.py, paged by report.py).
+# (printed by results.py, drawn by figure.py, paged by page.py).
 
 def run_compare(text, cells, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=False,
                 match_params=False, seed="", length=300, recall_chars=200, out_dir=None,
@@ -283,7 +279,7 @@ def run_compare(text, cells, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=Fa
         context_max = _fit_context(len(corpus.val), context_max, log)
         if not seed:
             seed = _default_seed(corpus)
-        from .data import encode_text
+        from ...data import encode_text
         encode_text(seed, corpus.vocab)                   # unknown characters: fail now
         target = n_params(replace(mcfg, cell="lstm", vocab_size=corpus.V))
         report.update(lstm_params=target, vocab_size=corpus.V, seed=seed,
@@ -304,7 +300,7 @@ def check_outputs(out_dir: str, text, cells, probe, force: bool) -> None:
     folder is new, empty, or an earlier compare run's (replaced only with
     --force); no file in it is the training text, locked by a live run, or
     not charlstm's own of its kind."""
-    from .train import best_path
+    from ...train import best_path
     files.check_run_folder(out_dir, "compare", force=force, legacy=_legacy_run)
     inputs = {text: "the training text"} if text else {}
     outs = [(os.path.join(out_dir, n), k) for n, k in (("results.json", "json"),
@@ -321,7 +317,7 @@ def check_outputs(out_dir: str, text, cells, probe, force: bool) -> None:
 
 def _legacy_run(folder: str) -> bool:
     """A run folder of a charlstm before run folders were marked: its results.json."""
-    d = files._json_doc(os.path.join(folder, "results.json"))
+    d = files.json_doc(os.path.join(folder, "results.json"))
     return isinstance(d, dict) and {"models", "cells", "probe"} <= set(d)
 
 
@@ -336,7 +332,7 @@ def _sizes(cells, mcfg, tcfg, corpus, given, cell_lr, threads, log) -> dict:
     """Each cell's settings: the hidden size (and dropout) that sizing.choose
     gives it for its own speed on its share of the cores, unless --hidden was
     given; its own default learning rate unless --lr was."""
-    from . import sizing
+    from ... import sizing
     out = {}
     for cell in cells:
         m = replace(mcfg, cell=cell)
@@ -391,7 +387,7 @@ def _compare(report, text, cells, mcfg, tcfg, corpus, target, *, cell_lr, match_
     path = os.path.join(out_dir, "results.json")
     files.write_json(path, {"charlstm": "compare results", **report}, indent=1,
                      ensure_ascii=False)
-    from .report import write_report
+    from .page import write_report
     page = write_report(report, os.path.join(out_dir, "report.html"))
     _print(report, echo)
     echo(f"\nresults: {path}" + (f"\nplot:    {report['png']}" if report["png"] else "")

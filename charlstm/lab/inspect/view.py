@@ -1,6 +1,6 @@
 """How `charlstm inspect` shows a unit: text whose characters' backgrounds are
 coloured by the unit's value after reading them, blue at −1, white at 0, red
-at +1 (as in Karpathy, Johnson & Fei-Fei 2015), in the terminal or on one
+at +1 (as in Karpathy, Johnson & Fei-Fei 2015), in the terminal (print_report) or on one
 self-contained HTML page (inline CSS, data and script; nothing from the
 network)."""
 from __future__ import annotations
@@ -8,10 +8,12 @@ from __future__ import annotations
 import base64
 import html
 import os
+import sys
 
 import numpy as np
 
-from .inspect import FEATURES, MIN_RUNS, states
+from .probe import MIN_RUNS, parse_unit, states
+from .features import FEATURES
 
 
 def rgb(v: float) -> tuple[int, int, int]:
@@ -94,6 +96,80 @@ RANGE_NOTE = ("coloured by the unit's own range: its 1st percentile blue, its 99
 
 # ---------------------------------------------------------------------------
 # The HTML page.
+
+
+def print_report(res: dict, rec: dict, text: str, model, unit: str | None, excerpt: int,
+                 html_path: str, echo) -> None:
+    """inspect's report in the terminal: each feature's best units, its chance
+    level and what holding the best at zero costs; each unit shown as coloured
+    text; the gates' saturation, the counters, the ablations, and the page."""
+    mode = colour_mode(sys.stdout)
+    echo(res["subtitle"])
+    echo(f"recorded in {res['seconds']['record']:.2f} s; score: Spearman's |ρ| between a "
+               "unit's value after each character and a count, 2·|AUC − ½| for a yes-or-no "
+               "feature (1: perfect, 0: none); chance: the best score any unit gets against "
+               "the feature shifted round the text")
+    for feat, units in res["features"].items():
+        i = res["support"][feat]
+        where = (f"{i['runs']:,} run{'s' if i['runs'] != 1 else ''}, {i['positions']:,} "
+                 f"character{'s' if i['positions'] != 1 else ''}")
+        if not units:
+            echo(f"\n{feat} ({FEATURES[feat][1]}): too few to score ({where}; fewer "
+                       f"than {MIN_RUNS} runs)")
+            continue
+        echo(f"\n{feat} ({FEATURES[feat][1]}; {where}; chance {i['chance']:.3f}): "
+                   + ", ".join(f"{u['layer']}:{u['unit']} {u['state']} {u['score']:.3f}"
+                               for u in units))
+        e = res["effects"].get(feat)
+        if e and e["on_feature"] is not None:
+            echo(f"  held at zero, unit {e['unit'][0]}:{e['unit'][1]} costs "
+                       f"{e['on_feature']:+.3f} nats/char on the feature's positions beyond "
+                       f"its cost elsewhere ({e['overall']:+.3f} overall)")
+    shown = ([parse_unit(unit, model, rec)] if unit else
+             [(u[0]["layer"], u[0]["unit"], u[0]["state"], f)
+              for f, u in res["features"].items() if u])
+    st = states(rec)
+    for item in shown:
+        l, u, s = item[:3]
+        v = st[s][l, :, u].astype(np.float32)
+        lo, hi = unit_range(v)
+        label = f" (best for {item[3]})" if len(item) > 3 else ""
+        echo(f"\nlayer {l}, unit {u}, {s}{label}, {RANGE_NOTE} ({lo:.3g} to "
+                   f"{hi:.3g}):")
+        echo(coloured(text[:excerpt], scaled(v[:excerpt], lo, hi), mode))
+    if mode == "plain":
+        echo("\n(digits under each character: the unit's value on its own range, 0 at its "
+                   "1st percentile ... 9 at its 99th)")
+    for g, sat in res["gates"].items():
+        if "always_open" in sat:
+            echo(f"\ngate {g}: {len(sat['always_open'])} units above 0.9 for 90% of the "
+                       f"text (long memory), {len(sat['always_shut'])} below 0.1 for 90%")
+    if res["counters"]:
+        echo("\ncounters (c moves by a near-constant step while f, i > 0.9): " + ", ".join(
+            f"{c['layer']}:{c['unit']} step {c['step']:+.3f} over {100 * c['coverage']:.0f}% "
+            "of the text" for c in res["counters"][:5]))
+    else:
+        echo(f"\ncounters: {res['counters_note']}")
+    for a in res["ablation"]:
+        units = ", ".join(f"{l}:{u}" for l, u in a["units"])
+        echo(f"\nheld at zero: {units}: loss {a['loss']:.4f} nats/char "
+                   f"({a['loss_change']:+.4f}; {res['base_loss']:.4f} without)")
+        for feat, by in a["by_class"].items():
+            echo(f"  {feat}: " + ", ".join(f"{c} {v:+.4f}" for c, v in by.items()
+                                                if v is not None))
+        echo("  moved most: " + "; ".join(
+            f"{m['char']!r} after {m['context'][-12:]!r} {m['p_before']:.2f}→{m['p_after']:.2f}"
+            for m in a["moved"][:5]))
+    for feat, t in res.get("ablation_top", {}).items():
+        rand = np.array([[np.nan if v is None else v for v in row] for row in t["random"]])
+        echo(f"\n{feat}: its top-k units held at zero: "
+                   + " ".join(f"{v:+.3f}" if v is not None else "-" for v in t["top"])
+                   + "; k random units (mean of 5): "
+                   + " ".join(f"{v:+.3f}" for v in np.nanmean(rand, axis=0)))
+    echo(f"\npage: {html_path}")
+    if res["suggestion"]:
+        echo(f"try: {res['suggestion']}")
+
 
 PICK_CHARS = 800           # characters for which every unit's h and c go into the page
 PAGE_CHARS = 20_000        # characters shown on the page (the scores use all of --chars)
@@ -268,7 +344,7 @@ def write_page(path: str, res: dict, rec: dict, text: str, vocab: str, top_ids, 
     (int8 over each unit's range), the gate-saturation scatters and the
     counters. The next-character guesses go as bytes, not JSON lists, so
     that 20,000 characters of a 1×768 model stay under 3 MB."""
-    from .files import inline_json, write_text
+    from ...files import inline_json, write_text
     st = states(rec)
     shown = min(len(text), PAGE_CHARS)
     text, top_ids, top_p = text[:shown], top_ids[:shown], top_p[:shown]
@@ -348,7 +424,7 @@ def _effect_note(e) -> str:
 def _ablation_html(res: dict) -> str:
     """The ablations asked for (--ablate) as a table, and the top-k against
     random-k curves (--ablate-top) as one chart per feature."""
-    from .charts import svg_chart
+    from ..charts import svg_chart
     out = []
     abl = res.get("ablation") or []
     if abl:

@@ -21,21 +21,21 @@ the zero start is kept, exactly. The rest of the model reads the unit only
 through its h, which is zero.
 
 The loss is scored as the validation loss is: the held-out text cut into
-STREAMS streams, the state carried along each (memory.run_streams), every
+STREAMS streams, the state carried along each (spans.run_streams), every
 position's loss kept, so that it can be split by the feature's classes.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import memory as M
-from .errors import CharlstmError
-from .model import Model
+from .. import spans
+from ...errors import CharlstmError
+from ...model import Model
 
 BIG = 1e4                 # a gate bias that saturates σ to within 1e-7 (float32 kernels)
 STREAMS = 32              # streams the text is scored in (as validation is)
 DRAWS = 5                 # random draws of k units, for --ablate-top
-CHUNK_BYTES = 16 << 20    # saved gates a chunk of the streams may hold (memory.run_streams)
+CHUNK_BYTES = 16 << 20    # saved gates a chunk of the streams may hold (spans.run_streams)
 
 
 def held_at_zero(model: Model, units) -> Model:
@@ -79,9 +79,10 @@ def position_losses(model: Model, ids: np.ndarray, streams: int = STREAMS) -> np
         rows = slice(t0, min(t0 + t, L - 1))
         k = rows.stop - rows.start
         if k > 0:
-            lp[rows, s0:s0 + b] = M.log_softmax_at(logits[:k], tok[t0 + 1:t0 + 1 + k, s0:s0 + b])
+            lp[rows, s0:s0 + b] = spans.log_softmax_at(logits[:k],
+                                                        tok[t0 + 1:t0 + 1 + k, s0:s0 + b])
 
-    M.run_streams(model, tok, visit, budget=CHUNK_BYTES)
+    spans.run_streams(model, tok, visit, budget=CHUNK_BYTES)
     scored = (np.arange(S)[None, :] * L + np.arange(1, L)[:, None])   # target positions
     out[scored.ravel()] = -lp.ravel()
     return out
@@ -170,15 +171,15 @@ def ablate_top(model: Model, ids, feats: dict, ranked: dict, K: int, base: np.nd
             continue
         f = feats[name]
         top = [(u["layer"], u["unit"]) for u in units[:K]]
-        curve = [_r(feature_effect(position_losses(held_at_zero(model, top[:k]), ids) - base, f))
-                 for k in range(1, len(top) + 1)]
+        curve = [rounded(feature_effect(position_losses(held_at_zero(model, top[:k]), ids)
+                                        - base, f)) for k in range(1, len(top) + 1)]
         out[name] = {"units": [list(u) for u in top], "top": curve,
-                     "random": [[_r(feature_effect(d, f)) for d in row[:len(top)]]
+                     "random": [[rounded(feature_effect(d, f)) for d in row[:len(top)]]
                                 for row in random]}
     return out
 
 
-def _r(x):
+def rounded(x):
     return None if x is None else round(float(x), 4)
 
 

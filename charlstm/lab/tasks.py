@@ -1,0 +1,175 @@
+"""The memory tasks of `compare --probe --task …`: generated texts whose
+held-out lines are scored where only a memory of a certain kind can predict
+the next character.
+
+- **lag** (Hochreiter & Schmidhuber 1997, in small): a key, `lag` random
+  filler characters, "=" and the key again. One item kept across a span.
+- **parity** (as in Beck et al. 2024, xLSTM, after Delétang et al. 2023):
+  a string of random bits, "=" and their parity. The state must track a
+  running XOR: each bit flips it. A recurrence that is linear in its state
+  and whose gates see only the input (minGRU, minLSTM) is expected to fail
+  it as the strings grow.
+- **mqar** (multi-query associative recall, Arora et al. 2023, used in
+  xLSTM): `pairs` key-value pairs, ":" and then each key again, in another
+  order, each followed by its value. Several items stored at once and
+  recalled by content.
+
+Each task makes lines (ids into its vocabulary) and says which input
+positions are scored: the model's likeliest next character there must be
+the right one. Every line ends in a newline, and the lines are independent.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    vocab: str
+    difficulties: tuple            # the default ones, easy to hard
+    unit: str                      # what a difficulty counts: "lag", "bits", "pairs"
+    chance: float                  # accuracy of a guess
+    make: Callable                 # (difficulty, n_lines, rng) -> (ids (n, L), scored (n, L))
+    need: str                      # what it needs of a memory, for the report
+
+    def corpus(self, difficulty: int, train_chars: int = 1_000_000, val_lines: int = 2000,
+               seed: int = 0):
+        """(data.Corpus, scored mask of the held-out ids): the training text,
+        about train_chars characters of whole lines, and held-out lines,
+        from separate random streams."""
+        from ..data import Corpus
+        probe, _ = self.make(difficulty, 1, np.random.default_rng(0))
+        line = probe.shape[1]
+        n = max(1000, train_chars // line)
+        tr, _ = self.make(difficulty, n, np.random.default_rng([seed, difficulty, 0]))
+        va, scored = self.make(difficulty, val_lines, np.random.default_rng([seed, difficulty, 1]))
+        return Corpus(self.vocab, tr.reshape(-1), va.reshape(-1)), scored.reshape(-1)
+
+    def text(self, ids) -> str:
+        return "".join(self.vocab[i] for i in np.asarray(ids).reshape(-1))
+
+
+def _code(vocab: str, chars: str) -> np.ndarray:
+    return np.array([vocab.index(ch) for ch in chars], np.uint8)
+
+
+# -- lag --------------------------------------------------------------------------
+
+LAG_KEYS, LAG_FILLER = "ABCDEFGH", "abcdefghijklmnop"
+LAG_VOCAB = "".join(sorted(set(LAG_KEYS + LAG_FILLER + "=\n")))
+
+
+def lag_lines(lag: int, n: int, rng: np.random.Generator):
+    """key, `lag` filler characters, "=", the key, "\\n"; scored: the "=" (the
+    key comes next)."""
+    v = LAG_VOCAB
+    keys = _code(v, LAG_KEYS)[rng.integers(0, len(LAG_KEYS), n)]
+    out = np.empty((n, lag + 4), np.uint8)
+    out[:, 0] = keys
+    out[:, 1:lag + 1] = _code(v, LAG_FILLER)[rng.integers(0, len(LAG_FILLER), (n, lag))]
+    out[:, lag + 1] = v.index("=")
+    out[:, lag + 2] = keys
+    out[:, lag + 3] = v.index("\n")
+    scored = np.zeros_like(out, bool)
+    scored[:, lag + 1] = True
+    return out, scored
+
+
+# -- parity -----------------------------------------------------------------------
+
+PARITY_VOCAB = "\n01="
+
+
+def parity_lines(bits: int, n: int, rng: np.random.Generator):
+    """`bits` random 0s and 1s, "=", their parity (the number of 1s, mod 2),
+    "\\n"; scored: the "=". Nothing but the running XOR of every bit read
+    predicts it: each bit, wherever it stands, flips the answer."""
+    v = PARITY_VOCAB
+    b = rng.integers(0, 2, (n, bits))
+    out = np.empty((n, bits + 3), np.uint8)
+    out[:, :bits] = np.where(b == 1, v.index("1"), v.index("0"))
+    out[:, bits] = v.index("=")
+    out[:, bits + 1] = np.where(b.sum(axis=1) % 2 == 1, v.index("1"), v.index("0"))
+    out[:, bits + 2] = v.index("\n")
+    scored = np.zeros_like(out, bool)
+    scored[:, bits] = True
+    return out, scored
+
+
+# -- multi-query associative recall -------------------------------------------------
+
+MQAR_KEYS, MQAR_VALUES = "abcdefghijklmnopqrstuvwxyz", "0123456789"
+MQAR_VOCAB = "".join(sorted(set(MQAR_KEYS + MQAR_VALUES + ":\n")))
+
+
+def mqar_lines(pairs: int, n: int, rng: np.random.Generator):
+    """`pairs` distinct keys each followed by its value ("k3q7…"), ":", then
+    every key again in a new order, each followed by its value, "\\n";
+    scored: each key after ":" (its value comes next). The values are drawn
+    afresh for every line, so only the pairs read in that line predict them."""
+    if pairs > len(MQAR_KEYS):
+        raise ValueError(f"at most {len(MQAR_KEYS)} pairs")
+    v = MQAR_VOCAB
+    keys_c, vals_c = _code(v, MQAR_KEYS), _code(v, MQAR_VALUES)
+    L = 4 * pairs + 2
+    out = np.empty((n, L), np.uint8)
+    scored = np.zeros((n, L), bool)
+    for r in range(n):
+        keys = rng.choice(len(MQAR_KEYS), pairs, replace=False)
+        vals = rng.integers(0, len(MQAR_VALUES), pairs)
+        out[r, 0:2 * pairs:2] = keys_c[keys]
+        out[r, 1:2 * pairs:2] = vals_c[vals]
+        out[r, 2 * pairs] = v.index(":")
+        order = rng.permutation(pairs)
+        q0 = 2 * pairs + 1
+        out[r, q0:q0 + 2 * pairs:2] = keys_c[keys[order]]
+        out[r, q0 + 1:q0 + 2 * pairs:2] = vals_c[vals[order]]
+        scored[r, q0:q0 + 2 * pairs:2] = True
+        out[r, L - 1] = v.index("\n")
+    return out, scored
+
+
+TASKS = {t.name: t for t in (
+    Task("lag", LAG_VOCAB, (5, 10, 20, 50, 100, 200), "lag", 1 / len(LAG_KEYS), lag_lines,
+         "to keep one character across a span of filler"),
+    Task("parity", PARITY_VOCAB, (2, 4, 8, 16, 32, 64), "bits", 0.5, parity_lines,
+         "to track a state that every input changes (a running XOR)"),
+    Task("mqar", MQAR_VOCAB, (1, 2, 4, 8, 16), "pairs", 1 / len(MQAR_VALUES), mqar_lines,
+         "to store several items at once and recall each by its key"),
+)}
+
+
+def accuracy(model, task: Task, ids: np.ndarray, scored: np.ndarray,
+             streams: int = 32) -> float:
+    """Share of the scored positions of held-out lines (ids, scored: flat, as
+    Task.corpus gives them) at which the model's likeliest next character is
+    the right one. The lines run as `streams` contiguous streams with the
+    state carried, as in training; a stream starts inside a line, so only
+    the positions after its first newline are scored."""
+    from ..errors import CharlstmError
+    from .spans import run_streams
+    L = len(ids) // streams
+    if L < 2:
+        raise CharlstmError("too few held-out task lines to score")
+    grid = ids[:streams * L].reshape(streams, L)
+    mask = scored[:streams * L].reshape(streams, L)
+    first_nl = np.argmax(grid == task.vocab.index("\n"), axis=1)      # per stream
+    t_of = np.arange(L)[:, None]
+    right = total = 0
+
+    def visit(t0, s0, logits):
+        nonlocal right, total
+        t, b = logits.shape[:2]
+        n = min(t, L - 1 - t0)                                   # steps with a next char
+        at = mask[s0:s0 + b, t0:t0 + n].T & (t_of[t0:t0 + n] > first_nl[None, s0:s0 + b])
+        nxt = grid[s0:s0 + b, t0 + 1:t0 + n + 1].T
+        guess = logits[:n].argmax(axis=-1)
+        right += int((guess[at] == nxt[at]).sum())
+        total += int(at.sum())
+
+    run_streams(model, np.ascontiguousarray(grid.T), visit)
+    return right / total if total else float("nan")
