@@ -376,6 +376,14 @@ def test_many_quotes_rank_the_unit_first_and_ablation_shows_its_effect(tmp_path)
     assert "Units held at zero" in html and "its top units" in html
 
 
+def test_ablate_top_holds_k_units_even_when_top_lists_fewer(tmp_path):
+    res = _inspect_json(tmp_path, quote_text(quoted=120), "--top", "1", "--ablate-top", "3")
+    assert len(res["features"]["in_quotes"]) == 1
+    top = res["ablation_top"]["in_quotes"]
+    assert len(top["units"]) == len(top["top"]) == 3
+    assert all(len(row) == 3 for row in top["random"])
+
+
 def test_held_at_zero_keeps_the_state_at_zero():
     """Every cell's way keeps the unit's state at zero."""
     from charlstm.lab.inspect.ablation import held_at_zero

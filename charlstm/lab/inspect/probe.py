@@ -445,7 +445,9 @@ def run_inspect(path: str, text_path: str | None, chars: int, unit: str | None, 
     feats = {k: v[start:start + len(text)] for k, v in features(whole[:start + len(text)]).items()}
     feats = {k: v for k, v in feats.items() if v.min() != v.max()}
     t0 = time.perf_counter()
-    ranked, support_ = rank_units(rec, feats, top)
+    # --ablate-top K holds up to K of each feature's best units, though --top lists fewer.
+    deeper, support_ = rank_units(rec, feats, max(top, ablate_top))
+    ranked = {k: v[:top] for k, v in deeper.items()}
     t_rank = time.perf_counter() - t0
     cfg = model.cfg
     res = {"checkpoint": path, "text": source, "chars": len(text),
@@ -475,7 +477,7 @@ def run_inspect(path: str, text_path: str | None, chars: int, unit: str | None, 
                            ablation.held_at_zero(model, units), ids), feats, text, units)
                        for units in specs]
     if ablate_top:
-        res["ablation_top"] = ablation.ablate_top(model, ids, feats, ranked, ablate_top, base)
+        res["ablation_top"] = ablation.ablate_top(model, ids, feats, deeper, ablate_top, base)
     res["seconds"]["ablate"] = round(time.perf_counter() - t0, 3)
     return res, rec, text, model, ck
 
