@@ -381,6 +381,7 @@ def test_ablate_top_holds_k_units_even_when_top_lists_fewer(tmp_path):
     assert len(res["features"]["in_quotes"]) == 1
     top = res["ablation_top"]["in_quotes"]
     assert len(top["units"]) == len(top["top"]) == 3
+    assert len({tuple(u) for u in top["units"]}) == 3          # distinct units, not states
     assert all(len(row) == 3 for row in top["random"])
 
 

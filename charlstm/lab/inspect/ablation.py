@@ -152,7 +152,8 @@ def ablate_top(model: Model, ids, feats: dict, ranked: dict, K: int, base: np.nd
                draws: int = DRAWS, seed: int = 0) -> dict:
     """For each scored feature: the loss change on its positions (less
     elsewhere, feature_effect) when its top-k units are held at zero, for k =
-    1 … K, against `draws` draws of k random units (any layer; the same draws
+    1 … K (K distinct units: a unit ranked in several states counts once),
+    against `draws` draws of k random units (any layer; the same draws
     for every feature). A unit that tracks a feature but changes nothing when
     removed shows as a top curve no higher than the random ones."""
     rng = np.random.default_rng(seed)
@@ -170,7 +171,7 @@ def ablate_top(model: Model, ids, feats: dict, ranked: dict, K: int, base: np.nd
         if not units:
             continue
         f = feats[name]
-        top = [(u["layer"], u["unit"]) for u in units[:K]]
+        top = list(dict.fromkeys((u["layer"], u["unit"]) for u in units))[:K]   # distinct units
         curve = [rounded(feature_effect(position_losses(held_at_zero(model, top[:k]), ids)
                                         - base, f)) for k in range(1, len(top) + 1)]
         out[name] = {"units": [list(u) for u in top], "top": curve,

@@ -445,8 +445,9 @@ def run_inspect(path: str, text_path: str | None, chars: int, unit: str | None, 
     feats = {k: v[start:start + len(text)] for k, v in features(whole[:start + len(text)]).items()}
     feats = {k: v for k, v in feats.items() if v.min() != v.max()}
     t0 = time.perf_counter()
-    # --ablate-top K holds up to K of each feature's best units, though --top lists fewer.
-    deeper, support_ = rank_units(rec, feats, max(top, ablate_top))
+    # --ablate-top K holds up to K of each feature's best units, though --top lists fewer;
+    # a unit may rank in several states (its c, h and gates), so rank deeper for K distinct.
+    deeper, support_ = rank_units(rec, feats, max(top, 8 * ablate_top))
     ranked = {k: v[:top] for k, v in deeper.items()}
     t_rank = time.perf_counter() - t0
     cfg = model.cfg
