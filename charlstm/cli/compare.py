@@ -14,14 +14,36 @@ from .options import (SIZED, TRAIN, FloatRange, configs, echo_err, options_given
                       model_options_no_cell, warm_up)
 
 
-def _lags(ctx, param, value):
-    try:
-        lags = sorted({int(v) for v in value.split(",") if v.strip()})
-    except ValueError:
-        raise click.BadParameter("give whole numbers separated by commas, e.g. 5,10,50") from None
-    if not lags or lags[0] < 1 or lags[-1] > 2000:
-        raise click.BadParameter("each lag must be from 1 to 2000")
-    return lags
+def _levels(what: str, lo: int, hi: int, example: str):
+    """A callback reading a comma list of difficulties, each from lo to hi."""
+    def check(ctx, param, value):
+        try:
+            out = sorted({int(v) for v in value.split(",") if v.strip()})
+        except ValueError:
+            raise click.BadParameter(f"give whole numbers separated by commas, e.g. "
+                                     f"{example}") from None
+        if not out or out[0] < lo or out[-1] > hi:
+            raise click.BadParameter(f"each {what} must be from {lo} to {hi}")
+        return out
+    return check
+
+
+_lags = _levels("lag", 1, 2000, "5,10,50")
+
+# The probe's tasks (lab/tasks.py), each with the option that sets its
+# difficulties; the defaults are tasks.TASKS[name].difficulties (a test says so).
+TASK_NAMES = ("lag", "parity", "mqar")
+TASK_LEVELS = {"lag": "lags", "parity": "bits", "mqar": "pairs"}
+MQAR_MAX_PAIRS = 26                           # tasks.MQAR_KEYS: one letter per key
+
+
+def _tasks(ctx, param, value):
+    names = [v.strip().lower() for item in value for v in item.split(",") if v.strip()]
+    bad = [n for n in names if n not in TASK_NAMES]
+    if bad or (value and not names):
+        said = f"unknown task {bad[0]!r}" if bad else "no task given"
+        raise click.BadParameter(f"{said}; choose from {', '.join(TASK_NAMES)}")
+    return list(dict.fromkeys(names))          # in the order given, each once
 
 
 @click.command("compare")
@@ -43,16 +65,28 @@ def _lags(ctx, param, value):
               help="Held-out positions scored at every k of the context curve (at most "
                    "100,000).")
 @click.option("--probe", is_flag=True,
-              help="Also train every cell on the memory probe at each of --lags (FILE is "
-                   "then optional).")
+              help="Also train every cell on the memory probe: each --task at each of its "
+                   "difficulties (FILE is then optional).")
+@click.option("--task", "tasks", multiple=True, callback=_tasks,
+              help="The probe's tasks, repeatable or comma-separated: lag (one key kept "
+                   "across a span), parity (a running XOR of bits: state tracking), mqar "
+                   "(key-value pairs, each recalled by its key) [default: lag].")
 @click.option("--lags", default="5,10,20,50,100,200", show_default=True, callback=_lags,
-              help="The probe's lags: filler characters between the key and its recall.")
+              help="The lag task's difficulties: filler characters between the key and its "
+                   "recall.")
+@click.option("--bits", default="2,4,8,16,32,64", show_default=True,
+              callback=_levels("length", 1, 2000, "4,8,16"),
+              help="The parity task's difficulties: bits per string (1 to 2000).")
+@click.option("--pairs", default="1,2,4,8,16", show_default=True,
+              callback=_levels("number of pairs", 1, MQAR_MAX_PAIRS, "2,4,8"),
+              help=f"The mqar task's difficulties: key-value pairs per line (1 to "
+                   f"{MQAR_MAX_PAIRS}).")
 @click.option("--probe-hidden", type=click.IntRange(1, 4096), default=PROBE_HIDDEN,
               show_default=True, help="Hidden units of the probe's models.")
 @click.option("--probe-minutes", type=FloatRange(0, min_open=True), default=None,
               help=f"Budget of each probe model [default: all of them share {PROBE_MINUTES:g} "
                    "minutes, each taking its share of the time left as it starts]; a model "
-                   "stops early once it recalls ≥ 99% of held-out keys.")
+                   "stops early once it is right at ≥ 99% of a held-out check set.")
 @click.option("--out-dir", type=click.Path(file_okay=False), default=None,
               help="Run folder [default: checkpoints/compare-<timestamp>].")
 @click.option("--force", is_flag=True,
@@ -63,8 +97,8 @@ def _lags(ctx, param, value):
                    "cores [default: 2 when there are two or more cores and models].")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 def compare(file, cells, match_params, seed, length, recall_chars, context_max,
-            context_positions, probe, lags, probe_hidden, probe_minutes, out_dir, force, jobs,
-            progress, **kw):
+            context_positions, probe, tasks, lags, bits, pairs, probe_hidden, probe_minutes,
+            out_dir, force, jobs, progress, **kw):
     """Train several cells on FILE with the same data, seed and budget, then
     report losses, speed, samples, the recall of training passages, the
     context curve and gradient flow; with --probe, also the memory probe.
@@ -84,6 +118,15 @@ def compare(file, cells, match_params, seed, length, recall_chars, context_max,
     if file is None and not probe:
         raise click.UsageError("give a text FILE to compare on, or --probe for the memory "
                                "probe alone")
+    given = _given(click.get_current_context(), ("tasks", "bits", "pairs", "lags"))
+    if not probe and given & {"tasks", "bits", "pairs"}:
+        opt = "--task" if "tasks" in given else "--" + min(given & {"bits", "pairs"})
+        raise click.UsageError(f"{opt} is a setting of the memory probe: add --probe")
+    tasks = tasks or ["lag"]
+    for name, opt in TASK_LEVELS.items():
+        if probe and opt in given and name not in tasks:
+            raise click.UsageError(f"--{opt} sets the {name} task's difficulties, and it is "
+                                   f"not run: add --task {name}")
     mcfg, tcfg = configs(kw)
     if kw.get("minutes") is None and kw.get("steps") is None and kw.get("epochs") is None:
         tcfg = replace(tcfg, minutes=2.0)
@@ -91,7 +134,9 @@ def compare(file, cells, match_params, seed, length, recall_chars, context_max,
         tcfg = replace(tcfg, eval_every=50, eval_chars=100_000)
     probe_cfg = None
     if probe:
-        probe_cfg = {"lags": lags, "minutes": None if probe_minutes else PROBE_MINUTES,
+        levels = {"lag": lags, "parity": bits, "mqar": pairs}
+        probe_cfg = {"tasks": {name: levels[name] for name in tasks},
+                     "minutes": None if probe_minutes else PROBE_MINUTES,
                      "model": replace(mcfg, hidden=probe_hidden, dropout=0.0),
                      "train": replace(tcfg, steps=0, epochs=0.0, minutes=probe_minutes or 1.0,
                                       eval_every=50, eval_chars=100_000, state_reset=0.0)}
@@ -119,3 +164,10 @@ def compare(file, cells, match_params, seed, length, recall_chars, context_max,
         echo_err(f"stopped by {e.name}: each model's last checkpoint is in {out_dir}; no "
                  "report was written")
         sys.exit(128 + e.signum)
+
+
+def _given(ctx, names) -> set:
+    """Those of the parameters `names` that the user gave."""
+    from click.core import ParameterSource
+    return {n for n in names if ctx.get_parameter_source(n)
+            not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)}

@@ -1,5 +1,5 @@
 """compare.png: the validation loss, the context curve, the gradient flow and
-the memory probe, drawn with matplotlib (an optional extra: without it,
+the memory probe's tasks, drawn with matplotlib (an optional extra: without it,
 compare draws no PNG)."""
 from __future__ import annotations
 
@@ -20,10 +20,14 @@ def _figure(rep):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator, NullLocator
+    from .results import TASK_WORDS, probe_tasks
     ms, pr = rep["models"], rep.get("probe")
-    panels = (["loss", "context", "flow"] if ms else []) + (["probe"] if pr else [])
+    others = {n: t for n, t in probe_tasks(rep).items() if n != "lag"}   # parity, mqar
+    panels = ((["loss", "context", "flow"] if ms else []) + (["probe"] if pr else [])
+              + list(others))
     flows = flow_series(ms) if ms else []
-    rows = max([len(ms), (len(flows) + 1) // 2, len(pr["accuracy"]) + 2 if pr else 0])
+    rows = max([len(ms), (len(flows) + 1) // 2]
+               + [len(t["accuracy"]) + 2 for t in ([pr] if pr else []) + list(others.values())])
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.4 + 0.14 * rows),
                              squeeze=False, layout="constrained")
     ax = dict(zip(panels, axes[0]))
@@ -93,6 +97,17 @@ def _figure(rep):
         # the lags themselves on the axis, not 3×10⁰, 4×10⁰, …
         ax["probe"].set_xticks(pr["lags"], [str(lag) for lag in pr["lags"]])
         ax["probe"].xaxis.set_minor_locator(NullLocator())
+    for name, t in others.items():
+        w, ds = TASK_WORDS[name], t["difficulties"]
+        for cell, acc in t["accuracy"].items():
+            ax[name].semilogx(ds, 100 * np.array(acc), marker="o", label=cell,
+                              color=colours.get(cell))
+        ax[name].axhline(100 * t["chance"], color="grey", lw=0.8, ls=":", label="chance")
+        ax[name].axhline(90, color="grey", lw=0.8, ls="--", label="90%: the span's threshold")
+        ax[name].set(xlabel=w["axis"], ylim=(0, 105), ylabel="right, held-out lines (%)",
+                     title=w["title"])
+        ax[name].set_xticks(ds, [str(d) for d in ds])
+        ax[name].xaxis.set_minor_locator(NullLocator())
     for a in ax.values():
         a.grid(alpha=0.3)
         n = len(a.get_legend_handles_labels()[1])

@@ -61,8 +61,9 @@ def write_report(rep: dict, path: str) -> str:
              f'{plural(round(rep["wall_s"] / 60, 1), "minute")} in all</p>']
     if rep["models"]:
         parts += _models_html(rep)
-    if rep.get("probe"):
-        parts += _probe_html(rep["probe"])
+    from .results import probe_tasks
+    for name, pr in probe_tasks(rep).items():
+        parts += _probe_html(pr) if name == "lag" else _task_html(pr)
     if rep.get("agreement"):
         parts.append("<h2>Do the measures of memory agree?</h2><ul>"
                      + "".join(f"<li>{_esc(a)}</li>" for a in rep["agreement"]) + "</ul>")
@@ -197,4 +198,39 @@ def _probe_html(pr):
             "<p class=note>Training steps and seconds of each model (✓: stopped early, having "
             "recalled ≥ 99% of the keys of a check set of held-out lines):</p>"
             f"<table><tr><th>lag</th>{head}</tr>{steps}</table>",
+            f'<div class="charts">{chart}</div>']
+
+
+def _task_html(pr):
+    """A task of the probe besides lag (parity, mqar): its accuracy at each
+    difficulty per cell and span, the steps and seconds of each model, a chart."""
+    from ...words import plural
+    from .results import TASK_WORDS
+    w, ds = TASK_WORDS[pr["task"]], pr["difficulties"]
+    pct = f"{100 * pr['threshold']:.0f}"
+    head = "".join(f"<th>{d}</th>" for d in ds)
+    rows = "".join(f"<tr><td>{_esc(c)}</td>" + "".join(f"<td>{100 * a:.0f}%</td>" for a in acc)
+                   + f"<td>{pr['span'][c] if pr['span'][c] is not None else '–'}</td></tr>"
+                   for c, acc in pr["accuracy"].items())
+    chart = svg_chart([{"x": ds, "y": 100 * np.array(acc), "name": c}
+                       for c, acc in pr["accuracy"].items()],
+                      title=f"{w['title']}: held-out accuracy", logx=True,
+                      xlabel=w["axis"], ylabel="accuracy (%)", ymin=0, ymax=100, xticks=ds,
+                      legend="bottom left",
+                      hlines=[(100 * pr["chance"], "chance"), (90, f"{pct}%")])
+    runs = {(r["cell"], r["difficulty"]): r for r in pr["runs"]}
+    steps = "".join(f"<tr><td>{_esc(c)}</td>" + "".join(
+        f'<td>{runs[c, d]["steps"]:,} / {runs[c, d]["seconds"]:.0f} s'
+        + (" ✓" if runs[c, d]["solved_early"] else "") + "</td>" for d in ds)
+        + "</tr>" for c in pr["accuracy"])
+    lines = w["lines"][0].upper() + w["lines"][1:]
+    return [f"<h2>{_esc(w['title'])}</h2><p class=note>It needs a memory {_esc(pr['need'])}. "
+            f"{_esc(lines)} on held-out lines, e.g. "
+            f"<code>{_esc(pr['example'].splitlines()[0])}</code>. Chance: "
+            f"{100 * pr['chance']:.1f}%; {plural(pr['hidden'], 'unit')}; span: "
+            f"{_esc(w['span'].format(pct=pct))}.</p>",
+            f"<table><tr><th>{_esc(pr['unit'])}</th>{head}<th>span</th></tr>{rows}</table>",
+            "<p class=note>Training steps and seconds of each model (✓: stopped early, having "
+            "been right at ≥ 99% of a check set of held-out lines):</p>"
+            f"<table><tr><th>{_esc(pr['unit'])}</th>{head}</tr>{steps}</table>",
             f'<div class="charts">{chart}</div>']

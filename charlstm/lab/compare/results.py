@@ -76,6 +76,8 @@ def agreement(rep: dict) -> list[str]:
         name = "probe span (longest lag recalled ≥ 90%)"
         short[name] = "probe span"
         measures[name] = {c: 0 if s is None else s for c, s in rep["probe"]["span"].items()}
+    if not measures:                     # the probe's other tasks alone: no span to order
+        return []
     lines = []
     for name, vals in measures.items():
         order = sorted(vals, key=lambda c: -vals[c])
@@ -132,8 +134,11 @@ def _print(rep, echo):
     ms = rep["models"]
     if ms:
         _print_models(rep, echo)
-    if rep.get("probe"):
-        _print_probe(rep["probe"], echo)
+    for name, pr in probe_tasks(rep).items():
+        if name == "lag":
+            _print_probe(pr, echo)
+        else:
+            _print_task(pr, echo)
     if rep.get("agreement"):
         echo("\nDo the measures of memory agree?")
         for line in rep["agreement"]:
@@ -385,6 +390,45 @@ def _print_probe(pr, echo):
         echo(line)
     echo(f"span: the largest lag recalled in at least {100 * pr['threshold']:.0f}% of "
          "held-out lines")
+
+
+def probe_tasks(rep: dict) -> dict:
+    """The probe's tasks that were run, {name: results} (run.task_results):
+    rep["tasks"], or, in a report from before there were tasks, the lag
+    probe alone."""
+    return rep.get("tasks") or ({"lag": rep["probe"]} if rep.get("probe") else {})
+
+
+# The tasks besides lag, in words: a title, what a line is and what is scored,
+# the x axis of its chart, and what its span is.
+TASK_WORDS = {
+    "parity": {"title": "Parity",
+               "lines": "each line is a string of random bits, '=', and their parity (the "
+                        "number of 1s, mod 2); accuracy of predicting the parity",
+               "axis": "bits in the string",
+               "span": "the longest string whose parity is predicted right in at least "
+                       "{pct}% of held-out lines"},
+    "mqar": {"title": "Multi-query associative recall (MQAR)",
+             "lines": "each line is key-value pairs (a letter, a digit), ':', and every key "
+                      "again in a new order, each followed by its value; accuracy of "
+                      "predicting those values",
+             "axis": "key-value pairs in the line",
+             "span": "the most pairs at which at least {pct}% of the held-out keys "
+                     "queried are followed by their right value"},
+}
+
+
+def _print_task(pr, echo):
+    w = TASK_WORDS[pr["task"]]
+    echo(f"\n{w['title']}, which needs a memory {pr['need']}: {w['lines']} on held-out lines "
+         f"(chance {100 * pr['chance']:.1f}%), {plural(pr['hidden'], 'unit')}:")
+    rows = [[pr["unit"], *map(str, pr["difficulties"]), "span"]]
+    rows += [[cell, *(f"{100 * a:.0f}%" for a in acc),
+              "-" if pr["span"][cell] is None else str(pr["span"][cell])]
+             for cell, acc in pr["accuracy"].items()]
+    for line in _table(rows):
+        echo(line)
+    echo("span: " + w["span"].format(pct=f"{100 * pr['threshold']:.0f}"))
 
 
 def _wrap(text, width):

@@ -3,7 +3,8 @@ vanilla RNN? Several cells are trained on the same text with the same seed and
 budget, then measured side by side: loss, speed, samples, the recall of
 training passages, the context curve and how far back gradients reach
 (spans.py holds the measurements). With --probe, every cell is also trained on
-the memory probe at several lags (Hochreiter & Schmidhuber 1997, in small).
+the memory probe's tasks (tasks.py) at several difficulties: lag (Hochreiter &
+Schmidhuber 1997, in small), parity and multi-query associative recall.
 The report goes to the terminal (results.py), results.json, compare.png
 (figure.py) and report.html (page.py)."""
 from __future__ import annotations
@@ -184,69 +185,127 @@ def flow_horizons(flow: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------
-# The memory probe: every cell at every lag (compare --probe).
+# The memory probe: every cell at every difficulty of every task (compare
+# --probe --task lag|parity|mqar; tasks.py makes the lines).
+
+def line_length(task, difficulty: int) -> int:
+    """Characters in one line of the task at this difficulty."""
+    return int(task.make(difficulty, 1, np.random.default_rng(0))[0].shape[1])
+
 
 def probe_one(job: dict) -> dict:
-    """Train one cell on the probe at one lag, stopping once it recalls the key
-    in ≥ 99% of held-out lines; report its accuracy on held-out lines."""
+    """Train one cell on one task at one difficulty, stopping once it is right
+    at ≥ 99% of the scored positions of a check set of held-out lines; report
+    its accuracy on the other held-out lines."""
+    from ..tasks import TASKS, accuracy
     mcfg, tcfg = ModelConfig(**job["model"]), TrainConfig(**job["train"])
-    corpus = spans.probe_corpus(job["lag"], seed=job["seed"])
+    name = job.get("task", "lag")
+    task = TASKS[name]
+    d = job["difficulty"] if "difficulty" in job else job["lag"]
+    corpus, scored = task.corpus(d, seed=job["seed"])
     mcfg = replace(mcfg, vocab_size=corpus.V)
-    check = corpus.val[:len(corpus.val) // 4]          # scored as it trains, to stop early
+    n_check = len(corpus.val) // 4                    # scored as it trains, to stop early
     curve = []
 
     def solved(tr):
-        acc = spans.probe_accuracy(tr.model, check, corpus.vocab)
+        acc = accuracy(tr.model, task, corpus.val[:n_check], scored[:n_check])
         curve.append([tr.state["step"], tr.state["elapsed"], acc])
         return acc >= 0.99
 
-    tr = Trainer(f"probe lag {job['lag']}", mcfg, tcfg, job["out"], progress=job["progress"],
+    tr = Trainer(f"probe {name} {d}", mcfg, tcfg, job["out"], progress=job["progress"],
                  log=lambda m: None, corpus=corpus, bar_position=job["position"],
                  workers=job["threads"], stop_when=solved)
-    tr.bar_desc = f"{mcfg.cell} lag {job['lag']}"
+    tr.bar_desc = f"{mcfg.cell} {name} {d}"
+    head = {"cell": mcfg.cell, "task": name, "difficulty": d, **({"lag": d} if name == "lag"
+                                                                 else {})}
     with files.locked(job["out"]):
         r = tr.run()
     if r.interrupted:
-        return {"cell": mcfg.cell, "lag": job["lag"], "interrupted": True, "signum": r.signum}
-    acc = spans.probe_accuracy(tr.model, corpus.val[len(check):], corpus.vocab)
-    flow = spans.gradient_flow(tr.model, corpus.val, min(job["flow_T"], 2 * (job["lag"] + 4)))
-    return {"cell": mcfg.cell, "lag": job["lag"], "accuracy": acc, "steps": r.steps,
+        return {**head, "interrupted": True, "signum": r.signum}
+    acc = accuracy(tr.model, task, corpus.val[n_check:], scored[n_check:])
+    flow = spans.gradient_flow(tr.model, corpus.val,
+                               min(job["flow_T"], 2 * line_length(task, d)))
+    return {**head, "accuracy": acc, "steps": r.steps,
             "seconds": r.seconds, "budget_s": 60 * tcfg.minutes if tcfg.minutes else None,
             "solved_early": tr.stopped_early, "seq_len": tcfg.seq_len,
             "val_loss": r.val_loss, "curve": curve, "diverged": r.diverged,
             "horizon": flow_horizons(flow)}
 
 
-def run_probe(cells, lags, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=True,
+def probe_files(out_dir: str, cells, levels: dict) -> list[str]:
+    """The checkpoint of every probe model: probe/<cell>-<task><difficulty>.npz."""
+    return [os.path.join(out_dir, "probe", f"{c}-{name}{d}.npz")
+            for name, ds in levels.items() for d in ds for c in cells]
+
+
+def probe_levels(probe: dict) -> dict:
+    """{task: difficulties} of a probe's settings (an older caller's: "lags")."""
+    return dict(probe.get("tasks") or {"lag": probe["lags"]})
+
+
+UNITS = {"lag": ("lag", "lags"), "parity": ("parity length", "parity lengths"),
+         "mqar": ("MQAR size", "MQAR sizes")}
+
+
+def run_probe(cells, levels, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=True,
               out_dir, jobs=None, progress=True, log=print, minutes=None) -> dict:
-    """Every cell trained on the probe text of every lag, `jobs` at a time:
-    each for tcfg's budget, or, with `minutes`, all of them sharing that much
-    wall-clock time (_run_jobs), the shortest lags first, so that the time
-    they leave when they are solved early goes to the longer ones."""
-    n_jobs, threads = job_counts(jobs, len(cells) * len(lags), JOBS)
+    """Every cell trained on every task at every difficulty, levels being
+    {task: difficulties} (a list: lags alone), `jobs` at a time: each for
+    tcfg's budget, or, with `minutes`, all of them sharing that much
+    wall-clock time (_run_jobs), each task's easiest first, the tasks taking
+    turns, so that the time the easy ones leave when they are solved early
+    goes to the harder ones. Returns {task: its results} (task_results)."""
+    from ..tasks import TASKS
+    if not isinstance(levels, dict):
+        levels = {"lag": list(levels)}
+    levels = {name: sorted(ds) for name, ds in levels.items()}
+    n_jobs, threads = job_counts(jobs, len(cells) * sum(map(len, levels.values())), JOBS)
+    order = sorted(((k, j, name, d) for j, (name, ds) in enumerate(levels.items())
+                    for k, d in enumerate(ds)))
     work = []
-    for lag in sorted(lags):
-        T = max(tcfg.seq_len, 2 * (lag + 4))          # truncated BPTT must reach the key
+    for _, _, name, d in order:
+        T = max(tcfg.seq_len, 2 * line_length(TASKS[name], d))   # BPTT must reach a line back
         for cell in cells:
             t = replace(tcfg, seq_len=T, lr=default_lr(cell) if cell_lr else tcfg.lr)
             work.append(dict(model=asdict(replace(mcfg, cell=cell)), train=asdict(t),
-                             lag=lag, seed=tcfg.rng_seed, progress=progress,
+                             task=name, difficulty=d, seed=tcfg.rng_seed, progress=progress,
                              position=len(work) % n_jobs, threads=threads, flow_T=400,
-                             out=os.path.join(out_dir, "probe", f"{cell}-lag{lag}.npz")))
-    budget = (f"{plural(minutes, 'minute')} shared, the shortest lags first" if minutes
+                             out=probe_files(out_dir, [cell], {name: [d]})[0]))
+    lag_only = list(levels) == ["lag"]
+    first = "the shortest lags first" if lag_only else "each task's easiest first"
+    budget = (f"{plural(minutes, 'minute')} shared, {first}" if minutes
               else f"{_budget(tcfg)} each")
-    log(f"memory probe: {plural(len(cells), 'cell')} × {plural(len(lags), 'lag')}, {budget}; "
-        "a model stops once "
-        f"it recalls ≥ 99% of held-out keys; {n_jobs} at a time; --seq-len raised to "
-        "2 × (lag + 4) where shorter")
+    sizes = " + ".join(plural(len(ds), *UNITS[name]) for name, ds in levels.items())
+    if lag_only:
+        log(f"memory probe: {plural(len(cells), 'cell')} × {sizes}, {budget}; a model stops "
+            f"once it recalls ≥ 99% of held-out keys; {n_jobs} at a time; --seq-len raised to "
+            "2 × (lag + 4) where shorter")
+    else:
+        log(f"memory probe: {plural(len(cells), 'cell')} × ({sizes}), {budget}; a model stops "
+            f"once it is right at ≥ 99% of a held-out check set; {n_jobs} at a time; --seq-len "
+            "raised to twice a line's length where shorter")
     rows = _run_jobs(probe_one, work, n_jobs, minutes)
     _raise_if_stopped(rows)
-    acc = {c: [next(r["accuracy"] for r in rows if r["cell"] == c and r["lag"] == lag)
-               for lag in lags] for c in cells}
-    return {"lags": list(lags), "accuracy": acc, "chance": 1 / len(spans.PROBE_KEYS),
-            "span": {c: spans.memory_span(lags, acc[c]) for c in cells},
-            "threshold": 0.9, "hidden": mcfg.hidden, "runs": rows,
-            "example": spans.probe_text(spans.probe_ids(min(lags), 2, np.random.default_rng(0)))}
+    return {name: task_results(TASKS[name], cells, ds, mcfg.hidden,
+                               [r for r in rows if r["task"] == name])
+            for name, ds in levels.items()}
+
+
+def task_results(task, cells, ds, hidden: int, rows) -> dict:
+    """One task's part of the report: accuracy at each difficulty per cell,
+    and each cell's span, the largest difficulty solved in ≥ 90% (for lag,
+    also under the names the probe has always had: lags, example)."""
+    acc = {c: [next(r["accuracy"] for r in rows if r["cell"] == c and r["difficulty"] == d)
+               for d in ds] for c in cells}
+    rng = np.random.default_rng(0)
+    out = {"task": task.name, "unit": task.unit, "need": task.need,
+           "difficulties": list(ds), "accuracy": acc, "chance": task.chance,
+           "span": {c: spans.memory_span(ds, acc[c]) for c in cells},
+           "threshold": 0.9, "hidden": hidden, "runs": rows,
+           "example": task.text(task.make(min(ds), 2, rng)[0])}
+    if task.name == "lag":
+        out["lags"] = list(ds)
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -258,16 +317,19 @@ def run_compare(text, cells, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=Fa
                 jobs=None, progress=True, context_max=512, context_positions=2000,
                 probe=None, force=False, echo=print, log=print, given=None) -> dict:
     """Train every cell in `cells` on `text` as mcfg/tcfg say, each in its own
-    process when jobs > 1; with `probe` (a dict of lags, model and train
-    settings), also run the memory probe; then print the report and write
-    results.json, compare.png and report.html into out_dir (check_outputs:
-    an earlier run's folder is replaced only with force). text may be None
+    process when jobs > 1; with `probe` (a dict of tasks, {name:
+    difficulties}, or of lags alone, and model and train settings), also run
+    the memory probe (report["tasks"]; the lag task also as report["probe"]);
+    then print the report and write results.json, compare.png and
+    report.html into out_dir (check_outputs: an earlier run's folder is
+    replaced only with force). text may be None
     when probe is given. cell_lr: each cell at its own default learning rate
     (config.default_lr) instead of tcfg.lr, as when the user gave no --lr.
     given: the model options the user gave (sizing.given_options); the rest is
     chosen for each cell (_sizes); None: mcfg and tcfg as they are."""
     report = {"text": text, "cells": cells, "model": asdict(mcfg), "train": asdict(tcfg),
-              "match_params": match_params, "models": [], "probe": None, "context": {}}
+              "match_params": match_params, "models": [], "probe": None, "tasks": {},
+              "context": {}}
     corpus = target = None
     if text is not None:
         corpus = load_corpus(text, tcfg.val_frac)         # checks the file once, up front
@@ -308,8 +370,7 @@ def check_outputs(out_dir: str, text, cells, probe, force: bool) -> None:
                                                          ("report.html", "page"))]
     models = [os.path.join(out_dir, f"{c}.npz") for c in (cells if text else [])]
     if probe is not None:
-        models += [os.path.join(out_dir, "probe", f"{c}-lag{lag}.npz")
-                   for lag in probe["lags"] for c in cells]
+        models += probe_files(out_dir, cells, probe_levels(probe))
     outs += [(p, "checkpoint") for m in models for p in (m, best_path(m))]
     for path, kind in outs:
         files.check_output(path, kind, option="--out-dir", inputs=inputs, continuing=True)
@@ -377,9 +438,10 @@ def _compare(report, text, cells, mcfg, tcfg, corpus, target, *, cell_lr, match_
         report["context"] = {m["cell"]: {k: m["context"][k] for k in ("k", "loss", "span")}
                              for m in report["models"]}
     if probe is not None:
-        report["probe"] = run_probe(cells, probe["lags"], probe["model"], probe["train"],
+        report["tasks"] = run_probe(cells, probe_levels(probe), probe["model"], probe["train"],
                                     cell_lr=cell_lr, out_dir=out_dir, jobs=jobs,
                                     progress=progress, log=log, minutes=probe.get("minutes"))
+        report["probe"] = report["tasks"].get("lag")     # where it has always been
     report["wall_s"] = time.perf_counter() - t0
     report["jobs"] = jobs
     report["agreement"] = agreement(report)
