@@ -84,3 +84,63 @@ def test_pytorch_sampling_loops_agree(cell):
             h2, s2 = cells(x, s2)
             assert torch.allclose(h1, h2, atol=1e-6)
     assert len(tr.sample(20, loop="cell")) == len(tr.sample(20, loop="module")) == 20
+
+
+def load_weights(tr, m):
+    """charlstm's weights (Model m) into the rival's CellNet and output layer."""
+    p = m.p
+    with torch.no_grad():
+        for l in range(m.cfg.layers):
+            getattr(tr.rnn, f"weight_ih_l{l}").copy_(torch.from_numpy(p[f"l{l}.Wx"].T.copy()))
+            getattr(tr.rnn, f"bias_l{l}").copy_(torch.from_numpy(p[f"l{l}.b"].copy()))
+            if f"l{l}.Wh" in p:
+                getattr(tr.rnn, f"weight_hh_l{l}").copy_(torch.from_numpy(p[f"l{l}.Wh"].copy()))
+        tr.out.weight.copy_(torch.from_numpy(p["Wy"].T.copy()))
+        tr.out.bias.copy_(torch.from_numpy(p["by"].copy()))
+
+
+def reference_loss(m, x, y):
+    """Mean cross-entropy of charlstm's float64 reference from a zero state, and
+    its logits (T·B, V)."""
+    from charlstm import reference
+    z = reference.logits(m, x, *m.zero_state(x.shape[1]))
+    z = z - z.max(axis=1, keepdims=True)
+    lp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-lp[np.arange(len(lp)), y.reshape(-1)].mean()), z
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("cell", ["mingru", "minlstm", "slstm"])
+def test_the_rivals_own_cells_give_the_references_loss(cell, layers):
+    """The same weights give the same loss in the rival's CellNet as in
+    charlstm's float64 reference: in float64 to 1e-5 (the state carried from
+    one window to the next as well), and through TorchTrainer.step in float32."""
+    from charlstm.model import Model
+    from charlstm.tools.rival import TorchTrainer
+    V, H, T, B = 11, 8, 12, 3
+    rng = np.random.default_rng(4)
+    m = Model(ModelConfig(cell=cell, hidden=H, layers=layers, dropout=0.0, vocab_size=V),
+              np.float64).init(rng)
+    m.flat[:] = (m.flat + rng.normal(0, 0.3, m.size)).astype(np.float32)   # float32 values
+    tokens = rng.integers(0, V, (2 * T + 1, B))
+    x, y = tokens[:-1], tokens[1:]
+    tr = TorchTrainer(cell, V, H, layers, B, T, threads=1)
+    load_weights(tr, m)
+    want, _ = reference_loss(m, x[:T], y[:T])
+    assert abs(tr.step(x[:T], y[:T]) - want) < 1e-4          # float32, before Adam's step
+    load_weights(tr, m)
+    tr.rnn.double()
+    tr.out.double()
+    want, z = reference_loss(m, x, y)                        # both windows, state carried
+    eye = torch.eye(V, dtype=torch.float64)
+    with torch.no_grad():
+        out1, state = tr.rnn(eye[torch.from_numpy(x[:T])], None)
+        out2, _ = tr.rnn(eye[torch.from_numpy(x[T:])], state)
+        logits = tr.out(torch.cat([out1, out2])).reshape(-1, V)
+        got = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y).reshape(-1))
+    assert abs(float(got) - want) < 1e-5, (float(got), want)
+    zt = logits.numpy()
+    assert np.allclose(zt - zt.max(axis=1, keepdims=True), z, atol=1e-8)
+    tr.rnn.float()
+    tr.out.float()
+    assert len(tr.sample(5)) == 5                            # per character, state carried

@@ -18,8 +18,8 @@ def bench(as_json, repeats, quick, no_memory):
     """Measure training and sampling speed, start-up and memory on this machine,
     against PyTorch when it is installed (pip install torch==2.13.0)."""
     from .. import stopping, warmup
-    from ..tools.bench import dumps, run, table
-    warm_up([u for c in ("lstm", "rnn", "gru", "irnn")
+    from ..tools.bench import TRAIN_CONFIGS, dumps, run, table
+    warm_up([u for c in dict.fromkeys(row[0] for row in TRAIN_CONFIGS)
              for u in warmup.train_units(c, "float32", layers=2, dropout=c == "lstm")]
             + [u for w in ("int8", "float16", "float32") for u in warmup.sample_units("lstm", w)],
             echo_err)

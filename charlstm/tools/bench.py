@@ -3,8 +3,9 @@ is importable, in one run, with medians over repeats.
 
 FLOPs counted per character (what the method does; the one-hot input is a row
 gather, not a matmul, so it is not counted):
-    forward  = sum over layers of [2·H·G (h Whᵀ) + 2·D·G if the layer's input is
-               dense (layers above the first)] + 2·H·V (output layer)
+    forward  = sum over layers of [2·H·G (h Whᵀ; none for the min cells) + 2·D·G
+               if the layer's input is dense (layers above the first)] + 2·H·V
+               (output layer)
     training = 3 × forward (forward, the input gradients, the weight gradients)
 with G = gates·H (LSTM 4H, GRU 3H, RNN H). Share of peak = achieved / GEMM peak,
 the GEMM timed in turns with that row's steps (GemmProbe).
@@ -30,7 +31,8 @@ from ..replicas import default_workers
 V, T = 65, 100
 TRAIN_CONFIGS = [("lstm", 1, 128, 32), ("lstm", 1, 256, 64), ("lstm", 1, 512, 64),
                  ("lstm", 2, 512, 64), ("rnn", 1, 512, 64), ("gru", 1, 512, 64),
-                 ("irnn", 1, 512, 64)]
+                 ("irnn", 1, 512, 64), ("mingru", 1, 512, 64), ("minlstm", 1, 512, 64),
+                 ("slstm", 1, 512, 64)]
 SAMPLE_CONFIGS = [(1, 512), (2, 512)]
 
 

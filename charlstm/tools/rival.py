@@ -2,7 +2,9 @@
 
 Written as PyTorch users write it: nn.LSTM / nn.GRU / nn.RNN + Linear +
 cross-entropy + Adam + clip_grad_norm_, one-hot input, hidden state carried
-(detached) across batches, and sampling one character per Python step.
+(detached) across batches, and sampling one character per Python step. The
+cells torch.nn lacks (minGRU, minLSTM, sLSTM) are plain modules here
+(CellNet): the equations of charlstm/reference.py, a Python loop over time.
 
     python -m charlstm.tools.rival quality FILE --minutes 10          # the reference recipe
     python -m charlstm.tools.rival quality FILE --minutes 10 --ours   # charlstm train's defaults
@@ -15,7 +17,11 @@ import time
 
 import numpy as np
 
+from ..cells import CELLS
 from ..data import Batches
+
+# charlstm's cells that torch.nn has no module for, written here (CellNet)
+OWN_CELLS = ("mingru", "minlstm", "slstm")
 
 
 def available() -> bool:
@@ -26,8 +32,124 @@ def available() -> bool:
         return False
 
 
+_CLASSES: dict = {}
+
+
+def cell_net(cell: str, input_size: int, hidden_size: int, num_layers: int = 1):
+    """A CellNet of `cell` (one of OWN_CELLS): called as nn.LSTM is, on x
+    (T, B, D) and a state (None: zero), it returns (out (T, B, H), state)."""
+    if "CellNet" not in _CLASSES:
+        _CLASSES["CellNet"] = _define_cell_net()
+    return _CLASSES["CellNet"](cell, input_size, hidden_size, num_layers)
+
+
+def _define_cell_net():
+    """The class, made when first asked for: torch is imported only then."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class CellNet(nn.Module):
+        """minGRU, minLSTM (Feng et al. 2024, the sequential mode) or sLSTM
+        (Beck et al. 2024, one head), layers stacked as nn.LSTM's, with the
+        weights laid out as charlstm's (reference.py): per layer
+        weight_ih_l{l} (G, D) = Wxᵀ, weight_hh_l{l} (G, H) = Wh (the sLSTM
+        only: the min cells have none) and one bias, bias_l{l} (G,), the
+        blocks side by side in cells.py's order. The state is h (L, B, H),
+        and for the sLSTM (h, c) with c (L, B, 3H): its c, n and m, as
+        charlstm carries them.
+
+        The min cells' gates see only x, so each layer computes the x side
+        of every step as one matmul and then runs the element-wise
+        recurrence h_t = a_t ⊙ h_(t−1) + b_t step by step; the sLSTM needs
+        h_(t−1) Whᵀ at every step."""
+
+        def __init__(self, cell, input_size, hidden_size, num_layers=1):
+            super().__init__()
+            if cell not in OWN_CELLS:
+                raise ValueError(f"CellNet has no {cell!r}: one of {', '.join(OWN_CELLS)}")
+            row = CELLS[cell]
+            self.cell, self.H, self.L = cell, hidden_size, num_layers
+            self.recurrent, self.c_width = row.recurrent, row.c_width if row.has_c else 0
+            self.dropout = 0.0                          # between layers, as nn.LSTM's
+            G, k = row.gates * hidden_size, 1 / math.sqrt(hidden_size)
+            for l in range(num_layers):
+                D = input_size if l == 0 else hidden_size
+                self.register_parameter(f"weight_ih_l{l}",
+                                        nn.Parameter(torch.empty(G, D).uniform_(-k, k)))
+                if self.recurrent:
+                    self.register_parameter(f"weight_hh_l{l}", nn.Parameter(
+                        torch.empty(G, hidden_size).uniform_(-k, k)))
+                self.register_parameter(f"bias_l{l}",
+                                        nn.Parameter(torch.empty(G).uniform_(-k, k)))
+
+        def forward(self, x, state=None):
+            T, B = x.shape[:2]
+            H = self.H
+            if state is None:
+                h0 = x.new_zeros(self.L, B, H)
+                c0 = x.new_zeros(self.L, B, self.c_width * H) if self.c_width else None
+            else:
+                h0, c0 = state if self.c_width else (state, None)
+            hs, cs = [], []
+            for l in range(self.L):
+                if l and self.dropout and self.training:
+                    x = F.dropout(x, self.dropout, training=True)
+                W, b = getattr(self, f"weight_ih_l{l}"), getattr(self, f"bias_l{l}")
+                a = torch.addmm(b, x.reshape(T * B, -1), W.t()).view(T, B, -1)  # x side
+                if self.cell == "slstm":
+                    x, h, c = self._slstm(a, getattr(self, f"weight_hh_l{l}"), h0[l], c0[l])
+                    cs.append(c)
+                else:
+                    x, h = self._scan(*self._coefficients(a), h0[l])
+                hs.append(h)
+            h = torch.stack(hs)
+            return x, ((h, torch.stack(cs)) if self.c_width else h)
+
+        def _coefficients(self, a):
+            """The min cells as h_t = A_t ⊙ h_(t−1) + B_t, for all steps at once."""
+            H = self.H
+            if self.cell == "mingru":        # h = (1 − z) h' + z n,  z = σ(a_z), n = a_n
+                z = torch.sigmoid(a[..., :H])
+                return 1 - z, z * a[..., H:]
+            f, i = torch.sigmoid(a[..., :H]), torch.sigmoid(a[..., H:2 * H])
+            s = f + i                        # minLSTM: h = f/(f+i) h' + i/(f+i) g, g = a_g
+            return f / s, i / s * a[..., 2 * H:]
+
+        @staticmethod
+        def _scan(A, Bt, h):
+            out = []
+            for t in range(A.shape[0]):
+                h = torch.addcmul(Bt[t], A[t], h)
+                out.append(h)
+            return torch.stack(out), h
+
+        def _slstm(self, a, Wh, h, c):
+            """reference.slstm_forward, step by step: m_t = max(log f + m', ĩ),
+            i' = exp(ĩ − m_t), f' = exp(log f + m' − m_t), c = f' c' + i' z,
+            n = f' n' + i', h = o ⊙ c / n."""
+            H = self.H
+            c, n, m = c[:, :H], c[:, H:2 * H], c[:, 2 * H:]
+            out = []
+            for t in range(a.shape[0]):
+                pre = torch.addmm(a[t], h, Wh.t())
+                z, it = torch.tanh(pre[:, :H]), pre[:, H:2 * H]
+                lf = F.logsigmoid(pre[:, 2 * H:3 * H]) + m
+                o = torch.sigmoid(pre[:, 3 * H:])
+                m = torch.where(lf >= it, lf, it)
+                ip, fp = torch.exp(it - m), torch.exp(lf - m)
+                c, n = fp * c + ip * z, fp * n + ip
+                h = o * c / n
+                out.append(h)
+            return torch.stack(out), h, torch.cat([c, n, m], dim=1)
+
+    return CellNet
+
+
 def _net(cell, V, H, L):
     import torch.nn as nn
+    if cell in OWN_CELLS:
+        return cell_net(cell, V, H, L), nn.Linear(H, V)
     if cell in ("lstm", "gru"):
         rnn = (nn.LSTM if cell == "lstm" else nn.GRU)(V, H, L)
     else:
@@ -49,6 +171,11 @@ class TorchTrainer:
             with torch.no_grad():
                 for l in range(L):
                     getattr(self.rnn, f"bias_ih_l{l}")[H:2 * H] += forget_bias
+        if forget_bias and cell in OWN_CELLS and CELLS[cell].forget_gate >= 0:
+            fg = CELLS[cell].forget_gate                 # minLSTM's f, sLSTM's f: as charlstm's
+            with torch.no_grad():
+                for l in range(L):
+                    getattr(self.rnn, f"bias_l{l}")[fg * H:(fg + 1) * H] += forget_bias
         if dropout:
             self.rnn.dropout = dropout
         self.params = list(self.rnn.parameters()) + list(self.out.parameters())
@@ -98,10 +225,12 @@ class TorchTrainer:
         loop="module" calls the nn.LSTM module itself once per character;
         loop="cell" runs nn.LSTMCell copies of its layers (the same weights).
         Measured here at 1x512, the cell loop is the faster (nn.LSTM's oneDNN
-        path costs ~0.9 ms per one-step call, LSTMCell ~0.2 ms)."""
+        path costs ~0.9 ms per one-step call, LSTMCell ~0.2 ms). A CellNet
+        (OWN_CELLS) has no cell of torch.nn: it is called per character."""
         torch = self.torch
         self.rnn.eval()
-        step = self._module_step if loop == "module" else self._make_cell_step()
+        step = (self._module_step if loop == "module" or self.cell in OWN_CELLS
+                else self._make_cell_step())
         idx, state, out = 0, None, []
         with torch.no_grad():
             for _ in range(n):
