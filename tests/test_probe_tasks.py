@@ -64,6 +64,7 @@ def test_compare_probe_without_lag_has_no_lag_probe(tmp_path):
     res = json.loads((out / "results.json").read_text())
     assert list(res["tasks"]) == ["parity"] and res["probe"] is None
     assert "Memory probe" not in r.output and "Parity" in r.output
+    assert res["agreement"] == [] and "measures of memory agree" not in r.output   # no span
 
 
 @pytest.mark.parametrize("args, said", [
