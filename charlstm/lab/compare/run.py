@@ -3,39 +3,32 @@ vanilla RNN? Several cells are trained on the same text with the same seed and
 budget, then measured side by side: loss, speed, samples, the recall of
 training passages, the context curve and how far back gradients reach
 (spans.py holds the measurements). With --probe, every cell is also trained on
-the memory probe's tasks (tasks.py) at several difficulties: lag (Hochreiter &
-Schmidhuber 1997, in small), parity and multi-query associative recall.
+the memory probe's tasks (probe.py, tasks.py) at several difficulties: lag
+(Hochreiter & Schmidhuber 1997, in small), parity and multi-query associative
+recall.
 The report goes to the terminal (results.py), results.json, compare.png
 (figure.py) and report.html (page.py)."""
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import signal
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, replace
-from multiprocessing import get_context
 
 import numpy as np
 
 from ... import files
 from .. import spans
-from ... import stopping
 from ...config import ModelConfig, TrainConfig, default_lr
 from ...data import load_corpus
 from ...errors import CharlstmError
 from ...words import plural
 from ...model import n_params
-from ...stopping import Stop
 from ...train import Trainer
-from ..workers import die_with_parent, job_counts, one_blas_thread, stop_children
+from ..workers import job_counts
 from .figure import _plot
+from .jobs import JOBS, flow_horizons, raise_if_stopped, run_jobs
 from .results import _budget, _fmt, _print, agreement
-
-JOBS = min(2, os.cpu_count() or 1)     # models trained at once by default (workers.job_counts)
-
 
 # ---------------------------------------------------------------------------
 # Sizing and recall: pure measurements, usable on their own.
@@ -170,144 +163,6 @@ def model_notes(val, train, ks, ctx, V: int) -> list[str]:
     return notes
 
 
-def flow_horizons(flow: dict) -> dict:
-    """The k at which each statistic of the gradient falls below 1% of its
-    value at k = 0 (None: not within the flow_T steps measured), and the
-    cell's reach: the furthest of the per-unit maxima of the h and c paths."""
-    out = {}
-    for path in ("h", "c"):
-        if flow.get(path):
-            out[path] = {stat: spans.horizon(v) for stat, v in flow[path].items()}
-    reach = [out[p]["max"] for p in out]
-    out["reach"] = None if None in reach else max(reach)
-    out["T"] = flow["T"]
-    return out
-
-
-# ---------------------------------------------------------------------------
-# The memory probe: every cell at every difficulty of every task (compare
-# --probe --task lag|parity|mqar; tasks.py makes the lines).
-
-def line_length(task, difficulty: int) -> int:
-    """Characters in one line of the task at this difficulty."""
-    return int(task.make(difficulty, 1, np.random.default_rng(0))[0].shape[1])
-
-
-def probe_one(job: dict) -> dict:
-    """Train one cell on one task at one difficulty, stopping once it is right
-    at ≥ 99% of the scored positions of a check set of held-out lines; report
-    its accuracy on the other held-out lines."""
-    from ..tasks import TASKS, accuracy
-    mcfg, tcfg = ModelConfig(**job["model"]), TrainConfig(**job["train"])
-    name = job.get("task", "lag")
-    task = TASKS[name]
-    d = job["difficulty"] if "difficulty" in job else job["lag"]
-    corpus, scored = task.corpus(d, seed=job["seed"])
-    mcfg = replace(mcfg, vocab_size=corpus.V)
-    n_check = len(corpus.val) // 4                    # scored as it trains, to stop early
-    curve = []
-
-    def solved(tr):
-        acc = accuracy(tr.model, task, corpus.val[:n_check], scored[:n_check])
-        curve.append([tr.state["step"], tr.state["elapsed"], acc])
-        return acc >= 0.99
-
-    tr = Trainer(f"probe {name} {d}", mcfg, tcfg, job["out"], progress=job["progress"],
-                 log=lambda m: None, corpus=corpus, bar_position=job["position"],
-                 workers=job["threads"], stop_when=solved)
-    tr.bar_desc = f"{mcfg.cell} {name} {d}"
-    head = {"cell": mcfg.cell, "task": name, "difficulty": d, **({"lag": d} if name == "lag"
-                                                                 else {})}
-    with files.locked(job["out"]):
-        r = tr.run()
-    if r.interrupted:
-        return {**head, "interrupted": True, "signum": r.signum}
-    acc = accuracy(tr.model, task, corpus.val[n_check:], scored[n_check:])
-    flow = spans.gradient_flow(tr.model, corpus.val,
-                               min(job["flow_T"], 2 * line_length(task, d)))
-    return {**head, "accuracy": acc, "steps": r.steps,
-            "seconds": r.seconds, "budget_s": 60 * tcfg.minutes if tcfg.minutes else None,
-            "solved_early": tr.stopped_early, "seq_len": tcfg.seq_len,
-            "val_loss": r.val_loss, "curve": curve, "diverged": r.diverged,
-            "horizon": flow_horizons(flow)}
-
-
-def probe_files(out_dir: str, cells, levels: dict) -> list[str]:
-    """The checkpoint of every probe model: probe/<cell>-<task><difficulty>.npz."""
-    return [os.path.join(out_dir, "probe", f"{c}-{name}{d}.npz")
-            for name, ds in levels.items() for d in ds for c in cells]
-
-
-def probe_levels(probe: dict) -> dict:
-    """{task: difficulties} of a probe's settings (an older caller's: "lags")."""
-    return dict(probe.get("tasks") or {"lag": probe["lags"]})
-
-
-UNITS = {"lag": ("lag", "lags"), "parity": ("parity length", "parity lengths"),
-         "mqar": ("MQAR size", "MQAR sizes")}
-
-
-def run_probe(cells, levels, mcfg: ModelConfig, tcfg: TrainConfig, *, cell_lr=True,
-              out_dir, jobs=None, progress=True, log=print, minutes=None) -> dict:
-    """Every cell trained on every task at every difficulty, levels being
-    {task: difficulties} (a list: lags alone), `jobs` at a time: each for
-    tcfg's budget, or, with `minutes`, all of them sharing that much
-    wall-clock time (_run_jobs), each task's easiest first, the tasks taking
-    turns, so that the time the easy ones leave when they are solved early
-    goes to the harder ones. Returns {task: its results} (task_results)."""
-    from ..tasks import TASKS
-    if not isinstance(levels, dict):
-        levels = {"lag": list(levels)}
-    levels = {name: sorted(ds) for name, ds in levels.items()}
-    n_jobs, threads = job_counts(jobs, len(cells) * sum(map(len, levels.values())), JOBS)
-    order = sorted(((k, j, name, d) for j, (name, ds) in enumerate(levels.items())
-                    for k, d in enumerate(ds)))
-    work = []
-    for _, _, name, d in order:
-        T = max(tcfg.seq_len, 2 * line_length(TASKS[name], d))   # BPTT must reach a line back
-        for cell in cells:
-            t = replace(tcfg, seq_len=T, lr=default_lr(cell) if cell_lr else tcfg.lr)
-            work.append(dict(model=asdict(replace(mcfg, cell=cell)), train=asdict(t),
-                             task=name, difficulty=d, seed=tcfg.rng_seed, progress=progress,
-                             position=len(work) % n_jobs, threads=threads, flow_T=400,
-                             out=probe_files(out_dir, [cell], {name: [d]})[0]))
-    lag_only = list(levels) == ["lag"]
-    first = "the shortest lags first" if lag_only else "each task's easiest first"
-    budget = (f"{plural(minutes, 'minute')} shared, {first}" if minutes
-              else f"{_budget(tcfg)} each")
-    sizes = " + ".join(plural(len(ds), *UNITS[name]) for name, ds in levels.items())
-    if lag_only:
-        log(f"memory probe: {plural(len(cells), 'cell')} × {sizes}, {budget}; a model stops "
-            f"once it recalls ≥ 99% of held-out keys; {n_jobs} at a time; --seq-len raised to "
-            "2 × (lag + 4) where shorter")
-    else:
-        log(f"memory probe: {plural(len(cells), 'cell')} × ({sizes}), {budget}; a model stops "
-            f"once it is right at ≥ 99% of a held-out check set; {n_jobs} at a time; --seq-len "
-            "raised to twice a line's length where shorter")
-    rows = _run_jobs(probe_one, work, n_jobs, minutes)
-    _raise_if_stopped(rows)
-    return {name: task_results(TASKS[name], cells, ds, mcfg.hidden,
-                               [r for r in rows if r["task"] == name])
-            for name, ds in levels.items()}
-
-
-def task_results(task, cells, ds, hidden: int, rows) -> dict:
-    """One task's part of the report: accuracy at each difficulty per cell,
-    and each cell's span, the largest difficulty solved in ≥ 90% (for lag,
-    also under the names the probe has always had: lags, example)."""
-    acc = {c: [next(r["accuracy"] for r in rows if r["cell"] == c and r["difficulty"] == d)
-               for d in ds] for c in cells}
-    rng = np.random.default_rng(0)
-    out = {"task": task.name, "unit": task.unit, "need": task.need,
-           "difficulties": list(ds), "accuracy": acc, "chance": task.chance,
-           "span": {c: spans.memory_span(ds, acc[c]) for c in cells},
-           "threshold": 0.9, "hidden": hidden, "runs": rows,
-           "example": task.text(task.make(min(ds), 2, rng)[0])}
-    if task.name == "lag":
-        out["lags"] = list(ds)
-    return out
-
-
 # ---------------------------------------------------------------------------
 # The whole command: the models trained and measured, the probe, the report
 # (printed by results.py, drawn by figure.py, paged by page.py).
@@ -370,6 +225,7 @@ def check_outputs(out_dir: str, text, cells, probe, force: bool) -> None:
                                                          ("report.html", "page"))]
     models = [os.path.join(out_dir, f"{c}.npz") for c in (cells if text else [])]
     if probe is not None:
+        from .probe import probe_files, probe_levels
         models += probe_files(out_dir, cells, probe_levels(probe))
     outs += [(p, "checkpoint") for m in models for p in (m, best_path(m))]
     for path, kind in outs:
@@ -380,13 +236,6 @@ def _legacy_run(folder: str) -> bool:
     """A run folder of a charlstm before run folders were marked: its results.json."""
     d = files.json_doc(os.path.join(folder, "results.json"))
     return isinstance(d, dict) and {"models", "cells", "probe"} <= set(d)
-
-
-def _raise_if_stopped(rows) -> None:
-    """A model that was stopped by a signal means compare is stopping."""
-    stopped = [r for r in rows if r and r.get("interrupted")]
-    if stopped:
-        raise Stop(stopping.pending() or stopped[0].get("signum") or signal.SIGINT)
 
 
 def _sizes(cells, mcfg, tcfg, corpus, given, cell_lr, threads, log) -> dict:
@@ -433,11 +282,12 @@ def _compare(report, text, cells, mcfg, tcfg, corpus, target, *, cell_lr, match_
                 context_max=context_max, context_positions=context_positions))
         log(f"training {plural(len(cells), 'model')} ({_budget(tcfg)} each), {n_jobs} at a time"
             + (", one core each" if n_jobs > 1 else ""))
-        report["models"] = _run_jobs(train_one, jobs_list, n_jobs)
-        _raise_if_stopped(report["models"])
+        report["models"] = run_jobs(train_one, jobs_list, n_jobs)
+        raise_if_stopped(report["models"])
         report["context"] = {m["cell"]: {k: m["context"][k] for k in ("k", "loss", "span")}
                              for m in report["models"]}
     if probe is not None:
+        from .probe import probe_levels, run_probe
         report["tasks"] = run_probe(cells, probe_levels(probe), probe["model"], probe["train"],
                                     cell_lr=cell_lr, out_dir=out_dir, jobs=jobs,
                                     progress=progress, log=log, minutes=probe.get("minutes"))
@@ -474,80 +324,6 @@ def _fit_context(n_val: int, k_max: int, log) -> int:
     log(f"the held-out text has {plural(n_val, 'character')}: the context curve stops at "
         f"k = {k} (asked for {k_max})")
     return k
-
-
-def _run_jobs(fn, jobs_list, n_jobs, minutes=None):
-    """fn(job) for every job, n_jobs at a time in worker processes (in this
-    process when n_jobs is 1), results in the jobs' order. With `minutes`, the
-    jobs share that much wall-clock time: each is given, as it starts, its
-    share of the time still free, (time left × n_jobs − time promised to the
-    jobs running) / jobs not started, as its "train" budget; a job that ends
-    early leaves its time to those after it."""
-    deadline = None if minutes is None else time.monotonic() + 60 * minutes
-
-    def budgeted(job, promised, left):
-        if deadline is None:
-            return job, 0.0
-        now = time.monotonic()
-        share = ((deadline - now) * n_jobs - promised) / left
-        share = min(max(share, MIN_JOB_SECONDS), max(deadline - now, MIN_JOB_SECONDS))
-        train = dict(job["train"], minutes=share / 60, steps=0, epochs=0.0)
-        return dict(job, train=train), now + share
-
-    if n_jobs == 1:
-        out = []
-        for k, job in enumerate(jobs_list):
-            stopping.check()
-            out.append(fn(budgeted(job, 0.0, len(jobs_list) - k)[0]))
-            if out[-1].get("interrupted"):
-                break                            # stopping: no model after this one
-        return out
-    return _in_processes(fn, jobs_list, n_jobs, budgeted)
-
-
-MIN_JOB_SECONDS = 10.0
-
-
-def _in_processes(fn, jobs_list, n_jobs, budgeted):
-    """Each worker is a fresh process with one BLAS thread, so n_jobs models
-    share the cores without oversubscribing them. Jobs are handed out in
-    order as workers come free, each through budgeted(job, promised, left)
-    (see _run_jobs). On a stop signal no job is begun; the workers get the
-    same signal (each saves its model and stops) and are waited for, at most
-    stopping.GRACE seconds, then Stop is raised."""
-    import multiprocessing
-    ctx = get_context("spawn")
-    with one_blas_thread():
-        pool = ProcessPoolExecutor(n_jobs, mp_context=ctx, initializer=die_with_parent,
-                                   initargs=(os.getpid(),))
-    results = [None] * len(jobs_list)
-    running = {}                                  # future -> (index, promised end)
-    queue = list(range(len(jobs_list)))
-    try:
-        while queue or running:
-            while queue and len(running) < n_jobs:
-                stopping.check()
-                now = time.monotonic()
-                promised = sum(max(0.0, end - now) for _, end in running.values())
-                k = queue.pop(0)
-                job, end = budgeted(jobs_list[k], promised, len(queue) + 1)
-                running[pool.submit(fn, job)] = (k, end)
-            done, _ = wait(running, timeout=0.25, return_when=FIRST_COMPLETED)
-            for f in done:
-                results[running.pop(f)[0]] = f.result()
-            stopping.check()
-    except KeyboardInterrupt as e:
-        signum = getattr(e, "signum", signal.SIGINT)
-        children = multiprocessing.active_children()
-        for proc in children:                     # each saves its model and stops ...
-            with contextlib.suppress(OSError):
-                os.kill(proc.pid, signum)
-        wait(running, timeout=stopping.GRACE / 2)  # ... and hands back its result
-        pool.shutdown(wait=False, cancel_futures=True)   # then the idle workers leave
-        stop_children(children, 0, grace=5.0)     # (signal 0: only waited for, then killed)
-        raise Stop(signum) from None
-    pool.shutdown(wait=True)
-    return results
 
 
 def _default_seed(corpus) -> str:
