@@ -141,17 +141,27 @@ def probe_corpus(lag: int, train_chars: int = 1_000_000, val_lines: int = 2000,
 
 
 def probe_accuracy(model: Model, ids: np.ndarray, vocab: str, streams: int = 32) -> float:
-    """Share of the recall positions in ids (held-out probe lines) at which the
-    model's likeliest next character is the line's key. The text runs as
-    `streams` contiguous streams with the state carried, as in training; a
-    stream starts inside a line, so only the lines after its first newline,
-    whose key it has read, are scored."""
+    """Share of the recall positions in ids (held-out probe lines: the "=" of
+    each line) at which the model's likeliest next character is the line's
+    key (scored_accuracy)."""
+    return scored_accuracy(model, ids, ids == vocab.index(PROBE_MARK), vocab.index("\n"),
+                           streams, "probe")
+
+
+def scored_accuracy(model: Model, ids: np.ndarray, scored: np.ndarray, newline: int,
+                    streams: int = 32, what: str = "task") -> float:
+    """Share of the scored positions of held-out lines (ids, scored: flat) at
+    which the model's likeliest next character is the right one. The text
+    runs as `streams` contiguous streams with the state carried, as in
+    training; a stream starts inside a line, so only the positions after its
+    first newline (id `newline`), whose line it has read from the start, are
+    scored."""
     L = len(ids) // streams
     if L < 2:
-        raise CharlstmError("too few held-out probe lines to score")
+        raise CharlstmError(f"too few held-out {what} lines to score")
     grid = ids[:streams * L].reshape(streams, L)
-    mark, nl = vocab.index(PROBE_MARK), vocab.index("\n")
-    first_nl = np.argmax(grid == nl, axis=1)                     # per stream
+    mask = np.asarray(scored)[:streams * L].reshape(streams, L)
+    first_nl = np.argmax(grid == newline, axis=1)                # per stream
     t_of = np.arange(L)[:, None]
     right = total = 0
 
@@ -159,9 +169,8 @@ def probe_accuracy(model: Model, ids: np.ndarray, vocab: str, streams: int = 32)
         nonlocal right, total
         t, b = logits.shape[:2]
         n = min(t, L - 1 - t0)                                    # steps with a next char
-        x = grid[s0:s0 + b, t0:t0 + n].T                          # (n, b) inputs
+        at = mask[s0:s0 + b, t0:t0 + n].T & (t_of[t0:t0 + n] > first_nl[None, s0:s0 + b])
         nxt = grid[s0:s0 + b, t0 + 1:t0 + n + 1].T                # their next characters
-        at = (x == mark) & (t_of[t0:t0 + n] > first_nl[None, s0:s0 + b])
         guess = logits[:n].argmax(axis=-1)
         right += int((guess[at] == nxt[at]).sum())
         total += int(at.sum())

@@ -147,29 +147,8 @@ def accuracy(model, task: Task, ids: np.ndarray, scored: np.ndarray,
              streams: int = 32) -> float:
     """Share of the scored positions of held-out lines (ids, scored: flat, as
     Task.corpus gives them) at which the model's likeliest next character is
-    the right one. The lines run as `streams` contiguous streams with the
-    state carried, as in training; a stream starts inside a line, so only
-    the positions after its first newline are scored."""
-    from ..errors import CharlstmError
-    from .spans import run_streams
-    L = len(ids) // streams
-    if L < 2:
-        raise CharlstmError("too few held-out task lines to score")
-    grid = ids[:streams * L].reshape(streams, L)
-    mask = scored[:streams * L].reshape(streams, L)
-    first_nl = np.argmax(grid == task.vocab.index("\n"), axis=1)      # per stream
-    t_of = np.arange(L)[:, None]
-    right = total = 0
-
-    def visit(t0, s0, logits):
-        nonlocal right, total
-        t, b = logits.shape[:2]
-        n = min(t, L - 1 - t0)                                   # steps with a next char
-        at = mask[s0:s0 + b, t0:t0 + n].T & (t_of[t0:t0 + n] > first_nl[None, s0:s0 + b])
-        nxt = grid[s0:s0 + b, t0 + 1:t0 + n + 1].T
-        guess = logits[:n].argmax(axis=-1)
-        right += int((guess[at] == nxt[at]).sum())
-        total += int(at.sum())
-
-    run_streams(model, np.ascontiguousarray(grid.T), visit)
-    return right / total if total else float("nan")
+    the right one, the lines run as streams with the state carried
+    (spans.scored_accuracy)."""
+    from .spans import scored_accuracy
+    return scored_accuracy(model, ids, scored, task.vocab.index("\n"), streams,
+                           f"{task.name} task")
