@@ -116,6 +116,51 @@ def test_safetensors_load_into_pytorch(tmp_path, cell, module):
     np.testing.assert_allclose(lp, charlstm_logprobs(m, tokens), atol=1e-5)
 
 
+def _readme_cell(torch, cell, t, k, x, h, c):
+    """One step of layer k of `cell`, written from the README's equations (How it
+    works: the LSTM's successors), on the exported tensors t."""
+    a = x @ t[f"l{k}.Wx"] + t[f"l{k}.b"]
+    H = h.shape[-1]
+    if cell == "mingru":
+        z = torch.sigmoid(a[..., :H])
+        return (1 - z) * h + z * a[..., H:], c
+    if cell == "minlstm":
+        f, i = torch.sigmoid(a[..., :H]), torch.sigmoid(a[..., H:2 * H])
+        return (f * h + i * a[..., 2 * H:]) / (f + i), c
+    pre = a + h @ t[f"l{k}.Wh"].T                                   # slstm
+    z, it = torch.tanh(pre[..., :H]), pre[..., H:2 * H]
+    f, o = torch.sigmoid(pre[..., 2 * H:3 * H]), torch.sigmoid(pre[..., 3 * H:])
+    cp, n_prev, m_prev = c
+    m = torch.maximum(torch.log(f) + m_prev, it)
+    ip, fp = torch.exp(it - m), torch.exp(torch.log(f) + m_prev - m)
+    cn, nn = fp * cp + ip * z, fp * n_prev + ip
+    return o * cn / nn, (cn, nn, m)
+
+
+@pytest.mark.parametrize("cell", ["mingru", "minlstm", "slstm"])
+def test_safetensors_of_the_successors_score_as_the_readme_says(tmp_path, cell):
+    """A plain PyTorch loop written from the README's equations, on the exported
+    tensors, gives charlstm's log-probabilities (2 layers)."""
+    torch = pytest.importorskip("torch")
+    st = pytest.importorskip("safetensors.torch")
+    path, m = checkpoint(tmp_path, cell, 2)
+    t = {k: v.double() for k, v in st.load_file(export(path, "safetensors")).items()}
+    assert ("l0.Wh" in t) == (cell == "slstm")
+    tokens = ids()
+    H = 12
+    hs = [torch.zeros(H, dtype=torch.float64) for _ in range(2)]
+    cs = [tuple(torch.zeros(H, dtype=torch.float64) for _ in range(3)) for _ in range(2)]
+    out = []
+    for tok in tokens:
+        x = torch.nn.functional.one_hot(torch.tensor(int(tok)), len(VOCAB)).double()
+        for k in range(2):
+            hs[k], cs[k] = _readme_cell(torch, cell, t, k, x, hs[k], cs[k])
+            x = hs[k]
+        out.append(torch.log_softmax(x @ t["decoder.weight"].T + t["decoder.bias"], -1))
+    lp = torch.stack(out).numpy()
+    np.testing.assert_allclose(lp, charlstm_logprobs(m, tokens), atol=1e-4)
+
+
 def test_a_safetensors_file_samples_as_its_checkpoint(tmp_path):
     pytest.importorskip("safetensors")
     for cell in ("lstm", "gru", "cifg", "lstm-peephole"):
