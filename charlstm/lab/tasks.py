@@ -110,26 +110,27 @@ def mqar_lines(pairs: int, n: int, rng: np.random.Generator):
     """`pairs` distinct keys each followed by its value ("k3q7…"), ":", then
     every key again in a new order, each followed by its value, "\\n";
     scored: each key after ":" (its value comes next). The values are drawn
-    afresh for every line, so only the pairs read in that line predict them."""
+    afresh for every line, so only the pairs read in that line predict them.
+    Every line at once: the keys of a line are the first `pairs` of a random
+    ordering of all of them, and the queries another random ordering of those."""
     if pairs > len(MQAR_KEYS):
         raise ValueError(f"at most {len(MQAR_KEYS)} pairs")
     v = MQAR_VOCAB
     keys_c, vals_c = _code(v, MQAR_KEYS), _code(v, MQAR_VALUES)
     L = 4 * pairs + 2
+    keys = np.argsort(rng.random((n, len(MQAR_KEYS))), axis=1)[:, :pairs]    # distinct
+    vals = rng.integers(0, len(MQAR_VALUES), (n, pairs))
+    order = np.argsort(rng.random((n, pairs)), axis=1)
     out = np.empty((n, L), np.uint8)
+    out[:, 0:2 * pairs:2] = keys_c[keys]
+    out[:, 1:2 * pairs:2] = vals_c[vals]
+    out[:, 2 * pairs] = v.index(":")
+    q0 = 2 * pairs + 1
+    out[:, q0:q0 + 2 * pairs:2] = keys_c[np.take_along_axis(keys, order, axis=1)]
+    out[:, q0 + 1:q0 + 2 * pairs:2] = vals_c[np.take_along_axis(vals, order, axis=1)]
+    out[:, L - 1] = v.index("\n")
     scored = np.zeros((n, L), bool)
-    for r in range(n):
-        keys = rng.choice(len(MQAR_KEYS), pairs, replace=False)
-        vals = rng.integers(0, len(MQAR_VALUES), pairs)
-        out[r, 0:2 * pairs:2] = keys_c[keys]
-        out[r, 1:2 * pairs:2] = vals_c[vals]
-        out[r, 2 * pairs] = v.index(":")
-        order = rng.permutation(pairs)
-        q0 = 2 * pairs + 1
-        out[r, q0:q0 + 2 * pairs:2] = keys_c[keys[order]]
-        out[r, q0 + 1:q0 + 2 * pairs:2] = vals_c[vals[order]]
-        scored[r, q0:q0 + 2 * pairs:2] = True
-        out[r, L - 1] = v.index("\n")
+    scored[:, q0:q0 + 2 * pairs:2] = True
     return out, scored
 
 
