@@ -8,6 +8,11 @@ import pytest
 # Python's own handler, however the suite was started.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+# Likewise nohup's SIGHUP (and an ignored SIGTERM): the commands the tests start
+# would inherit it, and rightly keep ignoring it (test_signals checks that).
+for _sig in (signal.SIGHUP, signal.SIGTERM):
+    if signal.getsignal(_sig) is signal.SIG_IGN:
+        signal.signal(_sig, signal.SIG_DFL)
 
 POEM = """Shall I compare thee to a summer's day?
 Thou art more lovely and more temperate:

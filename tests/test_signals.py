@@ -99,6 +99,27 @@ def test_train_saves_and_stops_on_every_stop_signal(tmp_path, text, sig):
     assert ckpt.load(str(out)).state["step"] > 0
 
 
+def test_a_stop_signal_ignored_when_train_starts_stays_ignored(tmp_path, text):
+    """Under nohup (SIGHUP ignored) a hang-up leaves the run going; SIGTERM
+    still saves and stops it."""
+    def ignore_hup():
+        _default_sigint()
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    out = tmp_path / "m.npz"
+    p = subprocess.Popen([sys.executable, "-m", "charlstm", "train", str(text), "--out", str(out),
+                          "--steps", "10000000", "--eval-every", "200"] + SMALL, cwd=tmp_path,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=ignore_hup)
+    assert wait_for(out)
+    p.send_signal(signal.SIGHUP)
+    time.sleep(3.0)
+    assert p.poll() is None, p.communicate()[1]
+    _, err = stop(p, signal.SIGTERM)
+    assert p.returncode == 128 + signal.SIGTERM, err
+    ckpt.load(str(out))
+
+
 def test_compare_stops_every_model_and_names_the_signal(tmp_path, text):
     """SIGTERM to compare alone (not its process group): its workers get it
     too, save their models, and no model is begun after it."""
