@@ -170,7 +170,7 @@ def test_planted_cells_are_ranked_first(tmp_path, cell, state, wanted):
     r = CliRunner().invoke(main, ["inspect", path, "--text", str(tp), "--json", "--html",
                                   str(page)], catch_exceptions=False)
     assert r.exit_code == 0, r.output
-    res = json.loads(r.output)
+    res = json.loads(r.stdout)
     assert set(res) >= {"features", "gates", "counters"}
     for feat, unit in wanted.items():
         best = res["features"][feat][0]
@@ -267,7 +267,7 @@ def test_inspect_reads_the_held_out_text_of_a_trained_model(tmp_path):
     r = CliRunner().invoke(main, ["inspect", out, "--json", "--chars", "300"],
                            catch_exceptions=False)
     assert r.exit_code == 0, r.output
-    res = json.loads(r.output)
+    res = json.loads(r.stdout)
     assert res["chars"] == 300 and os.path.exists(res["html"])
     assert set(res["gates"]) == {"r", "z"} and res["counters"] == []
 
@@ -344,7 +344,7 @@ def _inspect_json(tmp_path, text, *extra):
     r = CliRunner().invoke(main, ["inspect", path, "--text", str(tp), "--json", "--html",
                                   str(tmp_path / "q.html"), *extra], catch_exceptions=False)
     assert r.exit_code == 0, r.output
-    return json.loads(r.output)
+    return json.loads(r.stdout)
 
 
 def test_a_handful_of_quotes_is_too_few_to_score(tmp_path):
