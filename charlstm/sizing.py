@@ -27,7 +27,6 @@ Every option the user gives wins, and the rest is still chosen around it:
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ MIN_STEPS = 3500             # a time budget: the largest size making this many 
 CHARS_PER_WEIGHT = 10.0      # a budget of steps or epochs: at least this many per weight
 SPEED_SECONDS = 0.25         # how long each candidate's speed is timed
 SPEED_FILE = "speeds.json"   # in kernels.cache_root(): this machine's speeds
+SPEED_HOURS = 24.0           # a timing older than this is timed again (the load it saw has passed)
 
 
 def dropout_for(epochs: float) -> float:
@@ -105,13 +105,25 @@ def _config_key(cell, hidden, layers, B, T, V, dropout, threads) -> str:
     return f"{cell}:{layers}x{hidden}:B{B}:T{T}:V{V}:d{int(dropout > 0)}:w{threads}"
 
 
-def load_speeds() -> dict:
+def load_speeds(now: float | None = None) -> dict:
+    """This machine's speeds timed within SPEED_HOURS: {config key: steps/s}.
+    Each is kept with the time it was taken ({"sps", "at"}), so that a timing
+    made while the machine was busy is not trusted for ever; an entry of
+    another shape is timed again."""
     try:
         with open(_speed_path(), encoding="utf-8") as fh:
             d = json.load(fh)
-        return d.get(machine_key(), {}) if isinstance(d, dict) else {}
+        mine = d.get(machine_key(), {}) if isinstance(d, dict) else {}
     except (OSError, ValueError):
         return {}
+    now = time.time() if now is None else now
+    out = {}
+    for k, v in (mine.items() if isinstance(mine, dict) else ()):
+        if (isinstance(v, dict) and isinstance(v.get("sps"), (int, float))
+                and isinstance(v.get("at"), (int, float)) and v["sps"] > 0
+                and 0 <= now - v["at"] < 3600 * SPEED_HOURS):
+            out[k] = float(v["sps"])
+    return out
 
 
 def save_speeds(speeds: dict) -> None:
@@ -124,7 +136,11 @@ def save_speeds(speeds: dict) -> None:
         d = d if isinstance(d, dict) else {}
     except (OSError, ValueError):
         d = {}
-    d.setdefault(machine_key(), {}).update(speeds)
+    mine = d.get(machine_key())
+    mine = mine if isinstance(mine, dict) else {}
+    now = time.time()
+    mine.update({k: {"sps": float(v), "at": now} for k, v in speeds.items()})
+    d[machine_key()] = mine
     try:
         from .files import write_json
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -292,4 +308,3 @@ def given_options(ctx, names) -> set:
 
 
 RULE = describe_rule()
-_ = math

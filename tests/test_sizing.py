@@ -1,3 +1,5 @@
+import json
+import time
 """The default model (sizing.py): chosen for the budget, the text and the
 machine; every option given wins and the rest is chosen around it; the
 choice is printed, stored and reproduced by the command printed with it."""
@@ -89,6 +91,26 @@ def test_speeds_are_cached_for_this_machine(text, tmp_path, monkeypatch):
     assert v > 0 and s1.source() == "timed here"
     s2 = sizing.Speeds(corpus, 4, 16, threads=1)
     assert s2("lstm", 16, 1, 0.0) == v and s2.source() == "cached for this machine"
+
+
+def test_a_speed_timed_long_ago_is_timed_again(text, tmp_path, monkeypatch):
+    """A timing is trusted for SPEED_HOURS: the load it may have seen passes."""
+    monkeypatch.setattr(sizing, "_speed_path", lambda: str(tmp_path / "speeds.json"))
+    corpus = load_corpus(text, 0.1)
+    s1 = sizing.Speeds(corpus, 4, 16, threads=1)
+    s1("lstm", 16, 1, 0.0)
+    s1.keep()
+    (key,) = sizing.load_speeds()
+    assert sizing.load_speeds(now=time.time() + 3600 * sizing.SPEED_HOURS + 1) == {}
+    d = json.loads((tmp_path / "speeds.json").read_text())
+    d[sizing.machine_key()][key]["at"] -= 3600 * sizing.SPEED_HOURS + 1
+    (tmp_path / "speeds.json").write_text(json.dumps(d))
+    s2 = sizing.Speeds(corpus, 4, 16, threads=1)
+    s2("lstm", 16, 1, 0.0)
+    assert s2.source() == "timed here"
+    d[sizing.machine_key()][key] = 123.0                  # the older file's bare number
+    (tmp_path / "speeds.json").write_text(json.dumps(d))
+    assert sizing.load_speeds() == {}
 
 
 def test_train_prints_stores_and_reproduces_its_choice(text, tmp_path):
