@@ -157,6 +157,14 @@ class Model:
                 self.p[f"l{l}.b"][...] = 0
         return self
 
+    def check_unit(self, layer: int, unit: int, named: str) -> None:
+        """A unit the user named (sample --clamp, inspect --unit and --ablate)
+        is one of this model's; `named` is how they named it, for the message."""
+        L, H = self.cfg.layers, self.cfg.hidden
+        if not (0 <= layer < L and 0 <= unit < H):
+            raise CharlstmError(f"{named}: this model has layers 0-{L - 1} and units "
+                                f"0-{H - 1} in each")
+
     def zero_state(self, B: int):
         """Initial (h, c): (L, B, H) and (L, B, c_width·H), zero (the sLSTM's c, n
         and m too: its n becomes i' > 0 at the first step)."""

@@ -112,12 +112,9 @@ class Sampler:
 def check_clamp(model: Model, clamp) -> tuple[np.ndarray, np.ndarray]:
     """The kernel's arrays for (layer, unit, value) triples, each checked
     against the model: ([layer, unit] rows (K, 2) int64, values (K,))."""
-    L, H = model.cfg.layers, model.cfg.hidden
     rows, vals = [], []
     for layer, unit, value in clamp:
-        if not (0 <= layer < L and 0 <= unit < H):
-            raise CharlstmError(f"--clamp {layer}:{unit}: this model has layers 0-{L - 1} "
-                                f"and units 0-{H - 1} in each")
+        model.check_unit(layer, unit, f"--clamp {layer}:{unit}")
         if not np.isfinite(value) or abs(value) > float(np.finfo(model.dtype).max):
             raise CharlstmError(f"--clamp {layer}:{unit}={value}: the value must be a "
                                 f"finite number within ±{np.finfo(model.dtype).max:.3g}, "

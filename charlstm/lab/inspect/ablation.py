@@ -44,9 +44,7 @@ def held_at_zero(model: Model, units) -> Model:
     cfg, H, cell = model.cfg, model.cfg.hidden, model.cell
     m = Model(cfg, model.dtype, model.flat.copy())
     for layer, unit in units:
-        if not (0 <= layer < cfg.layers and 0 <= unit < H):
-            raise CharlstmError(f"--ablate {layer}:{unit}: this model has layers 0-"
-                                f"{cfg.layers - 1} and units 0-{H - 1} in each")
+        model.check_unit(layer, unit, f"--ablate {layer}:{unit}")
         Wx, Wh, b = m.p[f"l{layer}.Wx"], m.p.get(f"l{layer}.Wh"), m.p[f"l{layer}.b"]
         for what, how in cell.held_at_zero:
             if what in cell.extras:                     # an extra parameter: 0 for this unit
@@ -194,9 +192,6 @@ def parse_units(spec: str, model: Model) -> list[tuple[int, int]]:
         except ValueError:
             raise CharlstmError(f"--ablate {spec!r}: write LAYER:UNIT[,LAYER:UNIT…], "
                                 "e.g. 0:17,0:40") from None
-        L, H = model.cfg.layers, model.cfg.hidden
-        if not (0 <= layer < L and 0 <= unit < H):
-            raise CharlstmError(f"--ablate {part}: this model has layers 0-{L - 1} and units "
-                                f"0-{H - 1} in each")
+        model.check_unit(layer, unit, f"--ablate {part}")
         out.append((layer, unit))
     return out

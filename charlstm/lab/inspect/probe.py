@@ -343,10 +343,7 @@ def parse_unit(spec: str, model: Model, rec: dict | None = None) -> tuple[int, i
     except (ValueError, IndexError):
         raise CharlstmError(f"--unit {spec!r}: write LAYER:UNIT or LAYER:UNIT:STATE, e.g. "
                             "0:17 or 0:17:h") from None
-    L, H = model.cfg.layers, model.cfg.hidden
-    if not (0 <= layer < L and 0 <= unit < H):
-        raise CharlstmError(f"--unit {spec}: this model has layers 0-{L - 1} and units "
-                            f"0-{H - 1} in each")
+    model.check_unit(layer, unit, f"--unit {spec}")
     if state not in st:
         raise CharlstmError(f"--unit {spec}: this cell has no state {state!r}; choose from "
                             + ", ".join(st))
