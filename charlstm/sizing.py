@@ -80,20 +80,24 @@ def n_params_of(cell: str, hidden: int, layers: int, V: int) -> int:
 
 # -- speed ------------------------------------------------------------------------
 
-def machine_key() -> str:
-    """This machine, as far as speed goes: the CPU's model name and core count."""
-    name = ""
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), or "" where that cannot be read."""
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
                 if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return ""
+
+
+def machine_key() -> str:
+    """This machine, as far as speed goes: the CPU's model name and core count."""
     import platform
     from . import __version__
-    return f"{name or platform.processor() or platform.machine()}|{os.cpu_count()}|{__version__}"
+    name = cpu_name() or platform.processor() or platform.machine()
+    return f"{name}|{os.cpu_count()}|{__version__}"
 
 
 def _speed_path() -> str:

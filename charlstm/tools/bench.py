@@ -232,16 +232,8 @@ def run(repeats=9, quick=False, memory=True, log=print) -> dict:
 
 
 def _machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
+    from ..sizing import cpu_name
+    return f"{cpu_name() or 'unknown CPU'}, {os.cpu_count()} cores"
 
 
 OVER_PEAK = ("(Over 100% of peak: the GEMMs timed in that row's turns read less than the "
