@@ -158,3 +158,10 @@ def test_no_module_is_over_max_lines():
         if n > MAX_LINES:
             long[name] = n
     assert long == {}
+
+
+def test_the_readme_stays_short():
+    """The README is a start and a map (at most 250 lines); runs and history live in docs/."""
+    readme = os.path.join(ROOT, "README.md")
+    with open(readme, encoding="utf-8") as fh:
+        assert len(fh.read().splitlines()) <= 250
