@@ -7,7 +7,8 @@ units (and the dropout and learning rate that go with them) from:
 - the training text's length;
 - this machine's speed: training steps per second of each candidate size,
   timed here for a fraction of a second each, or read from the measurement
-  cached for this machine (speeds.json in the cache folder).
+  cached for this machine (speeds.json in the cache folder) and scaled to
+  one size timed now, so that the load of the moment counts.
 
 The rule (its evidence in docs/sizing.md): with a time budget, the largest
 hidden size that will make at least MIN_STEPS training steps in it. A bigger
@@ -40,6 +41,7 @@ CHARS_PER_WEIGHT = 10.0      # a budget of steps or epochs: at least this many p
 SPEED_SECONDS = 0.25         # how long each candidate's speed is timed
 SPEED_FILE = "speeds.json"   # in kernels.cache_root(): this machine's speeds
 SPEED_HOURS = 24.0           # a timing older than this is timed again (the load it saw has passed)
+CHECK_HIDDEN = 256           # the size timed now to scale the cached speeds by (Speeds)
 
 
 def dropout_for(epochs: float) -> float:
@@ -185,7 +187,13 @@ def time_steps(corpus, cell, hidden, layers, B, T, dropout, threads,
 
 
 class Speeds:
-    """Steps per second of candidate sizes: cached ones first, the rest timed."""
+    """Steps per second of candidate sizes: cached ones first, the rest timed.
+
+    A cached speed says how this machine runs each size; how busy it is now
+    is another matter. So the first time the cache answers, one size
+    (CHECK_HIDDEN when it is cached) is timed now as well, and every cached
+    speed is scaled by the ratio: a cache filled while the machine was busy
+    does not size the runs of a quiet hour too small, nor the reverse."""
 
     def __init__(self, corpus, B: int, T: int, threads: int | None = None):
         from .replicas import default_workers
@@ -194,22 +202,39 @@ class Speeds:
         self.cached = load_speeds()
         self.new: dict = {}
         self.timed = False
+        self.scale: float | None = None        # now against the cache, once checked
 
-    def __call__(self, cell: str, hidden: int, layers: int, dropout: float) -> float:
-        key = _config_key(cell, hidden, layers, self.B, self.T, self.corpus.V, dropout,
-                          self.threads)
-        if key in self.new:
-            return self.new[key]
-        if key in self.cached:
-            return self.cached[key]
+    def _key(self, cell, hidden, layers, dropout) -> str:
+        return _config_key(cell, hidden, layers, self.B, self.T, self.corpus.V, dropout,
+                           self.threads)
+
+    def _time(self, key, cell, hidden, layers, dropout) -> float:
         sps = time_steps(self.corpus, cell, hidden, layers, self.B, self.T, dropout,
                          self.threads)
         self.new[key] = sps
-        self.timed = True
         return sps
 
+    def __call__(self, cell: str, hidden: int, layers: int, dropout: float) -> float:
+        key = self._key(cell, hidden, layers, dropout)
+        if key in self.new:
+            return self.new[key]
+        if key in self.cached:
+            if self.scale is None:
+                check = (hidden if self._key(cell, CHECK_HIDDEN, layers, dropout)
+                         not in self.cached else CHECK_HIDDEN)
+                ck = self._key(cell, check, layers, dropout)
+                self.scale = self._time(ck, cell, check, layers, dropout) / self.cached[ck]
+            return self.new.get(key, self.cached[key] * self.scale)
+        self.timed = True
+        return self._time(key, cell, hidden, layers, dropout)
+
     def source(self) -> str:
-        return "timed here" if self.timed else "cached for this machine"
+        if self.scale is None:
+            return "timed here"
+        scaled = (f"scaled ×{self.scale:.2f} to a timing now" if abs(self.scale - 1) >= 0.05
+                  else "a timing now agreed")
+        return (f"partly timed here, partly cached ({scaled})" if self.timed
+                else f"cached for this machine, {scaled}")
 
     def keep(self) -> None:
         if self.new:

@@ -57,7 +57,7 @@ def test_compare_probe_runs_every_task(tmp_path):
 def test_compare_probe_without_lag_has_no_lag_probe(tmp_path):
     out = tmp_path / "run"
     r = CliRunner().invoke(main, [
-        "compare", "--probe", "--task", "parity", "--cells", "lstm", "--bits", "2",
+        "compare", "--task", "parity", "--cells", "lstm", "--bits", "2",   # --task: the probe
         "--probe-minutes", "0.01", "--probe-hidden", "8", "--jobs", "1", "--no-progress",
         "--out-dir", str(out)], catch_exceptions=False)
     assert r.exit_code == 0, r.output
@@ -85,11 +85,14 @@ def test_bad_probe_settings_are_refused_in_one_line(args, said):
     assert "Traceback" not in r.output
 
 
-def test_task_settings_need_the_probe(tmp_path):
+@pytest.mark.parametrize("opt, value, task", [("--bits", "4", "parity"),
+                                               ("--pairs", "2", "mqar")])
+def test_task_difficulties_need_their_task(tmp_path, opt, value, task):
     p = tmp_path / "t.txt"
     p.write_text("abc " * 500)
-    r = CliRunner().invoke(main, ["compare", str(p), "--task", "parity"])
-    assert r.exit_code == 2 and "--task is a setting of the memory probe: add --probe" in r.output
+    r = CliRunner().invoke(main, ["compare", str(p), opt, value])
+    assert r.exit_code == 2 and f"{opt} sets the {task} task's difficulties: add --task {task}" \
+        in r.output, r.output
 
 
 def made_up_run():
@@ -133,7 +136,7 @@ def test_the_report_has_a_table_per_task(tmp_path):
     page = write_report(rep, str(tmp_path / "report.html"))
     with open(page, encoding="utf-8") as fh:
         html = fh.read()
-    assert html.count("<svg") == 3 and "bits in the string" in html
+    assert html.count("<svg") == 3 and "longest string, bits" in html
     assert "<th>pairs</th><th>1</th><th>4</th><th>16</th><th>span</th>" in html
 
 

@@ -529,3 +529,18 @@ def test_a_series_without_a_legend_entry():
     box = chart_layout(series)["legend_box"]
     assert box[3] - box[1] == 13 + 4 and box[2] - box[0] < 100
     assert 'class="lb"' not in svg_chart([dict(s, legend=False) for s in series])
+
+
+def test_a_comparison_without_tasks_says_how_to_run_them(tmp_path):
+    """A plain comparison names the three memory tasks, what each needs and
+    the option that runs them, in the terminal and on the page; a run that
+    had them does not."""
+    rep = real_run()
+    assert not rep.get("probe") and not rep.get("tasks")
+    for out in (printed(rep), page(rep, tmp_path)):
+        assert "The memory tasks were not run" in out and "--task lag,parity,mqar" in out
+        assert all(name in out for name in ("lag (needs", "parity (needs", "mqar (needs"))
+    rep["tasks"] = {"parity": {"task": "parity"}}       # a run that had a task
+    assert compare.tasks_hint(rep) is None
+    rep["tasks"], rep["probe"] = None, {"span": {}}     # or the lag probe alone
+    assert compare.tasks_hint(rep) is None

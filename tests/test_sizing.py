@@ -90,7 +90,27 @@ def test_speeds_are_cached_for_this_machine(text, tmp_path, monkeypatch):
     s1.keep()
     assert v > 0 and s1.source() == "timed here"
     s2 = sizing.Speeds(corpus, 4, 16, threads=1)
-    assert s2("lstm", 16, 1, 0.0) == v and s2.source() == "cached for this machine"
+    v2 = s2("lstm", 16, 1, 0.0)          # cached, and CHECK_HIDDEN is not: this one timed now
+    assert s2.source().startswith("cached for this machine") and s2.scale > 0
+    assert v2 == s2.new[s2._key("lstm", 16, 1, 0.0)]
+
+
+def test_cached_speeds_are_scaled_to_a_timing_now(text, tmp_path, monkeypatch):
+    """A cache filled on a busy machine (here: speeds a third of the truth)
+    does not size a quiet run: one size is timed now, the rest scaled."""
+    monkeypatch.setattr(sizing, "_speed_path", lambda: str(tmp_path / "speeds.json"))
+    corpus = load_corpus(text, 0.1)
+    timings = []
+    monkeypatch.setattr(sizing, "time_steps", lambda c, cell, H, *a: timings.append(H) or 300.0)
+    s = sizing.Speeds(corpus, 4, 16, threads=1)
+    sizing.save_speeds({s._key("lstm", H, 1, 0.0): 100.0 for H in (64, 256, 512)})
+    s = sizing.Speeds(corpus, 4, 16, threads=1)
+    assert s("lstm", 64, 1, 0.0) == pytest.approx(300.0)      # 100 cached × 3
+    assert s("lstm", 512, 1, 0.0) == pytest.approx(300.0)
+    assert timings == [256] and s.scale == pytest.approx(3.0)  # CHECK_HIDDEN, timed once
+    assert s.source() == "cached for this machine, scaled ×3.00 to a timing now"
+    s("lstm", 1024, 1, 0.0)                                     # not cached: timed
+    assert timings == [256, 1024] and s.source().startswith("partly timed here")
 
 
 def test_a_speed_timed_long_ago_is_timed_again(text, tmp_path, monkeypatch):

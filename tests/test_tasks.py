@@ -9,13 +9,18 @@ from charlstm.model import Model
 
 
 def test_parity_lines_end_in_the_parity_of_their_bits():
-    ids, scored = K.parity_lines(7, 200, np.random.default_rng(0))
-    text = K.TASKS["parity"].text(ids).split("\n")[:-1]
-    assert len(text) == 200
-    for line, row in zip(text, scored):
-        bits, par = line.split("=")
-        assert len(bits) == 7 and par == str(bits.count("1") % 2)
-        assert row.sum() == 1 and row[7]                        # the "=" is scored
+    ids, scored = K.parity_lines(7, 400, np.random.default_rng(0))
+    assert ids.shape == (400, 10)
+    lengths = []
+    for row, mark in zip(ids, scored):
+        line = K.TASKS["parity"].text(row)
+        assert line.endswith("\n") and line.count("=") == 1
+        bits, par = line[:-1].lstrip("\n").split("=")   # blank lines pad it in front
+        assert set(bits) <= {"0", "1"} and 1 <= len(bits) <= 7
+        assert par == str(bits.count("1") % 2)
+        assert list(np.flatnonzero(mark)) == ([7] if len(bits) > 3 else [])   # the longer half's "="
+        lengths.append(len(bits))
+    assert set(lengths) == set(range(1, 8))                  # every length, short to long
 
 
 def test_mqar_queries_every_key_once_with_its_value():

@@ -66,11 +66,12 @@ def _tasks(ctx, param, value):
                    "100,000).")
 @click.option("--probe", is_flag=True,
               help="Also train every cell on the memory probe: each --task at each of its "
-                   "difficulties (FILE is then optional).")
+                   "difficulties (FILE is then optional; --task alone implies it).")
 @click.option("--task", "tasks", multiple=True, callback=_tasks,
               help="The probe's tasks, repeatable or comma-separated: lag (one key kept "
                    "across a span), parity (a running XOR of bits: state tracking), mqar "
-                   "(key-value pairs, each recalled by its key) [default: lag].")
+                   "(key-value pairs, each recalled by its key); naming one runs the probe "
+                   "[default with --probe: lag].")
 @click.option("--lags", default="5,10,20,50,100,200", show_default=True, callback=_lags,
               help="The lag task's difficulties: filler characters between the key and its "
                    "recall.")
@@ -103,8 +104,10 @@ def compare(file, cells, match_params, seed, length, recall_chars, context_max,
     report losses, speed, samples, the recall of training passages, the
     context curve and gradient flow; with --probe, also the memory probe.
 
-    Unless --eval-every is given, each model is validated every 50 steps on the
-    first 100,000 held-out characters, so that the budget goes to training.
+    Each model is validated on the first 100,000 held-out characters; unless
+    --eval-every is given, as often as keeps that to about 5% of its time, so
+    that the budget goes to training (and each model makes the steps its
+    size was chosen for).
     Everything is written to the run folder: checkpoints, results.json,
     compare.png and report.html."""
     from ..lab.compare.run import check_outputs, run_compare
@@ -115,13 +118,16 @@ def compare(file, cells, match_params, seed, length, recall_chars, context_max,
                                  param_hint="--cells")
     if len(set(names)) != len(names):
         raise click.BadParameter("a cell is named twice", param_hint="--cells")
-    if file is None and not probe:
-        raise click.UsageError("give a text FILE to compare on, or --probe for the memory "
-                               "probe alone")
     given = _given(click.get_current_context(), ("tasks", "bits", "pairs", "lags"))
-    if not probe and given & {"tasks", "bits", "pairs"}:
-        opt = "--task" if "tasks" in given else "--" + min(given & {"bits", "pairs"})
-        raise click.UsageError(f"{opt} is a setting of the memory probe: add --probe")
+    probe = probe or "tasks" in given             # naming a task asks for the probe
+    if file is None and not probe:
+        raise click.UsageError("give a text FILE to compare on, or --probe (or --task) for "
+                               "the memory probe alone")
+    if not probe and given & {"bits", "pairs"}:
+        opt = min(given & {"bits", "pairs"})
+        name = next(n for n, o in TASK_LEVELS.items() if o == opt)
+        raise click.UsageError(f"--{opt} sets the {name} task's difficulties: add "
+                               f"--task {name}")
     tasks = tasks or ["lag"]
     for name, opt in TASK_LEVELS.items():
         if probe and opt in given and name not in tasks:
@@ -130,8 +136,8 @@ def compare(file, cells, match_params, seed, length, recall_chars, context_max,
     mcfg, tcfg = configs(kw)
     if kw.get("minutes") is None and kw.get("steps") is None and kw.get("epochs") is None:
         tcfg = replace(tcfg, minutes=2.0)
-    if kw["eval_every"] == TRAIN.eval_every:     # short comparisons want denser curves, and
-        tcfg = replace(tcfg, eval_every=50, eval_chars=100_000)
+    tcfg = replace(tcfg, eval_chars=100_000)    # validated as train does (about 5% of the
+                                                 # time, which sizing allows), on 100,000 chars
     probe_cfg = None
     if probe:
         levels = {"lag": lags, "parity": bits, "mqar": pairs}
@@ -139,7 +145,7 @@ def compare(file, cells, match_params, seed, length, recall_chars, context_max,
                      "minutes": None if probe_minutes else PROBE_MINUTES,
                      "model": replace(mcfg, hidden=probe_hidden, dropout=0.0),
                      "train": replace(tcfg, steps=0, epochs=0.0, minutes=probe_minutes or 1.0,
-                                      eval_every=50, eval_chars=100_000, state_reset=0.0)}
+                                      eval_chars=100_000, state_reset=0.0)}
     out_dir = out_dir or os.path.join("checkpoints",
                                       "compare-" + time.strftime("%Y%m%d-%H%M%S"))
     check_outputs(out_dir, file, names, probe_cfg, force)     # before compiling or training

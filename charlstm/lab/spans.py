@@ -299,9 +299,9 @@ def gradient_flow(model: Model, ids: np.ndarray, T: int, B: int = 16) -> dict:
                              np.ascontiguousarray(y[-1], dtype=np.intp), 1.0)
         model.grad[:] = 0
         model.backward(ws, dlogits)
-    w = ws.layers[0]
-    out = {"T": T, "h": _flow_stats(w["dhs"][T::-1]),
-           "c": _flow_stats(w["dcs"][T::-1]) if model.cell.has_c else None}
+    w, H = ws.layers[0], model.cfg.hidden
+    out = {"T": T, "h": _flow_stats(w["dhs"][T::-1]),                # c alone: the sLSTM's
+           "c": _flow_stats(w["dcs"][T::-1, :, :H]) if model.cell.has_c else None}  # n, m follow it
     return out
 
 

@@ -5,7 +5,8 @@ the next character.
 - **lag** (Hochreiter & Schmidhuber 1997, in small): a key, `lag` random
   filler characters, "=" and the key again. One item kept across a span.
 - **parity** (as in Beck et al. 2024, xLSTM, after Delétang et al. 2023):
-  a string of random bits, "=" and their parity. The state must track a
+  strings of random bits of every length up to the difficulty, "=" and
+  their parity, scored on the longer half. The state must track a
   running XOR: each bit flips it. A recurrence that is linear in its state
   and whose gates see only the input (minGRU, minLSTM) is expected to fail
   it as the strings grow.
@@ -85,18 +86,30 @@ PARITY_VOCAB = "\n01="
 
 
 def parity_lines(bits: int, n: int, rng: np.random.Generator):
-    """`bits` random 0s and 1s, "=", their parity (the number of 1s, mod 2),
-    "\\n"; scored: the "=". Nothing but the running XOR of every bit read
-    predicts it: each bit, wherever it stands, flips the answer."""
+    """Strings of 1 to `bits` random 0s and 1s (every length equally often),
+    "=", their parity (the number of 1s, mod 2), "\\n". Each line is padded
+    in front with newlines (blank lines) to `bits` + 3 characters, so that
+    the lines have one width. Scored: the "=" of the strings longer than
+    `bits` // 2, the hard half. Nothing but the running XOR of every bit read
+    predicts it: each bit, wherever it stands, flips the answer.
+
+    Training on every length up to the longest at once is Delétang et al.'s
+    (2023) set-up, which the xLSTM paper's parity results use: the short
+    strings are where a learner finds the XOR, and the long ones test that
+    it is carried. With only strings of one length (the version before
+    this), no cell learned 8 bits in the probe's minutes."""
     v = PARITY_VOCAB
+    length = rng.integers(1, bits + 1, n)
     b = rng.integers(0, 2, (n, bits))
+    present = np.arange(bits)[None, :] >= (bits - length)[:, None]   # right-aligned
     out = np.empty((n, bits + 3), np.uint8)
-    out[:, :bits] = np.where(b == 1, v.index("1"), v.index("0"))
+    out[:, :bits] = np.where(present, np.where(b == 1, v.index("1"), v.index("0")),
+                             v.index("\n"))
     out[:, bits] = v.index("=")
-    out[:, bits + 1] = np.where(b.sum(axis=1) % 2 == 1, v.index("1"), v.index("0"))
+    out[:, bits + 1] = np.where((b * present).sum(axis=1) % 2 == 1, v.index("1"), v.index("0"))
     out[:, bits + 2] = v.index("\n")
     scored = np.zeros_like(out, bool)
-    scored[:, bits] = True
+    scored[:, bits] = length > bits // 2
     return out, scored
 
 

@@ -61,7 +61,9 @@ def write_report(rep: dict, path: str) -> str:
              f'{plural(round(rep["wall_s"] / 60, 1), "minute")} in all</p>']
     if rep["models"]:
         parts += _models_html(rep)
-    from .results import probe_tasks
+    from .results import probe_tasks, tasks_hint
+    if tasks_hint(rep):
+        parts.append(f'<h2>Memory tasks</h2><p class="note">{_esc(tasks_hint(rep))}</p>')
     for name, pr in probe_tasks(rep).items():
         parts += _probe_html(pr) if name == "lag" else _task_html(pr)
     if rep.get("agreement"):

@@ -130,10 +130,25 @@ def _fmt(x, spec):
 FLOW_KS = (1, 5, 10, 20, 50, 100, 200, 400)
 
 
+def tasks_hint(rep) -> str | None:
+    """For a comparison on a text that ran no memory task: the tasks, what
+    each needs of a memory, and how to run them (the terminal and the page)."""
+    if not rep["models"] or probe_tasks(rep):
+        return None
+    from ..tasks import TASKS
+    from ...config import PROBE_MINUTES
+    return ("The memory tasks were not run: " + "; ".join(
+        f"{t.name} (needs {t.need})" for t in TASKS.values())
+        + f". Add --task lag,parity,mqar to train every cell on each of them (about "
+        f"{PROBE_MINUTES:g} minutes more, shared).")
+
+
 def _print(rep, echo):
     ms = rep["models"]
     if ms:
         _print_models(rep, echo)
+    if tasks_hint(rep):
+        echo("\n" + tasks_hint(rep))
     for name, pr in probe_tasks(rep).items():
         if name == "lag":
             _print_probe(pr, echo)
@@ -404,9 +419,11 @@ def probe_tasks(rep: dict) -> dict:
 TASK_WORDS = {
     "parity": {"title": "Parity",
                "lines": "each line is a string of random bits, '=', and their parity (the "
-                        "number of 1s, mod 2); accuracy of predicting the parity",
-               "axis": "bits in the string",
-               "span": "the longest string whose parity is predicted right in at least "
+                        "number of 1s, mod 2), every length from 1 bit to the difficulty "
+                        "in one text; accuracy of predicting the parity of the longer half "
+                        "(over half the difficulty's bits)",
+               "axis": "longest string, bits",
+               "span": "the longest strings whose parity is predicted right in at least "
                        "{pct}% of held-out lines"},
     "mqar": {"title": "Multi-query associative recall (MQAR)",
              "lines": "each line is key-value pairs (a letter, a digit), ':', and every key "

@@ -492,7 +492,7 @@ def clamp_suggestion(res: dict, rec: dict, path: str) -> str | None:
         return None
     quotes = [c for c in cands if c[0] == "in_quotes" and c[1]["score"] >= 0.5]
     feat, best = quotes[0] if quotes else max(cands, key=lambda c: c[1]["score"])
-    state = "c" if rec["c"] is not None else "h"
+    state = "c" if CELLS[res["model"]["cell"]].output else "h"   # what --clamp holds
     arr = states(rec)[state][best["layer"], :, best["unit"]]
     hi, lo = float(arr.max()), float(arr.min())
     value = 2 * (hi if best["sign"] > 0 else lo)

@@ -234,15 +234,16 @@ def resolve_space(space: dict, speed: Speed | None, minutes: float, V: int, n_tr
     hiddens = hid.get("choices") or [hid["value"]]
     layerss = lay.get("choices") or [lay["value"]]
     cells = space["cell"].get("choices") or [space["cell"]["value"]]
-    slowest = max(cells, key=lambda c: CELLS[c].gates)
+    def slowest(H, L):      # the most work per character at this size
+        return max(cells, key=lambda c: flops_per_char(c, H, L, V))
     sizes = [(f"{L}x{H}", math.inf if speed is None else
-              60 * minutes * speed.chars_per_s(slowest, H, L, V) / (32 * 50))
+              60 * minutes * speed.chars_per_s(slowest(H, L), H, L, V) / (32 * 50))
              for L in sorted(layerss) for H in sorted(hiddens)]
     kept = [size for size, steps in sizes if steps >= MIN_TRIAL_STEPS]
     dropped = [(size, steps) for size, steps in sizes if steps < MIN_TRIAL_STEPS]
     if dropped:
         log(f"left out, too slow for {minutes:g}-minute trials (estimated steps of 32x50 "
-            f"for {slowest}; at least {MIN_TRIAL_STEPS} wanted): "
+            f"for the slowest of {', '.join(cells)}; at least {MIN_TRIAL_STEPS} wanted): "
             + ", ".join(f"{size} ({steps:.0f})" for size, steps in dropped))
     if not kept:
         raise CharlstmError(
