@@ -544,3 +544,23 @@ def test_a_comparison_without_tasks_says_how_to_run_them(tmp_path):
     assert compare.tasks_hint(rep) is None
     rep["tasks"], rep["probe"] = None, {"span": {}}     # or the lag probe alone
     assert compare.tasks_hint(rep) is None
+
+
+def test_the_png_gives_each_cell_its_colour_on_the_page():
+    """compare.png and report.html draw a cell in the same colour
+    (charts.COLOURS by the cell's place in --cells), in every panel."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.colors import to_hex
+    from charlstm.lab.charts import COLOURS
+    from charlstm.lab.compare.figure import _figure
+    rep = real_run()
+    want = {cell: COLOURS[k % len(COLOURS)] for k, cell in enumerate(rep["cells"])}
+    fig = _figure(rep)
+    seen = 0
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            cell = line.get_label().split(" ")[0]
+            if cell in want:
+                assert to_hex(line.get_color()) == want[cell], (ax.get_title(), cell)
+                seen += 1
+    assert seen >= 2 * len(want)          # the loss and the context panels at least

@@ -31,7 +31,8 @@ def _figure(rep):
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.4 + 0.14 * rows),
                              squeeze=False, layout="constrained")
     ax = dict(zip(panels, axes[0]))
-    colours = {}
+    from ..charts import COLOURS              # each cell the colour it has on the page
+    colours = {cell: COLOURS[k % len(COLOURS)] for k, cell in enumerate(rep["cells"])}
     if ms:
         top = math.log(rep["vocab_size"])
         lo, hi = loss_range([np.array(m["val_curve"]).reshape(-1, 3)[:, 2] for m in ms], top)
@@ -44,8 +45,7 @@ def _figure(rep):
         if over.any():
             lab += f", {over.sum()} points above ln V (×)"
             clipped = True
-        line, = ax["loss"].plot(v[:, 0], y, marker=".", label=lab)
-        colours[m["cell"]] = line.get_color()
+        line, = ax["loss"].plot(v[:, 0], y, marker=".", label=lab, color=colours[m["cell"]])
         ax["loss"].plot(v[over, 0], y[over], "x", color="red", ms=9, mew=2)
         cx = m["context"]
         ax["context"].semilogx(cx["k"], cx["loss"], marker="o", ms=3, base=2,
