@@ -32,7 +32,10 @@ def _figure(rep):
                              squeeze=False, layout="constrained")
     ax = dict(zip(panels, axes[0]))
     from ..charts import COLOURS              # each cell the colour it has on the page
-    colours = {cell: COLOURS[k % len(COLOURS)] for k, cell in enumerate(rep["cells"])}
+    cells = rep.get("cells") or list(dict.fromkeys(     # a report that does not list them
+        [m["cell"] for m in ms]
+        + [c for t in ([pr] if pr else []) + list(others.values()) for c in t["accuracy"]]))
+    colours = {cell: COLOURS[k % len(COLOURS)] for k, cell in enumerate(cells)}
     if ms:
         top = math.log(rep["vocab_size"])
         lo, hi = loss_range([np.array(m["val_curve"]).reshape(-1, 3)[:, 2] for m in ms], top)
