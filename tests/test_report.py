@@ -539,7 +539,7 @@ def test_a_comparison_without_tasks_says_how_to_run_them(tmp_path):
     assert not rep.get("probe") and not rep.get("tasks")
     for out in (printed(rep), page(rep, tmp_path)):
         assert "The memory tasks were not run" in out and "--task lag,parity,mqar" in out
-        assert all(name in out for name in ("lag (needs", "parity (needs", "mqar (needs"))
+        assert all(name in out for name in ("lag, to keep", "parity, to track", "mqar, to store"))
     rep["tasks"] = {"parity": {"task": "parity"}}       # a run that had a task
     assert compare.tasks_hint(rep) is None
     rep["tasks"], rep["probe"] = None, {"span": {}}     # or the lag probe alone

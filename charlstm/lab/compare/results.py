@@ -137,8 +137,8 @@ def tasks_hint(rep) -> str | None:
         return None
     from ..tasks import TASKS
     from ...config import PROBE_MINUTES
-    return ("The memory tasks were not run: " + "; ".join(
-        f"{t.name} (needs {t.need})" for t in TASKS.values())
+    return ("The memory tasks were not run. What each needs of a memory: " + "; ".join(
+        f"{t.name}, {t.need}" for t in TASKS.values())
         + f". Add --task lag,parity,mqar to train every cell on each of them (about "
         f"{PROBE_MINUTES:g} minutes more, shared).")
 
