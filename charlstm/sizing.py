@@ -219,11 +219,11 @@ class Speeds:
         if key in self.new:
             return self.new[key]
         if key in self.cached:
-            if self.scale is None:
-                check = (hidden if self._key(cell, CHECK_HIDDEN, layers, dropout)
-                         not in self.cached else CHECK_HIDDEN)
-                ck = self._key(cell, check, layers, dropout)
-                self.scale = self._time(ck, cell, check, layers, dropout) / self.cached[ck]
+            if self.scale is None:                  # CHECK_HIDDEN if cached, else this size
+                H = CHECK_HIDDEN if self._key(cell, CHECK_HIDDEN, layers, dropout) \
+                    in self.cached else hidden
+                ck = self._key(cell, H, layers, dropout)
+                self.scale = self._time(ck, cell, H, layers, dropout) / self.cached[ck]
             return self.new.get(key, self.cached[key] * self.scale)
         self.timed = True
         return self._time(key, cell, hidden, layers, dropout)

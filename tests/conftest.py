@@ -1,4 +1,5 @@
 """Fixtures shared by the tests."""
+import json
 import signal
 
 import pytest
@@ -29,3 +30,20 @@ def poem(tmp_path):
     p = tmp_path / "poem.txt"
     p.write_text(POEM, encoding="utf-8")
     return str(p)
+
+
+@pytest.fixture
+def run_probe(tmp_path):
+    """compare's memory probe, run small in tmp_path/run: (the result, results.json).
+    Its arguments are compare's (tasks, cells, difficulties) and the probe's size."""
+    from click.testing import CliRunner
+    from charlstm.cli import main
+
+    def run(*args, minutes: float, hidden: int):
+        out = tmp_path / "run"
+        r = CliRunner().invoke(main, [
+            "compare", *args, "--probe-minutes", str(minutes), "--probe-hidden", str(hidden),
+            "--jobs", "1", "--no-progress", "--out-dir", str(out)], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        return r, json.loads((out / "results.json").read_text())
+    return run

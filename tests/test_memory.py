@@ -1,6 +1,5 @@
 """The measurements of memory (charlstm.lab.spans): the probe text, the context
 curve, the recall scores, evaluation in bounded chunks, and compare --probe."""
-import json
 import os
 import shutil
 import subprocess
@@ -195,14 +194,10 @@ def test_teacher_forced_accuracy_against_the_reference():
 
 # -- compare --probe, end to end ---------------------------------------------------
 
-def test_compare_probe_end_to_end(tmp_path):
+def test_compare_probe_end_to_end(tmp_path, run_probe):
     out = tmp_path / "run"
-    r = CliRunner().invoke(main, [
-        "compare", "--probe", "--cells", "rnn,lstm", "--lags", "3,6", "--probe-minutes", "0.03",
-        "--probe-hidden", "16", "--jobs", "1", "--no-progress", "--out-dir", str(out)],
-        catch_exceptions=False)
-    assert r.exit_code == 0, r.output
-    res = json.loads((out / "results.json").read_text())
+    r, res = run_probe("--probe", "--cells", "rnn,lstm", "--lags", "3,6", minutes=0.03,
+                       hidden=16)
     pr = res["probe"]
     assert pr["lags"] == [3, 6] and pr["chance"] == 1 / 8
     assert set(pr["accuracy"]) == {"rnn", "lstm"} and set(pr["span"]) == {"rnn", "lstm"}

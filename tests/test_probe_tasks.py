@@ -1,6 +1,5 @@
 """compare --probe --task lag|parity|mqar: the options, a tiny run of every
 task with its tables and JSON keys, and the report drawn from a made-up run."""
-import json
 import os
 
 import numpy as np
@@ -20,15 +19,10 @@ def test_the_options_defaults_are_the_tasks_own():
     assert MQAR_MAX_PAIRS == len(K.MQAR_KEYS)
 
 
-def test_compare_probe_runs_every_task(tmp_path):
+def test_compare_probe_runs_every_task(tmp_path, run_probe):
     out = tmp_path / "run"
-    r = CliRunner().invoke(main, [
-        "compare", "--probe", "--task", "lag,parity,mqar", "--cells", "rnn,lstm",
-        "--lags", "3", "--bits", "4,2", "--pairs", "1,2", "--probe-minutes", "0.01",
-        "--probe-hidden", "8", "--jobs", "1", "--no-progress", "--out-dir", str(out)],
-        catch_exceptions=False)
-    assert r.exit_code == 0, r.output
-    res = json.loads((out / "results.json").read_text())
+    r, res = run_probe("--probe", "--task", "lag,parity,mqar", "--cells", "rnn,lstm",
+                       "--lags", "3", "--bits", "4,2", "--pairs", "1,2", minutes=0.01, hidden=8)
     tasks = res["tasks"]
     assert list(tasks) == ["lag", "parity", "mqar"]
     want = {"lag": [3], "parity": [2, 4], "mqar": [1, 2]}
@@ -54,14 +48,9 @@ def test_compare_probe_runs_every_task(tmp_path):
     assert page.count("<svg") == 3                     # one chart per task
 
 
-def test_compare_probe_without_lag_has_no_lag_probe(tmp_path):
-    out = tmp_path / "run"
-    r = CliRunner().invoke(main, [
-        "compare", "--task", "parity", "--cells", "lstm", "--bits", "2",   # --task: the probe
-        "--probe-minutes", "0.01", "--probe-hidden", "8", "--jobs", "1", "--no-progress",
-        "--out-dir", str(out)], catch_exceptions=False)
-    assert r.exit_code == 0, r.output
-    res = json.loads((out / "results.json").read_text())
+def test_compare_probe_without_lag_has_no_lag_probe(run_probe):
+    r, res = run_probe("--task", "parity", "--cells", "lstm", "--bits", "2",   # --task: the probe
+                       minutes=0.01, hidden=8)
     assert list(res["tasks"]) == ["parity"] and res["probe"] is None
     assert "Memory probe" not in r.output and "Parity" in r.output
     assert res["agreement"] == [] and "measures of memory agree" not in r.output   # no span

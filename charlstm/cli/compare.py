@@ -10,7 +10,7 @@ from dataclasses import replace
 import click
 
 from ..config import CELL_NAMES, PROBE_HIDDEN, PROBE_MINUTES
-from .options import (SIZED, TRAIN, FloatRange, configs, echo_err, options_given,
+from .options import (SIZED, FloatRange, configs, echo_err, options_given,
                       model_options_no_cell, warm_up)
 
 
@@ -145,7 +145,7 @@ def compare(file, cells, match_params, seed, length, recall_chars, context_max,
                      "minutes": None if probe_minutes else PROBE_MINUTES,
                      "model": replace(mcfg, hidden=probe_hidden, dropout=0.0),
                      "train": replace(tcfg, steps=0, epochs=0.0, minutes=probe_minutes or 1.0,
-                                      eval_chars=100_000, state_reset=0.0)}
+                                      state_reset=0.0)}
     out_dir = out_dir or os.path.join("checkpoints",
                                       "compare-" + time.strftime("%Y%m%d-%H%M%S"))
     check_outputs(out_dir, file, names, probe_cfg, force)     # before compiling or training

@@ -62,8 +62,8 @@ def write_report(rep: dict, path: str) -> str:
     if rep["models"]:
         parts += _models_html(rep)
     from .results import probe_tasks, tasks_hint
-    if tasks_hint(rep):
-        parts.append(f'<h2>Memory tasks</h2><p class="note">{_esc(tasks_hint(rep))}</p>')
+    if hint := tasks_hint(rep):
+        parts.append(f'<h2>Memory tasks</h2><p class="note">{_esc(hint)}</p>')
     for name, pr in probe_tasks(rep).items():
         parts += _probe_html(pr) if name == "lag" else _task_html(pr)
     if rep.get("agreement"):

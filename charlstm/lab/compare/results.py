@@ -147,8 +147,8 @@ def _print(rep, echo):
     ms = rep["models"]
     if ms:
         _print_models(rep, echo)
-    if tasks_hint(rep):
-        echo("\n" + tasks_hint(rep))
+    if hint := tasks_hint(rep):
+        echo("\n" + hint)
     for name, pr in probe_tasks(rep).items():
         if name == "lag":
             _print_probe(pr, echo)
