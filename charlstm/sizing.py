@@ -11,19 +11,26 @@ units (and the dropout and learning rate that go with them) from:
   one size timed now, so that the load of the moment counts.
 
 The rule (its evidence in docs/sizing.md): with a time budget, the largest
-hidden size that will make at least MIN_STEPS training steps in it. A bigger
-model learns more from each step but makes fewer of them in the same time;
-in a sweep over 1, 3 and 10 minutes and texts of 100 KB to 5 MB, prose and
-code, the size that won (or came within 0.03 of the winner) was the largest
-that still made a few thousand steps: 192 or 256 units in 1 minute, 384 in 3,
-768 in 10, on this 2-core machine. With a budget of steps or epochs, which
+hidden size that will see at least MIN_CHARS training characters in it. A
+bigger model learns more from each character but sees fewer of them in the
+same time; in a sweep over 1, 3 and 10 minutes and texts of 100 KB to 5 MB,
+prose and code, all at batches of 32 × 50, the size that won (or came within
+0.03 of the winner) was the largest that still made a few thousand steps:
+192 or 256 units in 1 minute, 384 in 3, 768 in 10, on this 2-core machine.
+MIN_CHARS is the sweep's threshold of 3,500 such steps. It counts characters,
+not steps, so that a window the user chooses does not move the size by
+itself: at --seq-len 25 a model makes about 1.7 times the steps, and a count
+of steps would choose 1024 units for 10 minutes of tinyshakespeare, which
+fell far behind the 768 that the count of characters keeps (1.631 against
+1.481 after 6 minutes). With a budget of steps or epochs, which
 bounds the data but not the time, the largest size that sees at least
 CHARS_PER_WEIGHT characters per weight (Hoffmann et al. 2022 found about 20
 tokens per parameter compute-optimal for Transformers; here 3 to 40 won).
 
 Every option the user gives wins, and the rest is still chosen around it:
 --hidden 512 alone still gets its dropout and learning rate; --batch-size
-64 changes the characters each step sees, and so the size chosen.
+64 or --seq-len 50 is timed at its own speed, and so may change the size
+chosen.
 """
 from __future__ import annotations
 
@@ -36,7 +43,8 @@ from .config import ModelConfig, TrainConfig
 
 # Hidden sizes the rule chooses from (1 layer, LSTM).
 CANDIDATES = (64, 96, 128, 192, 256, 384, 512, 768, 1024)
-MIN_STEPS = 3500             # a time budget: the largest size making this many steps
+MIN_CHARS = 3500 * 32 * 50   # a time budget: the largest size seeing this many characters
+                             # (3,500 steps of the sweep's 32 × 50; see the docstring)
 CHARS_PER_WEIGHT = 10.0      # a budget of steps or epochs: at least this many per weight
 SPEED_SECONDS = 0.25         # how long each candidate's speed is timed
 SPEED_FILE = "speeds.json"   # in kernels.cache_root(): this machine's speeds
@@ -193,7 +201,15 @@ class Speeds:
     is another matter. So the first time the cache answers, one size
     (CHECK_HIDDEN when it is cached) is timed now as well, and every cached
     speed is scaled by the ratio: a cache filled while the machine was busy
-    does not size the runs of a quiet hour too small, nor the reverse."""
+    does not size the runs of a quiet hour too small, nor the reverse.
+
+    What is kept must stay one measure: a size timed now, beside scaled
+    cached ones, is kept divided by the ratio, at the cache's level, and the
+    size timed for the ratio is not kept again. (Before, it was kept as timed
+    now: a cache filled under load then held one size at the quiet level and
+    its neighbours at the busy level: on `pydoc.txt` at 3 minutes the rule
+    chose 256 units from a speed of 384 units timed hours before under load,
+    18.6 steps a second against about 27 quiet.)"""
 
     def __init__(self, corpus, B: int, T: int, threads: int | None = None):
         from .replicas import default_workers
@@ -237,8 +253,11 @@ class Speeds:
                 else f"cached for this machine, {scaled}")
 
     def keep(self) -> None:
-        if self.new:
-            save_speeds(self.new)
+        """Keep the sizes timed here, at the level of the cache they join."""
+        scale = self.scale or 1.0
+        new = {k: v / scale for k, v in self.new.items() if k not in self.cached}
+        if new:
+            save_speeds(new)
 
 
 # -- the choice --------------------------------------------------------------------
@@ -274,7 +293,7 @@ def choose(corpus, mcfg: ModelConfig, tcfg: TrainConfig, given: set, *,
         for H in CANDIDATES:                       # steps, and chars/param, fall as H grows
             d = mcfg.dropout if "dropout" in given else 0.5
             steps = steps_of(H, d)
-            enough = (steps >= MIN_STEPS if budget_s else
+            enough = (steps * per_step >= MIN_CHARS if budget_s else
                       steps * per_step / n_params_of(cell, H, layers, V) >= CHARS_PER_WEIGHT)
             if not enough:
                 break
@@ -320,7 +339,8 @@ def _mb(n: int) -> str:
 
 
 def describe_rule() -> str:
-    return (f"the largest hidden size that makes at least {MIN_STEPS:,} steps in the time, or "
+    return (f"the largest hidden size that sees at least {MIN_CHARS / 1e6:g} million characters "
+            f"in the time, or "
             f"with a budget of steps, sees at least {CHARS_PER_WEIGHT:g} characters per weight")
 
 

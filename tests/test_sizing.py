@@ -25,23 +25,28 @@ def text(tmp_path):
     return str(p)
 
 
-def fake_speeds(rate=1e11):
+def fake_speeds(rate=1e11, T=TrainConfig.seq_len):
     """Steps per second in proportion to 1/FLOPs per step, as the kernels run."""
     def sps(cell, hidden, layers, dropout):
-        return rate / (6 * (4 * hidden * hidden + 60 * hidden) * 32 * 50)
+        return rate / (6 * (4 * hidden * hidden + 60 * hidden) * 32 * T)
     sps.source = lambda: "timed here"
     sps.keep = lambda: None
     return sps
 
 
-def test_the_largest_size_that_makes_enough_steps_in_the_time(text):
+@pytest.mark.parametrize("T", [25, 50, 100])
+def test_the_largest_size_that_sees_enough_characters_in_the_time(text, T):
+    """The threshold counts characters, whatever the window: the same size is
+    chosen at any --seq-len that runs at the same characters per second."""
     corpus = load_corpus(text, 0.1)
-    c = sizing.choose(corpus, ModelConfig(), TrainConfig(minutes=3), set(),
-                      speeds=fake_speeds())
-    assert c.steps >= sizing.MIN_STEPS
+    c = sizing.choose(corpus, ModelConfig(), TrainConfig(minutes=3, seq_len=T), {"seq_len"},
+                      speeds=fake_speeds(T=T))
+    assert c.chars == c.steps * 32 * T >= sizing.MIN_CHARS
     bigger = [H for H in sizing.CANDIDATES if H > c.model.hidden]
-    if bigger:
-        assert 180 * fake_speeds()("lstm", bigger[0], 1, 0.5) * 0.95 < sizing.MIN_STEPS
+    assert bigger
+    assert 180 * fake_speeds(T=T)("lstm", bigger[0], 1, 0.5) * 0.95 * 32 * T < sizing.MIN_CHARS
+    assert c.model.hidden == sizing.choose(corpus, ModelConfig(), TrainConfig(minutes=3), set(),
+                                           speeds=fake_speeds()).model.hidden
 
 
 def test_a_step_budget_sees_enough_characters_per_weight(text):
@@ -50,7 +55,7 @@ def test_a_step_budget_sees_enough_characters_per_weight(text):
     assert c.chars / c.params >= sizing.CHARS_PER_WEIGHT
     bigger = [H for H in sizing.CANDIDATES if H > c.model.hidden]
     if bigger:
-        assert 3000 * 1600 / sizing.n_params_of("lstm", bigger[0], 1, corpus.V) \
+        assert 3000 * 32 * TrainConfig.seq_len / sizing.n_params_of("lstm", bigger[0], 1, corpus.V) \
             < sizing.CHARS_PER_WEIGHT
 
 
@@ -111,6 +116,30 @@ def test_cached_speeds_are_scaled_to_a_timing_now(text, tmp_path, monkeypatch):
     assert s.source() == "cached for this machine, scaled ×3.00 to a timing now"
     s("lstm", 1024, 1, 0.0)                                     # not cached: timed
     assert timings == [256, 1024] and s.source().startswith("partly timed here")
+
+
+def test_what_is_kept_stays_at_the_level_of_the_cache(text, tmp_path, monkeypatch):
+    """A cache filled on a busy machine, then used on a quiet one (three times
+    the speed): the size timed now for the ratio is not kept again, and a size
+    timed now beside the cached ones is kept divided by the ratio, so that the
+    next run scales every size alike and keeps choosing by true speeds."""
+    monkeypatch.setattr(sizing, "_speed_path", lambda: str(tmp_path / "speeds.json"))
+    corpus = load_corpus(text, 0.1)
+    true = {64: 900.0, 256: 300.0, 512: 90.0, 1024: 30.0}      # quiet, steps/s
+    timings = []
+    monkeypatch.setattr(sizing, "time_steps",
+                        lambda c, cell, H, *a: timings.append(H) or true[H])
+    s = sizing.Speeds(corpus, 4, 16, threads=1)
+    sizing.save_speeds({s._key("lstm", H, 1, 0.0): true[H] / 3 for H in (64, 256, 512)})
+    for run in range(3):
+        s = sizing.Speeds(corpus, 4, 16, threads=1)
+        for H in (64, 512, 1024):
+            assert s("lstm", H, 1, 0.0) == pytest.approx(true[H])
+        s.keep()
+        kept = sizing.load_speeds()
+        for H in (64, 256, 512, 1024):                        # one level: a third of true
+            assert kept[s._key("lstm", H, 1, 0.0)] == pytest.approx(true[H] / 3)
+    assert timings == [256, 1024, 256, 256]           # 1024 timed once, then cached
 
 
 def test_a_speed_timed_long_ago_is_timed_again(text, tmp_path, monkeypatch):
