@@ -217,7 +217,8 @@ class Speeds:
         self.threads = threads or default_workers()
         self.cached = load_speeds()
         self.new: dict = {}
-        self.timed = False
+        self.timed = False                     # a size timed fresh (not only the check)
+        self.used = False                      # a cached speed answered
         self.scale: float | None = None        # now against the cache, once checked
 
     def _key(self, cell, hidden, layers, dropout) -> str:
@@ -234,18 +235,26 @@ class Speeds:
         key = self._key(cell, hidden, layers, dropout)
         if key in self.new:
             return self.new[key]
+        if self.scale is None:
+            self._check(cell, hidden, layers, dropout)
         if key in self.cached:
-            if self.scale is None:                  # CHECK_HIDDEN if cached, else this size
-                H = CHECK_HIDDEN if self._key(cell, CHECK_HIDDEN, layers, dropout) \
-                    in self.cached else hidden
-                ck = self._key(cell, H, layers, dropout)
-                self.scale = self._time(ck, cell, H, layers, dropout) / self.cached[ck]
+            self.used = True
             return self.new.get(key, self.cached[key] * self.scale)
         self.timed = True
         return self._time(key, cell, hidden, layers, dropout)
 
+    def _check(self, cell: str, hidden: int, layers: int, dropout: float) -> None:
+        """The ratio of now to the cache, from one size timed now: CHECK_HIDDEN
+        if it is cached, else this size if it is. Taken before this size is
+        timed fresh too, so that what is kept joins the cache at its level."""
+        for H in (CHECK_HIDDEN, hidden):
+            ck = self._key(cell, H, layers, dropout)
+            if ck in self.cached:
+                self.scale = self._time(ck, cell, H, layers, dropout) / self.cached[ck]
+                return
+
     def source(self) -> str:
-        if self.scale is None:
+        if not self.used:
             return "timed here"
         scaled = (f"scaled ×{self.scale:.2f} to a timing now" if abs(self.scale - 1) >= 0.05
                   else "a timing now agreed")

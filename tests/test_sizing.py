@@ -140,6 +140,12 @@ def test_what_is_kept_stays_at_the_level_of_the_cache(text, tmp_path, monkeypatc
         for H in (64, 256, 512, 1024):                        # one level: a third of true
             assert kept[s._key("lstm", H, 1, 0.0)] == pytest.approx(true[H] / 3)
     assert timings == [256, 1024, 256, 256]           # 1024 timed once, then cached
+    s = sizing.Speeds(corpus, 4, 16, threads=1)       # as `--hidden 128` asks: a size
+    true[128] = 600.0                                 # not cached, first of all
+    assert s("lstm", 128, 1, 0.0) == pytest.approx(600.0)
+    assert timings[-2:] == [256, 128] and s.source() == "timed here"
+    s.keep()
+    assert sizing.load_speeds()[s._key("lstm", 128, 1, 0.0)] == pytest.approx(200.0)
 
 
 def test_a_speed_timed_long_ago_is_timed_again(text, tmp_path, monkeypatch):
