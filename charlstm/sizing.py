@@ -29,8 +29,8 @@ tokens per parameter compute-optimal for Transformers; here 3 to 40 won).
 
 Every option the user gives wins, and the rest is still chosen around it:
 --hidden 512 alone still gets its dropout and learning rate; --batch-size
-64 or --seq-len 50 is timed at its own speed, and so may change the size
-chosen.
+64 or --seq-len 25 is timed at its own speed, and the size is the one that
+sees enough characters at that speed.
 """
 from __future__ import annotations
 
@@ -198,8 +198,8 @@ class Speeds:
     """Steps per second of candidate sizes: cached ones first, the rest timed.
 
     A cached speed says how this machine runs each size; how busy it is now
-    is another matter. So the first time the cache answers, one size
-    (CHECK_HIDDEN when it is cached) is timed now as well, and every cached
+    is another matter. So when the cache holds sizes of this kind, one of
+    them (CHECK_HIDDEN when it is cached) is timed now as well, and every cached
     speed is scaled by the ratio: a cache filled while the machine was busy
     does not size the runs of a quiet hour too small, nor the reverse.
 
@@ -237,17 +237,20 @@ class Speeds:
             return self.new[key]
         if self.scale is None:
             self._check(cell, hidden, layers, dropout)
+            if key in self.new:                     # this size was the one timed for it
+                return self.new[key]
         if key in self.cached:
             self.used = True
-            return self.new.get(key, self.cached[key] * self.scale)
+            return self.cached[key] * self.scale
         self.timed = True
         return self._time(key, cell, hidden, layers, dropout)
 
     def _check(self, cell: str, hidden: int, layers: int, dropout: float) -> None:
         """The ratio of now to the cache, from one size timed now: CHECK_HIDDEN
-        if it is cached, else this size if it is. Taken before this size is
-        timed fresh too, so that what is kept joins the cache at its level."""
-        for H in (CHECK_HIDDEN, hidden):
+        if it is cached, else this size, else any other cached size of this
+        cell, layers and batch. Taken before this size is timed fresh too, so
+        that what is kept joins the cache at its level."""
+        for H in (CHECK_HIDDEN, hidden) + CANDIDATES:
             ck = self._key(cell, H, layers, dropout)
             if ck in self.cached:
                 self.scale = self._time(ck, cell, H, layers, dropout) / self.cached[ck]

@@ -92,12 +92,15 @@ def test_speeds_are_cached_for_this_machine(text, tmp_path, monkeypatch):
     corpus = load_corpus(text, 0.1)
     s1 = sizing.Speeds(corpus, 4, 16, threads=1)
     v = s1("lstm", 16, 1, 0.0)
+    s1("lstm", 24, 1, 0.0)
     s1.keep()
     assert v > 0 and s1.source() == "timed here"
     s2 = sizing.Speeds(corpus, 4, 16, threads=1)
     v2 = s2("lstm", 16, 1, 0.0)          # cached, and CHECK_HIDDEN is not: this one timed now
-    assert s2.source().startswith("cached for this machine") and s2.scale > 0
-    assert v2 == s2.new[s2._key("lstm", 16, 1, 0.0)]
+    assert v2 == s2.new[s2._key("lstm", 16, 1, 0.0)] and s2.scale > 0
+    assert s2.source() == "timed here"   # ... so no cached speed has answered yet
+    s2("lstm", 24, 1, 0.0)
+    assert s2.source().startswith("cached for this machine")
 
 
 def test_cached_speeds_are_scaled_to_a_timing_now(text, tmp_path, monkeypatch):
@@ -146,6 +149,29 @@ def test_what_is_kept_stays_at_the_level_of_the_cache(text, tmp_path, monkeypatc
     assert timings[-2:] == [256, 128] and s.source() == "timed here"
     s.keep()
     assert sizing.load_speeds()[s._key("lstm", 128, 1, 0.0)] == pytest.approx(200.0)
+
+
+def test_a_cache_without_the_check_size_is_still_scaled_and_joined(text, tmp_path,
+                                                                    monkeypatch):
+    """When neither CHECK_HIDDEN nor the size asked is cached (256 expired
+    first, say), another cached size of the kind gives the ratio, and the
+    fresh timing is kept at the cache's level; a size asked first and timed
+    for the ratio says "timed here"."""
+    monkeypatch.setattr(sizing, "_speed_path", lambda: str(tmp_path / "speeds.json"))
+    corpus = load_corpus(text, 0.1)
+    true = {64: 900.0, 256: 300.0, 512: 90.0, 1024: 30.0}
+    timings = []
+    monkeypatch.setattr(sizing, "time_steps",
+                        lambda c, cell, H, *a: timings.append(H) or true[H])
+    s = sizing.Speeds(corpus, 4, 16, threads=1)
+    sizing.save_speeds({s._key("lstm", H, 1, 0.0): true[H] / 3 for H in (64, 512)})
+    s = sizing.Speeds(corpus, 4, 16, threads=1)
+    assert s("lstm", 1024, 1, 0.0) == pytest.approx(30.0)
+    assert timings == [64, 1024] and s.scale == pytest.approx(3.0)
+    s.keep()
+    assert sizing.load_speeds()[s._key("lstm", 1024, 1, 0.0)] == pytest.approx(10.0)
+    s = sizing.Speeds(corpus, 4, 16, threads=1)
+    assert s("lstm", 512, 1, 0.0) == pytest.approx(90.0) and s.source() == "timed here"
 
 
 def test_a_speed_timed_long_ago_is_timed_again(text, tmp_path, monkeypatch):
