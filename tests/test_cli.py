@@ -270,10 +270,11 @@ def test_learning_rate_defaults_by_cell(tmp_path, text, args, lr):
     assert load(out).train.lr == lr
 
 
-def test_compare_sizes_each_cell_unless_hidden_is_given(monkeypatch, text):
+def test_compare_sizes_each_cell_unless_hidden_is_given(monkeypatch, text, tmp_path):
     """compare sizes every cell for its budget and share of the cores
     (sizing.choose) unless --hidden is given, which then holds for all."""
     import charlstm.lab.compare.run
+    monkeypatch.chdir(tmp_path)          # its run folders go to checkpoints/ here
     seen = []
     monkeypatch.setattr(charlstm.lab.compare.run, "run_compare",
                         lambda text, cells, mcfg, tcfg, **kw: seen.append(
