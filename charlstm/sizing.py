@@ -233,12 +233,10 @@ class Speeds:
 
     def __call__(self, cell: str, hidden: int, layers: int, dropout: float) -> float:
         key = self._key(cell, hidden, layers, dropout)
-        if key in self.new:
-            return self.new[key]
         if self.scale is None:
             self._check(cell, hidden, layers, dropout)
-            if key in self.new:                     # this size was the one timed for it
-                return self.new[key]
+        if key in self.new:                         # timed here (perhaps for the ratio)
+            return self.new[key]
         if key in self.cached:
             self.used = True
             return self.cached[key] * self.scale
