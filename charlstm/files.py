@@ -20,6 +20,8 @@ folders, tune --storage, show --png/--html, the training log):
   refuses to write X while that process lives. A dead run's lock is taken over.
 - **Up front.** The folder is made and a test file written into it before any
   long work, so that a read-only, full or missing folder is one line at once.
+  A folder a command made is removed again when the command fails and the
+  folder holds nothing of its work (`remove_made_folders`).
 - **Permissions.** A replaced file keeps its mode; a new one gets 0666 & ~umask.
 """
 from __future__ import annotations
@@ -133,11 +135,48 @@ def _example(path: str, kind: str) -> str:
     return os.path.join(os.path.dirname(path), "out" + _suffix(kind))
 
 
+# The folders this process made, outermost first: a command that fails takes
+# back those it left empty (or holding only its run marker).
+_made: list[str] = []
+
+
+def make_folder(folder: str) -> None:
+    """os.makedirs(folder, exist_ok=True), remembering each folder it made."""
+    new = []
+    probe = os.path.abspath(folder)
+    while not os.path.lexists(probe):
+        new.append(probe)
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    os.makedirs(folder, exist_ok=True)
+    _made.extend(f for f in reversed(new) if f not in _made)
+
+
+def forget_made_folders() -> None:
+    """At a command's start: the folders made so far are not its own."""
+    _made.clear()
+
+
+def remove_made_folders() -> None:
+    """After a failed command: remove the folders it made (innermost first)
+    that hold nothing but its run marker, so that a refused command leaves no
+    trace. A folder with anything else in it (a checkpoint saved before a
+    stop, a file someone else put there) is kept, and so are its parents."""
+    while _made:
+        folder = _made.pop()
+        with contextlib.suppress(OSError):
+            if os.listdir(folder) == [RUN_MARKER]:
+                os.unlink(os.path.join(folder, RUN_MARKER))
+            os.rmdir(folder)
+
+
 def check_writable(folder: str, option: str = "--out") -> None:
     """Make folder if need be and write a test file into it, so that a
     read-only, full or missing folder is reported before any long work."""
     try:
-        os.makedirs(folder, exist_ok=True)
+        make_folder(folder)
         fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-test-", dir=folder)
         try:
             os.write(fd, b"\0" * 4096)
@@ -219,7 +258,7 @@ def write_with(path: str, fill: Callable, *, binary: bool = True) -> str:
     target). The target's mode is kept. Returns the file written."""
     real = resolve(path, "output")
     folder = os.path.dirname(real)
-    os.makedirs(folder, exist_ok=True)
+    make_folder(folder)
     clean_stale_temps(folder)
     suffix = os.path.splitext(real)[1]
     mode = _mode_for(real)

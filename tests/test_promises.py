@@ -957,3 +957,104 @@ def test_a_file_put_at_an_output_during_training_is_never_replaced(env):
     with pytest.raises(ckpt.CharlstmError, match="replaced"):
         tr.run()
     assert (env["tmp"] / "t.best.npz").read_text() == "mine now"
+
+
+# -- a failed command leaves no folder behind ----------------------------------------
+
+def _listing(root):
+    return sorted(os.path.relpath(os.path.join(r, n), root)
+                  for r, ds, fs in os.walk(root) for n in ds + fs)
+
+
+def _empty_text(e):
+    p = e["tmp"] / "empty.txt"
+    p.write_text("")
+    return str(p)
+
+
+# A command refused for its input after it has made its output's folder.
+REFUSED_AFTER_THE_FOLDER = {
+    "train --out": lambda e, d: ["train", _empty_text(e), "--out", d / "deep" / "m.npz"] + TINY,
+    "compare --out-dir": lambda e, d: FOLDER_WRITERS["compare --out-dir"](
+        dict(e, text=_empty_text(e)), d / "run"),
+    "tune --out-dir": lambda e, d: FOLDER_WRITERS["tune --out-dir"](
+        dict(e, text=_empty_text(e)), d / "run"),
+    "tune --storage journal": lambda e, d: FOLDER_WRITERS["tune --out-dir"](
+        dict(e, text=_empty_text(e)), d / "run") + ["--storage", d / "j" / "study.log"],
+    "tune --storage sqlite": lambda e, d: FOLDER_WRITERS["tune --out-dir"](
+        dict(e, text=_empty_text(e)), d / "run") + ["--storage", f"sqlite:///{d}/s/study.db"],
+}
+
+
+@pytest.mark.parametrize("writer", list(REFUSED_AFTER_THE_FOLDER))
+def test_a_refused_command_takes_back_the_folders_it_made(env, writer):
+    if writer.startswith("tune"):
+        pytest.importorskip("optuna")
+    before = _listing(env["tmp"])
+    r = run(REFUSED_AFTER_THE_FOLDER[writer](env, env["tmp"] / "new"))
+    refused(r)
+    assert _listing(env["tmp"]) == before + ["empty.txt"]
+
+
+def test_a_refused_train_leaves_no_checkpoints_folder(env, monkeypatch):
+    monkeypatch.chdir(env["tmp"])
+    r = run(["train", _empty_text(env)] + TINY)
+    refused(r)
+    assert not os.path.exists(env["tmp"] / "checkpoints")
+
+
+EVERY_WRITER = {**{w: (lambda f: lambda e, d: f(e, d / "new" / "deep" / ("out" + s)))(WRITERS[w])
+                   for w, s in (("train --out", ".npz"), ("inspect --html", ".html"),
+                                ("export safetensors --out", ".safetensors"),
+                                ("export onnx --out", ".onnx"), ("show --png", ".png"),
+                                ("show --html", ".html"))},
+                **{w: (lambda f: lambda e, d: f(e, d / "new" / "run"))(FOLDER_WRITERS[w])
+                   for w in FOLDER_WRITERS}}
+
+
+@pytest.mark.parametrize("writer", list(EVERY_WRITER))
+def test_a_write_that_fails_leaves_no_folder(env, writer, monkeypatch):
+    """Every writer, with its disk full at its first write: one line, and the
+    folders it made for the output are gone again; the folders that were
+    there before are kept."""
+    _needs(writer)
+
+    def full(path, fill, **kw):
+        raise OSError(28, os.strerror(28), str(path))
+    monkeypatch.setattr(files, "write_with", full)
+    before = _listing(env["tmp"])
+    r = run(EVERY_WRITER[writer](env, env["tmp"]))
+    refused(r)
+    assert _listing(env["tmp"]) == before, r.output
+
+
+@pytest.mark.parametrize("inside", ["nothing", "a user's file"])
+def test_a_folder_that_was_there_is_kept(env, inside):
+    """Only the folders the command made are taken back: an empty folder the
+    user made, and one holding the user's files, stay as they were."""
+    d = env["tmp"] / "mine"
+    d.mkdir()
+    if inside != "nothing":
+        (d / "notes.txt").write_text("mine")
+    before = _listing(env["tmp"])
+    r = run(REFUSED_AFTER_THE_FOLDER["train --out"](env, d))
+    refused(r)
+    assert _listing(env["tmp"]) == sorted(before + ["empty.txt"])
+
+
+def test_a_failed_command_keeps_what_it_saved(env, monkeypatch):
+    """A folder the command made and saved into before it failed is kept,
+    with what it saved."""
+    real = files.write_with
+    calls = []
+
+    def fail_second(path, fill, **kw):
+        calls.append(path)
+        if len(calls) > 1:
+            raise OSError(28, os.strerror(28), str(path))
+        return real(path, fill, **kw)
+    monkeypatch.setattr(files, "write_with", fail_second)
+    out = env["tmp"] / "new" / "m.npz"
+    r = run(["train", env["text"], "--out", out, "--eval-every", "5"] + TINY)
+    refused(r)
+    assert os.listdir(env["tmp"] / "new"), r.output

@@ -35,6 +35,15 @@ def _one_line(msg: str) -> str:
 
 class Group(click.Group):
     def invoke(self, ctx):
+        from .. import files
+        files.forget_made_folders()
+        try:
+            return self._invoke(ctx)
+        except BaseException:
+            files.remove_made_folders()          # a failed command leaves no empty folder
+            raise
+
+    def _invoke(self, ctx):
         from .. import stopping
         try:
             with stopping.installed():

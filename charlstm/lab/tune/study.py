@@ -146,11 +146,12 @@ def open_storage(url: str | None, run_dir: str):
     processes on this machine share it through a lock file), another journal
     file named by a path, or a database URL (postgresql://, mysql://,
     sqlite:///) through SQLAlchemy. check_storage has checked it."""
+    from ... import files
     optuna = need_optuna()
     if url is None or "://" not in url:
         from optuna.storages.journal import JournalFileBackend, JournalStorage
         path = url or os.path.join(run_dir, "study.log")
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        files.make_folder(os.path.dirname(os.path.abspath(path)))
         try:
             with reading_study(url, run_dir):       # the journal is replayed here
                 return JournalStorage(JournalFileBackend(path))
