@@ -135,41 +135,72 @@ def _example(path: str, kind: str) -> str:
     return os.path.join(os.path.dirname(path), "out" + _suffix(kind))
 
 
-# The folders this process made, outermost first: a command that fails takes
-# back those it left empty (or holding only its run marker).
-_made: list[str] = []
+# What this command made for its outputs, so that a command that fails takes
+# it back: each folder it made (its path as made, and the identity of the
+# folder made there), outermost first, and each run marker it wrote.
+_made: list[tuple[str, tuple[int, int]]] = []
+_markers: set[str] = set()
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
 
 
 def make_folder(folder: str) -> None:
-    """os.makedirs(folder, exist_ok=True), remembering each folder it made."""
-    new = []
-    probe = os.path.abspath(folder)
+    """os.makedirs(folder, exist_ok=True), one level at a time, remembering
+    each folder this call made: one that another process made meanwhile
+    (mkdir finds it there) is not ours. The levels are the path as given,
+    unnormalised (a `..` after a symlink goes where the system takes it)."""
+    folder = folder.rstrip(os.sep) or folder
+    if not os.path.isabs(folder):
+        folder = os.path.join(os.getcwd(), folder)
+    levels = []
+    probe = folder
     while not os.path.lexists(probe):
-        new.append(probe)
+        levels.append(probe)
         parent = os.path.dirname(probe)
         if parent == probe:
             break
         probe = parent
-    os.makedirs(folder, exist_ok=True)
-    _made.extend(f for f in reversed(new) if f not in _made)
+    for level in reversed(levels):
+        try:
+            os.mkdir(level)
+        except FileExistsError:
+            continue
+        ident = _identity(level)
+        if ident is not None:
+            _made.append((level, ident))
+    if not os.path.isdir(folder):
+        os.makedirs(folder, exist_ok=True)       # raises the reason it is not a folder
 
 
 def forget_made_folders() -> None:
-    """At a command's start: the folders made so far are not its own."""
+    """At a command's start: what was made so far is not its own."""
     _made.clear()
+    _markers.clear()
 
 
 def remove_made_folders() -> None:
-    """After a failed command: remove the folders it made (innermost first)
-    that hold nothing but its run marker, so that a refused command leaves no
-    trace. A folder with anything else in it (a checkpoint saved before a
-    stop, a file someone else put there) is kept, and so are its parents."""
-    while _made:
-        folder = _made.pop()
+    """After a failed command: take back the run markers it wrote into
+    folders that hold nothing else, and the folders it made (innermost
+    first) that are then empty, so that a refused command leaves no trace. A
+    folder holding anything else (a checkpoint saved before a stop, a file
+    someone else put there) is kept, and so are its parents; a folder that is
+    no longer the one made (replaced, or a symlink now) is left alone."""
+    for marker in sorted(_markers, reverse=True):
         with contextlib.suppress(OSError):
-            if os.listdir(folder) == [RUN_MARKER]:
-                os.unlink(os.path.join(folder, RUN_MARKER))
-            os.rmdir(folder)
+            if os.listdir(os.path.dirname(marker)) == [RUN_MARKER]:
+                os.unlink(marker)
+    _markers.clear()
+    while _made:
+        folder, ident = _made.pop()
+        if _identity(folder) == ident:
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
 
 
 def check_writable(folder: str, option: str = "--out") -> None:
@@ -233,6 +264,7 @@ def check_run_folder(folder: str, kind: str, *, option: str = "--out-dir",
     marker = os.path.join(folder, RUN_MARKER)
     if not os.path.exists(marker):
         write_text(marker, json.dumps({"charlstm": f"{kind} run"}) + "\n")
+        _markers.add(marker)
 
 
 def own_run_folder(folder: str, kind: str) -> bool:

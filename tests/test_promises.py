@@ -986,14 +986,81 @@ REFUSED_AFTER_THE_FOLDER = {
 }
 
 
+@pytest.fixture
+def made(monkeypatch):
+    """The folders files.make_folder was asked for: that a refusal came after
+    the command made its output's folder, so that the test tests something."""
+    asked = []
+    real = files.make_folder
+
+    def spy(folder):
+        asked.append(str(folder))
+        return real(folder)
+    monkeypatch.setattr(files, "make_folder", spy)
+    return asked
+
+
 @pytest.mark.parametrize("writer", list(REFUSED_AFTER_THE_FOLDER))
-def test_a_refused_command_takes_back_the_folders_it_made(env, writer):
+def test_a_refused_command_takes_back_the_folders_it_made(env, writer, made):
     if writer.startswith("tune"):
         pytest.importorskip("optuna")
     before = _listing(env["tmp"])
     r = run(REFUSED_AFTER_THE_FOLDER[writer](env, env["tmp"] / "new"))
     refused(r)
+    assert any(str(env["tmp"] / "new") in f for f in made), made
     assert _listing(env["tmp"]) == before + ["empty.txt"]
+
+
+@pytest.mark.parametrize("writer", [w for w in REFUSED_AFTER_THE_FOLDER if "--out-dir" in w])
+def test_a_refused_run_leaves_no_marker_in_an_empty_folder_that_was_there(env, writer):
+    """compare and tune mark their run folder; refused, they take the mark
+    back from a folder the user made, which stays, empty."""
+    if writer.startswith("tune"):
+        pytest.importorskip("optuna")
+    (env["tmp"] / "new" / "run").mkdir(parents=True)
+    before = _listing(env["tmp"])
+    r = run(REFUSED_AFTER_THE_FOLDER[writer](env, env["tmp"] / "new"))
+    refused(r)
+    assert _listing(env["tmp"]) == sorted(before + ["empty.txt"])
+
+
+def test_a_folder_another_process_made_meanwhile_is_not_taken(env, monkeypatch):
+    """Another run makes the folder between the look and the mkdir: it is
+    that run's, and stays."""
+    theirs = env["tmp"] / "theirs"
+    real = os.mkdir
+
+    def racing(path, *a, **kw):
+        if str(path) == str(theirs):
+            real(path)
+            (theirs / files.RUN_MARKER).write_text('{"charlstm": "compare run"}')
+        return real(path, *a, **kw)
+    monkeypatch.setattr(files.os, "mkdir", racing)
+    r = run(REFUSED_AFTER_THE_FOLDER["train --out"](env, theirs))
+    refused(r)
+    assert os.listdir(theirs) == [files.RUN_MARKER]
+
+
+def test_folders_made_before_a_failure_partway_are_taken_back(env):
+    """A path whose last level cannot be made (its name is too long): the
+    levels made before it are taken back."""
+    r = run(["train", env["text"], "--out", env["tmp"] / "new" / "x" / ("a" * 300) / "m.npz"]
+            + TINY)
+    refused(r)
+    assert not os.path.exists(env["tmp"] / "new")
+
+
+def test_a_path_through_a_symlink_and_up_is_taken_back_where_it_was_made(env):
+    """link/../run is made beside the link's target, as the system resolves
+    it, and taken back from there; nothing is taken from beside the link."""
+    (env["tmp"] / "elsewhere" / "sub").mkdir(parents=True)
+    (env["tmp"] / "work").mkdir()
+    os.symlink(env["tmp"] / "elsewhere" / "sub", env["tmp"] / "work" / "link")
+    before = _listing(env["tmp"])
+    r = run(REFUSED_AFTER_THE_FOLDER["compare --out-dir"](
+        env, env["tmp"] / "work" / "link" / ".."))
+    refused(r)
+    assert _listing(env["tmp"]) == sorted(before + ["empty.txt"])
 
 
 def test_a_refused_train_leaves_no_checkpoints_folder(env, monkeypatch):

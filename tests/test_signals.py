@@ -133,6 +133,7 @@ def test_compare_stops_every_model_and_names_the_signal(tmp_path, text):
     assert time.time() - t0 < 30, err
     assert p.returncode == 128 + signal.SIGTERM, err
     assert "stopped by SIGTERM" in err and "SIGINT" not in err
+    assert f"each model's last checkpoint is in {run}" in err, err
     assert not (run / "gru.npz").exists()                 # the third was never begun
     for n in ("rnn.npz", "lstm.npz"):
         if (run / n).exists():

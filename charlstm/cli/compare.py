@@ -167,8 +167,9 @@ def compare(file, cells, match_params, seed, length, recall_chars, context_max,
                     probe=probe_cfg, force=True, echo=click.echo, log=echo_err,
                     given=options_given(SIZED))
     except Stop as e:
-        echo_err(f"stopped by {e.name}: each model's last checkpoint is in {out_dir}; no "
-                 "report was written")
+        saved = os.path.isdir(out_dir) and any(n.endswith(".npz") for n in os.listdir(out_dir))
+        echo_err(f"stopped by {e.name}: " + (f"each model's last checkpoint is in {out_dir}"
+                 if saved else "before any model was saved") + "; no report was written")
         sys.exit(128 + e.signum)
 
 
