@@ -30,7 +30,9 @@ class TrainConfig:
     lr: float = 1e-2            # measured against 2e-3 … 1.5e-2 (docs/quality.md)
     schedule: str = "cosine"    # "cosine" decays lr to lr * min_lr_frac over the budget
     min_lr_frac: float = 0.05
-    warmup_steps: int = 0       # linear warm-up steps; none by default (d091698 found it hurt)
+    warmup: float = 0.0         # linear warm-up over this share of the budget; without
+                                # --warmup, sizing.warmup_for chooses it (docs/sizing.md)
+    warmup_steps: int = 0       # or over this many steps, if > 0
     optimizer: str = "adam"     # "adam" or "adagrad"
     clip: float = 5.0           # global gradient-norm clip
     state_reset: float = 0.1    # chance a stream's carried state is zeroed between batches
@@ -74,7 +76,8 @@ LIMITS = {
     "dropout": (0.0, 0.99, False), "forget_bias": (-1e6, 1e6, False),
     "seq_len": (1, 100_000, False), "batch_size": (1, 65_536, False),
     "lr": (0.0, 1e30, True), "min_lr_frac": (0.0, 1.0, False),
-    "warmup_steps": (0, 2 ** 40, False), "clip": (0.0, 1e30, True),
+    "warmup": (0.0, 0.5, False), "warmup_steps": (0, 2 ** 40, False),
+    "clip": (0.0, 1e30, True),
     "state_reset": (0.0, 1.0, False), "val_frac": (0.0, 0.9, False),
     "rng_seed": (0, 2 ** 63 - 1, False), "epochs": (0.0, 1e9, False),
     "steps": (0, 2 ** 40, False), "minutes": (0.0, 1e9, False),

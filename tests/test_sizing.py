@@ -194,14 +194,17 @@ def test_a_speed_timed_long_ago_is_timed_again(text, tmp_path, monkeypatch):
     assert sizing.load_speeds() == {}
 
 
-def test_train_prints_stores_and_reproduces_its_choice(text, tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--hidden", "768"]], ids=["chosen", "warmed up"])
+def test_train_prints_stores_and_reproduces_its_choice(text, tmp_path, extra):
     out = tmp_path / "m.npz"
     r = CliRunner().invoke(main, ["train", text, "--steps", "30", "--batch-size", "4",
-                                  "--seq-len", "16", "--out", str(out), "--no-progress"])
+                                  "--seq-len", "16", "--out", str(out), "--no-progress"] + extra)
     assert r.exit_code == 0, r.output
     line = next(ln for ln in r.output.splitlines() if ln.startswith("model: "))
     ck = ckpt.load(str(out))
     assert f"×{ck.model.hidden}," in line and f"dropout {ck.model.dropout:g}" in line
+    assert ck.train.warmup == sizing.warmup_for(ck.model.hidden)
+    assert ("warm-up" in line) == (ck.train.warmup > 0), line
     again = next(ln for ln in r.output.splitlines() if ln.startswith("the same run again: "))
     args = shlex.split(again.split(": ", 1)[1])[1:]
     out2 = tmp_path / "again.npz"
@@ -212,3 +215,20 @@ def test_train_prints_stores_and_reproduces_its_choice(text, tmp_path):
     assert ck2.model == ck.model and ck2.train == ck.train
     for name in ck.params:
         np.testing.assert_array_equal(ck.params[name], ck2.params[name])
+
+
+def test_the_warm_up_comes_with_the_big_models_and_a_given_one_wins(text):
+    """A warm-up of WARMUP_SHARE of the budget from WARMUP_FROM units on,
+    whether the size is chosen or given; --warmup, given, wins."""
+    corpus = load_corpus(text, 0.1)
+    for H in sizing.CANDIDATES:
+        c = sizing.choose(corpus, ModelConfig(hidden=H), TrainConfig(minutes=3), {"hidden"},
+                          speeds=fake_speeds())
+        assert c.train.warmup == (sizing.WARMUP_SHARE if H >= sizing.WARMUP_FROM else 0.0)
+    big = sizing.choose(corpus, ModelConfig(), TrainConfig(minutes=600), set(),
+                        speeds=fake_speeds(rate=1e13))
+    assert big.model.hidden >= sizing.WARMUP_FROM and big.train.warmup == sizing.WARMUP_SHARE
+    for given in (0.0, 0.1):
+        c = sizing.choose(corpus, ModelConfig(hidden=1024), TrainConfig(minutes=3, warmup=given),
+                          {"hidden", "warmup"}, speeds=fake_speeds())
+        assert c.train.warmup == given

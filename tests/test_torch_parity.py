@@ -19,7 +19,7 @@ def pair(cell, V, H, B, T, steps):
     corpus = Corpus("".join(chr(65 + k) for k in range(V)), ids, ids[:200])
     ours = Trainer("<mem>", ModelConfig(cell=cell, hidden=H, dropout=0.0, forget_bias=0.0),
                    TrainConfig(seq_len=T, batch_size=B, lr=2e-3, schedule="constant", state_reset=0.0,
-                               warmup_steps=0, steps=steps, clip=1.0),
+                               warmup=0.0, warmup_steps=0, steps=steps, clip=1.0),
                    "/dev/null", progress=False, log=lambda m: None, corpus=corpus, workers=2)
     ours.model.p["by"][:] = rng.uniform(-0.1, 0.1, V)
     theirs = TorchTrainer(cell, V, H, 1, B, T, lr=2e-3, clip=1.0, threads=1)

@@ -1,5 +1,6 @@
 """Training end to end: the LSTM-versus-RNN recall demo, exact resume, non-English text."""
 import contextlib
+import math
 import os
 import signal
 
@@ -236,3 +237,36 @@ def test_grad_norm_measures_a_finite_gradient_too_large_to_square():
     assert grad_norm(g) == np.inf
     g[3] = np.nan
     assert not np.isfinite(grad_norm(g))
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_the_learning_rate_follows_its_schedule(schedule):
+    """A linear warm-up over the first `warmup` share of the budget, then from
+    the peak down to lr·min_lr_frac at the end (constant: the peak
+    throughout), never falling during the warm-up nor rising after it."""
+    from charlstm.train import lr_at
+    cfg = TrainConfig(lr=0.02, schedule=schedule, min_lr_frac=0.1, warmup=0.1, steps=100)
+    rates = [lr_at(cfg, k, k / 100) for k in range(101)]
+    decay = (lambda p: 0.002 + 0.018 * 0.5 * (1 + math.cos(math.pi * p))) \
+        if schedule == "cosine" else (lambda p: 0.02)
+    assert rates[0] == 0.0
+    assert rates[5] == pytest.approx(0.5 * decay(0.05))
+    assert rates[10] == pytest.approx(decay(0.1)) and rates[60] == pytest.approx(decay(0.6))
+    assert rates[-1] == pytest.approx(decay(1.0))
+    assert all(a <= b for a, b in zip(rates[:10], rates[1:11]))
+    assert all(a >= b - 1e-15 for a, b in zip(rates[10:], rates[11:]))
+    off = TrainConfig(lr=0.02, schedule=schedule, min_lr_frac=0.1, warmup=0.0, steps=100)
+    assert lr_at(off, 0, 0.0) == pytest.approx(decay(0.0))
+    steps = TrainConfig(lr=0.02, schedule=schedule, min_lr_frac=0.1, warmup_steps=10)
+    assert lr_at(steps, 0, 0.0) == pytest.approx(0.1 * decay(0.0))
+
+
+def test_a_checkpoint_from_before_the_warm_up_resumes_without_one():
+    """Settings saved before the warm-up share existed had no warm-up: read
+    back, they still have none; new settings keep theirs."""
+    from dataclasses import asdict
+    from charlstm.config import from_dict
+    old = asdict(TrainConfig(steps=10))
+    del old["warmup"]
+    assert from_dict(TrainConfig, old).warmup == 0.0
+    assert from_dict(TrainConfig, asdict(TrainConfig(steps=10))).warmup == TrainConfig().warmup

@@ -64,6 +64,9 @@ def model_options(f, cell: bool = True):
         click.option("--schedule", type=click.Choice(["cosine", "constant"]),
                      default=TRAIN.schedule, show_default=True,
                      help="Learning-rate decay over the budget."),
+        click.option("--warmup", type=limit("warmup"), default=None,
+                     help="Raise the learning rate linearly from 0 over this share of the "
+                          "budget (0: none) [default: 0.04 for 768 units or more, else 0]."),
         click.option("--optimizer", type=click.Choice(["adam", "adagrad"]),
                      default=TRAIN.optimizer, show_default=True, help="Optimizer."),
         click.option("--clip", type=limit("clip"), default=TRAIN.clip, show_default=True,
@@ -113,7 +116,8 @@ def configs(kw, default_budget: bool = True) -> tuple[ModelConfig, TrainConfig]:
                        forget_bias=kw["forget_bias"])
     tcfg = TrainConfig(seq_len=kw["seq_len"], batch_size=kw["batch_size"],
                        lr=kw["lr"] or default_lr(cell),
-                       schedule=kw["schedule"], optimizer=kw["optimizer"], clip=kw["clip"],
+                       schedule=kw["schedule"], warmup=pick("warmup", TRAIN.warmup),
+                       optimizer=kw["optimizer"], clip=kw["clip"],
                        state_reset=kw["state_reset"],
                        val_frac=kw["val_frac"], rng_seed=kw["rng_seed"],
                        eval_every=kw["eval_every"], **budget)
@@ -135,7 +139,7 @@ def echo_err(msg):
 
 
 # The settings the default model chooses when not given (sizing.choose).
-SIZED = ("hidden", "layers", "dropout", "lr", "batch_size", "seq_len", "cell")
+SIZED = ("hidden", "layers", "dropout", "lr", "batch_size", "seq_len", "cell", "warmup")
 
 
 def options_given(names) -> set:

@@ -122,7 +122,8 @@ def train_command(text: str, m: ModelConfig, c: TrainConfig, out: str | None = N
     for key, opt in (("forget_bias", "--forget-bias"),):
         if getattr(m, key) != getattr(ModelConfig(), key):
             args += [opt, f"{getattr(m, key):g}"]
-    for key, opt in (("schedule", "--schedule"), ("optimizer", "--optimizer"),
+    for key, opt in (("schedule", "--schedule"), ("warmup", "--warmup"),
+                     ("optimizer", "--optimizer"),
                      ("clip", "--clip"), ("state_reset", "--state-reset"),
                      ("val_frac", "--val-frac"), ("rng_seed", "--rng-seed"),
                      ("eval_every", "--eval-every")):

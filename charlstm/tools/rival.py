@@ -268,20 +268,22 @@ class TorchTrainer:
 
 
 def quality(path: str, minutes: float, H=512, L=1, B=32, T=100, lr=2e-3, schedule="constant",
-            dropout=0.0, forget_bias=0.0, state_reset=0.0, threads=2, log=print) -> dict:
+            dropout=0.0, forget_bias=0.0, state_reset=0.0, warmup=0.0, threads=2,
+            log=print) -> dict:
     """Train the PyTorch LSTM for `minutes` of wall time on FILE (last 10% held
     out); the clock includes evaluation, which follows charlstm train's
     automatic rule (train.auto_eval_due). schedule="cosine" decays lr over the
     minutes as charlstm train does (train.lr_at); state_reset zeroes each
     stream's carried state with that chance between batches, as charlstm
-    train's --state-reset does."""
+    train's --state-reset does; warmup raises lr over that share of the
+    minutes, as charlstm train's --warmup does."""
     from ..config import TrainConfig
     from ..data import Batches, load_corpus
     from ..train import auto_eval_due, lr_at
     c = load_corpus(path, 0.1)
     tr = TorchTrainer("lstm", c.V, H, L, B, T, lr=lr, threads=threads, dropout=dropout,
                       forget_bias=forget_bias)
-    sched = TrainConfig(lr=lr, schedule=schedule, minutes=minutes)
+    sched = TrainConfig(lr=lr, schedule=schedule, minutes=minutes, warmup=warmup)
     batches = Batches(c.train, B, T)
     rng = np.random.default_rng(0)
     t0, step, k, hist = time.perf_counter(), 0, 0, []
@@ -308,7 +310,8 @@ def quality(path: str, minutes: float, H=512, L=1, B=32, T=100, lr=2e-3, schedul
     best = min(h[2] for h in hist)
     return {"final_val": v, "best_val": best, "steps": step, "history": hist,
             "settings": dict(H=H, L=L, B=B, T=T, lr=lr, schedule=schedule, clip=5.0,
-                             dropout=dropout, forget_bias=forget_bias, state_reset=state_reset)}
+                             dropout=dropout, forget_bias=forget_bias, state_reset=state_reset,
+                             warmup=warmup)}
 
 
 if __name__ == "__main__":
@@ -339,10 +342,11 @@ if __name__ == "__main__":
               dropout=a.dropout, forget_bias=a.forget_bias, state_reset=a.state_reset)
     if a.ours:
         from ..config import ModelConfig, TrainConfig
+        from ..sizing import warmup_for
         mc, tc = ModelConfig(), TrainConfig()
         kw = dict(H=mc.hidden, L=mc.layers, B=tc.batch_size, T=tc.seq_len, lr=tc.lr,
                   schedule=tc.schedule, dropout=mc.dropout, forget_bias=mc.forget_bias,
-                  state_reset=tc.state_reset)
+                  state_reset=tc.state_reset, warmup=warmup_for(mc.hidden))
     r = quality(a.file, a.minutes, **kw)
     print(f"PyTorch LSTM, {r['settings']}: final val {r['final_val']:.4f}, "
           f"best {r['best_val']:.4f} nats/char ({r['best_val'] / math.log(2):.3f} bits) "

@@ -317,6 +317,8 @@ def configs(settings: dict, minutes: float) -> tuple[ModelConfig, TrainConfig]:
     if "lr" not in t:
         from ...config import default_lr
         t["lr"] = default_lr(m.get("cell", ModelConfig.cell))
+    from ...sizing import warmup_for                # as charlstm train chooses it
+    t["warmup"] = warmup_for(m.get("hidden", ModelConfig.hidden))
     return ModelConfig(**m), TrainConfig(**t, minutes=minutes)
 
 
