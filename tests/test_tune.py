@@ -417,7 +417,9 @@ def test_defaults_trial_is_train_defaults():
     d = T.defaults_params(space)
     from charlstm.config import ModelConfig, TrainConfig
     m, t = T.configs(T.suggest(optuna.trial.FixedTrial(d), space), 3.0)
-    assert m == ModelConfig() and t == TrainConfig(minutes=3.0)
+    from charlstm.sizing import warmup_for          # as train chooses it for the size
+    assert m == ModelConfig() and t == TrainConfig(minutes=3.0, warmup=warmup_for(m.hidden))
+    assert t.warmup > 0                              # (768 units: the warm-up)
     assert T.defaults_params(T.resolve_space(T.requested_space(None, {"cell": "gru"}), None,
                                              3.0, 65, 10 ** 6)) is None
 
