@@ -335,7 +335,8 @@ def choose(corpus, mcfg: ModelConfig, tcfg: TrainConfig, given: set, *,
     budget = (f"{tcfg.minutes:g} min" if budget_s else plural(tcfg.steps, "step") if tcfg.steps
               else plural(tcfg.epochs, "epoch"))
     what = "" if "hidden" in given else f"; {_given_hint(given)}"
-    per_weight = plural(float(f"{chars / params:.0f}"), "character")
+    ratio = chars / params                 # whole above 1, one figure below ("0.2")
+    per_weight = plural(float(f"{ratio:.0f}" if ratio >= 0.95 else f"{ratio:.1g}"), "character")
     warm = f" after a {warmup:.0%} warm-up" if warmup else ""
     reason = (f"model: {cell} {layers}×{hidden}, dropout {dropout:g}, lr {lr:g}{warm} (about "
               f"{_round(steps)} step{'' if _round(steps) == '1' else 's'} in {budget} on "

@@ -232,3 +232,15 @@ def test_the_warm_up_comes_with_the_big_models_and_a_given_one_wins(text):
         c = sizing.choose(corpus, ModelConfig(hidden=1024), TrainConfig(minutes=3, warmup=given),
                           {"hidden", "warmup"}, speeds=fake_speeds())
         assert c.train.warmup == given
+
+
+@pytest.mark.parametrize("minutes, shown", [(0.001, r"0\.\d+ characters"), (3, r"\d+ characters")])
+def test_the_line_never_says_zero_characters_per_weight(text, minutes, shown):
+    """A model that sees fewer characters than it has weights shows the
+    ratio to one figure, never 0."""
+    import re
+    corpus = load_corpus(text, 0.1)
+    c = sizing.choose(corpus, ModelConfig(hidden=768), TrainConfig(minutes=minutes), {"hidden"},
+                      speeds=fake_speeds())
+    assert re.search(shown + " per weight", c.reason), c.reason
+    assert " 0 characters" not in c.reason
