@@ -202,17 +202,18 @@ def test_no_writer_touches_a_file_that_is_not_its_own(env, sleeper, writer, targ
     assert not [n for n in os.listdir(env["tmp"]) if n.startswith(".tmp-")]
 
 
-OWN = {   # a writer, and how to make a file of its own kind there first
-    "train --out": "train", "inspect --html": "inspect", "export safetensors --out": "st",
-    "export onnx --out": "onnx", "show --png": "png", "show --html": "html",
+OWN = {   # each file writer: its own kind of file (files.KINDS), and the name it takes
+    "train --out": ("checkpoint", ".npz"), "inspect --html": ("page", ".html"),
+    "export safetensors --out": ("safetensors", ".safetensors"),
+    "export onnx --out": ("onnx", ".onnx"), "show --png": ("png", ".png"),
+    "show --html": ("page", ".html"),
 }
 
 
 @pytest.mark.parametrize("writer", list(OWN))
 def test_an_own_file_is_replaced_only_with_force_and_keeps_its_mode(env, writer):
     _needs(writer)
-    suffix = {"train": ".npz", "inspect": ".html", "st": ".safetensors", "onnx": ".onnx",
-              "png": ".png", "html": ".html"}[OWN[writer]]
+    kind, suffix = OWN[writer]
     t = str(env["tmp"] / ("own" + suffix))
     r = run(WRITERS[writer](env, t))
     assert r.exit_code == 0, r.output
@@ -223,8 +224,7 @@ def test_an_own_file_is_replaced_only_with_force_and_keeps_its_mode(env, writer)
     r = run(WRITERS[writer](env, t) + ["--force"])
     assert r.exit_code == 0, r.output
     assert stat.S_IMODE(os.stat(t).st_mode) == 0o600
-    assert files.KINDS[{"train": "checkpoint", "inspect": "page", "st": "safetensors",
-                        "onnx": "onnx", "png": "png", "html": "page"}[OWN[writer]]].recognise(t)
+    assert files.KINDS[kind].recognise(t)
 
 
 def test_a_page_of_another_command_is_still_a_page(env):
@@ -972,17 +972,21 @@ def _empty_text(e):
     return str(p)
 
 
+def _on_empty_text(writer, storage=None):
+    """A run-folder writer given an empty text, its run folder d/run (and
+    --storage storage(d))."""
+    return lambda e, d: FOLDER_WRITERS[writer](dict(e, text=_empty_text(e)), d / "run") + (
+        ["--storage", storage(d)] if storage else [])
+
+
 # A command refused for its input after it has made its output's folder.
 REFUSED_AFTER_THE_FOLDER = {
     "train --out": lambda e, d: ["train", _empty_text(e), "--out", d / "deep" / "m.npz"] + TINY,
-    "compare --out-dir": lambda e, d: FOLDER_WRITERS["compare --out-dir"](
-        dict(e, text=_empty_text(e)), d / "run"),
-    "tune --out-dir": lambda e, d: FOLDER_WRITERS["tune --out-dir"](
-        dict(e, text=_empty_text(e)), d / "run"),
-    "tune --storage journal": lambda e, d: FOLDER_WRITERS["tune --out-dir"](
-        dict(e, text=_empty_text(e)), d / "run") + ["--storage", d / "j" / "study.log"],
-    "tune --storage sqlite": lambda e, d: FOLDER_WRITERS["tune --out-dir"](
-        dict(e, text=_empty_text(e)), d / "run") + ["--storage", f"sqlite:///{d}/s/study.db"],
+    "compare --out-dir": _on_empty_text("compare --out-dir"),
+    "tune --out-dir": _on_empty_text("tune --out-dir"),
+    "tune --storage journal": _on_empty_text("tune --out-dir", lambda d: d / "j" / "study.log"),
+    "tune --storage sqlite": _on_empty_text("tune --out-dir",
+                                            lambda d: f"sqlite:///{d}/s/study.db"),
 }
 
 
@@ -1070,16 +1074,14 @@ def test_a_refused_train_leaves_no_checkpoints_folder(env, monkeypatch):
     assert not os.path.exists(env["tmp"] / "checkpoints")
 
 
-EVERY_WRITER = {**{w: (lambda f: lambda e, d: f(e, d / "new" / "deep" / ("out" + s)))(WRITERS[w])
-                   for w, s in (("train --out", ".npz"), ("inspect --html", ".html"),
-                                ("export safetensors --out", ".safetensors"),
-                                ("export onnx --out", ".onnx"), ("show --png", ".png"),
-                                ("show --html", ".html"))},
-                **{w: (lambda f: lambda e, d: f(e, d / "new" / "run"))(FOLDER_WRITERS[w])
-                   for w in FOLDER_WRITERS}}
+def _into_new_folders(writer, e, d):
+    """writer's command, its output two new folders down in d."""
+    if writer in FOLDER_WRITERS:
+        return FOLDER_WRITERS[writer](e, d / "new" / "run")
+    return WRITERS[writer](e, d / "new" / "deep" / ("out" + OWN[writer][1]))
 
 
-@pytest.mark.parametrize("writer", list(EVERY_WRITER))
+@pytest.mark.parametrize("writer", list(OWN) + list(FOLDER_WRITERS))
 def test_a_write_that_fails_leaves_no_folder(env, writer, monkeypatch):
     """Every writer, with its disk full at its first write: one line, and the
     folders it made for the output are gone again; the folders that were
@@ -1090,7 +1092,7 @@ def test_a_write_that_fails_leaves_no_folder(env, writer, monkeypatch):
         raise OSError(28, os.strerror(28), str(path))
     monkeypatch.setattr(files, "write_with", full)
     before = _listing(env["tmp"])
-    r = run(EVERY_WRITER[writer](env, env["tmp"]))
+    r = run(_into_new_folders(writer, env, env["tmp"]))
     refused(r)
     assert _listing(env["tmp"]) == before, r.output
 
